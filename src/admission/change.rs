@@ -1,0 +1,462 @@
+//! Turning an admission request into the change it represents: what is changed, by whom,
+//! and which class of change it is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AdmissionError;
+
+pub const POLICY_LABEL: &str = "slo-guard.io/policy";
+pub const REFLECTION_LABEL: &str = "slo-guard.io/reflection";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+
+    fn from_resource(resource: &str) -> Option<Self> {
+        match resource {
+            "deployments" => Some(WorkloadKind::Deployment),
+            "statefulsets" => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        }
+    }
+
+    fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "Deployment" => Some(WorkloadKind::Deployment),
+            "StatefulSet" => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        }
+    }
+}
+
+/// The change classes of DESIGN.md's "What it judges" table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeClass {
+    Create,
+    Rollout,
+    Scale,
+    Autoscaling,
+    Metadata,
+    Delete,
+    Config,
+}
+
+impl ChangeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeClass::Create => "create",
+            ChangeClass::Rollout => "rollout",
+            ChangeClass::Scale => "scale",
+            ChangeClass::Autoscaling => "autoscaling",
+            ChangeClass::Metadata => "metadata",
+            ChangeClass::Delete => "delete",
+            ChangeClass::Config => "config",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ChangeClass::Create,
+            ChangeClass::Rollout,
+            ChangeClass::Scale,
+            ChangeClass::Autoscaling,
+            ChangeClass::Metadata,
+            ChangeClass::Delete,
+            ChangeClass::Config,
+        ]
+        .into_iter()
+        .find(|class| class.as_str() == text)
+    }
+}
+
+impl fmt::Display for ChangeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    Agent,
+    Controller,
+    Person,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Agent => "agent",
+            ActorKind::Controller => "controller",
+            ActorKind::Person => "person",
+        }
+    }
+}
+
+/// Who sent the request, as the apiserver authenticated it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requester {
+    pub username: String,
+    pub groups: Vec<String>,
+    /// `request.options.fieldManager`, chosen by the client.
+    pub field_manager: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Workload(WorkloadKind),
+    /// An HPA, judged for the workload its `scaleTargetRef` names.
+    HorizontalPodAutoscaler,
+    ConfigMap(ConfigKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    Policy,
+    Reflection,
+}
+
+/// The object a change is judged for. For a scale request or an HPA this is the workload
+/// being scaled, so that policies match it by the workload's labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// The workload kind policies match on (the HPA's scale target for HPAs).
+    pub workload_kind: Option<WorkloadKind>,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// False when the labels could not be read (a scale request whose parent workload is
+    /// not in the watch cache), so matching must not rely on them.
+    pub labels_known: bool,
+}
+
+impl Target {
+    /// "Deployment payments/checkout", as denials name it.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            TargetKind::Workload(kind) => kind.as_str(),
+            TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            TargetKind::ConfigMap(_) => "ConfigMap",
+        };
+        format!("{kind} {}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaChange {
+    pub old: Option<u32>,
+    pub new: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HpaBounds {
+    pub min: u32,
+    pub max: u32,
+    pub old_min: Option<u32>,
+    pub old_max: Option<u32>,
+}
+
+/// What the watch cache knows of a workload, for requests that do not carry it
+/// (the `scale` subresource, HPAs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadSnapshot {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub replicas: Option<u32>,
+}
+
+/// Read access to the workload watch cache. Implementations must not do I/O per call.
+pub trait WorkloadLookup: Send + Sync {
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<WorkloadSnapshot>;
+}
+
+impl WorkloadLookup for () {
+    fn workload(&self, _: WorkloadKind, _: &str, _: &str) -> Option<WorkloadSnapshot> {
+        None
+    }
+}
+
+impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot> {
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<WorkloadSnapshot> {
+        self.get(&(kind, namespace.to_string(), name.to_string())).cloned()
+    }
+}
+
+/// A request the rules can judge.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub uid: String,
+    pub class: ChangeClass,
+    pub target: Target,
+    pub requester: Requester,
+    pub dry_run: bool,
+    pub replicas: Option<ReplicaChange>,
+    pub hpa: Option<HpaBounds>,
+    /// The decision context: the object's annotations after the change, or the parent
+    /// workload's for a scale request. `None` when it could not be read.
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub old_annotations: BTreeMap<String, String>,
+    /// The ConfigMap's data, for policy and reflection ConfigMaps.
+    pub config_data: Option<BTreeMap<String, String>>,
+    pub object: Option<Value>,
+    pub old_object: Option<Value>,
+}
+
+/// Classifies a request. `Ok(None)` means slo-guard does not govern it (for example a
+/// ConfigMap without a slo-guard label), which is allowed.
+pub fn classify(
+    request: &AdmissionRequest<DynamicObject>,
+    workloads: &dyn WorkloadLookup,
+) -> Result<Option<Change>, AdmissionError> {
+    let requester = Requester {
+        username: request.user_info.username.clone().unwrap_or_default(),
+        groups: request.user_info.groups.clone().unwrap_or_default(),
+        field_manager: request
+            .options
+            .as_ref()
+            .and_then(|options| options.0.get("fieldManager"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let object = request.object.as_ref();
+    let old_object = request.old_object.as_ref();
+    let sub_resource = request.sub_resource.as_deref().unwrap_or("");
+    let group = request.resource.group.as_str();
+    let resource = request.resource.resource.as_str();
+
+    let base = |class, target, annotations| Change {
+        uid: request.uid.clone(),
+        class,
+        target,
+        requester: requester.clone(),
+        dry_run: request.dry_run,
+        replicas: None,
+        hpa: None,
+        annotations,
+        old_annotations: old_object.map(annotations_of).unwrap_or_default(),
+        config_data: None,
+        object: object.map(|o| o.data.clone()),
+        old_object: old_object.map(|o| o.data.clone()),
+    };
+
+    match (group, resource, sub_resource) {
+        ("apps", "deployments" | "statefulsets", "scale") => {
+            let kind = WorkloadKind::from_resource(resource).ok_or_else(|| unreachable_resource(resource))?;
+            let parent = workloads.workload(kind, &namespace, &request.name);
+            let new = object
+                .and_then(|scale| replicas_at(&scale.data, "spec"))
+                .ok_or_else(|| AdmissionError::Malformed("Scale object has no spec.replicas".into()))?;
+            let old = old_object
+                .and_then(|scale| replicas_at(&scale.data, "spec"))
+                .or_else(|| parent.as_ref().and_then(|p| p.replicas));
+            let target = Target {
+                kind: TargetKind::Workload(kind),
+                workload_kind: Some(kind),
+                namespace,
+                name: request.name.clone(),
+                labels: parent.as_ref().map(|p| p.labels.clone()).unwrap_or_default(),
+                labels_known: parent.is_some(),
+            };
+            let mut change = base(ChangeClass::Scale, target, parent.map(|p| p.annotations));
+            change.replicas = Some(ReplicaChange { old, new });
+            Ok(Some(change))
+        }
+        ("apps", "deployments" | "statefulsets", "") => {
+            let kind = WorkloadKind::from_resource(resource).ok_or_else(|| unreachable_resource(resource))?;
+            let current = object.or(old_object).ok_or_else(|| {
+                AdmissionError::Malformed(format!("{} request carries neither object nor oldObject", request.operation_name()))
+            })?;
+            let target = Target {
+                kind: TargetKind::Workload(kind),
+                workload_kind: Some(kind),
+                namespace,
+                name: current.metadata.name.clone().unwrap_or_else(|| request.name.clone()),
+                labels: current.metadata.labels.clone().unwrap_or_default(),
+                labels_known: true,
+            };
+            let class = match request.operation {
+                Operation::Create => ChangeClass::Create,
+                Operation::Delete => ChangeClass::Delete,
+                Operation::Update => match (object, old_object) {
+                    (Some(new), Some(old)) => update_class(&new.data, &old.data),
+                    _ => return Err(AdmissionError::Malformed("UPDATE request needs object and oldObject".into())),
+                },
+                Operation::Connect => return Ok(None),
+            };
+            let mut change = base(class, target, object.map(annotations_of));
+            if let Some(new) = object.and_then(|o| replicas_at(&o.data, "spec")) {
+                let old = old_object.and_then(|o| replicas_at(&o.data, "spec"));
+                if old != Some(new) {
+                    change.replicas = Some(ReplicaChange { old, new });
+                }
+            }
+            Ok(Some(change))
+        }
+        ("autoscaling", "horizontalpodautoscalers", "") => {
+            let current = object.or(old_object).ok_or_else(|| {
+                AdmissionError::Malformed("HorizontalPodAutoscaler request carries neither object nor oldObject".into())
+            })?;
+            let scale_target = current.data.pointer("/spec/scaleTargetRef");
+            let target_kind = scale_target
+                .and_then(|r| r.get("kind"))
+                .and_then(Value::as_str)
+                .and_then(WorkloadKind::from_kind);
+            let target_name = scale_target
+                .and_then(|r| r.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let parent = target_kind.and_then(|kind| workloads.workload(kind, &namespace, &target_name));
+            let (labels, labels_known) = match &parent {
+                Some(parent) => (parent.labels.clone(), true),
+                None => (current.metadata.labels.clone().unwrap_or_default(), false),
+            };
+            let target = Target {
+                kind: TargetKind::HorizontalPodAutoscaler,
+                workload_kind: target_kind,
+                namespace,
+                name: target_name,
+                labels,
+                labels_known,
+            };
+            let class = match request.operation {
+                Operation::Delete => ChangeClass::Delete,
+                Operation::Connect => return Ok(None),
+                _ => ChangeClass::Autoscaling,
+            };
+            let mut change = base(class, target, object.map(annotations_of));
+            if let Some(new) = object {
+                let max = replicas_field(&new.data, "/spec/maxReplicas")
+                    .ok_or_else(|| AdmissionError::Malformed("HorizontalPodAutoscaler has no spec.maxReplicas".into()))?;
+                // The API defaults minReplicas to 1 when it is absent.
+                let min = replicas_field(&new.data, "/spec/minReplicas").unwrap_or(1);
+                change.hpa = Some(HpaBounds {
+                    min,
+                    max,
+                    old_min: old_object.map(|o| replicas_field(&o.data, "/spec/minReplicas").unwrap_or(1)),
+                    old_max: old_object.and_then(|o| replicas_field(&o.data, "/spec/maxReplicas")),
+                });
+            }
+            Ok(Some(change))
+        }
+        ("", "configmaps", "") => {
+            let current = object.or(old_object).ok_or_else(|| {
+                AdmissionError::Malformed("ConfigMap request carries neither object nor oldObject".into())
+            })?;
+            let labels = current.metadata.labels.clone().unwrap_or_default();
+            let config_kind = if labels.get(POLICY_LABEL).is_some_and(|v| v == "true") {
+                ConfigKind::Policy
+            } else if labels.get(REFLECTION_LABEL).is_some_and(|v| v == "true") {
+                ConfigKind::Reflection
+            } else {
+                return Ok(None);
+            };
+            if request.operation == Operation::Delete {
+                return Ok(None);
+            }
+            let target = Target {
+                kind: TargetKind::ConfigMap(config_kind),
+                workload_kind: None,
+                namespace,
+                name: current.metadata.name.clone().unwrap_or_else(|| request.name.clone()),
+                labels,
+                labels_known: true,
+            };
+            let mut change = base(ChangeClass::Config, target, object.map(annotations_of));
+            change.config_data = Some(config_data_of(&current.data)?);
+            Ok(Some(change))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn unreachable_resource(resource: &str) -> AdmissionError {
+    AdmissionError::Malformed(format!("unexpected resource {resource:?}"))
+}
+
+trait OperationName {
+    fn operation_name(&self) -> &'static str;
+}
+
+impl OperationName for AdmissionRequest<DynamicObject> {
+    fn operation_name(&self) -> &'static str {
+        match self.operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// An UPDATE is a rollout when the pod template changes (or any other spec field than
+/// replicas, which is the conservative reading), a scale when only replicas change, and
+/// metadata when the spec is untouched.
+fn update_class(new: &Value, old: &Value) -> ChangeClass {
+    let (new_spec, old_spec) = (new.get("spec"), old.get("spec"));
+    if new_spec == old_spec {
+        return ChangeClass::Metadata;
+    }
+    if new_spec.and_then(|s| s.get("template")) != old_spec.and_then(|s| s.get("template")) {
+        return ChangeClass::Rollout;
+    }
+    if spec_without_replicas(new_spec) == spec_without_replicas(old_spec) {
+        ChangeClass::Scale
+    } else {
+        ChangeClass::Rollout
+    }
+}
+
+fn spec_without_replicas(spec: Option<&Value>) -> Option<Vec<(&String, &Value)>> {
+    spec.and_then(Value::as_object).map(|fields| {
+        fields
+            .iter()
+            .filter(|(key, _)| key.as_str() != "replicas")
+            .collect()
+    })
+}
+
+fn replicas_at(data: &Value, section: &str) -> Option<u32> {
+    data.get(section)?.get("replicas")?.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+fn replicas_field(data: &Value, pointer: &str) -> Option<u32> {
+    data.pointer(pointer)?.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+fn annotations_of(object: &DynamicObject) -> BTreeMap<String, String> {
+    object.metadata.annotations.clone().unwrap_or_default()
+}
+
+fn config_data_of(data: &Value) -> Result<BTreeMap<String, String>, AdmissionError> {
+    match data.get("data") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(key, value)| match value {
+                Value::String(text) => Ok((key.clone(), text.clone())),
+                _ => Err(AdmissionError::Malformed(format!("ConfigMap data key {key:?} is not a string"))),
+            })
+            .collect(),
+        Some(_) => Err(AdmissionError::Malformed("ConfigMap data is not a map".into())),
+    }
+}

@@ -1,0 +1,54 @@
+//! Admission I/O: reading an AdmissionReview into a [`Change`] the rules can judge, and
+//! writing the AdmissionReview response back.
+
+mod change;
+mod response;
+
+pub use change::{
+    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, POLICY_LABEL, REFLECTION_LABEL, ReplicaChange, Requester, Target,
+    TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot, classify,
+};
+pub use response::{ReviewResponse, ReviewStatus};
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+
+/// Bodies larger than this are refused before parsing. The apiserver's own request limit
+/// is 3 MiB, so nothing legitimate is larger.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("request body is {size} bytes, above the {MAX_REVIEW_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("request body is not an AdmissionReview: {0}")]
+    NotAReview(#[source] serde_json::Error),
+    #[error("AdmissionReview apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
+    UnsupportedVersion(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has no uid")]
+    MissingUid,
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Parses an AdmissionReview v1 body and returns its request.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
+    if body.len() > MAX_REVIEW_BYTES {
+        return Err(AdmissionError::TooLarge { size: body.len() });
+    }
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(AdmissionError::NotAReview)?;
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return Err(AdmissionError::UnsupportedVersion(format!(
+            "{}/{}",
+            review.types.api_version, review.types.kind
+        )));
+    }
+    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(AdmissionError::MissingUid);
+    }
+    Ok(request)
+}

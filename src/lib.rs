@@ -1,0 +1,10 @@
+//! slo-guard: a Kubernetes admission webhook that keeps people, CI and AI agents from
+//! changing workloads in ways that endanger their SLOs.
+//!
+//! The decision core ([`rules::decide`]) is pure; admission I/O, policy loading, TLS and
+//! HTTP are thin edges around it. [`server::router`] is exposed so tests can drive it.
+
+pub mod admission;
+pub mod policy;
+pub mod reflection;
+pub mod rules;

@@ -1,0 +1,260 @@
+//! Policy model and loading: parsing and validating `slo-guard.io/policy` ConfigMaps,
+//! reading them from a directory or a cluster watch, and keeping the last good version
+//! of each in force.
+
+pub mod duration;
+mod model;
+mod source;
+mod store;
+
+pub use duration::PromDuration;
+pub use model::*;
+pub use source::{ConfigMapDocument, load_directory, read_manifests};
+pub use store::{MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate};
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::admission::{ChangeClass, WorkloadKind};
+
+/// The data key that holds a policy in its ConfigMap.
+pub const POLICY_KEY: &str = "policy.yaml";
+
+/// Identifies a policy by its ConfigMap: `namespace/name`, as denials print it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub id: PolicyRef,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A field has a bad value or type; `field` is the dotted path into the policy.
+    #[error("{key}: field `{field}`: {message}")]
+    Field { key: String, field: String, message: String },
+    #[error("{key}: {message}")]
+    Document { key: String, message: String },
+    #[error("ConfigMap {configmap} has no `{POLICY_KEY}` key (found: {found})")]
+    MissingKey { configmap: String, found: String },
+    #[error("ConfigMap {configmap}: unexpected key `{key}`: a policy ConfigMap holds only `{POLICY_KEY}`")]
+    UnexpectedKey { configmap: String, key: String },
+}
+
+/// Parses and validates the YAML of one policy. `key` names where it came from, for errors.
+pub fn parse_policy(key: &str, yaml: &str) -> Result<PolicySpec, PolicyError> {
+    let spec: PolicySpec = deserialize_strict(key, yaml)?;
+    validate(&spec).map_err(|(field, message)| PolicyError::Field {
+        key: key.to_string(),
+        field,
+        message,
+    })?;
+    Ok(spec)
+}
+
+/// Deserializes YAML, naming the field path of the first error.
+pub(crate) fn deserialize_strict<T: serde::de::DeserializeOwned>(key: &str, yaml: &str) -> Result<T, PolicyError> {
+    if yaml.trim().is_empty() {
+        return Err(PolicyError::Document {
+            key: key.to_string(),
+            message: "is empty".to_string(),
+        });
+    }
+    let deserializer = serde_yaml::Deserializer::from_str(yaml);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        let mut message = error.into_inner().to_string();
+        // serde_yaml repeats the path at the start of nested errors.
+        if let Some((prefix, rest)) = message.split_once(": ")
+            && field.starts_with(prefix)
+        {
+            message = rest.to_string();
+        }
+        if field == "." || field.is_empty() {
+            PolicyError::Document {
+                key: key.to_string(),
+                message,
+            }
+        } else {
+            PolicyError::Field {
+                key: key.to_string(),
+                field,
+                message,
+            }
+        }
+    })
+}
+
+/// Parses a policy ConfigMap's data. Every key other than `policy.yaml` is an error, so a
+/// misnamed key cannot leave a workload unguarded without anyone noticing.
+pub fn parse_policy_configmap(id: &PolicyRef, data: &BTreeMap<String, String>) -> Result<Policy, PolicyError> {
+    if let Some(key) = data.keys().find(|key| key.as_str() != POLICY_KEY) {
+        return Err(PolicyError::UnexpectedKey {
+            configmap: id.to_string(),
+            key: key.clone(),
+        });
+    }
+    let yaml = data.get(POLICY_KEY).ok_or_else(|| PolicyError::MissingKey {
+        configmap: id.to_string(),
+        found: if data.is_empty() {
+            "no keys".to_string()
+        } else {
+            data.keys().cloned().collect::<Vec<_>>().join(", ")
+        },
+    })?;
+    let spec = parse_policy(POLICY_KEY, yaml)?;
+    Ok(Policy { id: id.clone(), spec })
+}
+
+type FieldError = (String, String);
+
+fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+    (field.to_string(), message.into())
+}
+
+fn check_fraction(field: &str, value: f64, low: f64, high: f64) -> Result<(), FieldError> {
+    if value.is_finite() && (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(field_error(field, format!("{value} is outside {low}..{high}")))
+    }
+}
+
+fn check_query(field: &str, query: &str, templated: bool) -> Result<(), FieldError> {
+    if query.trim().is_empty() {
+        return Err(field_error(field, "query is empty"));
+    }
+    if templated && !query.contains("{{window}}") {
+        return Err(field_error(
+            field,
+            "query must contain {{window}} where the range goes, e.g. rate(x[{{window}}])",
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds that serde cannot express. Returns the dotted field path and the reason.
+fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
+    if spec.matcher.kinds.is_empty() {
+        return Err(field_error("match.kinds", "lists no kinds (use Deployment and/or StatefulSet)"));
+    }
+    let mut seen = Vec::<WorkloadKind>::new();
+    for kind in &spec.matcher.kinds {
+        if seen.contains(kind) {
+            return Err(field_error("match.kinds", format!("{} is listed twice", kind.as_str())));
+        }
+        seen.push(*kind);
+    }
+    if let Some(min) = spec.agents.min_confidence {
+        check_fraction("agents.minConfidence", min, 0.0, 1.0)?;
+    }
+    if let Some(scaling) = &spec.scaling {
+        if let (Some(min), Some(max)) = (scaling.min_replicas, scaling.max_replicas)
+            && min > max
+        {
+            return Err(field_error(
+                "scaling.minReplicas",
+                format!("{min} is above scaling.maxReplicas {max}"),
+            ));
+        }
+        if let Some(Step::Percent(percent)) = scaling.max_step
+            && percent > 1000.0
+        {
+            return Err(field_error("scaling.maxStep", format!("{percent}% is above 1000%")));
+        }
+    }
+    if let Some(slo) = &spec.slo {
+        if !(slo.objective.is_finite() && slo.objective > 0.0 && slo.objective < 100.0) {
+            return Err(field_error(
+                "slo.objective",
+                format!("{} must be a percentage strictly between 0 and 100, e.g. 99.9", slo.objective),
+            ));
+        }
+        check_query("slo.errors", &slo.errors, true)?;
+        check_query("slo.total", &slo.total, true)?;
+        if let Some(rate) = slo.min_request_rate
+            && !(rate.is_finite() && rate >= 0.0)
+        {
+            return Err(field_error("slo.minRequestRate", format!("{rate} must be a non-negative number")));
+        }
+        check_fraction("slo.budget.freezeBelow", slo.budget.freeze_below, -100.0, 1.0)?;
+        if let Some(agent_floor) = slo.budget.agent_freeze_below {
+            check_fraction("slo.budget.agentFreezeBelow", agent_floor, -100.0, 1.0)?;
+            if agent_floor < slo.budget.freeze_below {
+                return Err(field_error(
+                    "slo.budget.agentFreezeBelow",
+                    format!(
+                        "{agent_floor} is below slo.budget.freezeBelow {}: agents must not get a lower floor than people",
+                        slo.budget.freeze_below
+                    ),
+                ));
+            }
+        }
+        for (index, row) in slo.burn_rate.iter().enumerate() {
+            let field = format!("slo.burnRate[{index}]");
+            if !(row.factor.is_finite() && row.factor > 0.0) {
+                return Err(field_error(&format!("{field}.factor"), format!("{} must be above 0", row.factor)));
+            }
+            if row.short.duration() >= row.long.duration() {
+                return Err(field_error(
+                    &format!("{field}.short"),
+                    format!("{} must be shorter than long {}", row.short, row.long),
+                ));
+            }
+        }
+    }
+    if let Some(traffic) = &spec.traffic {
+        check_query("traffic.current", &traffic.current, false)?;
+        check_query("traffic.baseline", &traffic.baseline, false)?;
+        if !(traffic.spike_ratio.is_finite() && traffic.spike_ratio > 1.0) {
+            return Err(field_error(
+                "traffic.spikeRatio",
+                format!("{} must be above 1 (current traffic over baseline)", traffic.spike_ratio),
+            ));
+        }
+    }
+    if let Some(windows) = &spec.windows {
+        for (index, window) in windows.freeze.iter().enumerate() {
+            let field = format!("windows.freeze[{index}]");
+            if window.days.is_empty() {
+                return Err(field_error(&format!("{field}.days"), "lists no days"));
+            }
+            for (name, value) in [("start", &window.start), ("end", &window.end)] {
+                if let Some(time) = value
+                    && chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err()
+                {
+                    return Err(field_error(&format!("{field}.{name}"), format!("{time:?} is not HH:MM")));
+                }
+            }
+        }
+    }
+    if let Some(approval) = &spec.approval
+        && approval.required_for.iter().any(|class| *class == ChangeClass::Config)
+    {
+        return Err(field_error("approval.requiredFor", "config changes cannot require approval"));
+    }
+    if spec.prometheus.timeout.duration() > std::time::Duration::from_secs(25) {
+        return Err(field_error(
+            "prometheus.timeout",
+            format!(
+                "{} is longer than an admission webhook may take (the apiserver allows at most 30s)",
+                spec.prometheus.timeout
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

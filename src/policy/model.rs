@@ -1,0 +1,698 @@
+//! The policy schema: what a platform team writes in a `slo-guard.io/policy` ConfigMap.
+//! Every struct denies unknown fields, so a typo is an error rather than a silently
+//! ignored guardrail.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::PromDuration;
+use crate::admission::{ActorKind, ChangeClass, WorkloadKind};
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    #[serde(rename = "match")]
+    pub matcher: MatchSpec,
+    #[serde(default)]
+    pub action: Mode,
+    #[serde(default)]
+    pub agents: AgentSpec,
+    /// Identities that are controllers (never capped by agent rules). When absent, the
+    /// built-in list applies: the kube-controller-manager and kube-system ServiceAccounts.
+    #[serde(default)]
+    pub controllers: Option<IdentitySpec>,
+    #[serde(default)]
+    pub slo: Option<SloSpec>,
+    #[serde(default)]
+    pub traffic: Option<TrafficSpec>,
+    #[serde(default)]
+    pub scaling: Option<ScalingSpec>,
+    #[serde(default)]
+    pub windows: Option<WindowsSpec>,
+    #[serde(default)]
+    pub approval: Option<ApprovalSpec>,
+    #[serde(default)]
+    pub prometheus: PrometheusSpec,
+}
+
+/// What happens when a rule fails.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny the request.
+    #[default]
+    Enforce,
+    /// Allow it, with a warning kubectl prints.
+    Warn,
+    /// Allow it silently, recording the verdict in audit annotations and the log.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MatchSpec {
+    #[serde(default = "all_workload_kinds")]
+    pub kinds: Vec<WorkloadKind>,
+    /// Workload names; empty means any name.
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
+    /// Only for policies in slo-guard's own namespace: the namespaces they govern.
+    #[serde(default)]
+    pub namespaces: Vec<Pattern>,
+}
+
+fn all_workload_kinds() -> Vec<WorkloadKind> {
+    vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet]
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelRequirement {
+    pub key: String,
+    pub operator: LabelOperator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum LabelOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+            && self.match_expressions.iter().all(|req| {
+                let value = labels.get(&req.key);
+                match req.operator {
+                    LabelOperator::In => value.is_some_and(|v| req.values.contains(v)),
+                    LabelOperator::NotIn => value.is_none_or(|v| !req.values.contains(v)),
+                    LabelOperator::Exists => value.is_some(),
+                    LabelOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+/// A name pattern where `*` matches any run of characters (as in `system:serviceaccount:ai-agents:*`).
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Pattern(String);
+
+impl Pattern {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, candidate: &str) -> bool {
+        glob_match(self.0.as_bytes(), candidate.as_bytes())
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Iterative `*` matching with single backtrack point: linear in practice, and no
+/// recursion for an attacker-chosen username to blow up.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            resume = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((star, matched)) = resume {
+            p = star + 1;
+            t = matched + 1;
+            resume = Some((star, matched + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentitySpec {
+    #[serde(default)]
+    pub users: Vec<Pattern>,
+    #[serde(default)]
+    pub groups: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentSpec {
+    #[serde(default)]
+    pub users: Vec<Pattern>,
+    #[serde(default)]
+    pub groups: Vec<Pattern>,
+    /// `request.options.fieldManager` patterns. A field manager can only make a request
+    /// count as an agent's, never the reverse, so a client cannot use it to escape.
+    #[serde(default)]
+    pub field_managers: Vec<Pattern>,
+    #[serde(default = "default_required_annotations")]
+    pub require_annotations: Vec<AgentAnnotation>,
+    #[serde(default)]
+    pub min_confidence: Option<f64>,
+    /// Change classes or declared actions agents may never take.
+    #[serde(default = "default_forbidden")]
+    pub forbidden: Vec<ForbiddenAction>,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            groups: Vec::new(),
+            field_managers: Vec::new(),
+            require_annotations: default_required_annotations(),
+            min_confidence: None,
+            forbidden: default_forbidden(),
+        }
+    }
+}
+
+fn default_required_annotations() -> Vec<AgentAnnotation> {
+    vec![
+        AgentAnnotation::DecisionId,
+        AgentAnnotation::Reason,
+        AgentAnnotation::Confidence,
+        AgentAnnotation::Action,
+    ]
+}
+
+fn default_forbidden() -> Vec<ForbiddenAction> {
+    vec![ForbiddenAction::Class(ChangeClass::Delete)]
+}
+
+/// The decision-context annotations an agent sets (prefix `slo-guard.io/`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentAnnotation {
+    DecisionId,
+    Reason,
+    Confidence,
+    Action,
+    Trigger,
+}
+
+impl AgentAnnotation {
+    pub fn key(self) -> &'static str {
+        match self {
+            AgentAnnotation::DecisionId => "slo-guard.io/decision-id",
+            AgentAnnotation::Reason => "slo-guard.io/reason",
+            AgentAnnotation::Confidence => "slo-guard.io/confidence",
+            AgentAnnotation::Action => "slo-guard.io/action",
+            AgentAnnotation::Trigger => "slo-guard.io/trigger",
+        }
+    }
+}
+
+/// The closed list of actions an agent may declare in `slo-guard.io/action`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentAction {
+    Scale,
+    Restart,
+    UpdateEnv,
+    IncreaseMemory,
+    FixImage,
+    Rollback,
+    Patch,
+}
+
+impl AgentAction {
+    pub const ALL: [AgentAction; 7] = [
+        AgentAction::Scale,
+        AgentAction::Restart,
+        AgentAction::UpdateEnv,
+        AgentAction::IncreaseMemory,
+        AgentAction::FixImage,
+        AgentAction::Rollback,
+        AgentAction::Patch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAction::Scale => "scale",
+            AgentAction::Restart => "restart",
+            AgentAction::UpdateEnv => "update-env",
+            AgentAction::IncreaseMemory => "increase-memory",
+            AgentAction::FixImage => "fix-image",
+            AgentAction::Rollback => "rollback",
+            AgentAction::Patch => "patch",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == text)
+    }
+}
+
+/// An entry of `agents.forbidden`: a change class (`delete`) or a declared action (`rollback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForbiddenAction {
+    Class(ChangeClass),
+    Action(AgentAction),
+}
+
+impl ForbiddenAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForbiddenAction::Class(class) => class.as_str(),
+            ForbiddenAction::Action(action) => action.as_str(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ForbiddenAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(class) = ChangeClass::parse(&text) {
+            return Ok(ForbiddenAction::Class(class));
+        }
+        if let Some(action) = AgentAction::parse(&text) {
+            return Ok(ForbiddenAction::Action(action));
+        }
+        Err(serde::de::Error::custom(format!(
+            "unknown forbidden action {text:?}: expected a change class (create, rollout, scale, autoscaling, metadata, delete) or an agent action (restart, update-env, increase-memory, fix-image, rollback, patch)"
+        )))
+    }
+}
+
+impl Serialize for ForbiddenAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Which actors a rule applies to: `agents`, `people`, `controllers`, `everyone`, or a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActorSet {
+    pub agents: bool,
+    pub people: bool,
+    pub controllers: bool,
+}
+
+impl ActorSet {
+    pub const AGENTS: ActorSet = ActorSet {
+        agents: true,
+        people: false,
+        controllers: false,
+    };
+
+    pub fn contains(self, actor: ActorKind) -> bool {
+        match actor {
+            ActorKind::Agent => self.agents,
+            ActorKind::Person => self.people,
+            ActorKind::Controller => self.controllers,
+        }
+    }
+
+    /// How a denial names the actors, as in "the cap of 20 for agent changes".
+    pub fn describe(self) -> &'static str {
+        match (self.agents, self.people, self.controllers) {
+            (true, false, false) => "agent changes",
+            (false, true, false) => "changes by people",
+            (true, true, false) => "changes by agents and people",
+            (true, true, true) => "all changes",
+            _ => "changes by the listed actors",
+        }
+    }
+
+    fn from_names(names: &[String]) -> Result<Self, String> {
+        let mut set = ActorSet {
+            agents: false,
+            people: false,
+            controllers: false,
+        };
+        for name in names {
+            match name.as_str() {
+                "agents" => set.agents = true,
+                "people" => set.people = true,
+                "controllers" => set.controllers = true,
+                "everyone" => {
+                    set = ActorSet {
+                        agents: true,
+                        people: true,
+                        controllers: true,
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown actor {other:?}: expected agents, people, controllers or everyone"
+                    ));
+                }
+            }
+        }
+        if !(set.agents || set.people || set.controllers) {
+            return Err("names no actors".to_string());
+        }
+        Ok(set)
+    }
+
+    fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.agents {
+            names.push("agents");
+        }
+        if self.people {
+            names.push("people");
+        }
+        if self.controllers {
+            names.push("controllers");
+        }
+        names
+    }
+}
+
+impl Default for ActorSet {
+    fn default() -> Self {
+        ActorSet::AGENTS
+    }
+}
+
+impl<'de> Deserialize<'de> for ActorSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(name) => vec![name],
+            OneOrMany::Many(names) => names,
+        };
+        ActorSet::from_names(&names).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ActorSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(serializer)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScalingSpec {
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
+    #[serde(default)]
+    pub max_step: Option<Step>,
+    #[serde(default)]
+    pub cooldown: Option<PromDuration>,
+    #[serde(default)]
+    pub applies_to: ActorSet,
+}
+
+/// The largest change of replicas in one request: a count (`5`) or a share of the
+/// current replicas (`"50%"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    Replicas(u32),
+    Percent(f64),
+}
+
+impl Step {
+    /// The step allowed from `current` replicas. A percentage always allows at least one
+    /// replica, so a workload at 1 replica can still move.
+    pub fn allowed_from(self, current: u32) -> u32 {
+        match self {
+            Step::Replicas(count) => count,
+            Step::Percent(percent) => ((f64::from(current) * percent / 100.0).floor() as u32).max(1),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Replicas(count) => write!(f, "{count}"),
+            Step::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Count(0) => Err(serde::de::Error::custom("maxStep must be at least 1")),
+            Raw::Count(count) => Ok(Step::Replicas(count)),
+            Raw::Text(text) => {
+                let invalid = || {
+                    serde::de::Error::custom(format!(
+                        "invalid maxStep {text:?}: expected a replica count such as 5 or a percentage such as \"50%\""
+                    ))
+                };
+                let percent: f64 = text
+                    .trim()
+                    .strip_suffix('%')
+                    .ok_or_else(invalid)?
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid())?;
+                if !(percent.is_finite() && percent > 0.0) {
+                    return Err(invalid());
+                }
+                Ok(Step::Percent(percent))
+            }
+        }
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Step::Replicas(count) => serializer.serialize_u32(*count),
+            Step::Percent(_) => serializer.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SloSpec {
+    /// Percent, for example 99.9.
+    pub objective: f64,
+    pub period: PromDuration,
+    /// PromQL for the error rate, with `{{window}}` where the range goes.
+    pub errors: String,
+    /// PromQL for the total request rate, with `{{window}}`.
+    pub total: String,
+    #[serde(default)]
+    pub min_request_rate: Option<f64>,
+    /// What applies when traffic is below `minRequestRate`.
+    #[serde(default = "default_no_traffic")]
+    pub on_no_traffic: OnError,
+    #[serde(default)]
+    pub budget: BudgetSpec,
+    #[serde(default)]
+    pub burn_rate: Vec<BurnRateRow>,
+    /// Whether CREATE is gated too (by default only rollouts are).
+    #[serde(default)]
+    pub gate_create: bool,
+}
+
+fn default_no_traffic() -> OnError {
+    OnError::Allow
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Fraction of the budget left (0.0 = exhausted) at or below which rollouts freeze.
+    #[serde(default)]
+    pub freeze_below: f64,
+    #[serde(default)]
+    pub agent_freeze_below: Option<f64>,
+}
+
+impl Default for BudgetSpec {
+    fn default() -> Self {
+        Self {
+            freeze_below: 0.0,
+            agent_freeze_below: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BurnRateRow {
+    pub long: PromDuration,
+    pub short: PromDuration,
+    pub factor: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficSpec {
+    pub current: String,
+    pub baseline: String,
+    pub spike_ratio: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WindowsSpec {
+    #[serde(default)]
+    pub freeze: Vec<FreezeWindow>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FreezeWindow {
+    pub days: Vec<chrono::Weekday>,
+    /// `HH:MM` local time; absent means the whole day.
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    pub timezone: chrono_tz::Tz,
+    #[serde(default)]
+    pub applies_to: ActorSet,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApprovalSpec {
+    pub required_for: Vec<ChangeClass>,
+    pub max_age: PromDuration,
+    #[serde(default)]
+    pub applies_to: ActorSet,
+}
+
+/// What a decision does when its Prometheus data cannot be had.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    Allow,
+    Deny,
+    DenyAgents,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    #[serde(default = "default_on_error")]
+    pub on_error: OnError,
+    #[serde(default = "default_timeout")]
+    pub timeout: PromDuration,
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: PromDuration,
+}
+
+impl Default for PrometheusSpec {
+    fn default() -> Self {
+        Self {
+            on_error: default_on_error(),
+            timeout: default_timeout(),
+            max_staleness: default_max_staleness(),
+        }
+    }
+}
+
+fn default_on_error() -> OnError {
+    OnError::DenyAgents
+}
+
+fn default_timeout() -> PromDuration {
+    PromDuration::parse("2s").expect("constant duration is valid")
+}
+
+fn default_max_staleness() -> PromDuration {
+    PromDuration::parse("2m").expect("constant duration is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns_match_service_accounts() {
+        let pattern = Pattern::new("system:serviceaccount:ai-agents:*");
+        assert!(pattern.matches("system:serviceaccount:ai-agents:fixer"));
+        assert!(!pattern.matches("system:serviceaccount:payments:fixer"));
+        assert!(Pattern::new("kagent*").matches("kagent"));
+        assert!(Pattern::new("*bot*").matches("the-bot-9"));
+        assert!(!Pattern::new("exact").matches("exactly"));
+        assert!(Pattern::new("a*b*c").matches("aXXbYYc"));
+        assert!(!Pattern::new("a*b*c").matches("aXXbYY"));
+    }
+
+    #[test]
+    fn percentage_steps_scale_with_current_replicas() {
+        assert_eq!(Step::Percent(50.0).allowed_from(10), 5);
+        assert_eq!(Step::Percent(50.0).allowed_from(1), 1);
+        assert_eq!(Step::Replicas(3).allowed_from(100), 3);
+    }
+
+    #[test]
+    fn label_selector_operators() {
+        let labels: BTreeMap<String, String> =
+            [("app".to_string(), "checkout".to_string())].into_iter().collect();
+        let selector = |req: LabelRequirement| LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![req],
+        };
+        let req = |operator, values: &[&str]| LabelRequirement {
+            key: "app".into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        assert!(selector(req(LabelOperator::In, &["checkout", "cart"])).matches(&labels));
+        assert!(!selector(req(LabelOperator::NotIn, &["checkout"])).matches(&labels));
+        assert!(selector(req(LabelOperator::Exists, &[])).matches(&labels));
+        assert!(!selector(req(LabelOperator::DoesNotExist, &[])).matches(&labels));
+    }
+}

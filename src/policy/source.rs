@@ -1,0 +1,130 @@
+//! Reading ConfigMap manifests from files, as `kubectl apply -f` would take them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::Deserialize;
+
+/// The parts of a ConfigMap slo-guard reads, wherever it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigMapDocument {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub data: BTreeMap<String, String>,
+    /// Where it was read from, for messages: a file path or `cluster`.
+    pub origin: String,
+}
+
+impl ConfigMapDocument {
+    /// `namespace` is used when the manifest has none, as kubectl uses its context's.
+    pub fn from_configmap(configmap: ConfigMap, namespace: &str, origin: String) -> Result<Self, String> {
+        let name = configmap
+            .metadata
+            .name
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| format!("{origin}: ConfigMap has no metadata.name"))?;
+        if configmap.binary_data.as_ref().is_some_and(|data| !data.is_empty()) {
+            return Err(format!("{origin}: ConfigMap {name} uses binaryData; slo-guard reads only data"));
+        }
+        Ok(Self {
+            namespace: configmap.metadata.namespace.unwrap_or_else(|| namespace.to_string()),
+            name,
+            labels: configmap.metadata.labels.unwrap_or_default(),
+            data: configmap.data.unwrap_or_default(),
+            origin,
+        })
+    }
+
+    pub fn has_label(&self, label: &str) -> bool {
+        self.labels.get(label).is_some_and(|value| value == "true")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index}: {message}")]
+    Document { path: PathBuf, index: usize, message: String },
+}
+
+/// Reads every ConfigMap in a file or, for a directory, in its `.yaml`, `.yml` and `.json`
+/// files (sorted, not recursive). Other kinds of documents are errors, since a policy
+/// directory that holds something else is almost certainly a mistake.
+pub fn read_manifests(path: &Path, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+    let io_error = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io_error)? {
+            let file = entry.map_err(io_error)?.path();
+            let manifest = file
+                .extension()
+                .and_then(|ext| ext.to_str())
+                .is_some_and(|ext| matches!(ext, "yaml" | "yml" | "json"));
+            if manifest && file.is_file() {
+                files.push(file);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut documents = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| SourceError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        documents.extend(parse_manifests(&file, &text, default_namespace)?);
+    }
+    Ok(documents)
+}
+
+/// Reads the ConfigMaps in several files or directories.
+pub fn load_directory(paths: &[PathBuf], default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+    let mut documents = Vec::new();
+    for path in paths {
+        documents.extend(read_manifests(path, default_namespace)?);
+    }
+    Ok(documents)
+}
+
+fn parse_manifests(path: &Path, text: &str, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+    let mut documents = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let error = |message: String| SourceError::Document {
+            path: path.to_path_buf(),
+            index: index + 1,
+            message,
+        };
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| error(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let items = match kind.as_str() {
+            "ConfigMap" => vec![value],
+            "List" | "ConfigMapList" => match value.get("items") {
+                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+                _ => return Err(error(format!("{kind} has no items"))),
+            },
+            "" => return Err(error("document has no kind".to_string())),
+            other => return Err(error(format!("expected a ConfigMap, found kind {other}"))),
+        };
+        for item in items {
+            let configmap: ConfigMap = serde_yaml::from_value(item).map_err(|e| error(e.to_string()))?;
+            let origin = format!("{}#{}", path.display(), index + 1);
+            documents.push(ConfigMapDocument::from_configmap(configmap, default_namespace, origin).map_err(error)?);
+        }
+    }
+    Ok(documents)
+}

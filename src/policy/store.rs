@@ -1,0 +1,250 @@
+//! The policies in force. Readers take a lock-free snapshot per request; writers (the
+//! directory loader, the ConfigMap watch) replace it. A ConfigMap whose new version does
+//! not validate keeps its last good version in force.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use super::{ConfigMapDocument, Policy, PolicyError, PolicyRef, parse_policy_configmap};
+use crate::admission::{POLICY_LABEL, REFLECTION_LABEL, Target};
+use crate::reflection::{Reflection, parse_reflection_configmap};
+
+/// An immutable view of the policies and reflections in force.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<Arc<Policy>>,
+    pub reflections: Vec<Arc<Reflection>>,
+    /// slo-guard's own namespace, whose policies may govern other namespaces.
+    pub guard_namespace: String,
+}
+
+/// How a policy matched a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchBasis {
+    /// The target's labels were read and satisfy the selector (or there is none).
+    Labels,
+    /// The selector could not be checked because the target's labels are unknown; the
+    /// policy is applied anyway, since guarding too much is safer than too little.
+    Assumed,
+}
+
+impl PolicySet {
+    pub fn new(policies: Vec<Policy>, guard_namespace: impl Into<String>) -> Self {
+        Self {
+            policies: policies.into_iter().map(Arc::new).collect(),
+            reflections: Vec::new(),
+            guard_namespace: guard_namespace.into(),
+        }
+    }
+
+    /// The policies that govern `target`, in a stable order.
+    pub fn matching<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = (&'a Policy, MatchBasis)> + 'a {
+        self.policies.iter().filter_map(move |policy| {
+            let matcher = &policy.spec.matcher;
+            let kind = target.workload_kind?;
+            if !matcher.kinds.contains(&kind) {
+                return None;
+            }
+            let namespace_governed = if matcher.namespaces.is_empty() {
+                policy.id.namespace == target.namespace
+            } else {
+                policy.id.namespace == self.guard_namespace
+                    && matcher.namespaces.iter().any(|p| p.matches(&target.namespace))
+            };
+            if !namespace_governed {
+                return None;
+            }
+            if !matcher.names.is_empty() && !matcher.names.iter().any(|name| *name == target.name) {
+                return None;
+            }
+            match &matcher.selector {
+                None => Some((policy.as_ref(), MatchBasis::Labels)),
+                Some(_) if !target.labels_known => Some((policy.as_ref(), MatchBasis::Assumed)),
+                Some(selector) if selector.matches(&target.labels) => Some((policy.as_ref(), MatchBasis::Labels)),
+                Some(_) => None,
+            }
+        })
+    }
+}
+
+/// The outcome of applying one ConfigMap to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    Loaded { configmap: PolicyRef },
+    /// The new version was rejected; `kept_previous` says whether an older good version
+    /// stays in force.
+    Rejected {
+        configmap: PolicyRef,
+        error: String,
+        kept_previous: bool,
+    },
+    Removed { configmap: PolicyRef },
+    /// The ConfigMap carries neither label.
+    Ignored,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    policies: BTreeMap<PolicyRef, Arc<Policy>>,
+    reflections: BTreeMap<PolicyRef, Vec<Arc<Reflection>>>,
+    errors: BTreeMap<PolicyRef, String>,
+}
+
+#[derive(Debug)]
+pub struct PolicyStore {
+    guard_namespace: String,
+    entries: Mutex<Entries>,
+    current: ArcSwap<PolicySet>,
+}
+
+impl PolicyStore {
+    pub fn new(guard_namespace: impl Into<String>) -> Self {
+        let guard_namespace = guard_namespace.into();
+        Self {
+            current: ArcSwap::from_pointee(PolicySet {
+                guard_namespace: guard_namespace.clone(),
+                ..PolicySet::default()
+            }),
+            guard_namespace,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    pub fn guard_namespace(&self) -> &str {
+        &self.guard_namespace
+    }
+
+    pub fn snapshot(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// ConfigMaps whose latest version was rejected, with the reason.
+    pub fn errors(&self) -> Vec<(PolicyRef, String)> {
+        self.lock().errors.iter().map(|(id, e)| (id.clone(), e.clone())).collect()
+    }
+
+    pub fn apply(&self, document: &ConfigMapDocument) -> StoreEvent {
+        let id = PolicyRef {
+            namespace: document.namespace.clone(),
+            name: document.name.clone(),
+        };
+        let mut entries = self.lock();
+        let outcome = if document.has_label(POLICY_LABEL) {
+            validate_policy_document(&self.guard_namespace, &id, document).map(|policy| {
+                entries.policies.insert(id.clone(), Arc::new(policy));
+            })
+        } else if document.has_label(REFLECTION_LABEL) {
+            parse_reflection_configmap(&id, &document.data).map(|reflections| {
+                entries.reflections.insert(id.clone(), reflections.into_iter().map(Arc::new).collect());
+            })
+        } else {
+            // A label removed from a ConfigMap we knew withdraws it.
+            let known = entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
+            entries.errors.remove(&id);
+            if known {
+                self.publish(&entries);
+                return StoreEvent::Removed { configmap: id };
+            }
+            return StoreEvent::Ignored;
+        };
+        let event = match outcome {
+            Ok(()) => {
+                entries.errors.remove(&id);
+                StoreEvent::Loaded { configmap: id }
+            }
+            Err(error) => {
+                let kept_previous = entries.policies.contains_key(&id) || entries.reflections.contains_key(&id);
+                let error = format!("{}: {error}", document.origin);
+                entries.errors.insert(id.clone(), error.clone());
+                StoreEvent::Rejected {
+                    configmap: id,
+                    error,
+                    kept_previous,
+                }
+            }
+        };
+        self.publish(&entries);
+        event
+    }
+
+    pub fn remove(&self, namespace: &str, name: &str) -> StoreEvent {
+        let id = PolicyRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let mut entries = self.lock();
+        let known = entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
+        entries.errors.remove(&id);
+        if !known {
+            return StoreEvent::Ignored;
+        }
+        self.publish(&entries);
+        StoreEvent::Removed { configmap: id }
+    }
+
+    /// Replaces the whole set, as after a watch re-list: ConfigMaps not in `documents`
+    /// are removed, and each one in it is applied with last-good semantics.
+    pub fn replace_all(&self, documents: &[ConfigMapDocument]) -> Vec<StoreEvent> {
+        let present: Vec<PolicyRef> = documents
+            .iter()
+            .map(|d| PolicyRef {
+                namespace: d.namespace.clone(),
+                name: d.name.clone(),
+            })
+            .collect();
+        let stale: Vec<PolicyRef> = {
+            let entries = self.lock();
+            entries
+                .policies
+                .keys()
+                .chain(entries.reflections.keys())
+                .chain(entries.errors.keys())
+                .filter(|id| !present.contains(id))
+                .cloned()
+                .collect()
+        };
+        let mut events: Vec<StoreEvent> = stale
+            .iter()
+            .map(|id| self.remove(&id.namespace, &id.name))
+            .filter(|event| *event != StoreEvent::Ignored)
+            .collect();
+        events.extend(documents.iter().map(|document| self.apply(document)));
+        events
+    }
+
+    fn publish(&self, entries: &Entries) {
+        self.current.store(Arc::new(PolicySet {
+            policies: entries.policies.values().cloned().collect(),
+            reflections: entries.reflections.values().flatten().cloned().collect(),
+            guard_namespace: self.guard_namespace.clone(),
+        }));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // A panic while holding the lock cannot leave the maps half-updated (every
+        // update is a single insert or remove), so a poisoned lock is safe to reuse.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Validates a policy ConfigMap, including the rules that depend on where it lives.
+pub fn validate_policy_document(
+    guard_namespace: &str,
+    id: &PolicyRef,
+    document: &ConfigMapDocument,
+) -> Result<Policy, PolicyError> {
+    let policy = parse_policy_configmap(id, &document.data)?;
+    if !policy.spec.matcher.namespaces.is_empty() && id.namespace != guard_namespace {
+        return Err(PolicyError::Field {
+            key: super::POLICY_KEY.to_string(),
+            field: "match.namespaces".to_string(),
+            message: format!(
+                "only policies in slo-guard's namespace {guard_namespace:?} may govern other namespaces; this one is in {:?}",
+                id.namespace
+            ),
+        });
+    }
+    Ok(policy)
+}

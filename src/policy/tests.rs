@@ -1,0 +1,212 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+
+fn design_example() -> ConfigMapDocument {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/checkout.yaml");
+    let mut documents = read_manifests(&path, "default").expect("example policy reads");
+    assert_eq!(documents.len(), 1);
+    documents.remove(0)
+}
+
+fn with_policy(document: &ConfigMapDocument, yaml: &str) -> ConfigMapDocument {
+    ConfigMapDocument {
+        data: BTreeMap::from([(POLICY_KEY.to_string(), yaml.to_string())]),
+        ..document.clone()
+    }
+}
+
+#[test]
+fn the_design_example_parses_with_every_section() {
+    let document = design_example();
+    let id = PolicyRef {
+        namespace: document.namespace.clone(),
+        name: document.name.clone(),
+    };
+    let policy = parse_policy_configmap(&id, &document.data).unwrap();
+    let spec = &policy.spec;
+    assert_eq!(policy.id.to_string(), "payments/checkout");
+    assert_eq!(spec.action, Mode::Enforce);
+    assert_eq!(spec.scaling.as_ref().unwrap().max_replicas, Some(20));
+    assert_eq!(spec.scaling.as_ref().unwrap().max_step, Some(Step::Replicas(5)));
+    let slo = spec.slo.as_ref().unwrap();
+    assert_eq!(slo.objective, 99.9);
+    assert_eq!(slo.period.as_str(), "30d");
+    assert_eq!(slo.burn_rate.len(), 2);
+    assert_eq!(slo.budget.agent_freeze_below, Some(0.25));
+    assert_eq!(spec.prometheus.on_error, OnError::DenyAgents);
+    assert_eq!(spec.windows.as_ref().unwrap().freeze[0].timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(spec.approval.as_ref().unwrap().required_for, vec![ChangeClass::Rollout]);
+}
+
+#[test]
+fn every_example_in_policies_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let store = PolicyStore::new("slo-guard");
+    let documents = read_manifests(&dir, "default").unwrap();
+    assert!(documents.len() >= 3);
+    for event in store.replace_all(&documents) {
+        assert!(matches!(event, StoreEvent::Loaded { .. }), "{event:?}");
+    }
+}
+
+#[test]
+fn errors_name_the_field_and_the_bad_value() {
+    let cases = [
+        ("match: {kinds: [Deployment]}\nscaling: {maxReplicas: -3}", "field `scaling.maxReplicas`", "-3"),
+        ("match: {kinds: [Deployment]}\nscaling: {maxReplicas: 5, minReplicas: 9}", "field `scaling.minReplicas`", "9 is above scaling.maxReplicas 5"),
+        ("match: {kinds: [Deployment]}\nscalling: {maxReplicas: 5}", "unknown field `scalling`", ""),
+        ("match: {kinds: [Deploymnet]}", "field `match.kinds[0]`", "Deploymnet"),
+        ("match: {kinds: [Deployment]}\naction: block", "field `action`", "block"),
+        ("match: {kinds: [Deployment]}\nagents: {minConfidence: 7}", "field `agents.minConfidence`", "7 is outside 0..1"),
+        ("match: {kinds: [Deployment]}\nslo: {objective: 99.9, period: 30d, errors: 'sum(rate(x[5m]))', total: 'sum(rate(y[{{window}}]))'}", "field `slo.errors`", "{{window}}"),
+        ("match: {kinds: [Deployment]}\nslo: {objective: 100, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]'}", "field `slo.objective`", "100"),
+        ("match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30 days, errors: 'x[{{window}}]', total: 'y[{{window}}]'}", "field `slo.period`", "30 days"),
+        ("match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]', burnRate: [{long: 5m, short: 1h, factor: 14.4}]}", "field `slo.burnRate[0].short`", "1h must be shorter than long 5m"),
+        ("match: {kinds: [Deployment]}\ntraffic: {current: a, baseline: b, spikeRatio: 0.5}", "field `traffic.spikeRatio`", "0.5"),
+        ("match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], timezone: Mars/Olympus}]}", "field `windows.freeze[0].timezone`", "Mars/Olympus"),
+        ("match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], start: '25:00', timezone: UTC}]}", "field `windows.freeze[0].start`", "25:00"),
+        ("match: {kinds: [Deployment]}\nprometheus: {onError: maybe}", "field `prometheus.onError`", "maybe"),
+        ("match: {kinds: [Deployment]}\nprometheus: {timeout: 40s}", "field `prometheus.timeout`", "40s"),
+        ("match: {kinds: [Deployment]}\nscaling: {appliesTo: robots}", "field `scaling.appliesTo`", "robots"),
+        ("match: {kinds: [Deployment]}\nagents: {forbidden: [explode]}", "field `agents.forbidden[0]`", "explode"),
+        ("[not, a, map]", "", "invalid type"),
+        ("", "policy.yaml: is empty", ""),
+    ];
+    for (yaml, field, value) in cases {
+        let error = parse_policy(POLICY_KEY, yaml).unwrap_err().to_string();
+        assert!(error.contains(field) && error.contains(value), "{yaml:?} gave {error:?}");
+    }
+}
+
+#[test]
+fn a_configmap_with_stray_or_missing_keys_is_rejected() {
+    let id = PolicyRef {
+        namespace: "payments".into(),
+        name: "checkout".into(),
+    };
+    let stray = BTreeMap::from([("polcy.yaml".to_string(), "match: {}".to_string())]);
+    let error = parse_policy_configmap(&id, &stray).unwrap_err().to_string();
+    assert!(error.contains("unexpected key `polcy.yaml`"), "{error}");
+    let error = parse_policy_configmap(&id, &BTreeMap::new()).unwrap_err().to_string();
+    assert!(error.contains("has no `policy.yaml` key (found: no keys)"), "{error}");
+}
+
+#[test]
+fn a_bad_update_keeps_the_last_good_version_in_force() {
+    let store = PolicyStore::new("slo-guard");
+    let good = design_example();
+    assert!(matches!(store.apply(&good), StoreEvent::Loaded { .. }));
+    let bad = with_policy(&good, "match: {kinds: [Deployment]}\nscaling: {maxReplicas: lots}");
+    match store.apply(&bad) {
+        StoreEvent::Rejected { error, kept_previous, .. } => {
+            assert!(kept_previous);
+            assert!(error.contains("scaling.maxReplicas"), "{error}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let snapshot = store.snapshot();
+    assert_eq!(snapshot.policies.len(), 1);
+    assert_eq!(snapshot.policies[0].spec.scaling.as_ref().unwrap().max_replicas, Some(20));
+    assert_eq!(store.errors().len(), 1);
+
+    // Fixing it clears the error and takes the new version.
+    let fixed = with_policy(&good, "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 8}");
+    assert!(matches!(store.apply(&fixed), StoreEvent::Loaded { .. }));
+    assert_eq!(store.snapshot().policies[0].spec.scaling.as_ref().unwrap().max_replicas, Some(8));
+    assert!(store.errors().is_empty());
+}
+
+#[test]
+fn a_new_configmap_that_never_validated_is_not_in_force() {
+    let store = PolicyStore::new("slo-guard");
+    let bad = with_policy(&design_example(), "match: {kinds: [Deployment]}\naction: maybe");
+    assert!(matches!(store.apply(&bad), StoreEvent::Rejected { kept_previous: false, .. }));
+    assert!(store.snapshot().policies.is_empty());
+}
+
+#[test]
+fn removing_the_label_or_the_configmap_withdraws_it() {
+    let store = PolicyStore::new("slo-guard");
+    let good = design_example();
+    store.apply(&good);
+    let unlabelled = ConfigMapDocument {
+        labels: BTreeMap::new(),
+        ..good.clone()
+    };
+    assert!(matches!(store.apply(&unlabelled), StoreEvent::Removed { .. }));
+    assert!(store.snapshot().policies.is_empty());
+    store.apply(&good);
+    assert!(matches!(store.remove("payments", "checkout"), StoreEvent::Removed { .. }));
+    assert!(store.snapshot().policies.is_empty());
+}
+
+#[test]
+fn only_the_guard_namespace_may_govern_other_namespaces() {
+    let store = PolicyStore::new("slo-guard");
+    let document = with_policy(&design_example(), "match: {kinds: [Deployment], namespaces: [\"*\"]}");
+    match store.apply(&document) {
+        StoreEvent::Rejected { error, .. } => assert!(error.contains("match.namespaces"), "{error}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+mod matching {
+    use super::*;
+    use crate::admission::{Target, TargetKind, WorkloadKind};
+
+    fn target(namespace: &str, name: &str, labels: &[(&str, &str)], labels_known: bool) -> Target {
+        Target {
+            kind: TargetKind::Workload(WorkloadKind::Deployment),
+            workload_kind: Some(WorkloadKind::Deployment),
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels_known,
+        }
+    }
+
+    fn set() -> PolicySet {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let store = PolicyStore::new("slo-guard");
+        store.replace_all(&read_manifests(&dir, "default").unwrap());
+        let snapshot = store.snapshot();
+        PolicySet {
+            policies: snapshot.policies.clone(),
+            reflections: Vec::new(),
+            guard_namespace: "slo-guard".into(),
+        }
+    }
+
+    fn matched(set: &PolicySet, target: &Target) -> Vec<(String, MatchBasis)> {
+        set.matching(target).map(|(p, basis)| (p.id.to_string(), basis)).collect()
+    }
+
+    #[test]
+    fn by_namespace_kind_and_selector() {
+        let set = set();
+        let checkout = target("payments", "checkout", &[("app", "checkout")], true);
+        assert_eq!(matched(&set, &checkout), vec![("payments/checkout".to_string(), MatchBasis::Labels)]);
+        assert!(matched(&set, &target("payments", "cart", &[("app", "cart")], true)).is_empty());
+        assert!(matched(&set, &target("shipping", "checkout", &[("app", "checkout")], true)).is_empty());
+    }
+
+    #[test]
+    fn unknown_labels_match_conservatively() {
+        let set = set();
+        let scale_target = target("payments", "cart", &[], false);
+        assert_eq!(matched(&set, &scale_target), vec![("payments/checkout".to_string(), MatchBasis::Assumed)]);
+    }
+
+    #[test]
+    fn guard_namespace_policies_govern_listed_namespaces() {
+        let set = set();
+        let mut db = target("team-data", "postgres", &[], true);
+        db.kind = TargetKind::Workload(WorkloadKind::StatefulSet);
+        db.workload_kind = Some(WorkloadKind::StatefulSet);
+        assert_eq!(matched(&set, &db).len(), 1);
+        db.namespace = "other".into();
+        assert!(matched(&set, &db).is_empty());
+    }
+}

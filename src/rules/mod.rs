@@ -1,0 +1,165 @@
+//! The decision core: `decide(change, context) -> Decision`. Pure: no I/O, no clock, no
+//! globals, so every rule is tested with plain values.
+
+mod actor;
+mod agent;
+mod config;
+mod scaling;
+
+pub use actor::classify_actor;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::admission::{ActorKind, Change, ChangeClass};
+use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
+
+/// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    AgentAnnotations,
+    MaxReplicas,
+    MinReplicas,
+    MaxStep,
+    ForbiddenAction,
+    PolicySchema,
+    ReflectionSchema,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::AgentAnnotations => "agent-annotations",
+            Rule::MaxReplicas => "max-replicas",
+            Rule::MinReplicas => "min-replicas",
+            Rule::MaxStep => "max-step",
+            Rule::ForbiddenAction => "forbidden-action",
+            Rule::PolicySchema => "policy-schema",
+            Rule::ReflectionSchema => "reflection-schema",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One failed rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The policy (or ConfigMap) that set the rule, as `namespace/name`.
+    pub source: String,
+    pub rule: Rule,
+    pub mode: Mode,
+    /// The first sentence: what was blocked and the value seen against the threshold.
+    pub headline: String,
+    /// What would make the change pass.
+    pub remedy: String,
+    /// A compact form for warnings, which kubectl shows one per line.
+    pub brief: String,
+}
+
+impl Finding {
+    /// `[payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: ... Remedy.`
+    pub fn message(&self) -> String {
+        format!("[{}:{}] {}. {}.", self.source, self.rule, self.headline, self.remedy)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub class: ChangeClass,
+    /// The actor as the matching policies judged it (an agent if any policy says so).
+    pub actor: ActorKind,
+    /// "Deployment payments/checkout".
+    pub target: String,
+    pub policies: Vec<String>,
+    pub findings: Vec<Finding>,
+    /// Facts about how the decision was made that a reader should know, such as a
+    /// selector that could not be checked.
+    pub notes: Vec<String>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        !self.findings.iter().any(|f| f.mode == Mode::Enforce)
+    }
+
+    pub fn findings_in(&self, mode: Mode) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.mode == mode)
+    }
+}
+
+/// Everything a decision reads besides the request itself.
+pub struct DecisionContext<'a> {
+    pub policies: &'a PolicySet,
+    pub now: DateTime<Utc>,
+}
+
+/// The facts a rule needs about the policy it is checking on behalf of.
+pub(crate) struct RuleInput<'a> {
+    pub change: &'a Change,
+    pub policy: &'a Policy,
+    pub actor: ActorKind,
+}
+
+impl RuleInput<'_> {
+    pub fn finding(&self, rule: Rule, observation: String, remedy: String, brief: String) -> Finding {
+        Finding {
+            source: self.policy.id.to_string(),
+            rule,
+            mode: self.policy.spec.action,
+            headline: format!(
+                "{} of {} blocked: {observation}",
+                self.change.class,
+                self.change.target.describe()
+            ),
+            remedy,
+            brief,
+        }
+    }
+}
+
+pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
+    let mut decision = Decision {
+        class: change.class,
+        actor: classify_actor(&change.requester, None),
+        target: change.target.describe(),
+        policies: Vec::new(),
+        findings: Vec::new(),
+        notes: Vec::new(),
+    };
+    if change.class == ChangeClass::Config {
+        decision.findings.extend(config::check(change, context.policies));
+        return decision;
+    }
+    let mut actor_is_agent = false;
+    for (policy, basis) in context.policies.matching(&change.target) {
+        let actor = classify_actor(&change.requester, Some(&policy.spec));
+        actor_is_agent |= actor == ActorKind::Agent;
+        decision.policies.push(policy.id.to_string());
+        if basis == MatchBasis::Assumed {
+            decision.notes.push(format!(
+                "labels of {} unknown; {} applied without its selector",
+                change.target.describe(),
+                policy.id
+            ));
+        }
+        let input = RuleInput { change, policy, actor };
+        decision.findings.extend(agent::check_forbidden(&input));
+        decision.findings.extend(agent::check_annotations(&input));
+        decision.findings.extend(scaling::check(&input));
+    }
+    if actor_is_agent {
+        decision.actor = ActorKind::Agent;
+    } else if let Some(first) = context.policies.matching(&change.target).next() {
+        decision.actor = classify_actor(&change.requester, Some(&first.0.spec));
+    }
+    decision
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

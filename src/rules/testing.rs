@@ -1,0 +1,131 @@
+//! Plain-value builders for rule tests.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+
+use super::{Decision, DecisionContext, Finding, Rule, decide};
+use crate::admission::{
+    Change, ChangeClass, HpaBounds, ReplicaChange, Requester, Target, TargetKind, WorkloadKind,
+};
+use crate::policy::{Policy, PolicyRef, PolicySet, parse_policy};
+
+pub const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
+pub const PERSON: &str = "alice@example.com";
+pub const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+pub fn policy_yaml(yaml: &str) -> Policy {
+    Policy {
+        id: PolicyRef {
+            namespace: "payments".into(),
+            name: "checkout".into(),
+        },
+        spec: parse_policy("policy.yaml", yaml).unwrap_or_else(|e| panic!("test policy invalid: {e}")),
+    }
+}
+
+pub fn judge(policy: &str, change: &Change) -> Decision {
+    let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+    decide(
+        change,
+        &DecisionContext {
+            policies: &policies,
+            now: Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap(),
+        },
+    )
+}
+
+pub fn only_finding(decision: &Decision, rule: Rule) -> &Finding {
+    assert_eq!(decision.findings.len(), 1, "expected one {rule} finding, got {:#?}", decision.findings);
+    assert_eq!(decision.findings[0].rule, rule);
+    &decision.findings[0]
+}
+
+pub fn full_context() -> BTreeMap<String, String> {
+    [
+        ("slo-guard.io/decision-id", "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f"),
+        ("slo-guard.io/reason", "p99 latency above SLO; image 1.4.1 fixes the N+1 query"),
+        ("slo-guard.io/confidence", "0.92"),
+        ("slo-guard.io/action", "fix-image"),
+        ("slo-guard.io/trigger", "alert:CheckoutLatencyHigh"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn change(username: &str, class: ChangeClass) -> Change {
+    Change {
+        uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
+        class,
+        target: Target {
+            kind: TargetKind::Workload(WorkloadKind::Deployment),
+            workload_kind: Some(WorkloadKind::Deployment),
+            namespace: "payments".into(),
+            name: "checkout".into(),
+            labels: BTreeMap::from([("app".to_string(), "checkout".to_string())]),
+            labels_known: true,
+        },
+        requester: Requester {
+            username: username.into(),
+            groups: vec!["system:authenticated".into()],
+            field_manager: None,
+        },
+        dry_run: false,
+        replicas: None,
+        hpa: None,
+        annotations: Some(BTreeMap::new()),
+        old_annotations: BTreeMap::new(),
+        config_data: None,
+        object: None,
+        old_object: None,
+    }
+}
+
+pub fn rollout_by(username: &str) -> Change {
+    change(username, ChangeClass::Rollout)
+}
+
+pub fn create_by(username: &str, replicas: u32) -> Change {
+    Change {
+        replicas: Some(ReplicaChange { old: None, new: replicas }),
+        ..change(username, ChangeClass::Create)
+    }
+}
+
+pub fn scale_by(username: &str, old: Option<u32>, new: u32) -> Change {
+    Change {
+        replicas: Some(ReplicaChange { old, new }),
+        ..change(username, ChangeClass::Scale)
+    }
+}
+
+pub fn delete_by(username: &str) -> Change {
+    Change {
+        annotations: None,
+        ..change(username, ChangeClass::Delete)
+    }
+}
+
+pub fn hpa_by(username: &str, min: u32, max: u32, old_max: Option<u32>) -> Change {
+    let mut change = change(username, ChangeClass::Autoscaling);
+    change.target.kind = TargetKind::HorizontalPodAutoscaler;
+    change.hpa = Some(HpaBounds {
+        min,
+        max,
+        old_min: old_max.map(|_| 2),
+        old_max,
+    });
+    change
+}
+
+pub trait WithAnnotations {
+    fn with_annotations(self, annotations: &BTreeMap<String, String>) -> Self;
+}
+
+impl WithAnnotations for Change {
+    fn with_annotations(mut self, annotations: &BTreeMap<String, String>) -> Self {
+        self.annotations = Some(annotations.clone());
+        self
+    }
+}
