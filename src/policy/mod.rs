@@ -9,7 +9,7 @@ mod store;
 
 pub use duration::PromDuration;
 pub use model::*;
-pub use source::{ConfigMapDocument, load_directory, read_manifests};
+pub use source::{ConfigMapDocument, SourceError, load_directory, parse_manifest_text, read_manifests};
 pub use store::{MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate};
 
 use std::collections::BTreeMap;

@@ -84,7 +84,7 @@ pub fn read_manifests(path: &Path, default_namespace: &str) -> Result<Vec<Config
             path: file.clone(),
             source,
         })?;
-        documents.extend(parse_manifests(&file, &text, default_namespace)?);
+        documents.extend(parse_manifest_text(&file, &text, default_namespace)?);
     }
     Ok(documents)
 }
@@ -98,7 +98,7 @@ pub fn load_directory(paths: &[PathBuf], default_namespace: &str) -> Result<Vec<
     Ok(documents)
 }
 
-fn parse_manifests(path: &Path, text: &str, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+pub fn parse_manifest_text(path: &Path, text: &str, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
     let mut documents = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let error = |message: String| SourceError::Document {

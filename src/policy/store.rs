@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::{ConfigMapDocument, Policy, PolicyError, PolicyRef, parse_policy_configmap};
-use crate::admission::{POLICY_LABEL, REFLECTION_LABEL, Target};
+use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Target};
 use crate::reflection::{Reflection, parse_reflection_configmap};
 
 /// An immutable view of the policies and reflections in force.
@@ -89,7 +89,7 @@ pub enum StoreEvent {
 struct Entries {
     policies: BTreeMap<PolicyRef, Arc<Policy>>,
     reflections: BTreeMap<PolicyRef, Vec<Arc<Reflection>>>,
-    errors: BTreeMap<PolicyRef, String>,
+    errors: BTreeMap<PolicyRef, (ConfigKind, String)>,
 }
 
 #[derive(Debug)]
@@ -122,7 +122,11 @@ impl PolicyStore {
 
     /// ConfigMaps whose latest version was rejected, with the reason.
     pub fn errors(&self) -> Vec<(PolicyRef, String)> {
-        self.lock().errors.iter().map(|(id, e)| (id.clone(), e.clone())).collect()
+        self.lock()
+            .errors
+            .iter()
+            .map(|(id, (_, error))| (id.clone(), error.clone()))
+            .collect()
     }
 
     pub fn apply(&self, document: &ConfigMapDocument) -> StoreEvent {
@@ -131,6 +135,11 @@ impl PolicyStore {
             name: document.name.clone(),
         };
         let mut entries = self.lock();
+        let kind = if document.has_label(POLICY_LABEL) {
+            ConfigKind::Policy
+        } else {
+            ConfigKind::Reflection
+        };
         let outcome = if document.has_label(POLICY_LABEL) {
             validate_policy_document(&self.guard_namespace, &id, document).map(|policy| {
                 entries.policies.insert(id.clone(), Arc::new(policy));
@@ -157,7 +166,7 @@ impl PolicyStore {
             Err(error) => {
                 let kept_previous = entries.policies.contains_key(&id) || entries.reflections.contains_key(&id);
                 let error = format!("{}: {error}", document.origin);
-                entries.errors.insert(id.clone(), error.clone());
+                entries.errors.insert(id.clone(), (kind, error.clone()));
                 StoreEvent::Rejected {
                     configmap: id,
                     error,
@@ -184,9 +193,10 @@ impl PolicyStore {
         StoreEvent::Removed { configmap: id }
     }
 
-    /// Replaces the whole set, as after a watch re-list: ConfigMaps not in `documents`
-    /// are removed, and each one in it is applied with last-good semantics.
-    pub fn replace_all(&self, documents: &[ConfigMapDocument]) -> Vec<StoreEvent> {
+    /// Replaces every ConfigMap of one kind (policies or reflections), as after a watch
+    /// re-list: those not in `documents` are removed, and each one in it is applied
+    /// with last-good semantics. `None` replaces both kinds.
+    pub fn replace_all(&self, scope: Option<ConfigKind>, documents: &[ConfigMapDocument]) -> Vec<StoreEvent> {
         let present: Vec<PolicyRef> = documents
             .iter()
             .map(|d| PolicyRef {
@@ -194,13 +204,19 @@ impl PolicyStore {
                 name: d.name.clone(),
             })
             .collect();
+        let in_scope = |kind: ConfigKind| scope.is_none_or(|scope| scope == kind);
         let stale: Vec<PolicyRef> = {
             let entries = self.lock();
-            entries
-                .policies
-                .keys()
-                .chain(entries.reflections.keys())
-                .chain(entries.errors.keys())
+            let policies = entries.policies.keys().filter(|_| in_scope(ConfigKind::Policy));
+            let reflections = entries.reflections.keys().filter(|_| in_scope(ConfigKind::Reflection));
+            let errors = entries
+                .errors
+                .iter()
+                .filter(|(_, (kind, _))| in_scope(*kind))
+                .map(|(id, _)| id);
+            policies
+                .chain(reflections)
+                .chain(errors)
                 .filter(|id| !present.contains(id))
                 .cloned()
                 .collect()

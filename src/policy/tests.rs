@@ -46,7 +46,7 @@ fn every_example_in_policies_validates() {
     let store = PolicyStore::new("slo-guard");
     let documents = read_manifests(&dir, "default").unwrap();
     assert!(documents.len() >= 3);
-    for event in store.replace_all(&documents) {
+    for event in store.replace_all(None, &documents) {
         assert!(matches!(event, StoreEvent::Loaded { .. }), "{event:?}");
     }
 }
@@ -170,7 +170,7 @@ mod matching {
     fn set() -> PolicySet {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let store = PolicyStore::new("slo-guard");
-        store.replace_all(&read_manifests(&dir, "default").unwrap());
+        store.replace_all(None, &read_manifests(&dir, "default").unwrap());
         let snapshot = store.snapshot();
         PolicySet {
             policies: snapshot.policies.clone(),

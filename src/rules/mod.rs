@@ -149,9 +149,10 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             ));
         }
         let input = RuleInput { change, policy, actor };
+        // Most decisive first: kubectl users read the first line.
         decision.findings.extend(agent::check_forbidden(&input));
-        decision.findings.extend(agent::check_annotations(&input));
         decision.findings.extend(scaling::check(&input));
+        decision.findings.extend(agent::check_annotations(&input));
     }
     if actor_is_agent {
         decision.actor = ActorKind::Agent;

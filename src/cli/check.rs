@@ -1,0 +1,130 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::PolicyArgs;
+use crate::admission::{WorkloadKind, WorkloadSnapshot};
+use crate::guard::{Endpoint, Guard};
+use crate::metrics::Metrics;
+use crate::policy::{PolicyStore, StoreEvent, load_directory};
+use crate::verdict::VALIDATING_WEBHOOK;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// The AdmissionReview JSON file, as the apiserver sends it (`-` for standard input).
+    #[arg(long, env = "SLO_GUARD_REVIEW")]
+    pub review: PathBuf,
+    /// Workload manifests (Deployment or StatefulSet) standing in for the watch cache, for
+    /// scale requests and HPAs whose decision context lives on the parent workload.
+    #[arg(long = "workload", env = "SLO_GUARD_WORKLOADS", value_delimiter = ',')]
+    pub workloads: Vec<PathBuf>,
+    /// Judge as the mutating webhook instead (prints the patch).
+    #[arg(long, default_value_t = false)]
+    pub mutate: bool,
+    /// The time to judge at (RFC 3339), for reproducible checks; defaults to now.
+    #[arg(long, env = "SLO_GUARD_NOW")]
+    pub now: Option<DateTime<Utc>>,
+}
+
+const UNUSABLE: u8 = 2;
+
+fn unusable(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(UNUSABLE)
+}
+
+fn read_workloads(paths: &[PathBuf]) -> Result<BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>, String> {
+    let mut workloads = BTreeMap::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let object: serde_json::Value =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
+        let kind = match object.get("kind").and_then(|k| k.as_str()) {
+            Some("Deployment") => WorkloadKind::Deployment,
+            Some("StatefulSet") => WorkloadKind::StatefulSet,
+            other => return Err(format!("{}: expected a Deployment or StatefulSet, found {other:?}", path.display())),
+        };
+        let metadata = object.get("metadata").cloned().unwrap_or_default();
+        let field = |name: &str| metadata.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let map = |name: &str| -> BTreeMap<String, String> {
+            metadata
+                .get(name)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let namespace = Some(field("namespace")).filter(|ns| !ns.is_empty()).unwrap_or_else(|| "default".into());
+        let snapshot = WorkloadSnapshot {
+            labels: map("labels"),
+            annotations: map("annotations"),
+            replicas: object
+                .pointer("/spec/replicas")
+                .and_then(|r| r.as_u64())
+                .and_then(|r| u32::try_from(r).ok()),
+        };
+        workloads.insert((kind, namespace, field("name")), snapshot);
+    }
+    Ok(workloads)
+}
+
+/// Exit 0 allowed, 1 denied, 2 unusable input (unreadable files, invalid policies, a
+/// body that is not an AdmissionReview).
+pub fn run(args: CheckArgs) -> ExitCode {
+    if args.policies.policies.is_empty() {
+        return unusable("--policies is required: give the policy ConfigMap files or directories to judge against");
+    }
+    let store = Arc::new(PolicyStore::new(args.policies.namespace.clone()));
+    let documents = match load_directory(&args.policies.policies, "default") {
+        Ok(documents) => documents,
+        Err(error) => return unusable(error),
+    };
+    for event in store.replace_all(None, &documents) {
+        if let StoreEvent::Rejected { error, .. } = event {
+            return unusable(format!("invalid policy: {error}"));
+        }
+    }
+    let workloads = match read_workloads(&args.workloads) {
+        Ok(workloads) => workloads,
+        Err(error) => return unusable(error),
+    };
+    let body = if args.review.as_os_str() == "-" {
+        let mut body = Vec::new();
+        if let Err(error) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut body) {
+            return unusable(format!("cannot read standard input: {error}"));
+        }
+        body
+    } else {
+        match std::fs::read(&args.review) {
+            Ok(body) => body,
+            Err(error) => return unusable(format!("cannot read {}: {error}", args.review.display())),
+        }
+    };
+    let guard = Guard::new(store, Arc::new(workloads), Arc::new(Metrics::new()));
+    let endpoint = if args.mutate { Endpoint::Mutate } else { Endpoint::Validate };
+    let judgement = match guard.review(endpoint, &body, args.now.unwrap_or_else(Utc::now)) {
+        Ok(judgement) => judgement,
+        Err(error) => return unusable(error),
+    };
+    let response = &judgement.response;
+    let envelope: serde_json::Value = serde_json::from_slice(&response.to_review_json()).unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&envelope).unwrap_or_default());
+    if let Some(patch) = &response.patch {
+        use base64::Engine;
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(patch) {
+            eprintln!("patch: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    for warning in &response.warnings {
+        eprintln!("Warning: {warning}");
+    }
+    if response.allowed {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("Error from server (Forbidden): {}", response.kubectl_line(VALIDATING_WEBHOOK));
+        ExitCode::from(1)
+    }
+}

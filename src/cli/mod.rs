@@ -1,0 +1,86 @@
+//! The `slo-guard` command line. Every flag has an environment variable.
+
+mod certs;
+mod check;
+mod lint;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "slo-guard", version, about = "Admission webhook that guards SLOs against risky changes by people, CI and AI agents")]
+pub struct Cli {
+    #[arg(long, global = true, env = "SLO_GUARD_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `slo_guard=debug`.
+    #[arg(long, global = true, env = "SLO_GUARD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS.
+    Serve(serve::ServeArgs),
+    /// Judge one AdmissionReview file offline; exit 0 allowed, 1 denied, 2 unusable input.
+    Check(check::CheckArgs),
+    /// Validate policy and reflection ConfigMap manifests.
+    Lint(lint::LintArgs),
+    /// Make a CA and a serving certificate (and optionally install them in the cluster).
+    Certs(certs::CertsArgs),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, cli.log_level.as_deref().unwrap_or(default_level));
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Lint(args) => lint::run(args),
+        Command::Certs(args) => certs::run(args),
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Policy sources shared by `serve` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Files or directories of policy and reflection ConfigMap manifests.
+    #[arg(long = "policies", env = "SLO_GUARD_POLICIES", value_delimiter = ',')]
+    pub policies: Vec<PathBuf>,
+    /// slo-guard's own namespace, whose policies may govern other namespaces.
+    #[arg(long, env = "SLO_GUARD_NAMESPACE", default_value = "slo-guard")]
+    pub namespace: String,
+}
+
+/// The example policies shipped in `policies/`, used when `serve` is given no source.
+pub const EMBEDDED_POLICIES: [(&str, &str); 3] = [
+    ("policies/checkout.yaml", include_str!("../../policies/checkout.yaml")),
+    ("policies/platform-defaults.yaml", include_str!("../../policies/platform-defaults.yaml")),
+    ("policies/reflection-checkout.yaml", include_str!("../../policies/reflection-checkout.yaml")),
+];

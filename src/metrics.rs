@@ -1,0 +1,108 @@
+//! Prometheus metrics served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `namespace/name` of the policy, or `none` when no policy governed the request.
+    pub policy: String,
+    /// The failed rule, or `none` when every rule passed.
+    pub rule: String,
+    /// allowed, denied, warned or audited.
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigMapLabels {
+    pub configmap: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub bad_requests: Family<ReasonLabels, Counter>,
+    pub policy_load_errors: Family<ConfigMapLabels, Counter>,
+    pub policies_loaded: Gauge,
+    pub policies_rejected: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("slo_guard");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Admission decisions by policy, failed rule and verdict",
+            decisions.clone(),
+        );
+        // Buckets from 50µs to 2.5s: decisions are sub-millisecond unless Prometheus is asked.
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview, by endpoint",
+            latency.clone(),
+        );
+        let bad_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Requests refused before judging, by reason",
+            bad_requests.clone(),
+        );
+        let policy_load_errors = Family::<ConfigMapLabels, Counter>::default();
+        registry.register(
+            "policy_load_errors",
+            "Policy or reflection ConfigMap versions rejected at load",
+            policy_load_errors.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register("policies_loaded", "Policies in force", policies_loaded.clone());
+        let policies_rejected = Gauge::default();
+        registry.register(
+            "policies_rejected",
+            "ConfigMaps whose latest version is rejected (a last good version may be in force)",
+            policies_rejected.clone(),
+        );
+        Self {
+            registry,
+            decisions,
+            latency,
+            bad_requests,
+            policy_load_errors,
+            policies_loaded,
+            policies_rejected,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,196 @@
+//! The mutating side: a JSON Patch (RFC 6902) that stamps the decision onto admitted
+//! workloads and keeps the annotations only slo-guard may write out of clients' hands.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
+use serde_json::{Value, json};
+
+use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
+use crate::policy::AgentAnnotation;
+use crate::rules::Decision;
+use crate::verdict::verdict_word;
+
+pub const VERDICT_ANNOTATION: &str = "slo-guard.io/verdict";
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+
+/// Annotations that only slo-guard's own patch may set. A client's value is replaced by
+/// the previous one (or removed), so no client can forge them.
+pub const GUARD_OWNED_ANNOTATIONS: [&str; 5] = [
+    "slo-guard.io/approved-by",
+    "slo-guard.io/approved-at",
+    "slo-guard.io/thresholds",
+    VERDICT_ANNOTATION,
+    "slo-guard.io/last-agent-change",
+];
+
+/// Builds the patch for an admitted change. Changes that are not to a workload object
+/// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
+pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Patch {
+    let is_workload_object = matches!(change.target.kind, TargetKind::Workload(_))
+        && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
+        && change.object.as_ref().is_some_and(|o| o.get("spec").is_some() && o.get("kind").and_then(Value::as_str) != Some("Scale"));
+    if !is_workload_object {
+        return Patch(Vec::new());
+    }
+    let current = change.annotations.clone().unwrap_or_default();
+    let mut desired = current.clone();
+
+    for key in GUARD_OWNED_ANNOTATIONS {
+        match change.old_annotations.get(key) {
+            Some(previous) => desired.insert(key.to_string(), previous.clone()),
+            None => desired.remove(key),
+        };
+    }
+    if !decision.policies.is_empty() {
+        let verdict = json!({
+            "verdict": verdict_word(decision),
+            "class": decision.class.as_str(),
+            "actor": decision.actor.as_str(),
+            "policies": decision.policies,
+            "at": now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        });
+        desired.insert(VERDICT_ANNOTATION.to_string(), verdict.to_string());
+    }
+    if decision.actor == ActorKind::Agent
+        && let Some(reason) = current.get(AgentAnnotation::Reason.key()).filter(|r| !r.trim().is_empty())
+    {
+        desired.insert(CHANGE_CAUSE_ANNOTATION.to_string(), reason.clone());
+    }
+    annotation_patch(change.object.as_ref().and_then(|o| o.pointer("/metadata/annotations")).is_some(), &current, &desired)
+}
+
+/// The operations that turn `current` annotations into `desired`. When the object has
+/// no annotations map at all, one `add` creates it whole, since adding a key under a
+/// missing parent is an error in RFC 6902.
+fn annotation_patch(map_exists: bool, current: &BTreeMap<String, String>, desired: &BTreeMap<String, String>) -> Patch {
+    if current == desired {
+        return Patch(Vec::new());
+    }
+    if !map_exists {
+        return Patch(vec![PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: json!(desired),
+        })]);
+    }
+    let mut operations = Vec::new();
+    for key in current.keys().filter(|key| !desired.contains_key(*key)) {
+        operations.push(PatchOperation::Remove(RemoveOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", key.as_str()]),
+        }));
+    }
+    for (key, value) in desired {
+        if current.get(key) != Some(value) {
+            // `add` on an existing member replaces it (RFC 6902 4.1).
+            operations.push(PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["metadata", "annotations", key.as_str()]),
+                value: Value::String(value.clone()),
+            }));
+        }
+    }
+    Patch(operations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::*;
+    use chrono::TimeZone;
+
+    const POLICY: &str = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
+    }
+
+    fn deployment(annotations: Option<&BTreeMap<String, String>>) -> Value {
+        let mut object = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "checkout", "namespace": "payments"},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "app", "image": "checkout:1.4.1"}]}}}
+        });
+        if let Some(annotations) = annotations {
+            object["metadata"]["annotations"] = json!(annotations);
+        }
+        object
+    }
+
+    fn agent_rollout(annotations: Option<BTreeMap<String, String>>) -> Change {
+        let mut change = rollout_by(AGENT);
+        change.object = Some(deployment(annotations.as_ref()));
+        change.annotations = Some(annotations.unwrap_or_default());
+        change
+    }
+
+    fn apply(change: &Change, patch: &Patch) -> Value {
+        let mut object = change.object.clone().unwrap();
+        json_patch::patch(&mut object, patch).expect("the patch applies cleanly");
+        object
+    }
+
+    #[test]
+    fn stamps_verdict_and_change_cause_escaping_slashes() {
+        let change = agent_rollout(Some(full_context()));
+        let decision = judge(POLICY, &change);
+        let patch = patch_for(&change, &decision, now());
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(text.contains("/metadata/annotations/slo-guard.io~1verdict"), "{text}");
+        assert!(text.contains("/metadata/annotations/kubernetes.io~1change-cause"), "{text}");
+        let patched = apply(&change, &patch);
+        let annotations = &patched["metadata"]["annotations"];
+        assert_eq!(annotations[CHANGE_CAUSE_ANNOTATION], full_context()["slo-guard.io/reason"]);
+        let verdict: Value = serde_json::from_str(annotations[VERDICT_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(verdict["verdict"], "allowed");
+        assert_eq!(verdict["actor"], "agent");
+        assert_eq!(verdict["policies"], json!(["payments/checkout"]));
+    }
+
+    #[test]
+    fn works_when_the_annotations_map_is_absent() {
+        let mut change = rollout_by(PERSON);
+        change.object = Some(deployment(None));
+        change.annotations = None;
+        let decision = judge(POLICY, &change);
+        let patch = patch_for(&change, &decision, now());
+        assert_eq!(patch.0.len(), 1);
+        let patched = apply(&change, &patch);
+        assert!(patched["metadata"]["annotations"][VERDICT_ANNOTATION].is_string());
+    }
+
+    #[test]
+    fn is_idempotent() {
+        let change = agent_rollout(Some(full_context()));
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, now()));
+        let mut again = change.clone();
+        let annotations: BTreeMap<String, String> = serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
+        again.object = Some(patched.clone());
+        again.annotations = Some(annotations);
+        let second = patch_for(&again, &decision, now());
+        assert!(second.0.is_empty(), "{second:?}");
+    }
+
+    #[test]
+    fn clients_cannot_set_guard_owned_annotations() {
+        let mut forged = full_context();
+        forged.insert("slo-guard.io/approved-by".into(), "alice@example.com".into());
+        forged.insert(VERDICT_ANNOTATION.into(), "{\"verdict\":\"allowed\"}".into());
+        let mut change = agent_rollout(Some(forged));
+        change.old_annotations = BTreeMap::from([("slo-guard.io/approved-at".to_string(), "2026-11-18T09:00:00Z".to_string())]);
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, now()));
+        let annotations = &patched["metadata"]["annotations"];
+        assert!(annotations.get("slo-guard.io/approved-by").is_none());
+        assert_eq!(annotations["slo-guard.io/approved-at"], "2026-11-18T09:00:00Z");
+        assert_ne!(annotations[VERDICT_ANNOTATION], "{\"verdict\":\"allowed\"}");
+    }
+
+    #[test]
+    fn scale_requests_and_deletes_get_no_patch() {
+        let change = scale_by(AGENT, Some(3), 4);
+        assert!(patch_for(&change, &judge(POLICY, &change), now()).0.is_empty());
+        let change = delete_by(PERSON);
+        assert!(patch_for(&change, &judge(POLICY, &change), now()).0.is_empty());
+    }
+}

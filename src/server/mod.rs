@@ -1,0 +1,109 @@
+//! The HTTPS edge: axum routes over rustls, readiness, graceful shutdown and certificate
+//! reload. [`router`] is public so tests drive the exact service `serve` runs.
+
+mod error;
+pub mod tls;
+
+pub use error::HttpError;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::admission::MAX_REVIEW_BYTES;
+use crate::guard::{Endpoint, Guard};
+use crate::metrics::{EndpointLabels, ReasonLabels};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub guard: Arc<Guard>,
+    /// False until policies are loaded (and the cluster watches have synced), and again
+    /// once shutdown begins, so the apiserver's endpoints stop routing to this pod first.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(state)
+}
+
+async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    review(&state, Endpoint::Validate, body)
+}
+
+async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    review(&state, Endpoint::Mutate, body)
+}
+
+fn review(state: &AppState, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let guard = &state.guard;
+    let judgement = body
+        .map_err(HttpError::from)
+        .and_then(|body| Ok(guard.review(endpoint, &body, chrono::Utc::now())?));
+    let response = match judgement {
+        Ok(judgement) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            judgement.response.to_review_json(),
+        )
+            .into_response(),
+        Err(error) => {
+            guard
+                .metrics
+                .bad_requests
+                .get_or_create(&ReasonLabels {
+                    reason: error.reason().to_string(),
+                })
+                .inc();
+            tracing::warn!(endpoint = endpoint.as_str(), error = %error, "refused request");
+            error.into_response()
+        }
+    };
+    guard
+        .metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.as_str().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let guard = &state.guard;
+    let snapshot = guard.policies.snapshot();
+    guard.metrics.policies_loaded.set(snapshot.policies.len() as i64);
+    guard.metrics.policies_rejected.set(guard.policies.errors().len() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        guard.metrics.encode(),
+    )
+        .into_response()
+}

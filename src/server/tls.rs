@@ -1,0 +1,88 @@
+//! Serving TLS config: loading PEM files and picking up rotated ones (a Secret volume
+//! swaps a symlink), so certificates renew without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum_server::tls_rustls::RustlsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("certificate and key do not make a TLS config: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: cert_path.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        });
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|source| TlsError::Read {
+            path: key_path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_path.to_path_buf(),
+        })?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    // metadata() follows symlinks, so a Secret volume's `..data` swap changes it.
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the certificate whenever either file changes. A pair that fails to load (for
+/// example, caught halfway through a non-atomic copy) is skipped and retried at the next
+/// tick; the current certificate keeps serving.
+pub async fn watch_for_rotation(config: RustlsConfig, cert_path: PathBuf, key_path: PathBuf, every: Duration) {
+    let mut seen = (modified(&cert_path), modified(&key_path));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = (modified(&cert_path), modified(&key_path));
+        if now == seen {
+            continue;
+        }
+        match server_config(&cert_path, &key_path) {
+            Ok(server_config) => {
+                config.reload_from_config(server_config);
+                seen = now;
+                tracing::info!(cert = %cert_path.display(), "reloaded serving certificate");
+            }
+            Err(error) => tracing::warn!(%error, "rotated certificate not loaded yet; still serving the previous one"),
+        }
+    }
+}
