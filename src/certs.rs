@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,13 @@ pub struct CertRequest {
 
 impl CertRequest {
     /// The names a webhook Service is reached by, plus any extra names and addresses.
-    pub fn for_service(service: &str, namespace: &str, extra_dns: &[String], ips: &[IpAddr], validity_days: u32) -> Self {
+    pub fn for_service(
+        service: &str,
+        namespace: &str,
+        extra_dns: &[String],
+        ips: &[IpAddr],
+        validity_days: u32,
+    ) -> Self {
         let mut dns_names = vec![
             service.to_string(),
             format!("{service}.{namespace}"),
@@ -58,7 +64,10 @@ impl CertRequest {
     pub fn local(validity_days: u32) -> Self {
         Self {
             dns_names: vec!["localhost".to_string()],
-            ips: vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])],
+            ips: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ],
             validity_days,
         }
     }
@@ -80,8 +89,14 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertError> {
     let mut ca_params = CertificateParams::default();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, "slo-guard webhook CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "slo-guard webhook CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.not_before = not_before;
     // The CA outlives the serving certificate so the caBundle survives a serving-cert renewal.
     ca_params.not_after = now + time::Duration::days(i64::from(request.validity_days) * 4);
@@ -93,7 +108,11 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertError> {
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(
         DnType::CommonName,
-        request.dns_names.first().cloned().unwrap_or_else(|| "slo-guard".to_string()),
+        request
+            .dns_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "slo-guard".to_string()),
     );
     for name in &request.dns_names {
         let dns = name.clone().try_into().map_err(|source| CertError::Name {
@@ -102,8 +121,13 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertError> {
         })?;
         params.subject_alt_names.push(SanType::DnsName(dns));
     }
-    params.subject_alt_names.extend(request.ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params
+        .subject_alt_names
+        .extend(request.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = not_before;
     params.not_after = now + time::Duration::days(i64::from(request.validity_days));
@@ -182,7 +206,12 @@ mod tests {
         let request = CertRequest::for_service("slo-guard", "slo-guard", &[], &[], 365);
         assert_eq!(
             request.dns_names,
-            ["slo-guard", "slo-guard.slo-guard", "slo-guard.slo-guard.svc", "slo-guard.slo-guard.svc.cluster.local"]
+            [
+                "slo-guard",
+                "slo-guard.slo-guard",
+                "slo-guard.slo-guard.svc",
+                "slo-guard.slo-guard.svc.cluster.local"
+            ]
         );
     }
 
@@ -193,11 +222,18 @@ mod tests {
         let files = write_bundle(dir.path(), &bundle).unwrap();
         let cert = std::fs::read_to_string(&files.tls_cert).unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(std::fs::read_to_string(&files.tls_key).unwrap().contains("PRIVATE KEY"));
+        assert!(
+            std::fs::read_to_string(&files.tls_key)
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&files.tls_key).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&files.tls_key)
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "key must not be group/world readable");
         }
         assert_ne!(bundle.ca_cert, bundle.tls_cert);

@@ -9,12 +9,14 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
-use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, WorkloadKind, WorkloadLookup, WorkloadSnapshot};
+use crate::admission::{
+    ConfigKind, POLICY_LABEL, REFLECTION_LABEL, WorkloadKind, WorkloadLookup, WorkloadSnapshot,
+};
 use crate::metrics::{ConfigMapLabels, Metrics};
 use crate::policy::{ConfigMapDocument, PolicyStore, StoreEvent};
 
@@ -35,7 +37,12 @@ fn snapshot_of<K>(meta: &PartialObjectMeta<K>) -> WorkloadSnapshot {
 }
 
 impl WorkloadLookup for WorkloadCache {
-    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<WorkloadSnapshot> {
+    fn workload(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<WorkloadSnapshot> {
         match kind {
             WorkloadKind::Deployment => self
                 .deployments
@@ -72,13 +79,19 @@ pub fn start_workload_cache(client: &Client) -> (WorkloadCache, impl Future<Outp
     let (statefulsets, statefulset_writer) = reflector::store();
     let deployment_stream = reflector::reflector(
         deployment_writer,
-        watcher::watcher(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
     let statefulset_stream = reflector::reflector(
         statefulset_writer,
-        watcher::watcher(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
     tokio::spawn(resilient(deployment_stream, "deployments").for_each(|_| async {}));
     tokio::spawn(resilient(statefulset_stream, "statefulsets").for_each(|_| async {}));
@@ -111,7 +124,9 @@ fn document_of(configmap: ConfigMap) -> Option<ConfigMapDocument> {
 pub fn report(event: &StoreEvent, metrics: &Metrics) {
     match event {
         StoreEvent::Loaded { configmap } => tracing::info!(configmap = %configmap, "policy loaded"),
-        StoreEvent::Removed { configmap } => tracing::info!(configmap = %configmap, "policy removed"),
+        StoreEvent::Removed { configmap } => {
+            tracing::info!(configmap = %configmap, "policy removed")
+        }
         StoreEvent::Rejected {
             configmap,
             error,
@@ -152,11 +167,15 @@ pub async fn watch_configmaps(
             Event::Init => listing.clear(),
             Event::InitApply(configmap) => {
                 if let Some(document) = document_of(configmap) {
-                    listing.insert((document.namespace.clone(), document.name.clone()), document);
+                    listing.insert(
+                        (document.namespace.clone(), document.name.clone()),
+                        document,
+                    );
                 }
             }
             Event::InitDone => {
-                let documents: Vec<ConfigMapDocument> = std::mem::take(&mut listing).into_values().collect();
+                let documents: Vec<ConfigMapDocument> =
+                    std::mem::take(&mut listing).into_values().collect();
                 for event in store.replace_all(Some(kind), &documents) {
                     report(&event, &metrics);
                 }

@@ -42,7 +42,11 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(policies: Arc<PolicyStore>, workloads: Arc<dyn WorkloadLookup>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        policies: Arc<PolicyStore>,
+        workloads: Arc<dyn WorkloadLookup>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             policies,
             workloads,
@@ -50,7 +54,12 @@ impl Guard {
         }
     }
 
-    pub fn review(&self, endpoint: Endpoint, body: &[u8], now: DateTime<Utc>) -> Result<Judgement, AdmissionError> {
+    pub fn review(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Judgement, AdmissionError> {
         let started = Instant::now();
         let request = parse_review(body)?;
         let Some(change) = classify(&request, self.workloads.as_ref())? else {
@@ -60,7 +69,13 @@ impl Guard {
             });
         };
         let policies = self.policies.snapshot();
-        let decision = decide(&change, &DecisionContext { policies: &policies, now });
+        let decision = decide(
+            &change,
+            &DecisionContext {
+                policies: &policies,
+                now,
+            },
+        );
         let response = match endpoint {
             Endpoint::Validate => verdict::review_response(&change.uid, &decision),
             // The validating webhook gives the denial; the mutating one only stamps what

@@ -5,14 +5,14 @@
 //! HTTP are thin edges around it. [`server::router`] is exposed so tests can drive it.
 
 pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod cluster;
+pub mod guard;
+pub mod metrics;
+pub mod mutation;
 pub mod policy;
 pub mod reflection;
 pub mod rules;
-pub mod mutation;
-pub mod verdict;
-pub mod certs;
-pub mod metrics;
-pub mod guard;
 pub mod server;
-pub mod cluster;
-pub mod cli;
+pub mod verdict;

@@ -3,7 +3,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // One rustls crypto provider for the server, the kube client and the Prometheus
     // client; it must be installed before any of them builds a TLS config.
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("error: a rustls crypto provider was already installed");
         return ExitCode::FAILURE;
     }

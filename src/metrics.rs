@@ -60,7 +60,8 @@ impl Metrics {
         // Buckets from 50µs to 2.5s: decisions are sub-millisecond unless Prometheus is asked.
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
-                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5,
             ])
         });
         registry.register(
@@ -81,7 +82,11 @@ impl Metrics {
             policy_load_errors.clone(),
         );
         let policies_loaded = Gauge::default();
-        registry.register("policies_loaded", "Policies in force", policies_loaded.clone());
+        registry.register(
+            "policies_loaded",
+            "Policies in force",
+            policies_loaded.clone(),
+        );
         let policies_rejected = Gauge::default();
         registry.register(
             "policies_rejected",

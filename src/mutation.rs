@@ -30,7 +30,9 @@ pub const GUARD_OWNED_ANNOTATIONS: [&str; 5] = [
 pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Patch {
     let is_workload_object = matches!(change.target.kind, TargetKind::Workload(_))
         && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
-        && change.object.as_ref().is_some_and(|o| o.get("spec").is_some() && o.get("kind").and_then(Value::as_str) != Some("Scale"));
+        && change.object.as_ref().is_some_and(|o| {
+            o.get("spec").is_some() && o.get("kind").and_then(Value::as_str) != Some("Scale")
+        });
     if !is_workload_object {
         return Patch(Vec::new());
     }
@@ -54,17 +56,31 @@ pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Pa
         desired.insert(VERDICT_ANNOTATION.to_string(), verdict.to_string());
     }
     if decision.actor == ActorKind::Agent
-        && let Some(reason) = current.get(AgentAnnotation::Reason.key()).filter(|r| !r.trim().is_empty())
+        && let Some(reason) = current
+            .get(AgentAnnotation::Reason.key())
+            .filter(|r| !r.trim().is_empty())
     {
         desired.insert(CHANGE_CAUSE_ANNOTATION.to_string(), reason.clone());
     }
-    annotation_patch(change.object.as_ref().and_then(|o| o.pointer("/metadata/annotations")).is_some(), &current, &desired)
+    annotation_patch(
+        change
+            .object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/annotations"))
+            .is_some(),
+        &current,
+        &desired,
+    )
 }
 
 /// The operations that turn `current` annotations into `desired`. When the object has
 /// no annotations map at all, one `add` creates it whole, since adding a key under a
 /// missing parent is an error in RFC 6902.
-fn annotation_patch(map_exists: bool, current: &BTreeMap<String, String>, desired: &BTreeMap<String, String>) -> Patch {
+fn annotation_patch(
+    map_exists: bool,
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Patch {
     if current == desired {
         return Patch(Vec::new());
     }
@@ -98,7 +114,8 @@ mod tests {
     use crate::rules::testing::*;
     use chrono::TimeZone;
 
-    const POLICY: &str = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
+    const POLICY: &str =
+        "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
@@ -135,12 +152,22 @@ mod tests {
         let decision = judge(POLICY, &change);
         let patch = patch_for(&change, &decision, now());
         let text = serde_json::to_string(&patch).unwrap();
-        assert!(text.contains("/metadata/annotations/slo-guard.io~1verdict"), "{text}");
-        assert!(text.contains("/metadata/annotations/kubernetes.io~1change-cause"), "{text}");
+        assert!(
+            text.contains("/metadata/annotations/slo-guard.io~1verdict"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/metadata/annotations/kubernetes.io~1change-cause"),
+            "{text}"
+        );
         let patched = apply(&change, &patch);
         let annotations = &patched["metadata"]["annotations"];
-        assert_eq!(annotations[CHANGE_CAUSE_ANNOTATION], full_context()["slo-guard.io/reason"]);
-        let verdict: Value = serde_json::from_str(annotations[VERDICT_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            annotations[CHANGE_CAUSE_ANNOTATION],
+            full_context()["slo-guard.io/reason"]
+        );
+        let verdict: Value =
+            serde_json::from_str(annotations[VERDICT_ANNOTATION].as_str().unwrap()).unwrap();
         assert_eq!(verdict["verdict"], "allowed");
         assert_eq!(verdict["actor"], "agent");
         assert_eq!(verdict["policies"], json!(["payments/checkout"]));
@@ -164,7 +191,8 @@ mod tests {
         let decision = judge(POLICY, &change);
         let patched = apply(&change, &patch_for(&change, &decision, now()));
         let mut again = change.clone();
-        let annotations: BTreeMap<String, String> = serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
+        let annotations: BTreeMap<String, String> =
+            serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
         again.object = Some(patched.clone());
         again.annotations = Some(annotations);
         let second = patch_for(&again, &decision, now());
@@ -174,23 +202,43 @@ mod tests {
     #[test]
     fn clients_cannot_set_guard_owned_annotations() {
         let mut forged = full_context();
-        forged.insert("slo-guard.io/approved-by".into(), "alice@example.com".into());
-        forged.insert(VERDICT_ANNOTATION.into(), "{\"verdict\":\"allowed\"}".into());
+        forged.insert(
+            "slo-guard.io/approved-by".into(),
+            "alice@example.com".into(),
+        );
+        forged.insert(
+            VERDICT_ANNOTATION.into(),
+            "{\"verdict\":\"allowed\"}".into(),
+        );
         let mut change = agent_rollout(Some(forged));
-        change.old_annotations = BTreeMap::from([("slo-guard.io/approved-at".to_string(), "2026-11-18T09:00:00Z".to_string())]);
+        change.old_annotations = BTreeMap::from([(
+            "slo-guard.io/approved-at".to_string(),
+            "2026-11-18T09:00:00Z".to_string(),
+        )]);
         let decision = judge(POLICY, &change);
         let patched = apply(&change, &patch_for(&change, &decision, now()));
         let annotations = &patched["metadata"]["annotations"];
         assert!(annotations.get("slo-guard.io/approved-by").is_none());
-        assert_eq!(annotations["slo-guard.io/approved-at"], "2026-11-18T09:00:00Z");
+        assert_eq!(
+            annotations["slo-guard.io/approved-at"],
+            "2026-11-18T09:00:00Z"
+        );
         assert_ne!(annotations[VERDICT_ANNOTATION], "{\"verdict\":\"allowed\"}");
     }
 
     #[test]
     fn scale_requests_and_deletes_get_no_patch() {
         let change = scale_by(AGENT, Some(3), 4);
-        assert!(patch_for(&change, &judge(POLICY, &change), now()).0.is_empty());
+        assert!(
+            patch_for(&change, &judge(POLICY, &change), now())
+                .0
+                .is_empty()
+        );
         let change = delete_by(PERSON);
-        assert!(patch_for(&change, &judge(POLICY, &change), now()).0.is_empty());
+        assert!(
+            patch_for(&change, &judge(POLICY, &change), now())
+                .0
+                .is_empty()
+        );
     }
 }

@@ -29,16 +29,29 @@ pub fn verdict_word(decision: &Decision) -> &'static str {
 /// The denial message: every enforced finding, one per line, the first being the one
 /// kubectl shows after "denied the request:".
 pub fn denial_message(decision: &Decision) -> Option<String> {
-    let lines: Vec<String> = decision.findings_in(Mode::Enforce).map(Finding::message).collect();
+    let lines: Vec<String> = decision
+        .findings_in(Mode::Enforce)
+        .map(Finding::message)
+        .collect();
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 pub fn warnings(decision: &Decision) -> Vec<String> {
     let mut warnings: Vec<String> = decision
         .findings_in(Mode::Warn)
-        .map(|f| clip(&format!("[{}:{}] would deny: {}", f.source, f.rule, f.brief)))
+        .map(|f| {
+            clip(&format!(
+                "[{}:{}] would deny: {}",
+                f.source, f.rule, f.brief
+            ))
+        })
         .collect();
-    warnings.extend(decision.notes.iter().map(|note| clip(&format!("slo-guard: {note}"))));
+    warnings.extend(
+        decision
+            .notes
+            .iter()
+            .map(|note| clip(&format!("slo-guard: {note}"))),
+    );
     warnings
 }
 
@@ -115,12 +128,20 @@ mod tests {
 
     #[test]
     fn warn_mode_allows_with_short_warnings() {
-        let decision = judge(&format!("action: warn\n{CAPS}"), &scale_by(AGENT, Some(3), 25));
+        let decision = judge(
+            &format!("action: warn\n{CAPS}"),
+            &scale_by(AGENT, Some(3), 25),
+        );
         let response = review_response("uid-1", &decision);
         assert!(response.allowed);
         assert!(response.status.is_none());
         assert_eq!(response.warnings.len(), 3);
-        assert!(response.warnings.iter().all(|w| w.chars().count() <= MAX_WARNING_CHARS));
+        assert!(
+            response
+                .warnings
+                .iter()
+                .all(|w| w.chars().count() <= MAX_WARNING_CHARS)
+        );
         assert_eq!(
             response.warnings[0],
             "[payments/checkout:max-replicas] would deny: 25 replicas > cap 20 for agent changes"
@@ -130,11 +151,17 @@ mod tests {
 
     #[test]
     fn audit_mode_allows_silently_with_audit_annotations() {
-        let decision = judge(&format!("action: audit\n{CAPS}"), &scale_by(AGENT, Some(3), 25));
+        let decision = judge(
+            &format!("action: audit\n{CAPS}"),
+            &scale_by(AGENT, Some(3), 25),
+        );
         let response = review_response("uid-1", &decision);
         assert!(response.allowed && response.warnings.is_empty());
         assert_eq!(response.audit_annotations["verdict"], "audited");
-        assert!(response.audit_annotations["findings"].contains("25 replicas requested, above the cap of 20"));
+        assert!(
+            response.audit_annotations["findings"]
+                .contains("25 replicas requested, above the cap of 20")
+        );
     }
 
     #[test]

@@ -185,7 +185,8 @@ pub struct WorkloadSnapshot {
 
 /// Read access to the workload watch cache. Implementations must not do I/O per call.
 pub trait WorkloadLookup: Send + Sync {
-    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<WorkloadSnapshot>;
+    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str)
+    -> Option<WorkloadSnapshot>;
 }
 
 impl WorkloadLookup for () {
@@ -195,8 +196,14 @@ impl WorkloadLookup for () {
 }
 
 impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot> {
-    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<WorkloadSnapshot> {
-        self.get(&(kind, namespace.to_string(), name.to_string())).cloned()
+    fn workload(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<WorkloadSnapshot> {
+        self.get(&(kind, namespace.to_string(), name.to_string()))
+            .cloned()
     }
 }
 
@@ -260,11 +267,14 @@ pub fn classify(
 
     match (group, resource, sub_resource) {
         ("apps", "deployments" | "statefulsets", "scale") => {
-            let kind = WorkloadKind::from_resource(resource).ok_or_else(|| unreachable_resource(resource))?;
+            let kind = WorkloadKind::from_resource(resource)
+                .ok_or_else(|| unreachable_resource(resource))?;
             let parent = workloads.workload(kind, &namespace, &request.name);
             let new = object
                 .and_then(|scale| replicas_at(&scale.data, "spec"))
-                .ok_or_else(|| AdmissionError::Malformed("Scale object has no spec.replicas".into()))?;
+                .ok_or_else(|| {
+                    AdmissionError::Malformed("Scale object has no spec.replicas".into())
+                })?;
             let old = old_object
                 .and_then(|scale| replicas_at(&scale.data, "spec"))
                 .or_else(|| parent.as_ref().and_then(|p| p.replicas));
@@ -273,7 +283,10 @@ pub fn classify(
                 workload_kind: Some(kind),
                 namespace,
                 name: request.name.clone(),
-                labels: parent.as_ref().map(|p| p.labels.clone()).unwrap_or_default(),
+                labels: parent
+                    .as_ref()
+                    .map(|p| p.labels.clone())
+                    .unwrap_or_default(),
                 labels_known: parent.is_some(),
             };
             let mut change = base(ChangeClass::Scale, target, parent.map(|p| p.annotations));
@@ -281,15 +294,23 @@ pub fn classify(
             Ok(Some(change))
         }
         ("apps", "deployments" | "statefulsets", "") => {
-            let kind = WorkloadKind::from_resource(resource).ok_or_else(|| unreachable_resource(resource))?;
+            let kind = WorkloadKind::from_resource(resource)
+                .ok_or_else(|| unreachable_resource(resource))?;
             let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed(format!("{} request carries neither object nor oldObject", request.operation_name()))
+                AdmissionError::Malformed(format!(
+                    "{} request carries neither object nor oldObject",
+                    request.operation_name()
+                ))
             })?;
             let target = Target {
                 kind: TargetKind::Workload(kind),
                 workload_kind: Some(kind),
                 namespace,
-                name: current.metadata.name.clone().unwrap_or_else(|| request.name.clone()),
+                name: current
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| request.name.clone()),
                 labels: current.metadata.labels.clone().unwrap_or_default(),
                 labels_known: true,
             };
@@ -298,7 +319,11 @@ pub fn classify(
                 Operation::Delete => ChangeClass::Delete,
                 Operation::Update => match (object, old_object) {
                     (Some(new), Some(old)) => update_class(&new.data, &old.data),
-                    _ => return Err(AdmissionError::Malformed("UPDATE request needs object and oldObject".into())),
+                    _ => {
+                        return Err(AdmissionError::Malformed(
+                            "UPDATE request needs object and oldObject".into(),
+                        ));
+                    }
                 },
                 Operation::Connect => return Ok(None),
             };
@@ -313,7 +338,9 @@ pub fn classify(
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
             let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed("HorizontalPodAutoscaler request carries neither object nor oldObject".into())
+                AdmissionError::Malformed(
+                    "HorizontalPodAutoscaler request carries neither object nor oldObject".into(),
+                )
             })?;
             let scale_target = current.data.pointer("/spec/scaleTargetRef");
             let target_kind = scale_target
@@ -325,7 +352,8 @@ pub fn classify(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let parent = target_kind.and_then(|kind| workloads.workload(kind, &namespace, &target_name));
+            let parent =
+                target_kind.and_then(|kind| workloads.workload(kind, &namespace, &target_name));
             let (labels, labels_known) = match &parent {
                 Some(parent) => (parent.labels.clone(), true),
                 None => (current.metadata.labels.clone().unwrap_or_default(), false),
@@ -345,14 +373,18 @@ pub fn classify(
             };
             let mut change = base(class, target, object.map(annotations_of));
             if let Some(new) = object {
-                let max = replicas_field(&new.data, "/spec/maxReplicas")
-                    .ok_or_else(|| AdmissionError::Malformed("HorizontalPodAutoscaler has no spec.maxReplicas".into()))?;
+                let max = replicas_field(&new.data, "/spec/maxReplicas").ok_or_else(|| {
+                    AdmissionError::Malformed(
+                        "HorizontalPodAutoscaler has no spec.maxReplicas".into(),
+                    )
+                })?;
                 // The API defaults minReplicas to 1 when it is absent.
                 let min = replicas_field(&new.data, "/spec/minReplicas").unwrap_or(1);
                 change.hpa = Some(HpaBounds {
                     min,
                     max,
-                    old_min: old_object.map(|o| replicas_field(&o.data, "/spec/minReplicas").unwrap_or(1)),
+                    old_min: old_object
+                        .map(|o| replicas_field(&o.data, "/spec/minReplicas").unwrap_or(1)),
                     old_max: old_object.and_then(|o| replicas_field(&o.data, "/spec/maxReplicas")),
                 });
             }
@@ -360,7 +392,9 @@ pub fn classify(
         }
         ("", "configmaps", "") => {
             let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed("ConfigMap request carries neither object nor oldObject".into())
+                AdmissionError::Malformed(
+                    "ConfigMap request carries neither object nor oldObject".into(),
+                )
             })?;
             let labels = current.metadata.labels.clone().unwrap_or_default();
             let config_kind = if labels.get(POLICY_LABEL).is_some_and(|v| v == "true") {
@@ -377,7 +411,11 @@ pub fn classify(
                 kind: TargetKind::ConfigMap(config_kind),
                 workload_kind: None,
                 namespace,
-                name: current.metadata.name.clone().unwrap_or_else(|| request.name.clone()),
+                name: current
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| request.name.clone()),
                 labels,
                 labels_known: true,
             };
@@ -436,11 +474,16 @@ fn spec_without_replicas(spec: Option<&Value>) -> Option<Vec<(&String, &Value)>>
 }
 
 fn replicas_at(data: &Value, section: &str) -> Option<u32> {
-    data.get(section)?.get("replicas")?.as_u64().and_then(|n| u32::try_from(n).ok())
+    data.get(section)?
+        .get("replicas")?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 fn replicas_field(data: &Value, pointer: &str) -> Option<u32> {
-    data.pointer(pointer)?.as_u64().and_then(|n| u32::try_from(n).ok())
+    data.pointer(pointer)?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 fn annotations_of(object: &DynamicObject) -> BTreeMap<String, String> {
@@ -454,9 +497,13 @@ fn config_data_of(data: &Value) -> Result<BTreeMap<String, String>, AdmissionErr
             .iter()
             .map(|(key, value)| match value {
                 Value::String(text) => Ok((key.clone(), text.clone())),
-                _ => Err(AdmissionError::Malformed(format!("ConfigMap data key {key:?} is not a string"))),
+                _ => Err(AdmissionError::Malformed(format!(
+                    "ConfigMap data key {key:?} is not a string"
+                ))),
             })
             .collect(),
-        Some(_) => Err(AdmissionError::Malformed("ConfigMap data is not a map".into())),
+        Some(_) => Err(AdmissionError::Malformed(
+            "ConfigMap data is not a map".into(),
+        )),
     }
 }

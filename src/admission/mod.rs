@@ -5,8 +5,9 @@ mod change;
 mod response;
 
 pub use change::{
-    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, POLICY_LABEL, REFLECTION_LABEL, ReplicaChange, Requester, Target,
-    TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot, classify,
+    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, POLICY_LABEL, REFLECTION_LABEL,
+    ReplicaChange, Requester, Target, TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot,
+    classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
 

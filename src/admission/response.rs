@@ -91,7 +91,10 @@ impl ReviewResponse {
     pub fn kubectl_line(&self, webhook: &str) -> String {
         match &self.status {
             Some(status) if !self.allowed => {
-                format!("admission webhook \"{webhook}\" denied the request: {}", status.message)
+                format!(
+                    "admission webhook \"{webhook}\" denied the request: {}",
+                    status.message
+                )
             }
             _ => "allowed".to_string(),
         }

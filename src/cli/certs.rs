@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -43,7 +45,13 @@ pub struct CertsArgs {
 
 pub fn run(args: CertsArgs) -> ExitCode {
     let mut request = match &args.service {
-        Some(service) => CertRequest::for_service(service, &args.namespace, &args.dns, &args.ips, args.validity_days),
+        Some(service) => CertRequest::for_service(
+            service,
+            &args.namespace,
+            &args.dns,
+            &args.ips,
+            args.validity_days,
+        ),
         None => {
             let mut local = CertRequest::local(args.validity_days);
             local.dns_names.extend(args.dns.iter().cloned());
@@ -54,7 +62,10 @@ pub fn run(args: CertsArgs) -> ExitCode {
     request.ips.dedup();
     let in_cluster = args.secret.is_some() || !args.patch_webhooks.is_empty();
     let bundle = if in_cluster {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -122,7 +133,10 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
             });
             match reusable {
                 Some(bundle) if !args.force => {
-                    eprintln!("Secret {}/{name} already holds a certificate; reusing it", args.namespace);
+                    eprintln!(
+                        "Secret {}/{name} already holds a certificate; reusing it",
+                        args.namespace
+                    );
                     bundle
                 }
                 _ => {
@@ -132,7 +146,13 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
                         metadata: kube::api::ObjectMeta {
                             name: Some(name.clone()),
                             namespace: Some(args.namespace.clone()),
-                            labels: Some([("app.kubernetes.io/name".to_string(), "slo-guard".to_string())].into()),
+                            labels: Some(
+                                [(
+                                    "app.kubernetes.io/name".to_string(),
+                                    "slo-guard".to_string(),
+                                )]
+                                .into(),
+                            ),
                             ..Default::default()
                         },
                         type_: Some("kubernetes.io/tls".to_string()),
@@ -163,7 +183,9 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
             for webhook in config.webhooks.iter_mut().flatten() {
                 webhook.client_config.ca_bundle = Some(ca.clone());
             }
-            validating.replace(name, &Default::default(), &config).await?;
+            validating
+                .replace(name, &Default::default(), &config)
+                .await?;
             eprintln!("set caBundle on ValidatingWebhookConfiguration {name}");
         } else if let Some(mut config) = mutating.get_opt(name).await? {
             for webhook in config.webhooks.iter_mut().flatten() {
@@ -172,7 +194,9 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
             mutating.replace(name, &Default::default(), &config).await?;
             eprintln!("set caBundle on MutatingWebhookConfiguration {name}");
         } else {
-            anyhow::bail!("no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}");
+            anyhow::bail!(
+                "no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}"
+            );
         }
     }
     Ok(bundle)

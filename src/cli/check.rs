@@ -38,26 +38,42 @@ fn unusable(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(UNUSABLE)
 }
 
-fn read_workloads(paths: &[PathBuf]) -> Result<BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>, String> {
+fn read_workloads(
+    paths: &[PathBuf],
+) -> Result<BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>, String> {
     let mut workloads = BTreeMap::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let object: serde_json::Value =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let object: serde_json::Value = serde_yaml::from_str(&text)
+            .map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
         let kind = match object.get("kind").and_then(|k| k.as_str()) {
             Some("Deployment") => WorkloadKind::Deployment,
             Some("StatefulSet") => WorkloadKind::StatefulSet,
-            other => return Err(format!("{}: expected a Deployment or StatefulSet, found {other:?}", path.display())),
+            other => {
+                return Err(format!(
+                    "{}: expected a Deployment or StatefulSet, found {other:?}",
+                    path.display()
+                ));
+            }
         };
         let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let field = |name: &str| metadata.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let field = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
         let map = |name: &str| -> BTreeMap<String, String> {
             metadata
                 .get(name)
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default()
         };
-        let namespace = Some(field("namespace")).filter(|ns| !ns.is_empty()).unwrap_or_else(|| "default".into());
+        let namespace = Some(field("namespace"))
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| "default".into());
         let snapshot = WorkloadSnapshot {
             labels: map("labels"),
             annotations: map("annotations"),
@@ -75,7 +91,9 @@ fn read_workloads(paths: &[PathBuf]) -> Result<BTreeMap<(WorkloadKind, String, S
 /// body that is not an AdmissionReview).
 pub fn run(args: CheckArgs) -> ExitCode {
     if args.policies.policies.is_empty() {
-        return unusable("--policies is required: give the policy ConfigMap files or directories to judge against");
+        return unusable(
+            "--policies is required: give the policy ConfigMap files or directories to judge against",
+        );
     }
     let store = Arc::new(PolicyStore::new(args.policies.namespace.clone()));
     let documents = match load_directory(&args.policies.policies, "default") {
@@ -100,18 +118,28 @@ pub fn run(args: CheckArgs) -> ExitCode {
     } else {
         match std::fs::read(&args.review) {
             Ok(body) => body,
-            Err(error) => return unusable(format!("cannot read {}: {error}", args.review.display())),
+            Err(error) => {
+                return unusable(format!("cannot read {}: {error}", args.review.display()));
+            }
         }
     };
     let guard = Guard::new(store, Arc::new(workloads), Arc::new(Metrics::new()));
-    let endpoint = if args.mutate { Endpoint::Mutate } else { Endpoint::Validate };
+    let endpoint = if args.mutate {
+        Endpoint::Mutate
+    } else {
+        Endpoint::Validate
+    };
     let judgement = match guard.review(endpoint, &body, args.now.unwrap_or_else(Utc::now)) {
         Ok(judgement) => judgement,
         Err(error) => return unusable(error),
     };
     let response = &judgement.response;
-    let envelope: serde_json::Value = serde_json::from_slice(&response.to_review_json()).unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&envelope).unwrap_or_default());
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&response.to_review_json()).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&envelope).unwrap_or_default()
+    );
     if let Some(patch) = &response.patch {
         use base64::Engine;
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(patch) {
@@ -124,7 +152,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
     if response.allowed {
         ExitCode::SUCCESS
     } else {
-        eprintln!("Error from server (Forbidden): {}", response.kubectl_line(VALIDATING_WEBHOOK));
+        eprintln!(
+            "Error from server (Forbidden): {}",
+            response.kubectl_line(VALIDATING_WEBHOOK)
+        );
         ExitCode::from(1)
     }
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL};
-use crate::policy::{PolicyStore, StoreEvent, read_manifests};
+use crate::policy::{PolicyRef, PolicyStore, StoreEvent, read_manifests, unenforced_sections};
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
@@ -43,9 +43,31 @@ pub fn run(args: LintArgs) -> ExitCode {
             match store.apply(&document) {
                 StoreEvent::Rejected { error, .. } => {
                     invalid += 1;
-                    println!("error: {what} {}/{}: {error}", document.namespace, document.name);
+                    println!(
+                        "error: {what} {}/{}: {error}",
+                        document.namespace, document.name
+                    );
                 }
-                _ => println!("ok: {what} {}/{} ({})", document.namespace, document.name, document.origin),
+                _ => {
+                    println!(
+                        "ok: {what} {}/{} ({})",
+                        document.namespace, document.name, document.origin
+                    );
+                    let id = PolicyRef {
+                        namespace: document.namespace.clone(),
+                        name: document.name.clone(),
+                    };
+                    if let Some(policy) = store.snapshot().policies.iter().find(|p| p.id == id) {
+                        let sections = unenforced_sections(&policy.spec);
+                        if !sections.is_empty() {
+                            println!(
+                                "  note: {} validated but not enforced by slo-guard {}",
+                                sections.join(", "),
+                                env!("CARGO_PKG_VERSION")
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -11,9 +11,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "slo-guard", version, about = "Admission webhook that guards SLOs against risky changes by people, CI and AI agents")]
+#[command(
+    name = "slo-guard",
+    version,
+    about = "Admission webhook that guards SLOs against risky changes by people, CI and AI agents"
+)]
 pub struct Cli {
-    #[arg(long, global = true, env = "SLO_GUARD_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLO_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `slo_guard=debug`.
     #[arg(long, global = true, env = "SLO_GUARD_LOG_LEVEL")]
@@ -46,7 +56,10 @@ pub fn run() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, cli.log_level.as_deref().unwrap_or(default_level));
+    init_logging(
+        cli.log_format,
+        cli.log_level.as_deref().unwrap_or(default_level),
+    );
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
@@ -62,7 +75,11 @@ fn init_logging(format: LogFormat, filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -80,7 +97,16 @@ pub struct PolicyArgs {
 
 /// The example policies shipped in `policies/`, used when `serve` is given no source.
 pub const EMBEDDED_POLICIES: [(&str, &str); 3] = [
-    ("policies/checkout.yaml", include_str!("../../policies/checkout.yaml")),
-    ("policies/platform-defaults.yaml", include_str!("../../policies/platform-defaults.yaml")),
-    ("policies/reflection-checkout.yaml", include_str!("../../policies/reflection-checkout.yaml")),
+    (
+        "policies/checkout.yaml",
+        include_str!("../../policies/checkout.yaml"),
+    ),
+    (
+        "policies/platform-defaults.yaml",
+        include_str!("../../policies/platform-defaults.yaml"),
+    ),
+    (
+        "policies/reflection-checkout.yaml",
+        include_str!("../../policies/reflection-checkout.yaml"),
+    ),
 ];

@@ -99,7 +99,11 @@ fn tls_files(args: &ServeArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
 fn embedded_documents(namespace: &str) -> anyhow::Result<Vec<ConfigMapDocument>> {
     let mut documents = Vec::new();
     for (name, text) in EMBEDDED_POLICIES {
-        documents.extend(parse_manifest_text(std::path::Path::new(name), text, namespace)?);
+        documents.extend(parse_manifest_text(
+            std::path::Path::new(name),
+            text,
+            namespace,
+        )?);
     }
     Ok(documents)
 }
@@ -128,7 +132,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot reach the cluster for --watch-configmaps: {e}"))?;
         for kind in [ConfigKind::Policy, ConfigKind::Reflection] {
             let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(cluster::watch_configmaps(client.clone(), kind, store.clone(), metrics.clone(), synced_tx));
+            tokio::spawn(cluster::watch_configmaps(
+                client.clone(),
+                kind,
+                store.clone(),
+                metrics.clone(),
+                synced_tx,
+            ));
             cluster_sync.push(synced_rx);
         }
         let (cache, cache_synced) = cluster::start_workload_cache(&client);
@@ -174,7 +184,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         for synced in cluster_sync {
             match tokio::time::timeout(cluster::SYNC_TIMEOUT, synced).await {
                 Ok(_) => {}
-                Err(_) => tracing::warn!("cluster watches not synced after {:?}; still waiting", cluster::SYNC_TIMEOUT),
+                Err(_) => tracing::warn!(
+                    "cluster watches not synced after {:?}; still waiting",
+                    cluster::SYNC_TIMEOUT
+                ),
             }
         }
         ready.store(true, Ordering::Release);

@@ -37,7 +37,9 @@ impl PromDuration {
             if digits == 0 {
                 return Err(err("expected a number"));
             }
-            let number: u128 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+            let number: u128 = rest[..digits]
+                .parse()
+                .map_err(|_| err("number too large"))?;
             rest = &rest[digits..];
             let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
             let unit_ms: u128 = match &rest[..unit_len] {
@@ -107,11 +109,26 @@ mod tests {
 
     #[test]
     fn parses_single_and_compound_units() {
-        assert_eq!(PromDuration::parse("5m").unwrap().duration(), Duration::from_secs(300));
-        assert_eq!(PromDuration::parse("30d").unwrap().duration(), Duration::from_secs(30 * 86_400));
-        assert_eq!(PromDuration::parse("1h30m").unwrap().duration(), Duration::from_secs(5_400));
-        assert_eq!(PromDuration::parse("1w").unwrap().duration(), Duration::from_secs(604_800));
-        assert_eq!(PromDuration::parse("250ms").unwrap().duration(), Duration::from_millis(250));
+        assert_eq!(
+            PromDuration::parse("5m").unwrap().duration(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            PromDuration::parse("30d").unwrap().duration(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            PromDuration::parse("1h30m").unwrap().duration(),
+            Duration::from_secs(5_400)
+        );
+        assert_eq!(
+            PromDuration::parse("1w").unwrap().duration(),
+            Duration::from_secs(604_800)
+        );
+        assert_eq!(
+            PromDuration::parse("250ms").unwrap().duration(),
+            Duration::from_millis(250)
+        );
         assert_eq!(PromDuration::parse("1h30m").unwrap().as_str(), "1h30m");
     }
 
@@ -119,11 +136,22 @@ mod tests {
     fn rejects_malformed_durations_with_the_reason() {
         assert_eq!(PromDuration::parse("").unwrap_err().reason, "empty");
         assert_eq!(PromDuration::parse("5").unwrap_err().reason, "missing unit");
-        assert_eq!(PromDuration::parse("5mins").unwrap_err().reason, "unknown unit");
-        assert_eq!(PromDuration::parse("m5").unwrap_err().reason, "expected a number");
-        assert_eq!(PromDuration::parse("0s").unwrap_err().reason, "must be greater than zero");
         assert_eq!(
-            PromDuration::parse("99999999999999999999999999y").unwrap_err().reason,
+            PromDuration::parse("5mins").unwrap_err().reason,
+            "unknown unit"
+        );
+        assert_eq!(
+            PromDuration::parse("m5").unwrap_err().reason,
+            "expected a number"
+        );
+        assert_eq!(
+            PromDuration::parse("0s").unwrap_err().reason,
+            "must be greater than zero"
+        );
+        assert_eq!(
+            PromDuration::parse("99999999999999999999999999y")
+                .unwrap_err()
+                .reason,
             "too large"
         );
     }

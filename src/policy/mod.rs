@@ -9,8 +9,12 @@ mod store;
 
 pub use duration::PromDuration;
 pub use model::*;
-pub use source::{ConfigMapDocument, SourceError, load_directory, parse_manifest_text, read_manifests};
-pub use store::{MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate};
+pub use source::{
+    ConfigMapDocument, SourceError, load_directory, parse_manifest_text, read_manifests,
+};
+pub use store::{
+    MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,12 +47,18 @@ pub struct Policy {
 pub enum PolicyError {
     /// A field has a bad value or type; `field` is the dotted path into the policy.
     #[error("{key}: field `{field}`: {message}")]
-    Field { key: String, field: String, message: String },
+    Field {
+        key: String,
+        field: String,
+        message: String,
+    },
     #[error("{key}: {message}")]
     Document { key: String, message: String },
     #[error("ConfigMap {configmap} has no `{POLICY_KEY}` key (found: {found})")]
     MissingKey { configmap: String, found: String },
-    #[error("ConfigMap {configmap}: unexpected key `{key}`: a policy ConfigMap holds only `{POLICY_KEY}`")]
+    #[error(
+        "ConfigMap {configmap}: unexpected key `{key}`: a policy ConfigMap holds only `{POLICY_KEY}`"
+    )]
     UnexpectedKey { configmap: String, key: String },
 }
 
@@ -64,7 +74,10 @@ pub fn parse_policy(key: &str, yaml: &str) -> Result<PolicySpec, PolicyError> {
 }
 
 /// Deserializes YAML, naming the field path of the first error.
-pub(crate) fn deserialize_strict<T: serde::de::DeserializeOwned>(key: &str, yaml: &str) -> Result<T, PolicyError> {
+pub(crate) fn deserialize_strict<T: serde::de::DeserializeOwned>(
+    key: &str,
+    yaml: &str,
+) -> Result<T, PolicyError> {
     if yaml.trim().is_empty() {
         return Err(PolicyError::Document {
             key: key.to_string(),
@@ -98,23 +111,53 @@ pub(crate) fn deserialize_strict<T: serde::de::DeserializeOwned>(key: &str, yaml
 
 /// Parses a policy ConfigMap's data. Every key other than `policy.yaml` is an error, so a
 /// misnamed key cannot leave a workload unguarded without anyone noticing.
-pub fn parse_policy_configmap(id: &PolicyRef, data: &BTreeMap<String, String>) -> Result<Policy, PolicyError> {
+pub fn parse_policy_configmap(
+    id: &PolicyRef,
+    data: &BTreeMap<String, String>,
+) -> Result<Policy, PolicyError> {
     if let Some(key) = data.keys().find(|key| key.as_str() != POLICY_KEY) {
         return Err(PolicyError::UnexpectedKey {
             configmap: id.to_string(),
             key: key.clone(),
         });
     }
-    let yaml = data.get(POLICY_KEY).ok_or_else(|| PolicyError::MissingKey {
-        configmap: id.to_string(),
-        found: if data.is_empty() {
-            "no keys".to_string()
-        } else {
-            data.keys().cloned().collect::<Vec<_>>().join(", ")
-        },
-    })?;
+    let yaml = data
+        .get(POLICY_KEY)
+        .ok_or_else(|| PolicyError::MissingKey {
+            configmap: id.to_string(),
+            found: if data.is_empty() {
+                "no keys".to_string()
+            } else {
+                data.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        })?;
     let spec = parse_policy(POLICY_KEY, yaml)?;
-    Ok(Policy { id: id.clone(), spec })
+    Ok(Policy {
+        id: id.clone(),
+        spec,
+    })
+}
+
+/// Sections of a policy this version validates but does not enforce yet, so tools can
+/// say so instead of letting a parsed section pass for an active guardrail.
+pub fn unenforced_sections(spec: &PolicySpec) -> Vec<&'static str> {
+    let mut sections = Vec::new();
+    if spec.slo.is_some() {
+        sections.push("slo");
+    }
+    if spec.traffic.is_some() {
+        sections.push("traffic");
+    }
+    if spec.windows.is_some() {
+        sections.push("windows");
+    }
+    if spec.approval.is_some() {
+        sections.push("approval");
+    }
+    if spec.scaling.as_ref().is_some_and(|s| s.cooldown.is_some()) {
+        sections.push("scaling.cooldown");
+    }
+    sections
 }
 
 type FieldError = (String, String);
@@ -127,7 +170,10 @@ fn check_fraction(field: &str, value: f64, low: f64, high: f64) -> Result<(), Fi
     if value.is_finite() && (low..=high).contains(&value) {
         Ok(())
     } else {
-        Err(field_error(field, format!("{value} is outside {low}..{high}")))
+        Err(field_error(
+            field,
+            format!("{value} is outside {low}..{high}"),
+        ))
     }
 }
 
@@ -147,12 +193,18 @@ fn check_query(field: &str, query: &str, templated: bool) -> Result<(), FieldErr
 /// Bounds that serde cannot express. Returns the dotted field path and the reason.
 fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
     if spec.matcher.kinds.is_empty() {
-        return Err(field_error("match.kinds", "lists no kinds (use Deployment and/or StatefulSet)"));
+        return Err(field_error(
+            "match.kinds",
+            "lists no kinds (use Deployment and/or StatefulSet)",
+        ));
     }
     let mut seen = Vec::<WorkloadKind>::new();
     for kind in &spec.matcher.kinds {
         if seen.contains(kind) {
-            return Err(field_error("match.kinds", format!("{} is listed twice", kind.as_str())));
+            return Err(field_error(
+                "match.kinds",
+                format!("{} is listed twice", kind.as_str()),
+            ));
         }
         seen.push(*kind);
     }
@@ -171,14 +223,20 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         if let Some(Step::Percent(percent)) = scaling.max_step
             && percent > 1000.0
         {
-            return Err(field_error("scaling.maxStep", format!("{percent}% is above 1000%")));
+            return Err(field_error(
+                "scaling.maxStep",
+                format!("{percent}% is above 1000%"),
+            ));
         }
     }
     if let Some(slo) = &spec.slo {
         if !(slo.objective.is_finite() && slo.objective > 0.0 && slo.objective < 100.0) {
             return Err(field_error(
                 "slo.objective",
-                format!("{} must be a percentage strictly between 0 and 100, e.g. 99.9", slo.objective),
+                format!(
+                    "{} must be a percentage strictly between 0 and 100, e.g. 99.9",
+                    slo.objective
+                ),
             ));
         }
         check_query("slo.errors", &slo.errors, true)?;
@@ -186,9 +244,17 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         if let Some(rate) = slo.min_request_rate
             && !(rate.is_finite() && rate >= 0.0)
         {
-            return Err(field_error("slo.minRequestRate", format!("{rate} must be a non-negative number")));
+            return Err(field_error(
+                "slo.minRequestRate",
+                format!("{rate} must be a non-negative number"),
+            ));
         }
-        check_fraction("slo.budget.freezeBelow", slo.budget.freeze_below, -100.0, 1.0)?;
+        check_fraction(
+            "slo.budget.freezeBelow",
+            slo.budget.freeze_below,
+            -100.0,
+            1.0,
+        )?;
         if let Some(agent_floor) = slo.budget.agent_freeze_below {
             check_fraction("slo.budget.agentFreezeBelow", agent_floor, -100.0, 1.0)?;
             if agent_floor < slo.budget.freeze_below {
@@ -204,7 +270,10 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         for (index, row) in slo.burn_rate.iter().enumerate() {
             let field = format!("slo.burnRate[{index}]");
             if !(row.factor.is_finite() && row.factor > 0.0) {
-                return Err(field_error(&format!("{field}.factor"), format!("{} must be above 0", row.factor)));
+                return Err(field_error(
+                    &format!("{field}.factor"),
+                    format!("{} must be above 0", row.factor),
+                ));
             }
             if row.short.duration() >= row.long.duration() {
                 return Err(field_error(
@@ -220,7 +289,10 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         if !(traffic.spike_ratio.is_finite() && traffic.spike_ratio > 1.0) {
             return Err(field_error(
                 "traffic.spikeRatio",
-                format!("{} must be above 1 (current traffic over baseline)", traffic.spike_ratio),
+                format!(
+                    "{} must be above 1 (current traffic over baseline)",
+                    traffic.spike_ratio
+                ),
             ));
         }
     }
@@ -234,15 +306,21 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
                 if let Some(time) = value
                     && chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err()
                 {
-                    return Err(field_error(&format!("{field}.{name}"), format!("{time:?} is not HH:MM")));
+                    return Err(field_error(
+                        &format!("{field}.{name}"),
+                        format!("{time:?} is not HH:MM"),
+                    ));
                 }
             }
         }
     }
     if let Some(approval) = &spec.approval
-        && approval.required_for.iter().any(|class| *class == ChangeClass::Config)
+        && approval.required_for.contains(&ChangeClass::Config)
     {
-        return Err(field_error("approval.requiredFor", "config changes cannot require approval"));
+        return Err(field_error(
+            "approval.requiredFor",
+            "config changes cannot require approval",
+        ));
     }
     if spec.prometheus.timeout.duration() > std::time::Duration::from_secs(25) {
         return Err(field_error(

@@ -463,7 +463,9 @@ impl Step {
     pub fn allowed_from(self, current: u32) -> u32 {
         match self {
             Step::Replicas(count) => count,
-            Step::Percent(percent) => ((f64::from(current) * percent / 100.0).floor() as u32).max(1),
+            Step::Percent(percent) => {
+                ((f64::from(current) * percent / 100.0).floor() as u32).max(1)
+            }
         }
     }
 }
@@ -679,8 +681,9 @@ mod tests {
 
     #[test]
     fn label_selector_operators() {
-        let labels: BTreeMap<String, String> =
-            [("app".to_string(), "checkout".to_string())].into_iter().collect();
+        let labels: BTreeMap<String, String> = [("app".to_string(), "checkout".to_string())]
+            .into_iter()
+            .collect();
         let selector = |req: LabelRequirement| LabelSelector {
             match_labels: BTreeMap::new(),
             match_expressions: vec![req],

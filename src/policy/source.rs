@@ -19,17 +19,30 @@ pub struct ConfigMapDocument {
 
 impl ConfigMapDocument {
     /// `namespace` is used when the manifest has none, as kubectl uses its context's.
-    pub fn from_configmap(configmap: ConfigMap, namespace: &str, origin: String) -> Result<Self, String> {
+    pub fn from_configmap(
+        configmap: ConfigMap,
+        namespace: &str,
+        origin: String,
+    ) -> Result<Self, String> {
         let name = configmap
             .metadata
             .name
             .filter(|name| !name.is_empty())
             .ok_or_else(|| format!("{origin}: ConfigMap has no metadata.name"))?;
-        if configmap.binary_data.as_ref().is_some_and(|data| !data.is_empty()) {
-            return Err(format!("{origin}: ConfigMap {name} uses binaryData; slo-guard reads only data"));
+        if configmap
+            .binary_data
+            .as_ref()
+            .is_some_and(|data| !data.is_empty())
+        {
+            return Err(format!(
+                "{origin}: ConfigMap {name} uses binaryData; slo-guard reads only data"
+            ));
         }
         Ok(Self {
-            namespace: configmap.metadata.namespace.unwrap_or_else(|| namespace.to_string()),
+            namespace: configmap
+                .metadata
+                .namespace
+                .unwrap_or_else(|| namespace.to_string()),
             name,
             labels: configmap.metadata.labels.unwrap_or_default(),
             data: configmap.data.unwrap_or_default(),
@@ -51,13 +64,20 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error("{path}: document {index}: {message}")]
-    Document { path: PathBuf, index: usize, message: String },
+    Document {
+        path: PathBuf,
+        index: usize,
+        message: String,
+    },
 }
 
 /// Reads every ConfigMap in a file or, for a directory, in its `.yaml`, `.yml` and `.json`
 /// files (sorted, not recursive). Other kinds of documents are errors, since a policy
 /// directory that holds something else is almost certainly a mistake.
-pub fn read_manifests(path: &Path, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+pub fn read_manifests(
+    path: &Path,
+    default_namespace: &str,
+) -> Result<Vec<ConfigMapDocument>, SourceError> {
     let io_error = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -90,7 +110,10 @@ pub fn read_manifests(path: &Path, default_namespace: &str) -> Result<Vec<Config
 }
 
 /// Reads the ConfigMaps in several files or directories.
-pub fn load_directory(paths: &[PathBuf], default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+pub fn load_directory(
+    paths: &[PathBuf],
+    default_namespace: &str,
+) -> Result<Vec<ConfigMapDocument>, SourceError> {
     let mut documents = Vec::new();
     for path in paths {
         documents.extend(read_manifests(path, default_namespace)?);
@@ -98,7 +121,11 @@ pub fn load_directory(paths: &[PathBuf], default_namespace: &str) -> Result<Vec<
     Ok(documents)
 }
 
-pub fn parse_manifest_text(path: &Path, text: &str, default_namespace: &str) -> Result<Vec<ConfigMapDocument>, SourceError> {
+pub fn parse_manifest_text(
+    path: &Path,
+    text: &str,
+    default_namespace: &str,
+) -> Result<Vec<ConfigMapDocument>, SourceError> {
     let mut documents = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let error = |message: String| SourceError::Document {
@@ -110,7 +137,11 @@ pub fn parse_manifest_text(path: &Path, text: &str, default_namespace: &str) -> 
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
         let items = match kind.as_str() {
             "ConfigMap" => vec![value],
             "List" | "ConfigMapList" => match value.get("items") {
@@ -121,9 +152,13 @@ pub fn parse_manifest_text(path: &Path, text: &str, default_namespace: &str) -> 
             other => return Err(error(format!("expected a ConfigMap, found kind {other}"))),
         };
         for item in items {
-            let configmap: ConfigMap = serde_yaml::from_value(item).map_err(|e| error(e.to_string()))?;
+            let configmap: ConfigMap =
+                serde_yaml::from_value(item).map_err(|e| error(e.to_string()))?;
             let origin = format!("{}#{}", path.display(), index + 1);
-            documents.push(ConfigMapDocument::from_configmap(configmap, default_namespace, origin).map_err(error)?);
+            documents.push(
+                ConfigMapDocument::from_configmap(configmap, default_namespace, origin)
+                    .map_err(error)?,
+            );
         }
     }
     Ok(documents)

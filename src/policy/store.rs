@@ -40,7 +40,10 @@ impl PolicySet {
     }
 
     /// The policies that govern `target`, in a stable order.
-    pub fn matching<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = (&'a Policy, MatchBasis)> + 'a {
+    pub fn matching<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> impl Iterator<Item = (&'a Policy, MatchBasis)> + 'a {
         self.policies.iter().filter_map(move |policy| {
             let matcher = &policy.spec.matcher;
             let kind = target.workload_kind?;
@@ -51,18 +54,23 @@ impl PolicySet {
                 policy.id.namespace == target.namespace
             } else {
                 policy.id.namespace == self.guard_namespace
-                    && matcher.namespaces.iter().any(|p| p.matches(&target.namespace))
+                    && matcher
+                        .namespaces
+                        .iter()
+                        .any(|p| p.matches(&target.namespace))
             };
             if !namespace_governed {
                 return None;
             }
-            if !matcher.names.is_empty() && !matcher.names.iter().any(|name| *name == target.name) {
+            if !matcher.names.is_empty() && !matcher.names.contains(&target.name) {
                 return None;
             }
             match &matcher.selector {
                 None => Some((policy.as_ref(), MatchBasis::Labels)),
                 Some(_) if !target.labels_known => Some((policy.as_ref(), MatchBasis::Assumed)),
-                Some(selector) if selector.matches(&target.labels) => Some((policy.as_ref(), MatchBasis::Labels)),
+                Some(selector) if selector.matches(&target.labels) => {
+                    Some((policy.as_ref(), MatchBasis::Labels))
+                }
                 Some(_) => None,
             }
         })
@@ -72,7 +80,9 @@ impl PolicySet {
 /// The outcome of applying one ConfigMap to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
-    Loaded { configmap: PolicyRef },
+    Loaded {
+        configmap: PolicyRef,
+    },
     /// The new version was rejected; `kept_previous` says whether an older good version
     /// stays in force.
     Rejected {
@@ -80,7 +90,9 @@ pub enum StoreEvent {
         error: String,
         kept_previous: bool,
     },
-    Removed { configmap: PolicyRef },
+    Removed {
+        configmap: PolicyRef,
+    },
     /// The ConfigMap carries neither label.
     Ignored,
 }
@@ -146,11 +158,14 @@ impl PolicyStore {
             })
         } else if document.has_label(REFLECTION_LABEL) {
             parse_reflection_configmap(&id, &document.data).map(|reflections| {
-                entries.reflections.insert(id.clone(), reflections.into_iter().map(Arc::new).collect());
+                entries
+                    .reflections
+                    .insert(id.clone(), reflections.into_iter().map(Arc::new).collect());
             })
         } else {
             // A label removed from a ConfigMap we knew withdraws it.
-            let known = entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
+            let known =
+                entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
             entries.errors.remove(&id);
             if known {
                 self.publish(&entries);
@@ -164,7 +179,8 @@ impl PolicyStore {
                 StoreEvent::Loaded { configmap: id }
             }
             Err(error) => {
-                let kept_previous = entries.policies.contains_key(&id) || entries.reflections.contains_key(&id);
+                let kept_previous =
+                    entries.policies.contains_key(&id) || entries.reflections.contains_key(&id);
                 let error = format!("{}: {error}", document.origin);
                 entries.errors.insert(id.clone(), (kind, error.clone()));
                 StoreEvent::Rejected {
@@ -184,7 +200,8 @@ impl PolicyStore {
             name: name.to_string(),
         };
         let mut entries = self.lock();
-        let known = entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
+        let known =
+            entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
         entries.errors.remove(&id);
         if !known {
             return StoreEvent::Ignored;
@@ -196,7 +213,11 @@ impl PolicyStore {
     /// Replaces every ConfigMap of one kind (policies or reflections), as after a watch
     /// re-list: those not in `documents` are removed, and each one in it is applied
     /// with last-good semantics. `None` replaces both kinds.
-    pub fn replace_all(&self, scope: Option<ConfigKind>, documents: &[ConfigMapDocument]) -> Vec<StoreEvent> {
+    pub fn replace_all(
+        &self,
+        scope: Option<ConfigKind>,
+        documents: &[ConfigMapDocument],
+    ) -> Vec<StoreEvent> {
         let present: Vec<PolicyRef> = documents
             .iter()
             .map(|d| PolicyRef {
@@ -207,8 +228,14 @@ impl PolicyStore {
         let in_scope = |kind: ConfigKind| scope.is_none_or(|scope| scope == kind);
         let stale: Vec<PolicyRef> = {
             let entries = self.lock();
-            let policies = entries.policies.keys().filter(|_| in_scope(ConfigKind::Policy));
-            let reflections = entries.reflections.keys().filter(|_| in_scope(ConfigKind::Reflection));
+            let policies = entries
+                .policies
+                .keys()
+                .filter(|_| in_scope(ConfigKind::Policy));
+            let reflections = entries
+                .reflections
+                .keys()
+                .filter(|_| in_scope(ConfigKind::Reflection));
             let errors = entries
                 .errors
                 .iter()
@@ -241,7 +268,9 @@ impl PolicyStore {
     fn lock(&self) -> MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the maps half-updated (every
         // update is a single insert or remove), so a poisoned lock is safe to reuse.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -29,15 +29,24 @@ fn the_design_example_parses_with_every_section() {
     assert_eq!(policy.id.to_string(), "payments/checkout");
     assert_eq!(spec.action, Mode::Enforce);
     assert_eq!(spec.scaling.as_ref().unwrap().max_replicas, Some(20));
-    assert_eq!(spec.scaling.as_ref().unwrap().max_step, Some(Step::Replicas(5)));
+    assert_eq!(
+        spec.scaling.as_ref().unwrap().max_step,
+        Some(Step::Replicas(5))
+    );
     let slo = spec.slo.as_ref().unwrap();
     assert_eq!(slo.objective, 99.9);
     assert_eq!(slo.period.as_str(), "30d");
     assert_eq!(slo.burn_rate.len(), 2);
     assert_eq!(slo.budget.agent_freeze_below, Some(0.25));
     assert_eq!(spec.prometheus.on_error, OnError::DenyAgents);
-    assert_eq!(spec.windows.as_ref().unwrap().freeze[0].timezone, chrono_tz::Europe::Berlin);
-    assert_eq!(spec.approval.as_ref().unwrap().required_for, vec![ChangeClass::Rollout]);
+    assert_eq!(
+        spec.windows.as_ref().unwrap().freeze[0].timezone,
+        chrono_tz::Europe::Berlin
+    );
+    assert_eq!(
+        spec.approval.as_ref().unwrap().required_for,
+        vec![ChangeClass::Rollout]
+    );
 }
 
 #[test]
@@ -54,29 +63,100 @@ fn every_example_in_policies_validates() {
 #[test]
 fn errors_name_the_field_and_the_bad_value() {
     let cases = [
-        ("match: {kinds: [Deployment]}\nscaling: {maxReplicas: -3}", "field `scaling.maxReplicas`", "-3"),
-        ("match: {kinds: [Deployment]}\nscaling: {maxReplicas: 5, minReplicas: 9}", "field `scaling.minReplicas`", "9 is above scaling.maxReplicas 5"),
-        ("match: {kinds: [Deployment]}\nscalling: {maxReplicas: 5}", "unknown field `scalling`", ""),
-        ("match: {kinds: [Deploymnet]}", "field `match.kinds[0]`", "Deploymnet"),
-        ("match: {kinds: [Deployment]}\naction: block", "field `action`", "block"),
-        ("match: {kinds: [Deployment]}\nagents: {minConfidence: 7}", "field `agents.minConfidence`", "7 is outside 0..1"),
-        ("match: {kinds: [Deployment]}\nslo: {objective: 99.9, period: 30d, errors: 'sum(rate(x[5m]))', total: 'sum(rate(y[{{window}}]))'}", "field `slo.errors`", "{{window}}"),
-        ("match: {kinds: [Deployment]}\nslo: {objective: 100, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]'}", "field `slo.objective`", "100"),
-        ("match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30 days, errors: 'x[{{window}}]', total: 'y[{{window}}]'}", "field `slo.period`", "30 days"),
-        ("match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]', burnRate: [{long: 5m, short: 1h, factor: 14.4}]}", "field `slo.burnRate[0].short`", "1h must be shorter than long 5m"),
-        ("match: {kinds: [Deployment]}\ntraffic: {current: a, baseline: b, spikeRatio: 0.5}", "field `traffic.spikeRatio`", "0.5"),
-        ("match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], timezone: Mars/Olympus}]}", "field `windows.freeze[0].timezone`", "Mars/Olympus"),
-        ("match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], start: '25:00', timezone: UTC}]}", "field `windows.freeze[0].start`", "25:00"),
-        ("match: {kinds: [Deployment]}\nprometheus: {onError: maybe}", "field `prometheus.onError`", "maybe"),
-        ("match: {kinds: [Deployment]}\nprometheus: {timeout: 40s}", "field `prometheus.timeout`", "40s"),
-        ("match: {kinds: [Deployment]}\nscaling: {appliesTo: robots}", "field `scaling.appliesTo`", "robots"),
-        ("match: {kinds: [Deployment]}\nagents: {forbidden: [explode]}", "field `agents.forbidden[0]`", "explode"),
+        (
+            "match: {kinds: [Deployment]}\nscaling: {maxReplicas: -3}",
+            "field `scaling.maxReplicas`",
+            "-3",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 5, minReplicas: 9}",
+            "field `scaling.minReplicas`",
+            "9 is above scaling.maxReplicas 5",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nscalling: {maxReplicas: 5}",
+            "unknown field `scalling`",
+            "",
+        ),
+        (
+            "match: {kinds: [Deploymnet]}",
+            "field `match.kinds[0]`",
+            "Deploymnet",
+        ),
+        (
+            "match: {kinds: [Deployment]}\naction: block",
+            "field `action`",
+            "block",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nagents: {minConfidence: 7}",
+            "field `agents.minConfidence`",
+            "7 is outside 0..1",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nslo: {objective: 99.9, period: 30d, errors: 'sum(rate(x[5m]))', total: 'sum(rate(y[{{window}}]))'}",
+            "field `slo.errors`",
+            "{{window}}",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nslo: {objective: 100, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]'}",
+            "field `slo.objective`",
+            "100",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30 days, errors: 'x[{{window}}]', total: 'y[{{window}}]'}",
+            "field `slo.period`",
+            "30 days",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nslo: {objective: 99, period: 30d, errors: 'x[{{window}}]', total: 'y[{{window}}]', burnRate: [{long: 5m, short: 1h, factor: 14.4}]}",
+            "field `slo.burnRate[0].short`",
+            "1h must be shorter than long 5m",
+        ),
+        (
+            "match: {kinds: [Deployment]}\ntraffic: {current: a, baseline: b, spikeRatio: 0.5}",
+            "field `traffic.spikeRatio`",
+            "0.5",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], timezone: Mars/Olympus}]}",
+            "field `windows.freeze[0].timezone`",
+            "Mars/Olympus",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], start: '25:00', timezone: UTC}]}",
+            "field `windows.freeze[0].start`",
+            "25:00",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nprometheus: {onError: maybe}",
+            "field `prometheus.onError`",
+            "maybe",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nprometheus: {timeout: 40s}",
+            "field `prometheus.timeout`",
+            "40s",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nscaling: {appliesTo: robots}",
+            "field `scaling.appliesTo`",
+            "robots",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nagents: {forbidden: [explode]}",
+            "field `agents.forbidden[0]`",
+            "explode",
+        ),
         ("[not, a, map]", "", "invalid type"),
         ("", "policy.yaml: is empty", ""),
     ];
     for (yaml, field, value) in cases {
         let error = parse_policy(POLICY_KEY, yaml).unwrap_err().to_string();
-        assert!(error.contains(field) && error.contains(value), "{yaml:?} gave {error:?}");
+        assert!(
+            error.contains(field) && error.contains(value),
+            "{yaml:?} gave {error:?}"
+        );
     }
 }
 
@@ -89,8 +169,13 @@ fn a_configmap_with_stray_or_missing_keys_is_rejected() {
     let stray = BTreeMap::from([("polcy.yaml".to_string(), "match: {}".to_string())]);
     let error = parse_policy_configmap(&id, &stray).unwrap_err().to_string();
     assert!(error.contains("unexpected key `polcy.yaml`"), "{error}");
-    let error = parse_policy_configmap(&id, &BTreeMap::new()).unwrap_err().to_string();
-    assert!(error.contains("has no `policy.yaml` key (found: no keys)"), "{error}");
+    let error = parse_policy_configmap(&id, &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("has no `policy.yaml` key (found: no keys)"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -98,9 +183,16 @@ fn a_bad_update_keeps_the_last_good_version_in_force() {
     let store = PolicyStore::new("slo-guard");
     let good = design_example();
     assert!(matches!(store.apply(&good), StoreEvent::Loaded { .. }));
-    let bad = with_policy(&good, "match: {kinds: [Deployment]}\nscaling: {maxReplicas: lots}");
+    let bad = with_policy(
+        &good,
+        "match: {kinds: [Deployment]}\nscaling: {maxReplicas: lots}",
+    );
     match store.apply(&bad) {
-        StoreEvent::Rejected { error, kept_previous, .. } => {
+        StoreEvent::Rejected {
+            error,
+            kept_previous,
+            ..
+        } => {
             assert!(kept_previous);
             assert!(error.contains("scaling.maxReplicas"), "{error}");
         }
@@ -108,21 +200,49 @@ fn a_bad_update_keeps_the_last_good_version_in_force() {
     }
     let snapshot = store.snapshot();
     assert_eq!(snapshot.policies.len(), 1);
-    assert_eq!(snapshot.policies[0].spec.scaling.as_ref().unwrap().max_replicas, Some(20));
+    assert_eq!(
+        snapshot.policies[0]
+            .spec
+            .scaling
+            .as_ref()
+            .unwrap()
+            .max_replicas,
+        Some(20)
+    );
     assert_eq!(store.errors().len(), 1);
 
     // Fixing it clears the error and takes the new version.
-    let fixed = with_policy(&good, "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 8}");
+    let fixed = with_policy(
+        &good,
+        "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 8}",
+    );
     assert!(matches!(store.apply(&fixed), StoreEvent::Loaded { .. }));
-    assert_eq!(store.snapshot().policies[0].spec.scaling.as_ref().unwrap().max_replicas, Some(8));
+    assert_eq!(
+        store.snapshot().policies[0]
+            .spec
+            .scaling
+            .as_ref()
+            .unwrap()
+            .max_replicas,
+        Some(8)
+    );
     assert!(store.errors().is_empty());
 }
 
 #[test]
 fn a_new_configmap_that_never_validated_is_not_in_force() {
     let store = PolicyStore::new("slo-guard");
-    let bad = with_policy(&design_example(), "match: {kinds: [Deployment]}\naction: maybe");
-    assert!(matches!(store.apply(&bad), StoreEvent::Rejected { kept_previous: false, .. }));
+    let bad = with_policy(
+        &design_example(),
+        "match: {kinds: [Deployment]}\naction: maybe",
+    );
+    assert!(matches!(
+        store.apply(&bad),
+        StoreEvent::Rejected {
+            kept_previous: false,
+            ..
+        }
+    ));
     assert!(store.snapshot().policies.is_empty());
 }
 
@@ -135,19 +255,30 @@ fn removing_the_label_or_the_configmap_withdraws_it() {
         labels: BTreeMap::new(),
         ..good.clone()
     };
-    assert!(matches!(store.apply(&unlabelled), StoreEvent::Removed { .. }));
+    assert!(matches!(
+        store.apply(&unlabelled),
+        StoreEvent::Removed { .. }
+    ));
     assert!(store.snapshot().policies.is_empty());
     store.apply(&good);
-    assert!(matches!(store.remove("payments", "checkout"), StoreEvent::Removed { .. }));
+    assert!(matches!(
+        store.remove("payments", "checkout"),
+        StoreEvent::Removed { .. }
+    ));
     assert!(store.snapshot().policies.is_empty());
 }
 
 #[test]
 fn only_the_guard_namespace_may_govern_other_namespaces() {
     let store = PolicyStore::new("slo-guard");
-    let document = with_policy(&design_example(), "match: {kinds: [Deployment], namespaces: [\"*\"]}");
+    let document = with_policy(
+        &design_example(),
+        "match: {kinds: [Deployment], namespaces: [\"*\"]}",
+    );
     match store.apply(&document) {
-        StoreEvent::Rejected { error, .. } => assert!(error.contains("match.namespaces"), "{error}"),
+        StoreEvent::Rejected { error, .. } => {
+            assert!(error.contains("match.namespaces"), "{error}")
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -162,7 +293,10 @@ mod matching {
             workload_kind: Some(WorkloadKind::Deployment),
             namespace: namespace.into(),
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             labels_known,
         }
     }
@@ -180,23 +314,37 @@ mod matching {
     }
 
     fn matched(set: &PolicySet, target: &Target) -> Vec<(String, MatchBasis)> {
-        set.matching(target).map(|(p, basis)| (p.id.to_string(), basis)).collect()
+        set.matching(target)
+            .map(|(p, basis)| (p.id.to_string(), basis))
+            .collect()
     }
 
     #[test]
     fn by_namespace_kind_and_selector() {
         let set = set();
         let checkout = target("payments", "checkout", &[("app", "checkout")], true);
-        assert_eq!(matched(&set, &checkout), vec![("payments/checkout".to_string(), MatchBasis::Labels)]);
+        assert_eq!(
+            matched(&set, &checkout),
+            vec![("payments/checkout".to_string(), MatchBasis::Labels)]
+        );
         assert!(matched(&set, &target("payments", "cart", &[("app", "cart")], true)).is_empty());
-        assert!(matched(&set, &target("shipping", "checkout", &[("app", "checkout")], true)).is_empty());
+        assert!(
+            matched(
+                &set,
+                &target("shipping", "checkout", &[("app", "checkout")], true)
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn unknown_labels_match_conservatively() {
         let set = set();
         let scale_target = target("payments", "cart", &[], false);
-        assert_eq!(matched(&set, &scale_target), vec![("payments/checkout".to_string(), MatchBasis::Assumed)]);
+        assert_eq!(
+            matched(&set, &scale_target),
+            vec![("payments/checkout".to_string(), MatchBasis::Assumed)]
+        );
     }
 
     #[test]

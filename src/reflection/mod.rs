@@ -77,24 +77,32 @@ impl ThresholdPath {
         let number = || value.as_f64().filter(|n| n.is_finite());
         let whole = || value.as_u64().and_then(|n| u32::try_from(n).ok());
         match self {
-            ThresholdPath::ScalingMaxReplicas | ThresholdPath::ScalingMinReplicas => {
-                whole().map(|_| ()).ok_or_else(|| format!("{value:?} is not a replica count"))
-            }
-            ThresholdPath::ScalingMaxStep => serde_yaml::from_value::<crate::policy::Step>(value.clone())
+            ThresholdPath::ScalingMaxReplicas | ThresholdPath::ScalingMinReplicas => whole()
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .ok_or_else(|| format!("{value:?} is not a replica count")),
+            ThresholdPath::ScalingMaxStep => {
+                serde_yaml::from_value::<crate::policy::Step>(value.clone())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
             ThresholdPath::ScalingCooldown => value
                 .as_str()
                 .ok_or_else(|| "expected a duration such as 10m".to_string())
-                .and_then(|text| PromDuration::parse(text).map(|_| ()).map_err(|e| e.to_string())),
+                .and_then(|text| {
+                    PromDuration::parse(text)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
             ThresholdPath::TrafficSpikeRatio => match number() {
                 Some(ratio) if ratio > 1.0 => Ok(()),
                 _ => Err(format!("{value:?} must be a number above 1")),
             },
-            ThresholdPath::BudgetFreezeBelow | ThresholdPath::BudgetAgentFreezeBelow => match number() {
-                Some(floor) if (-100.0..=1.0).contains(&floor) => Ok(()),
-                _ => Err(format!("{value:?} must be a budget fraction at most 1")),
-            },
+            ThresholdPath::BudgetFreezeBelow | ThresholdPath::BudgetAgentFreezeBelow => {
+                match number() {
+                    Some(floor) if (-100.0..=1.0).contains(&floor) => Ok(()),
+                    _ => Err(format!("{value:?} must be a budget fraction at most 1")),
+                }
+            }
             ThresholdPath::SloMinRequestRate => match number() {
                 Some(rate) if rate >= 0.0 => Ok(()),
                 _ => Err(format!("{value:?} must be a non-negative request rate")),
@@ -126,7 +134,10 @@ pub fn parse_reflection(key: &str, yaml: &str) -> Result<ReflectionSpec, PolicyE
         return Err(field_error("target.name".into(), "is empty".into()));
     }
     if spec.thresholds.is_empty() {
-        return Err(field_error("thresholds".into(), "sets no thresholds".into()));
+        return Err(field_error(
+            "thresholds".into(),
+            "sets no thresholds".into(),
+        ));
     }
     for (path, value) in &spec.thresholds {
         let threshold = ThresholdPath::parse(path).ok_or_else(|| {
@@ -143,10 +154,16 @@ pub fn parse_reflection(key: &str, yaml: &str) -> Result<ReflectionSpec, PolicyE
             .map_err(|message| field_error(format!("thresholds.{path}"), message))?;
     }
     if spec.reason.trim().is_empty() {
-        return Err(field_error("reason".into(), "is empty: say why the threshold changed".into()));
+        return Err(field_error(
+            "reason".into(),
+            "is empty: say why the threshold changed".into(),
+        ));
     }
     if spec.source.trim().is_empty() {
-        return Err(field_error("source".into(), "is empty: say who reflected".into()));
+        return Err(field_error(
+            "source".into(),
+            "is empty: say who reflected".into(),
+        ));
     }
     Ok(spec)
 }
@@ -196,22 +213,33 @@ expires: 2027-01-31T00:00:00Z
     #[test]
     fn rejects_unknown_thresholds_and_bad_values_naming_the_field() {
         let unknown = GOOD.replace("scaling.maxReplicas: 12", "scaling.maxReplica: 12");
-        let error = parse_reflection("checkout.yaml", &unknown).unwrap_err().to_string();
+        let error = parse_reflection("checkout.yaml", &unknown)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("thresholds.scaling.maxReplica"), "{error}");
 
         let bad_ratio = GOOD.replace("traffic.spikeRatio: 1.5", "traffic.spikeRatio: 0.5");
-        let error = parse_reflection("checkout.yaml", &bad_ratio).unwrap_err().to_string();
-        assert!(error.contains("traffic.spikeRatio") && error.contains("above 1"), "{error}");
+        let error = parse_reflection("checkout.yaml", &bad_ratio)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("traffic.spikeRatio") && error.contains("above 1"),
+            "{error}"
+        );
 
         let bad_expiry = GOOD.replace("2027-01-31T00:00:00Z", "next tuesday");
-        let error = parse_reflection("checkout.yaml", &bad_expiry).unwrap_err().to_string();
+        let error = parse_reflection("checkout.yaml", &bad_expiry)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("expires"), "{error}");
     }
 
     #[test]
     fn requires_provenance() {
         let no_reason = GOOD.replace("\"INC-4711: scaling to 20 exhausted the DB pool\"", "\" \"");
-        let error = parse_reflection("checkout.yaml", &no_reason).unwrap_err().to_string();
+        let error = parse_reflection("checkout.yaml", &no_reason)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("field `reason`"), "{error}");
     }
 }

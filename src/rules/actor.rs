@@ -5,7 +5,10 @@ use crate::policy::{Pattern, PolicySpec};
 
 /// Controllers recognised when a policy names none: the controller manager and the
 /// ServiceAccounts it runs its controllers as (the HPA controller among them).
-const DEFAULT_CONTROLLER_USERS: [&str; 2] = ["system:kube-controller-manager", "system:serviceaccount:kube-system:*"];
+const DEFAULT_CONTROLLER_USERS: [&str; 2] = [
+    "system:kube-controller-manager",
+    "system:serviceaccount:kube-system:*",
+];
 
 /// Controllers are checked first so that a broad agent pattern can never cap the HPA
 /// controller. The field manager only ever adds agent-ness: a client cannot pick one to
@@ -15,7 +18,10 @@ pub fn classify_actor(requester: &Requester, policy: Option<&PolicySpec>) -> Act
     let is_controller = match policy.and_then(|p| p.controllers.as_ref()) {
         Some(controllers) => {
             any(&controllers.users, &requester.username)
-                || requester.groups.iter().any(|group| any(&controllers.groups, group))
+                || requester
+                    .groups
+                    .iter()
+                    .any(|group| any(&controllers.groups, group))
         }
         None => DEFAULT_CONTROLLER_USERS
             .iter()
@@ -27,7 +33,10 @@ pub fn classify_actor(requester: &Requester, policy: Option<&PolicySpec>) -> Act
     if let Some(policy) = policy {
         let agents = &policy.agents;
         let is_agent = any(&agents.users, &requester.username)
-            || requester.groups.iter().any(|group| any(&agents.groups, group))
+            || requester
+                .groups
+                .iter()
+                .any(|group| any(&agents.groups, group))
             || requester
                 .field_manager
                 .as_deref()
@@ -59,29 +68,50 @@ mod tests {
         );
         let spec = Some(&policy.spec);
         assert_eq!(
-            classify_actor(&requester("system:serviceaccount:ai-agents:fixer", &[], None), spec),
+            classify_actor(
+                &requester("system:serviceaccount:ai-agents:fixer", &[], None),
+                spec
+            ),
             ActorKind::Agent
         );
-        assert_eq!(classify_actor(&requester("bob", &["agents"], None), spec), ActorKind::Agent);
+        assert_eq!(
+            classify_actor(&requester("bob", &["agents"], None), spec),
+            ActorKind::Agent
+        );
         assert_eq!(
             classify_actor(&requester("bob", &[], Some("kagent-controller")), spec),
             ActorKind::Agent
         );
         assert_eq!(
-            classify_actor(&requester("alice@example.com", &["sre"], Some("kubectl-client-side-apply")), spec),
+            classify_actor(
+                &requester(
+                    "alice@example.com",
+                    &["sre"],
+                    Some("kubectl-client-side-apply")
+                ),
+                spec
+            ),
             ActorKind::Person
         );
     }
 
     #[test]
     fn the_hpa_controller_is_a_controller_even_under_a_broad_agent_pattern() {
-        let policy = policy_yaml("match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:*\"]}");
+        let policy = policy_yaml(
+            "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:*\"]}",
+        );
         let hpa = requester(
             "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-            &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+            ],
             None,
         );
-        assert_eq!(classify_actor(&hpa, Some(&policy.spec)), ActorKind::Controller);
+        assert_eq!(
+            classify_actor(&hpa, Some(&policy.spec)),
+            ActorKind::Controller
+        );
         assert_eq!(classify_actor(&hpa, None), ActorKind::Controller);
     }
 
@@ -91,9 +121,16 @@ mod tests {
             "match: {kinds: [Deployment]}\ncontrollers: {users: [\"system:serviceaccount:keda:*\"]}\nagents: {users: [\"system:serviceaccount:*\"]}",
         );
         let keda = requester("system:serviceaccount:keda:keda-operator", &[], None);
-        assert_eq!(classify_actor(&keda, Some(&policy.spec)), ActorKind::Controller);
+        assert_eq!(
+            classify_actor(&keda, Some(&policy.spec)),
+            ActorKind::Controller
+        );
         // Naming controllers replaces the defaults.
-        let hpa = requester("system:serviceaccount:kube-system:horizontal-pod-autoscaler", &[], None);
+        let hpa = requester(
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+            &[],
+            None,
+        );
         assert_eq!(classify_actor(&hpa, Some(&policy.spec)), ActorKind::Agent);
     }
 }

@@ -28,21 +28,31 @@ pub(crate) fn valid_decision_id(id: &str) -> bool {
 }
 
 /// Why an annotation's value is unacceptable, if it is.
-fn annotation_problem(annotation: AgentAnnotation, value: &str, min_confidence: Option<f64>) -> Option<String> {
+fn annotation_problem(
+    annotation: AgentAnnotation,
+    value: &str,
+    min_confidence: Option<f64>,
+) -> Option<String> {
     let key = annotation.key();
     match annotation {
         AgentAnnotation::DecisionId if !valid_decision_id(value) => Some(format!(
             "{key} {value:?} is not 6-128 characters of letters, digits, '.', '_', ':' or '-'"
         )),
-        AgentAnnotation::Reason | AgentAnnotation::Trigger if value.trim().is_empty() => Some(format!("{key} is empty")),
-        AgentAnnotation::Reason if value.chars().count() > MAX_REASON_CHARS => {
-            Some(format!("{key} is longer than {MAX_REASON_CHARS} characters"))
+        AgentAnnotation::Reason | AgentAnnotation::Trigger if value.trim().is_empty() => {
+            Some(format!("{key} is empty"))
         }
+        AgentAnnotation::Reason if value.chars().count() > MAX_REASON_CHARS => Some(format!(
+            "{key} is longer than {MAX_REASON_CHARS} characters"
+        )),
         AgentAnnotation::Confidence => match value.trim().parse::<f64>() {
-            Ok(confidence) if confidence.is_finite() && (0.0..=1.0).contains(&confidence) => match min_confidence {
-                Some(min) if confidence < min => Some(format!("{key} {confidence} is below the policy minimum {min}")),
-                _ => None,
-            },
+            Ok(confidence) if confidence.is_finite() && (0.0..=1.0).contains(&confidence) => {
+                match min_confidence {
+                    Some(min) if confidence < min => Some(format!(
+                        "{key} {confidence} is below the policy minimum {min}"
+                    )),
+                    _ => None,
+                }
+            }
             _ => Some(format!("{key} {value:?} is not a number in 0..1")),
         },
         AgentAnnotation::Action if AgentAction::parse(value.trim()).is_none() => Some(format!(
@@ -67,10 +77,16 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
     }
     let agents = &input.policy.spec.agents;
     let where_to_set = match input.change.target.kind {
-        crate::admission::TargetKind::HorizontalPodAutoscaler => "the HorizontalPodAutoscaler".to_string(),
+        crate::admission::TargetKind::HorizontalPodAutoscaler => {
+            "the HorizontalPodAutoscaler".to_string()
+        }
         _ if input.change.class == ChangeClass::Scale => format!(
             "the {} itself (kubectl annotate) before scaling",
-            input.change.target.workload_kind.map_or("workload", |k| k.as_str())
+            input
+                .change
+                .target
+                .workload_kind
+                .map_or("workload", |k| k.as_str())
         ),
         _ => "the object".to_string(),
     };
@@ -89,9 +105,13 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
     let mut invalid = Vec::new();
     for annotation in ALL_ANNOTATIONS {
         match annotations.get(annotation.key()) {
-            None if agents.require_annotations.contains(&annotation) => missing.push(annotation.key()),
+            None if agents.require_annotations.contains(&annotation) => {
+                missing.push(annotation.key())
+            }
             None => {}
-            Some(value) => invalid.extend(annotation_problem(annotation, value, agents.min_confidence)),
+            Some(value) => {
+                invalid.extend(annotation_problem(annotation, value, agents.min_confidence))
+            }
         }
     }
     if missing.is_empty() && invalid.is_empty() {
@@ -109,7 +129,10 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
     };
     Some(input.finding(
         Rule::AgentAnnotations,
-        format!("agent change lacks a valid decision context: {}", problems.join("; ")),
+        format!(
+            "agent change lacks a valid decision context: {}",
+            problems.join("; ")
+        ),
         format!("Set the slo-guard.io/ annotations on {where_to_set} and retry"),
         brief,
     ))
@@ -126,17 +149,28 @@ pub(super) fn check_forbidden(input: &RuleInput<'_>) -> Option<Finding> {
         .unwrap_or(&input.change.old_annotations)
         .get(AgentAnnotation::Action.key())
         .and_then(|action| AgentAction::parse(action.trim()));
-    let forbidden = input.policy.spec.agents.forbidden.iter().find(|item| match item {
-        ForbiddenAction::Class(class) => *class == input.change.class,
-        ForbiddenAction::Action(action) => Some(*action) == declared_action,
-    })?;
+    let forbidden = input
+        .policy
+        .spec
+        .agents
+        .forbidden
+        .iter()
+        .find(|item| match item {
+            ForbiddenAction::Class(class) => *class == input.change.class,
+            ForbiddenAction::Action(action) => Some(*action) == declared_action,
+        })?;
     let what = match forbidden {
         ForbiddenAction::Class(class) => format!("agents may not {class} {}s", kind_name(input)),
-        ForbiddenAction::Action(action) => format!("agents may not take the action {}", action.as_str()),
+        ForbiddenAction::Action(action) => {
+            format!("agents may not take the action {}", action.as_str())
+        }
     };
     Some(input.finding(
         Rule::ForbiddenAction,
-        format!("{what} under this policy (agents.forbidden lists {})", forbidden.as_str()),
+        format!(
+            "{what} under this policy (agents.forbidden lists {})",
+            forbidden.as_str()
+        ),
         "Only a person can make this change; escalate it to an SRE".to_string(),
         format!("{} is forbidden for agents", forbidden.as_str()),
     ))
@@ -145,7 +179,11 @@ pub(super) fn check_forbidden(input: &RuleInput<'_>) -> Option<Finding> {
 fn kind_name(input: &RuleInput<'_>) -> &'static str {
     match input.change.target.kind {
         crate::admission::TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
-        _ => input.change.target.workload_kind.map_or("workload", |k| k.as_str()),
+        _ => input
+            .change
+            .target
+            .workload_kind
+            .map_or("workload", |k| k.as_str()),
     }
 }
 
@@ -180,12 +218,28 @@ mod tests {
     fn malformed_values_are_rejected_with_the_value_seen() {
         let cases = [
             ("slo-guard.io/decision-id", "x", "is not 6-128 characters"),
-            ("slo-guard.io/decision-id", "7f3a 9c2e", "is not 6-128 characters"),
-            ("slo-guard.io/confidence", "high", "\"high\" is not a number in 0..1"),
+            (
+                "slo-guard.io/decision-id",
+                "7f3a 9c2e",
+                "is not 6-128 characters",
+            ),
+            (
+                "slo-guard.io/confidence",
+                "high",
+                "\"high\" is not a number in 0..1",
+            ),
             ("slo-guard.io/confidence", "1.5", "is not a number in 0..1"),
             ("slo-guard.io/confidence", "NaN", "is not a number in 0..1"),
-            ("slo-guard.io/confidence", "0.5", "0.5 is below the policy minimum 0.7"),
-            ("slo-guard.io/action", "delete-everything", "is not one of scale, restart"),
+            (
+                "slo-guard.io/confidence",
+                "0.5",
+                "0.5 is below the policy minimum 0.7",
+            ),
+            (
+                "slo-guard.io/action",
+                "delete-everything",
+                "is not one of scale, restart",
+            ),
             ("slo-guard.io/reason", "  ", "slo-guard.io/reason is empty"),
         ];
         for (key, value, expected) in cases {
@@ -193,14 +247,22 @@ mod tests {
             annotations.insert(key.to_string(), value.to_string());
             let decision = judge(POLICY, &rollout_by(AGENT).with_annotations(&annotations));
             let finding = only_finding(&decision, Rule::AgentAnnotations);
-            assert!(finding.headline.contains(expected), "{key}={value}: {}", finding.headline);
+            assert!(
+                finding.headline.contains(expected),
+                "{key}={value}: {}",
+                finding.headline
+            );
         }
     }
 
     #[test]
     fn people_and_controllers_need_no_context() {
         assert!(judge(POLICY, &rollout_by(PERSON)).findings.is_empty());
-        assert!(judge(POLICY, &scale_by(HPA_CONTROLLER, Some(3), 30)).findings.is_empty());
+        assert!(
+            judge(POLICY, &scale_by(HPA_CONTROLLER, Some(3), 30))
+                .findings
+                .is_empty()
+        );
     }
 
     #[test]
@@ -209,7 +271,11 @@ mod tests {
         change.annotations = None;
         let decision = judge(POLICY, &change);
         let finding = only_finding(&decision, Rule::AgentAnnotations);
-        assert!(finding.headline.contains("decision context unavailable"), "{}", finding.headline);
+        assert!(
+            finding.headline.contains("decision context unavailable"),
+            "{}",
+            finding.headline
+        );
     }
 
     #[test]
@@ -230,6 +296,12 @@ mod tests {
         annotations.insert("slo-guard.io/action".into(), "rollback".into());
         let decision = judge(policy, &rollout_by(AGENT).with_annotations(&annotations));
         let finding = only_finding(&decision, Rule::ForbiddenAction);
-        assert!(finding.headline.contains("agents may not take the action rollback"), "{}", finding.headline);
+        assert!(
+            finding
+                .headline
+                .contains("agents may not take the action rollback"),
+            "{}",
+            finding.headline
+        );
     }
 }

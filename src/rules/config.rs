@@ -39,7 +39,8 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         rule,
         mode: Mode::Enforce,
         headline: format!("{what} ConfigMap {id} rejected: {error}"),
-        remedy: "Fix it and apply again; until then the last good version stays in force".to_string(),
+        remedy: "Fix it and apply again; until then the last good version stays in force"
+            .to_string(),
         brief: format!("invalid {what}: {error}"),
     })
 }
@@ -58,7 +59,10 @@ mod tests {
         change.target.kind = TargetKind::ConfigMap(ConfigKind::Policy);
         change.target.workload_kind = None;
         change.target.labels = BTreeMap::from([(POLICY_LABEL.to_string(), "true".to_string())]);
-        change.config_data = Some(BTreeMap::from([("policy.yaml".to_string(), yaml.to_string())]));
+        change.config_data = Some(BTreeMap::from([(
+            "policy.yaml".to_string(),
+            yaml.to_string(),
+        )]));
         change
     }
 
@@ -78,6 +82,10 @@ mod tests {
     #[test]
     fn a_good_policy_is_admitted() {
         let change = policy_configmap("match: {kinds: [Deployment]}\nscaling: {maxReplicas: 10}");
-        assert!(judge("match: {kinds: [Deployment]}", &change).findings.is_empty());
+        assert!(
+            judge("match: {kinds: [Deployment]}", &change)
+                .findings
+                .is_empty()
+        );
     }
 }

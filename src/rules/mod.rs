@@ -65,7 +65,10 @@ pub struct Finding {
 impl Finding {
     /// `[payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: ... Remedy.`
     pub fn message(&self) -> String {
-        format!("[{}:{}] {}. {}.", self.source, self.rule, self.headline, self.remedy)
+        format!(
+            "[{}:{}] {}. {}.",
+            self.source, self.rule, self.headline, self.remedy
+        )
     }
 }
 
@@ -107,7 +110,13 @@ pub(crate) struct RuleInput<'a> {
 }
 
 impl RuleInput<'_> {
-    pub fn finding(&self, rule: Rule, observation: String, remedy: String, brief: String) -> Finding {
+    pub fn finding(
+        &self,
+        rule: Rule,
+        observation: String,
+        remedy: String,
+        brief: String,
+    ) -> Finding {
         Finding {
             source: self.policy.id.to_string(),
             rule,
@@ -133,7 +142,9 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         notes: Vec::new(),
     };
     if change.class == ChangeClass::Config {
-        decision.findings.extend(config::check(change, context.policies));
+        decision
+            .findings
+            .extend(config::check(change, context.policies));
         return decision;
     }
     let mut actor_is_agent = false;
@@ -148,7 +159,11 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
                 policy.id
             ));
         }
-        let input = RuleInput { change, policy, actor };
+        let input = RuleInput {
+            change,
+            policy,
+            actor,
+        };
         // Most decisive first: kubectl users read the first line.
         decision.findings.extend(agent::check_forbidden(&input));
         decision.findings.extend(scaling::check(&input));

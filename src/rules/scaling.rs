@@ -67,7 +67,10 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
         {
             findings.push(input.finding(
                 Rule::MaxReplicas,
-                format!("maxReplicas {} requested, above the cap of {max} for {actors}", hpa.max),
+                format!(
+                    "maxReplicas {} requested, above the cap of {max} for {actors}",
+                    hpa.max
+                ),
                 format!("Set maxReplicas to at most {max}"),
                 format!("HPA maxReplicas {} > cap {max} for {actors}", hpa.max),
             ));
@@ -78,7 +81,10 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
         {
             findings.push(input.finding(
                 Rule::MinReplicas,
-                format!("minReplicas {} requested, below the floor of {min} for {actors}", hpa.min),
+                format!(
+                    "minReplicas {} requested, below the floor of {min} for {actors}",
+                    hpa.min
+                ),
                 format!("Set minReplicas to at least {min}"),
                 format!("HPA minReplicas {} < floor {min} for {actors}", hpa.min),
             ));
@@ -108,47 +114,94 @@ mod tests {
 
     #[test]
     fn the_cap_itself_is_allowed() {
-        assert!(judge(CAPS, &scale_by(AGENT, Some(18), 20)).findings.is_empty());
+        assert!(
+            judge(CAPS, &scale_by(AGENT, Some(18), 20))
+                .findings
+                .is_empty()
+        );
     }
 
     #[test]
     fn step_limits_in_both_directions() {
         let up = judge(CAPS, &scale_by(AGENT, Some(3), 9));
         let finding = only_finding(&up, Rule::MaxStep);
-        assert!(finding.headline.contains("a step of 6 replicas (3 to 9)"), "{}", finding.headline);
-        assert!(finding.remedy.contains("first to 8 replicas"), "{}", finding.remedy);
+        assert!(
+            finding.headline.contains("a step of 6 replicas (3 to 9)"),
+            "{}",
+            finding.headline
+        );
+        assert!(
+            finding.remedy.contains("first to 8 replicas"),
+            "{}",
+            finding.remedy
+        );
         let down = judge(CAPS, &scale_by(AGENT, Some(15), 9));
-        assert!(only_finding(&down, Rule::MaxStep).remedy.contains("first to 10 replicas"));
-        assert!(judge(CAPS, &scale_by(AGENT, Some(3), 8)).findings.is_empty());
+        assert!(
+            only_finding(&down, Rule::MaxStep)
+                .remedy
+                .contains("first to 10 replicas")
+        );
+        assert!(
+            judge(CAPS, &scale_by(AGENT, Some(3), 8))
+                .findings
+                .is_empty()
+        );
     }
 
     #[test]
     fn percentage_steps() {
         let policy = CAPS.replace("maxStep: 5", "maxStep: \"50%\"");
-        assert!(judge(&policy, &scale_by(AGENT, Some(10), 15)).findings.is_empty());
+        assert!(
+            judge(&policy, &scale_by(AGENT, Some(10), 15))
+                .findings
+                .is_empty()
+        );
         let decision = judge(&policy, &scale_by(AGENT, Some(10), 16));
-        assert!(only_finding(&decision, Rule::MaxStep).headline.contains("largest step of 50%"));
+        assert!(
+            only_finding(&decision, Rule::MaxStep)
+                .headline
+                .contains("largest step of 50%")
+        );
     }
 
     #[test]
     fn the_floor_applies_to_scale_downs() {
         let decision = judge(CAPS, &scale_by(AGENT, Some(3), 1));
-        assert_eq!(only_finding(&decision, Rule::MinReplicas).rule, Rule::MinReplicas);
+        assert_eq!(
+            only_finding(&decision, Rule::MinReplicas).rule,
+            Rule::MinReplicas
+        );
     }
 
     #[test]
     fn moving_toward_the_bounds_is_allowed() {
         // Someone scaled to 30 by hand; an agent bringing it down to 26 still helps.
-        assert!(judge(CAPS, &scale_by(AGENT, Some(30), 26)).findings.is_empty());
+        assert!(
+            judge(CAPS, &scale_by(AGENT, Some(30), 26))
+                .findings
+                .is_empty()
+        );
     }
 
     #[test]
     fn caps_follow_applies_to() {
-        assert!(judge(CAPS, &scale_by(PERSON, Some(3), 40)).findings.is_empty());
-        assert!(judge(CAPS, &scale_by(HPA_CONTROLLER, Some(3), 40)).findings.is_empty());
+        assert!(
+            judge(CAPS, &scale_by(PERSON, Some(3), 40))
+                .findings
+                .is_empty()
+        );
+        assert!(
+            judge(CAPS, &scale_by(HPA_CONTROLLER, Some(3), 40))
+                .findings
+                .is_empty()
+        );
         let everyone = CAPS.replace("appliesTo: agents", "appliesTo: [agents, people]");
         let decision = judge(&everyone, &scale_by(PERSON, Some(20), 25));
-        assert!(only_finding(&decision, Rule::MaxReplicas).headline.contains("for changes by agents and people"));
+        assert!(
+            only_finding(&decision, Rule::MaxReplicas)
+                .headline
+                .contains("for changes by agents and people")
+        );
     }
 
     #[test]
@@ -160,15 +213,25 @@ mod tests {
 
     #[test]
     fn hpa_bounds() {
-        let decision = judge(&CAPS.replace("appliesTo: agents", "appliesTo: everyone"), &hpa_by(PERSON, 1, 30, Some(10)));
+        let decision = judge(
+            &CAPS.replace("appliesTo: agents", "appliesTo: everyone"),
+            &hpa_by(PERSON, 1, 30, Some(10)),
+        );
         let rules: Vec<Rule> = decision.findings.iter().map(|f| f.rule).collect();
         assert_eq!(rules, vec![Rule::MaxReplicas, Rule::MinReplicas]);
-        assert!(decision.findings[0].headline.contains("maxReplicas 30 requested, above the cap of 20"));
+        assert!(
+            decision.findings[0]
+                .headline
+                .contains("maxReplicas 30 requested, above the cap of 20")
+        );
     }
 
     #[test]
     fn warn_mode_allows_with_the_finding() {
-        let decision = judge(&format!("action: warn\n{CAPS}"), &scale_by(AGENT, Some(20), 25));
+        let decision = judge(
+            &format!("action: warn\n{CAPS}"),
+            &scale_by(AGENT, Some(20), 25),
+        );
         assert!(decision.allowed());
         assert_eq!(only_finding(&decision, Rule::MaxReplicas).mode, Mode::Warn);
     }

@@ -20,7 +20,8 @@ pub fn policy_yaml(yaml: &str) -> Policy {
             namespace: "payments".into(),
             name: "checkout".into(),
         },
-        spec: parse_policy("policy.yaml", yaml).unwrap_or_else(|e| panic!("test policy invalid: {e}")),
+        spec: parse_policy("policy.yaml", yaml)
+            .unwrap_or_else(|e| panic!("test policy invalid: {e}")),
     }
 }
 
@@ -36,15 +37,26 @@ pub fn judge(policy: &str, change: &Change) -> Decision {
 }
 
 pub fn only_finding(decision: &Decision, rule: Rule) -> &Finding {
-    assert_eq!(decision.findings.len(), 1, "expected one {rule} finding, got {:#?}", decision.findings);
+    assert_eq!(
+        decision.findings.len(),
+        1,
+        "expected one {rule} finding, got {:#?}",
+        decision.findings
+    );
     assert_eq!(decision.findings[0].rule, rule);
     &decision.findings[0]
 }
 
 pub fn full_context() -> BTreeMap<String, String> {
     [
-        ("slo-guard.io/decision-id", "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f"),
-        ("slo-guard.io/reason", "p99 latency above SLO; image 1.4.1 fixes the N+1 query"),
+        (
+            "slo-guard.io/decision-id",
+            "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f",
+        ),
+        (
+            "slo-guard.io/reason",
+            "p99 latency above SLO; image 1.4.1 fixes the N+1 query",
+        ),
         ("slo-guard.io/confidence", "0.92"),
         ("slo-guard.io/action", "fix-image"),
         ("slo-guard.io/trigger", "alert:CheckoutLatencyHigh"),
@@ -88,7 +100,10 @@ pub fn rollout_by(username: &str) -> Change {
 
 pub fn create_by(username: &str, replicas: u32) -> Change {
     Change {
-        replicas: Some(ReplicaChange { old: None, new: replicas }),
+        replicas: Some(ReplicaChange {
+            old: None,
+            new: replicas,
+        }),
         ..change(username, ChangeClass::Create)
     }
 }

@@ -36,7 +36,9 @@ impl HttpError {
     /// A short, bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            HttpError::Body(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            HttpError::Body(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                "too_large"
+            }
             HttpError::Body(_) => "unreadable_body",
             HttpError::Admission(AdmissionError::TooLarge { .. }) => "too_large",
             HttpError::Admission(AdmissionError::NotAReview(_)) => "not_a_review",

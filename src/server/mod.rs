@@ -99,10 +99,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let guard = &state.guard;
     let snapshot = guard.policies.snapshot();
-    guard.metrics.policies_loaded.set(snapshot.policies.len() as i64);
-    guard.metrics.policies_rejected.set(guard.policies.errors().len() as i64);
+    guard
+        .metrics
+        .policies_loaded
+        .set(snapshot.policies.len() as i64);
+    guard
+        .metrics
+        .policies_rejected
+        .set(guard.policies.errors().len() as i64);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         guard.metrics.encode(),
     )
         .into_response()

@@ -23,7 +23,10 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_path_buf(),
@@ -66,7 +69,12 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// Reloads the certificate whenever either file changes. A pair that fails to load (for
 /// example, caught halfway through a non-atomic copy) is skipped and retried at the next
 /// tick; the current certificate keeps serving.
-pub async fn watch_for_rotation(config: RustlsConfig, cert_path: PathBuf, key_path: PathBuf, every: Duration) {
+pub async fn watch_for_rotation(
+    config: RustlsConfig,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    every: Duration,
+) {
     let mut seen = (modified(&cert_path), modified(&key_path));
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,7 +90,9 @@ pub async fn watch_for_rotation(config: RustlsConfig, cert_path: PathBuf, key_pa
                 seen = now;
                 tracing::info!(cert = %cert_path.display(), "reloaded serving certificate");
             }
-            Err(error) => tracing::warn!(%error, "rotated certificate not loaded yet; still serving the previous one"),
+            Err(error) => {
+                tracing::warn!(%error, "rotated certificate not loaded yet; still serving the previous one")
+            }
         }
     }
 }

@@ -47,6 +47,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True    # leave no __pycache__ in the source tree
 import gen_history as gh  # noqa: E402
 
 READY_TIMEOUT = 30.0
