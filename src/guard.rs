@@ -81,7 +81,7 @@ impl Guard {
             // The validating webhook gives the denial; the mutating one only stamps what
             // it would admit.
             Endpoint::Mutate if decision.allowed() => {
-                let patch = mutation::patch_for(&change, &decision, now);
+                let patch = mutation::patch_for(&change, &decision);
                 ReviewResponse::allow(&change.uid)
                     .with_patch(&patch)
                     .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?

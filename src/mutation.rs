@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
 use serde_json::{Value, json};
 
@@ -27,12 +26,11 @@ pub const GUARD_OWNED_ANNOTATIONS: [&str; 5] = [
 
 /// Builds the patch for an admitted change. Changes that are not to a workload object
 /// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
-pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Patch {
+pub fn patch_for(change: &Change, decision: &Decision) -> Patch {
     let is_workload_object = matches!(change.target.kind, TargetKind::Workload(_))
+        && !change.scale_subresource
         && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
-        && change.object.as_ref().is_some_and(|o| {
-            o.get("spec").is_some() && o.get("kind").and_then(Value::as_str) != Some("Scale")
-        });
+        && change.object.is_some();
     if !is_workload_object {
         return Patch(Vec::new());
     }
@@ -45,13 +43,14 @@ pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Pa
             None => desired.remove(key),
         };
     }
+    // No timestamp in the verdict: re-admitting an unchanged object must produce the
+    // same annotations, or every GitOps sync would rewrite the object.
     if !decision.policies.is_empty() {
         let verdict = json!({
             "verdict": verdict_word(decision),
             "class": decision.class.as_str(),
             "actor": decision.actor.as_str(),
             "policies": decision.policies,
-            "at": now.to_rfc3339_opts(SecondsFormat::Secs, true),
         });
         desired.insert(VERDICT_ANNOTATION.to_string(), verdict.to_string());
     }
@@ -62,15 +61,7 @@ pub fn patch_for(change: &Change, decision: &Decision, now: DateTime<Utc>) -> Pa
     {
         desired.insert(CHANGE_CAUSE_ANNOTATION.to_string(), reason.clone());
     }
-    annotation_patch(
-        change
-            .object
-            .as_ref()
-            .and_then(|o| o.pointer("/metadata/annotations"))
-            .is_some(),
-        &current,
-        &desired,
-    )
+    annotation_patch(change.annotations_map_present, &current, &desired)
 }
 
 /// The operations that turn `current` annotations into `desired`. When the object has
@@ -112,14 +103,9 @@ fn annotation_patch(
 mod tests {
     use super::*;
     use crate::rules::testing::*;
-    use chrono::TimeZone;
 
     const POLICY: &str =
         "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
-    }
 
     fn deployment(annotations: Option<&BTreeMap<String, String>>) -> Value {
         let mut object = json!({
@@ -136,6 +122,7 @@ mod tests {
     fn agent_rollout(annotations: Option<BTreeMap<String, String>>) -> Change {
         let mut change = rollout_by(AGENT);
         change.object = Some(deployment(annotations.as_ref()));
+        change.annotations_map_present = annotations.is_some();
         change.annotations = Some(annotations.unwrap_or_default());
         change
     }
@@ -150,7 +137,7 @@ mod tests {
     fn stamps_verdict_and_change_cause_escaping_slashes() {
         let change = agent_rollout(Some(full_context()));
         let decision = judge(POLICY, &change);
-        let patch = patch_for(&change, &decision, now());
+        let patch = patch_for(&change, &decision);
         let text = serde_json::to_string(&patch).unwrap();
         assert!(
             text.contains("/metadata/annotations/slo-guard.io~1verdict"),
@@ -178,8 +165,9 @@ mod tests {
         let mut change = rollout_by(PERSON);
         change.object = Some(deployment(None));
         change.annotations = None;
+        change.annotations_map_present = false;
         let decision = judge(POLICY, &change);
-        let patch = patch_for(&change, &decision, now());
+        let patch = patch_for(&change, &decision);
         assert_eq!(patch.0.len(), 1);
         let patched = apply(&change, &patch);
         assert!(patched["metadata"]["annotations"][VERDICT_ANNOTATION].is_string());
@@ -189,13 +177,13 @@ mod tests {
     fn is_idempotent() {
         let change = agent_rollout(Some(full_context()));
         let decision = judge(POLICY, &change);
-        let patched = apply(&change, &patch_for(&change, &decision, now()));
+        let patched = apply(&change, &patch_for(&change, &decision));
         let mut again = change.clone();
         let annotations: BTreeMap<String, String> =
             serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
         again.object = Some(patched.clone());
         again.annotations = Some(annotations);
-        let second = patch_for(&again, &decision, now());
+        let second = patch_for(&again, &decision);
         assert!(second.0.is_empty(), "{second:?}");
     }
 
@@ -216,7 +204,7 @@ mod tests {
             "2026-11-18T09:00:00Z".to_string(),
         )]);
         let decision = judge(POLICY, &change);
-        let patched = apply(&change, &patch_for(&change, &decision, now()));
+        let patched = apply(&change, &patch_for(&change, &decision));
         let annotations = &patched["metadata"]["annotations"];
         assert!(annotations.get("slo-guard.io/approved-by").is_none());
         assert_eq!(
@@ -229,16 +217,8 @@ mod tests {
     #[test]
     fn scale_requests_and_deletes_get_no_patch() {
         let change = scale_by(AGENT, Some(3), 4);
-        assert!(
-            patch_for(&change, &judge(POLICY, &change), now())
-                .0
-                .is_empty()
-        );
+        assert!(patch_for(&change, &judge(POLICY, &change)).0.is_empty());
         let change = delete_by(PERSON);
-        assert!(
-            patch_for(&change, &judge(POLICY, &change), now())
-                .0
-                .is_empty()
-        );
+        assert!(patch_for(&change, &judge(POLICY, &change)).0.is_empty());
     }
 }

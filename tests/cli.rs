@@ -62,7 +62,7 @@ fn check_without_the_parent_workload_cannot_prove_an_agents_context() {
         "--policies",
         "policies",
         "--review",
-        "tests/fixtures/captured/statefulset-scale-agent.json",
+        "tests/fixtures/captured/scale-agent.json",
     ]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

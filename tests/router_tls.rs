@@ -118,24 +118,23 @@ async fn agent_delete_is_forbidden() {
 #[tokio::test]
 async fn hpa_update_is_judged_against_the_caps() {
     let server = TlsServer::start(guard()).await;
+    // The captured request: an agent raises the HPA's maxReplicas from 10 to 30.
     let (_, body) = server.post("/validate", fixture("hpa-update.json")).await;
-    // A person raising an HPA is not capped by an agents-only policy.
-    assert_eq!(response(&body)["allowed"], true, "{body}");
-    assert_eq!(response(&body)["auditAnnotations"]["class"], "autoscaling");
-    // The same request from an agent is.
-    let mut review = fixture_json("hpa-update.json");
-    review["request"]["userInfo"]["username"] =
-        Value::String("system:serviceaccount:ai-agents:fixer".into());
-    review["request"]["object"]["spec"]["maxReplicas"] = Value::from(40);
-    let (_, body) = server
-        .post("/validate", serde_json::to_vec(&review).unwrap())
-        .await;
     assert_eq!(response(&body)["allowed"], false);
+    assert_eq!(response(&body)["auditAnnotations"]["class"], "autoscaling");
     assert!(
-        message(&body).contains("maxReplicas 40 requested, above the cap of 20"),
+        message(&body).starts_with("[payments/checkout:max-replicas] autoscaling of HorizontalPodAutoscaler payments/checkout blocked: maxReplicas 30 requested, above the cap of 20 for agent changes."),
         "{}",
         message(&body)
     );
+    // The same change by a person is not capped by an agents-only policy.
+    let mut review = fixture_json("hpa-update.json");
+    review["request"]["userInfo"]["username"] = Value::String("alice@example.com".into());
+    review["request"]["userInfo"]["groups"] = serde_json::json!(["sre", "system:authenticated"]);
+    let (_, body) = server
+        .post("/validate", serde_json::to_vec(&review).unwrap())
+        .await;
+    assert_eq!(response(&body)["allowed"], true, "{body}");
 }
 
 #[tokio::test]

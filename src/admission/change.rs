@@ -223,6 +223,12 @@ pub struct Change {
     pub old_annotations: BTreeMap<String, String>,
     /// The ConfigMap's data, for policy and reflection ConfigMaps.
     pub config_data: Option<BTreeMap<String, String>>,
+    /// A request to the `scale` subresource: its object is a Scale, not the workload.
+    pub scale_subresource: bool,
+    /// Whether the new object has a `metadata.annotations` map at all, which decides how
+    /// a patch may add to it.
+    pub annotations_map_present: bool,
+    /// The object's fields other than apiVersion, kind and metadata (`spec`, `status`, `data`).
     pub object: Option<Value>,
     pub old_object: Option<Value>,
 }
@@ -261,6 +267,8 @@ pub fn classify(
         annotations,
         old_annotations: old_object.map(annotations_of).unwrap_or_default(),
         config_data: None,
+        scale_subresource: sub_resource == "scale",
+        annotations_map_present: object.is_some_and(|o| o.metadata.annotations.is_some()),
         object: object.map(|o| o.data.clone()),
         old_object: old_object.map(|o| o.data.clone()),
     };

@@ -39,8 +39,19 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Admi
     if body.len() > MAX_REVIEW_BYTES {
         return Err(AdmissionError::TooLarge { size: body.len() });
     }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(AdmissionError::NotAReview)?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|error| {
+        // Only on the error path: say "wrong version" rather than a field error when the
+        // body is a review of another version.
+        match serde_json::from_slice::<kube::core::TypeMeta>(body) {
+            Ok(types)
+                if types.kind == "AdmissionReview"
+                    && types.api_version != "admission.k8s.io/v1" =>
+            {
+                AdmissionError::UnsupportedVersion(format!("{}/{}", types.api_version, types.kind))
+            }
+            _ => AdmissionError::NotAReview(error),
+        }
+    })?;
     if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
         return Err(AdmissionError::UnsupportedVersion(format!(
             "{}/{}",

@@ -80,7 +80,7 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
         crate::admission::TargetKind::HorizontalPodAutoscaler => {
             "the HorizontalPodAutoscaler".to_string()
         }
-        _ if input.change.class == ChangeClass::Scale => format!(
+        _ if input.change.scale_subresource => format!(
             "the {} itself (kubectl annotate) before scaling",
             input
                 .change

@@ -89,6 +89,8 @@ fn change(username: &str, class: ChangeClass) -> Change {
         annotations: Some(BTreeMap::new()),
         old_annotations: BTreeMap::new(),
         config_data: None,
+        scale_subresource: false,
+        annotations_map_present: true,
         object: None,
         old_object: None,
     }
@@ -111,6 +113,7 @@ pub fn create_by(username: &str, replicas: u32) -> Change {
 pub fn scale_by(username: &str, old: Option<u32>, new: u32) -> Change {
     Change {
         replicas: Some(ReplicaChange { old, new }),
+        scale_subresource: true,
         ..change(username, ChangeClass::Scale)
     }
 }

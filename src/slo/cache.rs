@@ -1,0 +1,259 @@
+//! Answers cached for a refresh interval, with single-flight: concurrent callers of the
+//! same query share one in-flight call, so a storm of admissions for one workload costs
+//! Prometheus one query per distinct PromQL per refresh interval.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use super::client::{Answer, QueryError};
+
+type Flight = Shared<BoxFuture<'static, Result<Answer, QueryError>>>;
+
+enum Slot {
+    Ready { answer: Answer, fetched: Instant },
+    Pending { generation: u64, flight: Flight },
+}
+
+/// Counters for tests, the storm benchmark and logs.
+#[derive(Debug, Default)]
+struct Counters {
+    fetches: AtomicU64,
+    hits: AtomicU64,
+    joined: AtomicU64,
+}
+
+/// A snapshot of the cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Calls that went to Prometheus.
+    pub fetches: u64,
+    /// Calls answered from a fresh cached answer.
+    pub hits: u64,
+    /// Calls that joined a call already in flight.
+    pub joined: u64,
+}
+
+/// Past this many entries, expired answers are dropped on the next fetch, so templated
+/// queries for many workloads cannot grow the map without bound.
+const PRUNE_ABOVE: usize = 4096;
+
+pub struct QueryCache {
+    refresh: Duration,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: Mutex<HashMap<String, Slot>>,
+    generation: AtomicU64,
+    counters: Counters,
+}
+
+impl Inner {
+    // A panic while holding the lock leaves the map consistent (every write is a single
+    // insert or remove), so a poisoned lock is safe to keep using.
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl QueryCache {
+    pub fn new(refresh: Duration) -> Self {
+        Self {
+            refresh,
+            inner: Arc::new(Inner {
+                slots: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        CacheStats {
+            fetches: c.fetches.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            joined: c.joined.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets every cached answer (calls in flight still finish).
+    pub fn clear(&self) {
+        self.inner
+            .slots()
+            .retain(|_, slot| matches!(slot, Slot::Pending { .. }));
+    }
+
+    /// The answer to `key`: cached if younger than the refresh interval, else from the
+    /// call in flight, else from a new call made by `fetch`. The call runs in its own
+    /// task, so a caller that gives up (its timeout) neither cancels it for the others
+    /// nor loses the answer for the next caller. Failures are not cached: the next caller
+    /// tries again.
+    pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Answer, QueryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Answer, QueryError>> + Send + 'static,
+    {
+        let flight = {
+            let mut slots = self.inner.slots();
+            match slots.get(key) {
+                Some(Slot::Ready { answer, fetched }) if fetched.elapsed() < self.refresh => {
+                    self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(answer.clone());
+                }
+                Some(Slot::Pending { flight, .. }) => {
+                    self.inner.counters.joined.fetch_add(1, Ordering::Relaxed);
+                    flight.clone()
+                }
+                _ => {
+                    self.inner.counters.fetches.fetch_add(1, Ordering::Relaxed);
+                    if slots.len() > PRUNE_ABOVE {
+                        let refresh = self.refresh;
+                        slots.retain(|_, slot| match slot {
+                            Slot::Ready { fetched, .. } => fetched.elapsed() < refresh,
+                            Slot::Pending { .. } => true,
+                        });
+                    }
+                    let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+                    let inner = self.inner.clone();
+                    let owned_key = key.to_string();
+                    let call = fetch();
+                    // The task takes the lock only after this block releases it, so it
+                    // always finds its own Pending slot (unless `clear` raced it).
+                    let task = tokio::spawn(async move {
+                        let result = call.await;
+                        let mut slots = inner.slots();
+                        let ours = matches!(
+                            slots.get(&owned_key),
+                            Some(Slot::Pending { generation: g, .. }) if *g == generation
+                        );
+                        if ours {
+                            match &result {
+                                Ok(answer) => {
+                                    slots.insert(
+                                        owned_key,
+                                        Slot::Ready {
+                                            answer: answer.clone(),
+                                            fetched: Instant::now(),
+                                        },
+                                    );
+                                }
+                                Err(_) => {
+                                    slots.remove(&owned_key);
+                                }
+                            }
+                        }
+                        result
+                    });
+                    let flight: Flight = async move {
+                        task.await.unwrap_or_else(|error| {
+                            Err(QueryError::Internal(format!("query task failed: {error}")))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    slots.insert(
+                        key.to_string(),
+                        Slot::Pending {
+                            generation,
+                            flight: flight.clone(),
+                        },
+                    );
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn answer(value: f64) -> Answer {
+        Answer { value: Some(value) }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_call_and_later_ones_hit_the_cache() {
+        let cache = Arc::new(QueryCache::new(Duration::from_secs(60)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let cache = cache.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get("q", move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(answer(1.0))
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), answer(1.0));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stats = cache.stats();
+        assert_eq!(stats.fetches, 1);
+        assert_eq!(stats.fetches + stats.hits + stats.joined, 200);
+        let again = cache
+            .get("q", || async { Ok(answer(2.0)) })
+            .await
+            .unwrap();
+        assert_eq!(again, answer(1.0), "fresh answers come from the cache");
+    }
+
+    #[tokio::test]
+    async fn answers_expire_after_the_refresh_interval_and_failures_are_not_kept() {
+        let cache = QueryCache::new(Duration::from_millis(30));
+        cache.get("q", || async { Ok(answer(1.0)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(
+            cache.get("q", || async { Ok(answer(2.0)) }).await.unwrap(),
+            answer(2.0)
+        );
+        let failed = cache
+            .get("e", || async { Err(QueryError::Internal("boom".into())) })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            cache.get("e", || async { Ok(answer(3.0)) }).await.unwrap(),
+            answer(3.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_does_not_cancel_the_call() {
+        let cache = Arc::new(QueryCache::new(Duration::from_secs(60)));
+        let slow = cache.get("q", || async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            Ok(answer(7.0))
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), slow)
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            cache.get("q", || async { Ok(answer(0.0)) }).await.unwrap(),
+            answer(7.0)
+        );
+        assert_eq!(cache.stats().fetches, 1);
+    }
+}
