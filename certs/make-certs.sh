@@ -2,7 +2,8 @@
 # make-certs.sh: make a CA and a serving certificate for the slo-guard
 # admission webhook with openssl only, for people without the slo-guard binary.
 #
-# It does what `slo-guard certs` does, with the same flags:
+# It does what `slo-guard certs --service ...` does, with the same flags (and a
+# few more):
 #   - a CA (ECDSA P-256, 10 years), kept and reused if it is already in the
 #     output directory, so re-running rotates the serving certificate without
 #     changing the caBundle;
@@ -17,7 +18,7 @@
 # openssl config file, never the system one.
 #
 # Usage: make-certs.sh [options]
-#   -o, --out-dir DIR        output directory (env SLO_GUARD_CERT_DIR; default ./certs-out)
+#   -o, --out-dir DIR        output directory (env SLO_GUARD_CERT_DIR; default ./slo-guard-certs)
 #   -s, --service NAME       Service name (default slo-guard)
 #   -n, --namespace NS       Service namespace (default slo-guard)
 #       --dns NAME           extra DNS SAN, repeatable (e.g. localhost)
@@ -52,7 +53,7 @@ need_arg() {
     [ "$2" -ge 2 ] || die "$1 needs a value"
 }
 
-out_dir="${SLO_GUARD_CERT_DIR:-./certs-out}"
+out_dir="${SLO_GUARD_CERT_DIR:-./slo-guard-certs}"
 service="slo-guard"
 namespace="slo-guard"
 validity_days=365

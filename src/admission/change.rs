@@ -405,12 +405,13 @@ pub fn classify(
                 )
             })?;
             let labels = current.metadata.labels.clone().unwrap_or_default();
-            let config_kind = if labels.get(POLICY_LABEL).is_some_and(|v| v == "true") {
-                ConfigKind::Policy
-            } else if labels.get(REFLECTION_LABEL).is_some_and(|v| v == "true") {
-                ConfigKind::Reflection
-            } else {
-                return Ok(None);
+            // "true" enables, "false" parks a ConfigMap; any other value is a typo that
+            // would silently disable a guardrail, so it is judged (and rejected) too.
+            let label_state = |label: &str| labels.get(label).map(|value| value.as_str());
+            let config_kind = match (label_state(POLICY_LABEL), label_state(REFLECTION_LABEL)) {
+                (Some(value), _) if value != "false" => ConfigKind::Policy,
+                (_, Some(value)) if value != "false" => ConfigKind::Reflection,
+                _ => return Ok(None),
             };
             if request.operation == Operation::Delete {
                 return Ok(None);

@@ -176,27 +176,29 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
         None => generate(request)?,
     };
     let ca = ByteString(bundle.ca_cert.as_bytes().to_vec());
+    // The chart names both configurations alike, so each name is looked up as both kinds.
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     for name in &args.patch_webhooks {
-        let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let mut patched = false;
         if let Some(mut config) = validating.get_opt(name).await? {
             for webhook in config.webhooks.iter_mut().flatten() {
                 webhook.client_config.ca_bundle = Some(ca.clone());
             }
-            validating
-                .replace(name, &Default::default(), &config)
-                .await?;
+            validating.replace(name, &Default::default(), &config).await?;
             eprintln!("set caBundle on ValidatingWebhookConfiguration {name}");
-        } else if let Some(mut config) = mutating.get_opt(name).await? {
+            patched = true;
+        }
+        if let Some(mut config) = mutating.get_opt(name).await? {
             for webhook in config.webhooks.iter_mut().flatten() {
                 webhook.client_config.ca_bundle = Some(ca.clone());
             }
             mutating.replace(name, &Default::default(), &config).await?;
             eprintln!("set caBundle on MutatingWebhookConfiguration {name}");
-        } else {
-            anyhow::bail!(
-                "no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}"
-            );
+            patched = true;
+        }
+        if !patched {
+            anyhow::bail!("no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}");
         }
     }
     Ok(bundle)

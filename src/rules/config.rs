@@ -1,7 +1,7 @@
 //! Policy and reflection ConfigMaps are judged too, so `kubectl apply` of a bad one is
 //! rejected with the parse error instead of being silently ignored at load.
 
-use crate::admission::{Change, ConfigKind, TargetKind};
+use crate::admission::{Change, ConfigKind, POLICY_LABEL, REFLECTION_LABEL, TargetKind};
 use crate::policy::{ConfigMapDocument, Mode, PolicyRef, PolicySet};
 use crate::reflection::parse_reflection_configmap;
 
@@ -22,6 +22,20 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         data: change.config_data.clone().unwrap_or_default(),
         origin: "admission".to_string(),
     };
+    let (label, rule, what) = match kind {
+        ConfigKind::Policy => (POLICY_LABEL, Rule::PolicySchema, "policy"),
+        ConfigKind::Reflection => (REFLECTION_LABEL, Rule::ReflectionSchema, "reflection"),
+    };
+    if let Some(value) = change.target.labels.get(label).filter(|value| value.as_str() != "true") {
+        return Some(Finding {
+            source: id.to_string(),
+            rule,
+            mode: Mode::Enforce,
+            headline: format!("{what} ConfigMap {id} rejected: label {label}={value:?} is neither \"true\" nor \"false\""),
+            remedy: format!("Set {label} to \"true\" to enforce it, or \"false\" to park it"),
+            brief: format!("label {label}={value:?} must be \"true\" or \"false\""),
+        });
+    }
     let (rule, what, error) = match kind {
         ConfigKind::Policy => (
             Rule::PolicySchema,
@@ -77,6 +91,15 @@ mod tests {
             finding.headline
         );
         assert!(!decision.allowed());
+    }
+
+    #[test]
+    fn a_label_value_other_than_true_or_false_is_rejected() {
+        let mut change = policy_configmap("match: {kinds: [Deployment]}");
+        change.target.labels.insert(POLICY_LABEL.to_string(), "yes".to_string());
+        let decision = judge("match: {kinds: [Deployment]}", &change);
+        let finding = only_finding(&decision, Rule::PolicySchema);
+        assert!(finding.headline.contains("label slo-guard.io/policy=\"yes\" is neither"), "{}", finding.headline);
     }
 
     #[test]

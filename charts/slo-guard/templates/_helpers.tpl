@@ -229,12 +229,20 @@ Argument: (dict "root" $ "skipUsers" bool)
 {{- if include "slo-guard.matchConditionsEnabled" $root }}
 matchConditions:
   - name: not-slo-guard-itself
-    expression: {{ printf "request.userInfo.username != %s" (include "slo-guard.serviceAccountUsername" $root | toJson) | quote }}
+    expression: {{ printf "request.userInfo.username != %s" (include "slo-guard.serviceAccountUsername" $root | toJson) | include "slo-guard.yamlSingleQuote" }}
   {{- if and .skipUsers $root.Values.webhooks.skipUsernames }}
   - name: not-skipped-users
-    expression: {{ printf "!(request.userInfo.username in %s)" ($root.Values.webhooks.skipUsernames | toJson) | quote }}
+    expression: {{ printf "!(request.userInfo.username in %s)" ($root.Values.webhooks.skipUsernames | toJson) | include "slo-guard.yamlSingleQuote" }}
   {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A string as a YAML single-quoted scalar (CEL expressions read better with
+their double quotes unescaped).
+*/}}
+{{- define "slo-guard.yamlSingleQuote" -}}
+{{- printf "'%s'" (replace "'" "''" .) }}
 {{- end }}
 
 {{/*
