@@ -1,14 +1,41 @@
 #!/usr/bin/env bash
-# Runs every test slo-guard has. Installs what the tests need first (idempotent; fast
-# when already installed). A missing dependency is a failure, never a skip.
+# Runs every test slo-guard has, on a fresh machine as on a developer's:
+#   1. installs the system packages the tests use (Debian/apt; idempotent),
+#   2. builds kube-apiserver, kubectl, etcd and helm from pinned Go modules (cached),
+#   3. checks formatting and lints, then runs `cargo test` (unit, router over TLS,
+#      golden responses, CLI, real Prometheus, real apiserver end to end).
+# A missing dependency is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+need_packages=()
+command -v openssl >/dev/null || need_packages+=(openssl)
+command -v curl >/dev/null || need_packages+=(curl)
+command -v jq >/dev/null || need_packages+=(jq)
+command -v prometheus >/dev/null || need_packages+=(prometheus)
+command -v promtool >/dev/null || need_packages+=(prometheus)
+if [ "${#need_packages[@]}" -gt 0 ]; then
+  step "installing ${need_packages[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "need root (or sudo) to apt-get install: ${need_packages[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_packages[@]}"
+fi
+
+step "building the e2e cluster tools from Go modules (cached)"
+BIN="$(bash tests/e2e/build-tools.sh | tail -n1)"
+for tool in kube-apiserver kubectl etcd helm; do
+  [ -x "$BIN/$tool" ] || { echo "missing $BIN/$tool after build-tools.sh" >&2; exit 1; }
+done
+export SLO_GUARD_E2E_BIN="$BIN"
+
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo test (unit, router over TLS, golden responses, CLI)"
+step "cargo test"
 cargo test --all-targets --locked

@@ -92,8 +92,8 @@ build() { # <module dir> <ldflags> <package>...
 
 build "$TOOLS"      "$K8S_LDFLAGS"  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 build "$TOOLS/etcd" "$ETCD_LDFLAGS" go.etcd.io/etcd/server/v3
-# go.etcd.io/etcd/server/v3 is a main package whose binary would be named "v3".
-mv "$STAGE/v3" "$STAGE/etcd" || die "etcd binary not produced"
+# go.etcd.io/etcd/server/v3 is the etcd main package; go names its binary "server".
+for n in server v3; do [ -x "$STAGE/$n" ] && mv "$STAGE/$n" "$STAGE/etcd"; done
 build "$TOOLS/helm" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
 
 for b in "${BINARIES[@]}"; do

@@ -1,0 +1,599 @@
+//! End to end through a real kube-apiserver + etcd (built from Go modules by
+//! tests/e2e/build-tools.sh and started by tests/e2e/cluster.sh): slo-guard runs as a
+//! local process, the apiserver reaches it through webhook configurations with
+//! `clientConfig.url`, and every scenario is driven with kubectl and asserted on
+//! kubectl's exit code and output, as a user would see it.
+//!
+//! The tools must have been built (tests/run-all.sh does it); a missing tool fails the
+//! test, it never skips. The kubectl transcript is written to target/e2e-transcript-<test>.txt.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
+const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// The control plane, stopped when dropped.
+struct Cluster {
+    name: &'static str,
+    state: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    transcript: String,
+}
+
+impl Cluster {
+    /// `name` names the transcript file: target/e2e-transcript-<name>.txt.
+    fn up(name: &'static str) -> Self {
+        let state = tempfile::Builder::new()
+            .prefix("slo-guard-e2e-")
+            .tempdir()
+            .expect("state dir");
+        let output = Command::new("bash")
+            .arg(root().join("tests/e2e/cluster.sh"))
+            .arg("up")
+            .env("SLO_GUARD_E2E_STATE", state.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cluster.sh runs");
+        assert!(
+            output.status.success(),
+            "tests/e2e/cluster.sh up failed (build the tools with tests/e2e/build-tools.sh): {}",
+            text(&output.stdout)
+        );
+        let env = text(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| {
+                let value = value.trim_matches(|c| c == '"' || c == '\'');
+                // cluster.sh prints PATH as "<bin>:$PATH" for a shell to expand.
+                let value = value.replace("$PATH", &std::env::var("PATH").unwrap_or_default());
+                (key.to_string(), value)
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            env.iter().any(|(key, _)| key == "KUBECONFIG"),
+            "cluster.sh printed no KUBECONFIG: {env:?}"
+        );
+        Self {
+            name,
+            state,
+            env,
+            transcript: String::new(),
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs kubectl, recording the command line and what it printed.
+    fn kubectl(&mut self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    fn kubectl_with_stdin(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = self.command("kubectl");
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .expect("kubectl runs (is the e2e bin dir on PATH?)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("kubectl finishes");
+        let _ = writeln!(
+            self.transcript,
+            "$ kubectl {}\n{}{}[exit {}]\n",
+            args.join(" "),
+            text(&output.stdout),
+            text(&output.stderr),
+            output.status.code().unwrap_or(-1)
+        );
+        output
+    }
+
+    fn apply(&mut self, manifest: &str) {
+        let output = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(
+            output.status.success(),
+            "kubectl apply failed: {}",
+            text(&output.stderr)
+        );
+    }
+
+    fn apply_file(&mut self, path: &Path) {
+        let output = self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        assert!(
+            output.status.success(),
+            "kubectl apply -f {} failed: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            root().join(format!("target/e2e-transcript-{}.txt", self.name)),
+            &self.transcript,
+        );
+        let _ = Command::new("bash")
+            .arg(root().join("tests/e2e/cluster.sh"))
+            .arg("down")
+            .env("SLO_GUARD_E2E_STATE", self.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// slo-guard as a local process, killed when dropped.
+struct SloGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl SloGuard {
+    fn start(cluster: &Cluster, port: u16, certs: &Path, log: PathBuf) -> Self {
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = cluster
+            .command(env!("CARGO_BIN_EXE_slo-guard"))
+            .args([
+                "serve",
+                "--watch-configmaps",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("slo-guard starts");
+        let guard = Self { child, log };
+        guard.wait_for_log("\"message\":\"ready\"", Duration::from_secs(60));
+        guard
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SloGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn webhooks(port: u16, ca_bundle: &str, failure_policy: &str) -> String {
+    [
+        "webhooks/local/validating-webhook.yaml",
+        "webhooks/local/mutating-webhook.yaml",
+    ]
+    .iter()
+    .map(|file| {
+        std::fs::read_to_string(root().join(file))
+            .expect("webhook template")
+            .replace("${PORT}", &port.to_string())
+            .replace("${CA_BUNDLE}", ca_bundle)
+            .replace("${FAILURE_POLICY}", failure_policy)
+    })
+    .collect::<Vec<_>>()
+    .join("\n---\n")
+}
+
+fn assert_denied(output: &Output, expected: &str) -> String {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a denial, kubectl succeeded: {}",
+        text(&output.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    stderr
+}
+
+fn assert_allowed(output: &Output) {
+    assert!(
+        output.status.success(),
+        "expected success, kubectl failed:\n{}",
+        text(&output.stderr)
+    );
+}
+
+const BAD_POLICY: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: checkout-bad
+  namespace: payments
+  labels: {slo-guard.io/policy: "true"}
+data:
+  policy.yaml: |
+    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
+    scaling: {maxReplicas: twenty}
+"#;
+
+const CANARY: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout-canary
+  namespace: payments
+  labels: {app: checkout}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: checkout-canary}}
+  template:
+    metadata: {labels: {app: checkout-canary}}
+    spec:
+      containers:
+      - {name: checkout, image: "registry.example.com/payments/checkout:1.41.0"}
+"#;
+
+#[test]
+fn kubectl_against_a_real_apiserver() {
+    let mut cluster = Cluster::up("kubectl");
+    let work = tempfile::tempdir().expect("work dir");
+    cluster.apply_file(&root().join("tests/e2e/capture/manifests/00-setup.yaml"));
+
+    let certs = work.path().join("certs");
+    let made = cluster
+        .command(env!("CARGO_BIN_EXE_slo-guard"))
+        .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
+        .arg(&certs)
+        .output()
+        .expect("slo-guard certs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let ca_bundle = text(&made.stdout).trim().to_string();
+
+    let port = free_port();
+    let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-1.log"));
+    cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
+    cluster.apply_file(&root().join("policies/checkout.yaml"));
+    guard.wait_for_log(
+        "\"configmap\":\"payments/checkout\"",
+        Duration::from_secs(20),
+    );
+
+    // A bad policy is rejected at apply time, with the parse error in kubectl's stderr.
+    let output = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(BAD_POLICY));
+    assert_denied(
+        &output,
+        "admission webhook \"config.slo-guard.io\" denied the request: [payments/checkout-bad:policy-schema] policy ConfigMap payments/checkout-bad rejected: policy.yaml: field `scaling.maxReplicas`",
+    );
+
+    // The agent creates checkout with its decision context; the mutating patch
+    // (base64 JSON Patch) is applied by the real apiserver.
+    let manifest = root().join("tests/e2e/capture/manifests/deployment-checkout.yaml");
+    let output = cluster.kubectl(&["create", "-f", manifest.to_str().unwrap(), "--as", AGENT]);
+    assert_allowed(&output);
+    let output = cluster.kubectl(&["get", "deploy/checkout", "-n", "payments", "-o", "yaml"]);
+    let yaml = text(&output.stdout);
+    assert!(
+        yaml.contains("slo-guard.io/verdict: '{\"actor\":\"agent\",\"class\":\"create\""),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kubernetes.io/change-cause: 'CrashLoopBackOff on checkout-7d9f"),
+        "{yaml}"
+    );
+
+    // An agent scale within the caps passes once the watch cache holds the parent's
+    // decision context (it arrives within moments of the create).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let output = cluster.kubectl(&[
+            "scale",
+            "deploy/checkout",
+            "-n",
+            "payments",
+            "--replicas=5",
+            "--as",
+            AGENT,
+        ]);
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline
+                && text(&output.stderr).contains("decision context unavailable"),
+            "agent scale 3->5 denied: {}",
+            text(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Past the cap: kubectl prints the denial and the reason.
+    let output = cluster.kubectl(&[
+        "scale",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "--replicas=25",
+        "--as",
+        AGENT,
+    ]);
+    assert_denied(
+        &output,
+        "admission webhook \"validate.slo-guard.io\" denied the request: [payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: 25 replicas requested, above the cap of 20 for agent changes.",
+    );
+
+    // The HPA controller is a controller, never capped by agent rules; a person is
+    // allowed by this policy (its caps apply to agents).
+    // The HPA controller may only read and write the scale subresource, so it goes
+    // through it directly, as the controller does: GET the Scale, PUT it back.
+    let scale_url = "/apis/apps/v1/namespaces/payments/deployments/checkout/scale";
+    let output = cluster.kubectl(&["get", "--raw", scale_url, "--as", HPA_CONTROLLER]);
+    assert_allowed(&output);
+    let mut scale: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a Scale");
+    scale["spec"]["replicas"] = serde_json::Value::from(25);
+    let output = cluster.kubectl_with_stdin(
+        &[
+            "replace",
+            "--raw",
+            scale_url,
+            "-f",
+            "-",
+            "--as",
+            HPA_CONTROLLER,
+        ],
+        Some(&scale.to_string()),
+    );
+    assert_allowed(&output);
+    assert_allowed(&cluster.kubectl(&[
+        "scale",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "--replicas=4",
+        "--as",
+        "alice@example.com",
+        "--as-group",
+        "sre",
+    ]));
+
+    // An agent update without its decision context is denied, and a server-side dry run
+    // gets the same verdict without persisting anything.
+    cluster.apply(CANARY);
+    let set_image = [
+        "set",
+        "image",
+        "deploy/checkout-canary",
+        "-n",
+        "payments",
+        "checkout=registry.example.com/payments/checkout:1.41.1",
+        "--as",
+        AGENT,
+    ];
+    let expected = "[payments/checkout:agent-annotations] rollout of Deployment payments/checkout-canary blocked: agent change lacks a valid decision context: missing slo-guard.io/decision-id";
+    let real = assert_denied(&cluster.kubectl(&set_image), expected);
+    let mut dry_run = set_image.to_vec();
+    dry_run.push("--dry-run=server");
+    let dry = assert_denied(&cluster.kubectl(&dry_run), expected);
+    let denial = |stderr: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains("denied the request"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(denial(&real), denial(&dry));
+    let output = cluster.kubectl(&[
+        "scale",
+        "deploy/checkout-canary",
+        "-n",
+        "payments",
+        "--replicas=3",
+        "--dry-run=server",
+    ]);
+    assert_allowed(&output);
+    let output = cluster.kubectl(&[
+        "get",
+        "deploy/checkout-canary",
+        "-n",
+        "payments",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(text(&output.stdout), "2", "a dry run must not persist");
+
+    // Agents may not delete.
+    assert_denied(
+        &cluster.kubectl(&["delete", "deploy/checkout", "-n", "payments", "--as", AGENT]),
+        "[payments/checkout:forbidden-action] delete of Deployment payments/checkout blocked: agents may not delete Deployments",
+    );
+
+    // With slo-guard stopped: failurePolicy Fail refuses the change, Ignore lets it
+    // through unguarded.
+    guard.stop();
+    let output = cluster.kubectl(&[
+        "scale",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "--replicas=6",
+        "--as",
+        "alice@example.com",
+        "--as-group",
+        "sre",
+    ]);
+    assert_denied(&output, "failed calling webhook \"validate.slo-guard.io\"");
+    cluster.apply(&webhooks(port, &ca_bundle, "Ignore"));
+    let output = cluster.kubectl(&[
+        "scale",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "--replicas=30",
+        "--as",
+        AGENT,
+    ]);
+    assert_allowed(&output);
+
+    // Back up: the guard enforces again.
+    let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-2.log"));
+    cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let output = cluster.kubectl(&[
+            "scale",
+            "deploy/checkout",
+            "-n",
+            "payments",
+            "--replicas=40",
+            "--as",
+            AGENT,
+        ]);
+        let stderr = text(&output.stderr);
+        if stderr.contains("[payments/checkout:max-replicas]") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "guard did not come back: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(guard);
+}
+
+#[test]
+fn helm_chart_lints_and_renders_what_the_apiserver_accepts() {
+    let mut cluster = Cluster::up("helm");
+    let helm = |cluster: &Cluster, args: &[&str]| -> Output {
+        cluster
+            .command("helm")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .expect("helm runs (is the e2e bin dir on PATH?)")
+    };
+    let lint = helm(&cluster, &["lint", "--strict", "charts/slo-guard"]);
+    assert!(
+        lint.status.success(),
+        "{}{}",
+        text(&lint.stdout),
+        text(&lint.stderr)
+    );
+    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: slo-guard}\n");
+    for values in ["selfsigned-values.yaml", "existingsecret-values.yaml"] {
+        let rendered = helm(
+            &cluster,
+            &[
+                "template",
+                "slo-guard",
+                "charts/slo-guard",
+                "--namespace",
+                "slo-guard",
+                "-f",
+                &format!("charts/slo-guard/ci/{values}"),
+            ],
+        );
+        assert!(
+            rendered.status.success(),
+            "{values}: {}",
+            text(&rendered.stderr)
+        );
+        let output = cluster.kubectl_with_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&text(&rendered.stdout)),
+        );
+        assert!(
+            output.status.success(),
+            "{values}: {}",
+            text(&output.stderr)
+        );
+    }
+    // The plain manifests are the chart's render, and the apiserver accepts them.
+    let check = cluster
+        .command("bash")
+        .args(["webhooks/generate.sh", "--check"])
+        .current_dir(root())
+        .output()
+        .expect("generate.sh runs");
+    assert!(
+        check.status.success(),
+        "webhooks/ drifted from the chart: {}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    let ca_bundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
+    let plain: Vec<String> = [
+        "namespace",
+        "rbac",
+        "deployment",
+        "service",
+        "pdb",
+        "validating-webhook",
+        "mutating-webhook",
+    ]
+    .iter()
+    .map(|name| {
+        std::fs::read_to_string(root().join(format!("webhooks/{name}.yaml")))
+            .expect("plain manifest")
+            .replace("${CA_BUNDLE}", ca_bundle)
+    })
+    .collect();
+    let output = cluster.kubectl_with_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&plain.join("\n---\n")),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
