@@ -2,14 +2,17 @@
 //! offline `check` command: parse, classify, decide, answer, and record.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::admission::{AdmissionError, ReviewResponse, WorkloadLookup, classify, parse_review};
+use crate::admission::{
+    AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadLookup, classify, parse_review,
+};
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::PolicyStore;
-use crate::rules::{Decision, DecisionContext, decide};
+use crate::policy::{PolicySet, PolicyStore};
+use crate::rules::{Decision, DecisionContext, classify_actor, decide, slo_gate};
+use crate::slo::{Observations, QueryPlan, SloSource};
 use crate::{mutation, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,23 @@ pub struct Guard {
     pub policies: Arc<PolicyStore>,
     pub workloads: Arc<dyn WorkloadLookup>,
     pub metrics: Arc<Metrics>,
+    /// Where SLO figures come from. [`SloSource::Off`] unless set with [`Guard::with_slo`].
+    pub slo: SloSource,
+}
+
+/// A review that was read and classified, with the SLO queries its decision needs.
+struct Prepared {
+    started: Instant,
+    change: Change,
+    policies: Arc<PolicySet>,
+    /// One plan per gated policy, with that policy's `prometheus.timeout`.
+    plans: Vec<(QueryPlan, Duration)>,
+}
+
+enum Stage {
+    /// slo-guard does not govern the request: the answer is already known.
+    Answered(Box<Judgement>),
+    Prepared(Box<Prepared>),
 }
 
 impl Guard {
@@ -51,29 +71,115 @@ impl Guard {
             policies,
             workloads,
             metrics,
+            slo: SloSource::Off,
         }
     }
 
+    pub fn with_slo(mut self, slo: SloSource) -> Self {
+        self.slo = slo;
+        self
+    }
+
+    /// Judges a review without waiting on I/O: the SLO figures come from canned answers,
+    /// or the gate is off. For `check` and tests; the server uses [`Guard::review_async`].
     pub fn review(
         &self,
         endpoint: Endpoint,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
+        let prepared = match self.prepare(body)? {
+            Stage::Answered(judgement) => return Ok(*judgement),
+            Stage::Prepared(prepared) => prepared,
+        };
+        let mut observations = Observations::new();
+        for (plan, _) in &prepared.plans {
+            observations.insert(plan.policy.clone(), self.slo.observe_now(plan));
+        }
+        self.finish(endpoint, *prepared, &observations, Duration::ZERO, now)
+    }
+
+    /// Judges a review, asking Prometheus first when a matching policy gates the change.
+    /// Every policy's queries run in parallel, each within its policy's timeout, so the
+    /// answer never waits on Prometheus longer than the largest timeout involved.
+    pub async fn review_async(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Judgement, AdmissionError> {
+        let prepared = match self.prepare(body)? {
+            Stage::Answered(judgement) => return Ok(*judgement),
+            Stage::Prepared(prepared) => prepared,
+        };
+        let asked = Instant::now();
+        let gathered =
+            futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
+                (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
+            }))
+            .await;
+        let slo_time = if prepared.plans.is_empty() {
+            Duration::ZERO
+        } else {
+            asked.elapsed()
+        };
+        let mut observations = Observations::new();
+        for (policy, observation) in gathered {
+            observations.insert(policy, observation);
+        }
+        self.finish(endpoint, *prepared, &observations, slo_time, now)
+    }
+
+    fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {
         let started = Instant::now();
         let request = parse_review(body)?;
         let Some(change) = classify(&request, self.workloads.as_ref())? else {
-            return Ok(Judgement {
+            return Ok(Stage::Answered(Box::new(Judgement {
                 response: ReviewResponse::allow(&request.uid),
                 decision: None,
-            });
+            })));
         };
         let policies = self.policies.snapshot();
+        let mut plans = Vec::new();
+        if change.class != ChangeClass::Config {
+            for (policy, _) in policies.matching(&change.target) {
+                let actor = classify_actor(&change.requester, Some(&policy.spec));
+                if let Some(scope) = slo_gate(&change, &policy.spec, actor) {
+                    plans.push((
+                        QueryPlan::new(&policy.id, &policy.spec, &change.target, scope),
+                        policy.spec.prometheus.timeout.duration(),
+                    ));
+                }
+            }
+        }
+        Ok(Stage::Prepared(Box::new(Prepared {
+            started,
+            change,
+            policies,
+            plans,
+        })))
+    }
+
+    fn finish(
+        &self,
+        endpoint: Endpoint,
+        prepared: Prepared,
+        observations: &Observations,
+        slo_time: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Judgement, AdmissionError> {
+        let Prepared {
+            started,
+            change,
+            policies,
+            ..
+        } = prepared;
         let decision = decide(
             &change,
             &DecisionContext {
                 policies: &policies,
                 now,
+                observations,
             },
         );
         let response = match endpoint {
@@ -81,7 +187,14 @@ impl Guard {
             // The validating webhook gives the denial; the mutating one only stamps what
             // it would admit.
             Endpoint::Mutate if decision.allowed() => {
-                let patch = mutation::patch_for(&change, &decision);
+                let patch = mutation::patch_for(
+                    &change,
+                    &decision,
+                    mutation::StampContext {
+                        now,
+                        own_username: None,
+                    },
+                );
                 ReviewResponse::allow(&change.uid)
                     .with_patch(&patch)
                     .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?
@@ -109,8 +222,10 @@ impl Guard {
             verdict,
             policies = %decision.policies.join(","),
             rules = %rules.join(","),
+            figures = %decision.figures.join(" | "),
             old_replicas = change.replicas.and_then(|r| r.old),
             new_replicas = change.replicas.map(|r| r.new),
+            slo_us = slo_time.as_micros() as u64,
             elapsed_us = started.elapsed().as_micros() as u64,
             "decision"
         );

@@ -5,6 +5,7 @@
 //! HTTP are thin edges around it. [`server::router`] is exposed so tests can drive it.
 
 pub mod admission;
+pub mod annotations;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
@@ -15,4 +16,5 @@ pub mod policy;
 pub mod reflection;
 pub mod rules;
 pub mod server;
+pub mod slo;
 pub mod verdict;

@@ -6,46 +6,80 @@ use std::collections::BTreeMap;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
 use serde_json::{Value, json};
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
+use crate::annotations::{APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE};
 use crate::policy::AgentAnnotation;
 use crate::rules::Decision;
 use crate::verdict::verdict_word;
 
-pub const VERDICT_ANNOTATION: &str = "slo-guard.io/verdict";
-pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+pub use crate::annotations::{
+    CHANGE_CAUSE as CHANGE_CAUSE_ANNOTATION, VERDICT as VERDICT_ANNOTATION,
+};
 
-/// Annotations that only slo-guard's own patch may set. A client's value is replaced by
-/// the previous one (or removed), so no client can forge them.
-pub const GUARD_OWNED_ANNOTATIONS: [&str; 5] = [
-    "slo-guard.io/approved-by",
-    "slo-guard.io/approved-at",
-    "slo-guard.io/thresholds",
-    VERDICT_ANNOTATION,
-    "slo-guard.io/last-agent-change",
-];
+/// What the patch needs besides the request and the decision.
+#[derive(Debug, Clone, Copy)]
+pub struct StampContext<'a> {
+    pub now: DateTime<Utc>,
+    /// slo-guard's own identity in the cluster, whose writes of guard-owned annotations
+    /// (the cooldown stamp on a scaled workload) are its own and stand.
+    pub own_username: Option<&'a str>,
+}
 
 /// Builds the patch for an admitted change. Changes that are not to a workload object
 /// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
-pub fn patch_for(change: &Change, decision: &Decision) -> Patch {
+pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>) -> Patch {
     let is_workload_object = matches!(change.target.kind, TargetKind::Workload(_))
         && !change.scale_subresource
         && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
         && change.object.is_some();
-    if !is_workload_object {
+    if !is_workload_object || context.own_username == Some(change.requester.username.as_str()) {
         return Patch(Vec::new());
     }
     let current = change.annotations.clone().unwrap_or_default();
     let mut desired = current.clone();
-
-    for key in GUARD_OWNED_ANNOTATIONS {
-        match change.old_annotations.get(key) {
+    let old = &change.old_annotations;
+    let restore = |desired: &mut BTreeMap<String, String>, key: &str| {
+        match old.get(key) {
             Some(previous) => desired.insert(key.to_string(), previous.clone()),
             None => desired.remove(key),
         };
+    };
+
+    for key in GUARD_OWNED {
+        restore(&mut desired, key);
+    }
+    // Only people approve: an approval written by anyone else is put back as it was
+    // (the validating webhook denies the request too).
+    if decision.actor != ActorKind::Person {
+        restore(&mut desired, APPROVE);
+    } else if current.get(APPROVE) != old.get(APPROVE) {
+        if current.contains_key(APPROVE) {
+            desired.insert(APPROVED_BY.to_string(), change.requester.username.clone());
+            desired.insert(
+                APPROVED_AT.to_string(),
+                context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            );
+        } else {
+            desired.remove(APPROVED_BY);
+            desired.remove(APPROVED_AT);
+        }
+    }
+    if decision.actor == ActorKind::Agent
+        && matches!(
+            change.class,
+            ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Create
+        )
+    {
+        desired.insert(
+            LAST_AGENT_CHANGE.to_string(),
+            context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        );
     }
     // No timestamp in the verdict: re-admitting an unchanged object must produce the
     // same annotations, or every GitOps sync would rewrite the object.
-    if !decision.policies.is_empty() {
+    if !decision.policies.is_empty() && change.class != ChangeClass::Metadata {
         let verdict = json!({
             "verdict": verdict_word(decision),
             "class": decision.class.as_str(),
@@ -127,6 +161,13 @@ mod tests {
         change
     }
 
+    fn stamp() -> StampContext<'static> {
+        StampContext {
+            now: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 18, 10, 0, 0).unwrap(),
+            own_username: None,
+        }
+    }
+
     fn apply(change: &Change, patch: &Patch) -> Value {
         let mut object = change.object.clone().unwrap();
         json_patch::patch(&mut object, patch).expect("the patch applies cleanly");
@@ -137,7 +178,7 @@ mod tests {
     fn stamps_verdict_and_change_cause_escaping_slashes() {
         let change = agent_rollout(Some(full_context()));
         let decision = judge(POLICY, &change);
-        let patch = patch_for(&change, &decision);
+        let patch = patch_for(&change, &decision, stamp());
         let text = serde_json::to_string(&patch).unwrap();
         assert!(
             text.contains("/metadata/annotations/slo-guard.io~1verdict"),
@@ -167,7 +208,7 @@ mod tests {
         change.annotations = None;
         change.annotations_map_present = false;
         let decision = judge(POLICY, &change);
-        let patch = patch_for(&change, &decision);
+        let patch = patch_for(&change, &decision, stamp());
         assert_eq!(patch.0.len(), 1);
         let patched = apply(&change, &patch);
         assert!(patched["metadata"]["annotations"][VERDICT_ANNOTATION].is_string());
@@ -177,13 +218,13 @@ mod tests {
     fn is_idempotent() {
         let change = agent_rollout(Some(full_context()));
         let decision = judge(POLICY, &change);
-        let patched = apply(&change, &patch_for(&change, &decision));
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
         let mut again = change.clone();
         let annotations: BTreeMap<String, String> =
             serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
         again.object = Some(patched.clone());
         again.annotations = Some(annotations);
-        let second = patch_for(&again, &decision);
+        let second = patch_for(&again, &decision, stamp());
         assert!(second.0.is_empty(), "{second:?}");
     }
 
@@ -204,7 +245,7 @@ mod tests {
             "2026-11-18T09:00:00Z".to_string(),
         )]);
         let decision = judge(POLICY, &change);
-        let patched = apply(&change, &patch_for(&change, &decision));
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
         let annotations = &patched["metadata"]["annotations"];
         assert!(annotations.get("slo-guard.io/approved-by").is_none());
         assert_eq!(
@@ -217,8 +258,106 @@ mod tests {
     #[test]
     fn scale_requests_and_deletes_get_no_patch() {
         let change = scale_by(AGENT, Some(3), 4);
-        assert!(patch_for(&change, &judge(POLICY, &change)).0.is_empty());
+        assert!(
+            patch_for(&change, &judge(POLICY, &change), stamp())
+                .0
+                .is_empty()
+        );
         let change = delete_by(PERSON);
-        assert!(patch_for(&change, &judge(POLICY, &change)).0.is_empty());
+        assert!(
+            patch_for(&change, &judge(POLICY, &change), stamp())
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_persons_approval_is_stamped_with_who_and_when() {
+        let mut change = rollout_by(PERSON);
+        change.class = ChangeClass::Metadata;
+        let approve = BTreeMap::from([(APPROVE.to_string(), "7f3a9c2e".to_string())]);
+        change.object = Some(deployment(Some(&approve)));
+        change.annotations = Some(approve.clone());
+        change.annotations_map_present = true;
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        let annotations = &patched["metadata"]["annotations"];
+        assert_eq!(annotations[APPROVED_BY], PERSON);
+        assert_eq!(annotations[APPROVED_AT], "2026-11-18T10:00:00Z");
+        // A metadata change leaves the last real verdict alone.
+        assert!(annotations.get(VERDICT_ANNOTATION).is_none());
+
+        // Withdrawing the approval withdraws the stamps.
+        let mut withdrawn = rollout_by(PERSON);
+        withdrawn.class = ChangeClass::Metadata;
+        withdrawn.old_annotations = BTreeMap::from([
+            (APPROVE.to_string(), "7f3a9c2e".to_string()),
+            (APPROVED_BY.to_string(), PERSON.to_string()),
+            (APPROVED_AT.to_string(), "2026-11-18T09:00:00Z".to_string()),
+        ]);
+        let remaining = BTreeMap::from([
+            (APPROVED_BY.to_string(), PERSON.to_string()),
+            (APPROVED_AT.to_string(), "2026-11-18T09:00:00Z".to_string()),
+        ]);
+        withdrawn.object = Some(deployment(Some(&remaining)));
+        withdrawn.annotations = Some(remaining);
+        let decision = judge(POLICY, &withdrawn);
+        let patched = apply(&withdrawn, &patch_for(&withdrawn, &decision, stamp()));
+        assert_eq!(patched["metadata"]["annotations"], json!({}));
+    }
+
+    #[test]
+    fn an_agents_approval_is_put_back() {
+        let mut annotations = full_context();
+        annotations.insert(APPROVE.into(), "7f3a9c2e".into());
+        let change = agent_rollout(Some(annotations));
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        let annotations = &patched["metadata"]["annotations"];
+        assert!(annotations.get(APPROVE).is_none());
+        assert!(annotations.get(APPROVED_BY).is_none());
+    }
+
+    #[test]
+    fn agent_changes_record_their_time_for_the_cooldown() {
+        let change = agent_rollout(Some(full_context()));
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        assert_eq!(
+            patched["metadata"]["annotations"][LAST_AGENT_CHANGE],
+            "2026-11-18T10:00:00Z"
+        );
+        // A person's change does not start an agent cooldown.
+        let mut person = rollout_by(PERSON);
+        person.object = Some(deployment(None));
+        person.annotations = None;
+        person.annotations_map_present = false;
+        let decision = judge(POLICY, &person);
+        let patched = apply(&person, &patch_for(&person, &decision, stamp()));
+        assert!(
+            patched["metadata"]["annotations"]
+                .get(LAST_AGENT_CHANGE)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn slo_guards_own_writes_are_left_alone() {
+        let mut change = rollout_by("system:serviceaccount:slo-guard:slo-guard");
+        change.class = ChangeClass::Metadata;
+        let stamp_only = BTreeMap::from([(
+            LAST_AGENT_CHANGE.to_string(),
+            "2026-11-18T10:00:00Z".to_string(),
+        )]);
+        change.object = Some(deployment(Some(&stamp_only)));
+        change.annotations = Some(stamp_only);
+        let decision = judge(POLICY, &change);
+        let own = StampContext {
+            own_username: Some("system:serviceaccount:slo-guard:slo-guard"),
+            ..stamp()
+        };
+        assert!(patch_for(&change, &decision, own).0.is_empty());
+        // Anyone else writing the same key has it put back.
+        assert!(!patch_for(&change, &decision, stamp()).0.is_empty());
     }
 }

@@ -26,7 +26,7 @@ fn check_denies_with_exit_1_and_prints_what_kubectl_would() {
     let output = slo_guard(&[
         "check",
         "--policies",
-        "policies",
+        "tests/fixtures/policies",
         "--review",
         "tests/fixtures/captured/scale-agent.json",
         "--workload",
@@ -48,7 +48,7 @@ fn check_allows_with_exit_0() {
     let output = slo_guard(&[
         "check",
         "--policies",
-        "policies",
+        "tests/fixtures/policies",
         "--review",
         "tests/fixtures/captured/scale-hpa-controller.json",
     ]);
@@ -60,7 +60,7 @@ fn check_without_the_parent_workload_cannot_prove_an_agents_context() {
     let output = slo_guard(&[
         "check",
         "--policies",
-        "policies",
+        "tests/fixtures/policies",
         "--review",
         "tests/fixtures/captured/scale-agent.json",
     ]);
@@ -77,7 +77,7 @@ fn check_reports_unusable_input_with_exit_2() {
     let output = slo_guard(&[
         "check",
         "--policies",
-        "policies",
+        "tests/fixtures/policies",
         "--review",
         garbage.to_str().unwrap(),
     ]);
@@ -111,7 +111,7 @@ fn check_reports_unusable_input_with_exit_2() {
     let output = slo_guard(&[
         "check",
         "--policies",
-        "policies",
+        "tests/fixtures/policies",
         "--review",
         "/nonexistent.json",
     ]);

@@ -306,7 +306,7 @@ fn kubectl_against_a_real_apiserver() {
     let port = free_port();
     let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-1.log"));
     cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
-    cluster.apply_file(&root().join("policies/checkout.yaml"));
+    cluster.apply_file(&root().join("tests/fixtures/policies/checkout.yaml"));
     guard.wait_for_log(
         "\"configmap\":\"payments/checkout\"",
         Duration::from_secs(20),
@@ -335,8 +335,22 @@ fn kubectl_against_a_real_apiserver() {
         "{yaml}"
     );
 
-    // An agent scale within the caps passes once the watch cache holds the parent's
-    // decision context (it arrives within moments of the create).
+    // Before scaling, the agent records its new decision on the workload (a Scale
+    // carries no annotations); then a scale within the caps passes once the watch cache
+    // holds that context (it arrives within moments).
+    let output = cluster.kubectl(&[
+        "annotate",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "--overwrite",
+        "--as",
+        AGENT,
+        "slo-guard.io/action=scale",
+        "slo-guard.io/decision-id=1c2d3e4f-scale-out-checkout",
+        "slo-guard.io/reason=p99 latency above SLO under load: scale out",
+    ]);
+    assert_allowed(&output);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let output = cluster.kubectl(&[
@@ -353,7 +367,8 @@ fn kubectl_against_a_real_apiserver() {
         }
         assert!(
             Instant::now() < deadline
-                && text(&output.stderr).contains("decision context unavailable"),
+                && (text(&output.stderr).contains("decision context unavailable")
+                    || text(&output.stderr).contains("does not cover spec.replicas")),
             "agent scale 3->5 denied: {}",
             text(&output.stderr)
         );

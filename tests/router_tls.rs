@@ -275,7 +275,7 @@ async fn metrics_count_decisions_by_policy_rule_and_verdict() {
         metrics.contains("slo_guard_admission_duration_seconds_count{endpoint=\"validate\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("slo_guard_policies_loaded 2"), "{metrics}");
+    assert!(metrics.contains("slo_guard_policies_loaded 1"), "{metrics}");
 }
 
 #[tokio::test]

@@ -185,7 +185,9 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
             for webhook in config.webhooks.iter_mut().flatten() {
                 webhook.client_config.ca_bundle = Some(ca.clone());
             }
-            validating.replace(name, &Default::default(), &config).await?;
+            validating
+                .replace(name, &Default::default(), &config)
+                .await?;
             eprintln!("set caBundle on ValidatingWebhookConfiguration {name}");
             patched = true;
         }
@@ -198,7 +200,9 @@ async fn install(args: &CertsArgs, request: &CertRequest) -> anyhow::Result<Cert
             patched = true;
         }
         if !patched {
-            anyhow::bail!("no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}");
+            anyhow::bail!(
+                "no ValidatingWebhookConfiguration or MutatingWebhookConfiguration named {name}"
+            );
         }
     }
     Ok(bundle)

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::PolicyArgs;
+use super::serve::PrometheusArgs;
 use crate::admission::{WorkloadKind, WorkloadSnapshot};
 use crate::guard::{Endpoint, Guard};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, StoreEvent, load_directory};
+use crate::slo::{CannedAnswers, SloSource};
 use crate::verdict::VALIDATING_WEBHOOK;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +31,17 @@ pub struct CheckArgs {
     /// The time to judge at (RFC 3339), for reproducible checks; defaults to now.
     #[arg(long, env = "SLO_GUARD_NOW")]
     pub now: Option<DateTime<Utc>>,
+    /// Canned Prometheus answers (YAML: PromQL query -> number, NaN, [] or {error: ...}),
+    /// for offline policy tests. A query without an answer names itself in the output.
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_ANSWERS",
+        conflicts_with = "prometheus_url"
+    )]
+    pub prometheus_answers: Option<PathBuf>,
+    /// Ask a live Prometheus instead (--prometheus-url and the other connection flags).
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
 }
 
 const UNUSABLE: u8 = 2;
@@ -123,13 +136,36 @@ pub fn run(args: CheckArgs) -> ExitCode {
             }
         }
     };
-    let guard = Guard::new(store, Arc::new(workloads), Arc::new(Metrics::new()));
+    let slo = match &args.prometheus_answers {
+        Some(path) => match CannedAnswers::load(path) {
+            Ok(answers) => SloSource::Canned(Arc::new(answers)),
+            Err(error) => return unusable(error),
+        },
+        None => match args.prometheus.source() {
+            Ok(source) => source,
+            Err(error) => return unusable(format!("{error:#}")),
+        },
+    };
+    let guard = Guard::new(store, Arc::new(workloads), Arc::new(Metrics::new())).with_slo(slo);
     let endpoint = if args.mutate {
         Endpoint::Mutate
     } else {
         Endpoint::Validate
     };
-    let judgement = match guard.review(endpoint, &body, args.now.unwrap_or_else(Utc::now)) {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let judged = if guard.slo.is_live() {
+        // Only a live Prometheus needs a runtime; the offline paths stay synchronous.
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(guard.review_async(endpoint, &body, now)),
+            Err(error) => return unusable(format!("cannot start the async runtime: {error}")),
+        }
+    } else {
+        guard.review(endpoint, &body, now)
+    };
+    let judgement = match judged {
         Ok(judgement) => judgement,
         Err(error) => return unusable(error),
     };

@@ -16,6 +16,7 @@ use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manifest_text};
 use crate::server::{AppState, router, tls};
+use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -36,9 +37,8 @@ pub struct ServeArgs {
     /// workload metadata for scale requests. Uses KUBECONFIG or the in-cluster config.
     #[arg(long, env = "SLO_GUARD_WATCH_CONFIGMAPS", default_value_t = false)]
     pub watch_configmaps: bool,
-    /// Prometheus (or Thanos/Mimir) base URL for the SLO gate.
-    #[arg(long, env = "SLO_GUARD_PROMETHEUS_URL")]
-    pub prometheus_url: Option<String>,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
     /// How often rotated certificate files are looked for.
     #[arg(long, env = "SLO_GUARD_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cert_reload_interval: Duration,
@@ -52,6 +52,86 @@ pub struct ServeArgs {
     /// Worker threads (defaults to the number of CPUs).
     #[arg(long, env = "SLO_GUARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+}
+
+/// How to reach Prometheus, Thanos or Mimir for the SLO gate (shared by `serve` and `check`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrometheusArgs {
+    /// Prometheus (or Thanos/Mimir) base URL for the SLO gate, e.g.
+    /// http://prometheus.monitoring:9090 or https://mimir.example/prometheus. Without it
+    /// the SLO gate is off and every gated decision says so in a warning.
+    #[arg(long, env = "SLO_GUARD_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Extra header on every query, NAME=VALUE (repeat the flag, or comma-separate in the
+    /// variable), e.g. X-Scope-OrgID=tenant-a for Mimir or Cortex.
+    #[arg(
+        long = "prometheus-header",
+        env = "SLO_GUARD_PROMETHEUS_HEADERS",
+        value_delimiter = ',',
+        value_parser = parse_header_arg
+    )]
+    pub prometheus_headers: Vec<(String, String)>,
+    /// File holding a bearer token, re-read on every query so rotated tokens work.
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_BEARER_TOKEN_FILE",
+        conflicts_with = "prometheus_basic_auth_user"
+    )]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// Basic auth user; the password comes from --prometheus-basic-auth-password-file.
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_BASIC_AUTH_USER",
+        requires = "prometheus_basic_auth_password_file"
+    )]
+    pub prometheus_basic_auth_user: Option<String>,
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+        requires = "prometheus_basic_auth_user"
+    )]
+    pub prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// PEM CA bundle to trust instead of the system roots (a private Thanos or Mimir).
+    #[arg(long, env = "SLO_GUARD_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// Accept partial answers from Thanos. By default slo-guard sends
+    /// partial_response=false, so a missing store is an error rather than smaller figures.
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_ALLOW_PARTIAL_RESPONSE",
+        default_value_t = false
+    )]
+    pub prometheus_allow_partial_response: bool,
+    /// How long an answer is reused. Concurrent identical queries always share one call.
+    #[arg(long, env = "SLO_GUARD_PROMETHEUS_REFRESH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub prometheus_refresh_interval: Duration,
+    /// TCP/TLS connect timeout. Each decision is bounded by its policy's
+    /// prometheus.timeout as well.
+    #[arg(long, env = "SLO_GUARD_PROMETHEUS_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub prometheus_connect_timeout: Duration,
+}
+
+fn parse_header_arg(text: &str) -> Result<(String, String), String> {
+    parse_header(text).map_err(|e| e.to_string())
+}
+
+impl PrometheusArgs {
+    /// The SLO source these flags describe: live when a URL is given, else off.
+    pub fn source(&self) -> anyhow::Result<SloSource> {
+        let Some(url) = &self.prometheus_url else {
+            return Ok(SloSource::Off);
+        };
+        let mut config = PrometheusConfig::new(url.clone());
+        config.headers = self.prometheus_headers.clone();
+        config.bearer_token_file = self.prometheus_bearer_token_file.clone();
+        config.basic_auth_user = self.prometheus_basic_auth_user.clone();
+        config.basic_auth_password_file = self.prometheus_basic_auth_password_file.clone();
+        config.ca_file = self.prometheus_ca_file.clone();
+        config.deny_partial_response = !self.prometheus_allow_partial_response;
+        config.refresh_interval = self.prometheus_refresh_interval;
+        config.connect_timeout = self.prometheus_connect_timeout;
+        Ok(SloSource::Live(Arc::new(Prometheus::new(&config)?)))
+    }
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -112,8 +192,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(PolicyStore::new(args.policies.namespace.clone()));
-    if let Some(url) = &args.prometheus_url {
-        tracing::warn!(prometheus = %url, "the SLO gate is not part of this build yet; slo/traffic sections are validated but not enforced");
+    let slo = args.prometheus.source()?;
+    match &slo {
+        SloSource::Live(prometheus) => tracing::info!(
+            prometheus = prometheus.url(),
+            refresh_ms = prometheus.refresh_interval().as_millis() as u64,
+            "SLO gate on"
+        ),
+        _ => tracing::warn!(
+            "no --prometheus-url: the SLO gate is off; slo and traffic sections are not enforced"
+        ),
     }
 
     let (cert_path, key_path) = tls_files(&args)?;
@@ -162,7 +250,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(())
     };
 
-    let guard = Arc::new(Guard::new(store.clone(), workloads, metrics));
+    let guard = Arc::new(Guard::new(store.clone(), workloads, metrics).with_slo(slo));
     let state = AppState {
         guard,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -4,6 +4,7 @@
 
 pub mod duration;
 mod model;
+pub mod quantity;
 mod source;
 mod store;
 
@@ -142,12 +143,6 @@ pub fn parse_policy_configmap(
 /// say so instead of letting a parsed section pass for an active guardrail.
 pub fn unenforced_sections(spec: &PolicySpec) -> Vec<&'static str> {
     let mut sections = Vec::new();
-    if spec.slo.is_some() {
-        sections.push("slo");
-    }
-    if spec.traffic.is_some() {
-        sections.push("traffic");
-    }
     if spec.windows.is_some() {
         sections.push("windows");
     }
@@ -186,6 +181,31 @@ fn check_query(field: &str, query: &str, templated: bool) -> Result<(), FieldErr
             field,
             "query must contain {{window}} where the range goes, e.g. rate(x[{{window}}])",
         ));
+    }
+    if !templated && query.contains("{{window}}") {
+        return Err(field_error(
+            field,
+            "traffic queries have no {{window}}: write the range, e.g. rate(x[5m])",
+        ));
+    }
+    // Only these placeholders are filled in; any other would reach Prometheus verbatim
+    // and fail every decision at admission time instead of here.
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(field_error(field, "unclosed {{ placeholder"));
+        };
+        let name = after[..end].trim();
+        if !matches!(name, "window" | "namespace" | "name") {
+            return Err(field_error(
+                field,
+                format!(
+                    "unknown placeholder {{{{{name}}}}}: use {{{{window}}}}, {{{{namespace}}}} or {{{{name}}}}"
+                ),
+            ));
+        }
+        rest = &after[end + 2..];
     }
     Ok(())
 }
@@ -321,6 +341,42 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
             "approval.requiredFor",
             "config changes cannot require approval",
         ));
+    }
+    if let Some(max) = &spec.scope.max_memory
+        && quantity::parse_bytes(max).is_none()
+    {
+        return Err(field_error(
+            "scope.maxMemory",
+            format!("{max:?} is not a memory quantity such as 4Gi"),
+        ));
+    }
+    if !(spec.scope.max_memory_factor.is_finite() && spec.scope.max_memory_factor >= 1.0) {
+        return Err(field_error(
+            "scope.maxMemoryFactor",
+            format!("{} must be at least 1", spec.scope.max_memory_factor),
+        ));
+    }
+    if let Some(autonomy) = &spec.autonomy {
+        for (index, rule) in autonomy.rules.iter().enumerate() {
+            let field = format!("autonomy.rules[{index}]");
+            if let Some(factor) = rule.min_memory_factor
+                && !(factor.is_finite() && factor >= 1.0)
+            {
+                return Err(field_error(
+                    &format!("{field}.minMemoryFactor"),
+                    format!("{factor} must be at least 1"),
+                ));
+            }
+            if let Some(floor) = rule.budget_below {
+                check_fraction(&format!("{field}.budgetBelow"), floor, -100.0, 1.0)?;
+                if spec.slo.is_none() {
+                    return Err(field_error(
+                        &format!("{field}.budgetBelow"),
+                        "needs an `slo` section to read the error budget from",
+                    ));
+                }
+            }
+        }
     }
     if spec.prometheus.timeout.duration() > std::time::Duration::from_secs(25) {
         return Err(field_error(

@@ -33,6 +33,16 @@ pub struct PolicySpec {
     pub windows: Option<WindowsSpec>,
     #[serde(default)]
     pub approval: Option<ApprovalSpec>,
+    /// Which agent changes run on their own, which need a person's approval, and which
+    /// a person must make.
+    #[serde(default)]
+    pub autonomy: Option<AutonomySpec>,
+    /// What an agent's declared action may touch.
+    #[serde(default)]
+    pub scope: ScopeSpec,
+    /// What happens when an agent changes an object that Argo CD or Flux manages.
+    #[serde(default)]
+    pub gitops: GitOpsMode,
     #[serde(default)]
     pub prometheus: PrometheusSpec,
 }
@@ -608,10 +618,113 @@ pub struct FreezeWindow {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApprovalSpec {
+    /// Agent change classes that need a person's approval (when no autonomy rule says otherwise).
     pub required_for: Vec<ChangeClass>,
+    /// How long an approval stays valid after it is given.
     pub max_age: PromDuration,
+}
+
+/// How much autonomy an agent change gets.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The agent may act alone.
+    #[default]
+    Auto,
+    /// A person must approve the decision first.
+    Approval,
+    /// Always escalated: only a person may make the change.
+    Never,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Auto => "auto",
+            Tier::Approval => "approval",
+            Tier::Never => "never",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AutonomySpec {
+    /// The tier of agent changes no rule matches.
     #[serde(default)]
-    pub applies_to: ActorSet,
+    pub default: Tier,
+    /// Checked in order; the first rule whose conditions all hold gives the tier.
+    #[serde(default)]
+    pub rules: Vec<TierRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TierRule {
+    /// Change classes this rule covers; empty means any.
+    #[serde(default)]
+    pub classes: Vec<ChangeClass>,
+    /// Declared agent actions this rule covers; empty means any.
+    #[serde(default)]
+    pub actions: Vec<AgentAction>,
+    /// Matches a replica change at least this large (a count, or a percentage of the
+    /// current replicas).
+    #[serde(default)]
+    pub min_step: Option<Step>,
+    /// Matches a memory increase of at least this factor (new over old) on any container.
+    #[serde(default)]
+    pub min_memory_factor: Option<f64>,
+    /// Matches while the error budget left is below this fraction (needs `slo`).
+    #[serde(default)]
+    pub budget_below: Option<f64>,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScopeSpec {
+    /// The largest memory request or limit `increase-memory` may set, e.g. `4Gi`.
+    #[serde(default)]
+    pub max_memory: Option<String>,
+    /// The largest factor (new over old) `increase-memory` may apply.
+    #[serde(default = "default_memory_factor")]
+    pub max_memory_factor: f64,
+    /// Env var names that must never get a literal value from an agent.
+    #[serde(default = "default_secret_names")]
+    pub secret_names: Vec<Pattern>,
+}
+
+impl Default for ScopeSpec {
+    fn default() -> Self {
+        Self {
+            max_memory: None,
+            max_memory_factor: default_memory_factor(),
+            secret_names: default_secret_names(),
+        }
+    }
+}
+
+fn default_memory_factor() -> f64 {
+    2.0
+}
+
+fn default_secret_names() -> Vec<Pattern> {
+    ["*PASSWORD*", "*TOKEN*", "*SECRET*", "*KEY*"]
+        .into_iter()
+        .map(Pattern::new)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GitOpsMode {
+    /// Allow, with a warning that the GitOps controller will revert the change.
+    #[default]
+    Warn,
+    /// Deny under the policy's mode.
+    Deny,
+    /// Say nothing.
+    Ignore,
 }
 
 /// What a decision does when its Prometheus data cannot be had.

@@ -26,12 +26,19 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         ConfigKind::Policy => (POLICY_LABEL, Rule::PolicySchema, "policy"),
         ConfigKind::Reflection => (REFLECTION_LABEL, Rule::ReflectionSchema, "reflection"),
     };
-    if let Some(value) = change.target.labels.get(label).filter(|value| value.as_str() != "true") {
+    if let Some(value) = change
+        .target
+        .labels
+        .get(label)
+        .filter(|value| value.as_str() != "true")
+    {
         return Some(Finding {
             source: id.to_string(),
             rule,
             mode: Mode::Enforce,
-            headline: format!("{what} ConfigMap {id} rejected: label {label}={value:?} is neither \"true\" nor \"false\""),
+            headline: format!(
+                "{what} ConfigMap {id} rejected: label {label}={value:?} is neither \"true\" nor \"false\""
+            ),
             remedy: format!("Set {label} to \"true\" to enforce it, or \"false\" to park it"),
             brief: format!("label {label}={value:?} must be \"true\" or \"false\""),
         });
@@ -96,10 +103,19 @@ mod tests {
     #[test]
     fn a_label_value_other_than_true_or_false_is_rejected() {
         let mut change = policy_configmap("match: {kinds: [Deployment]}");
-        change.target.labels.insert(POLICY_LABEL.to_string(), "yes".to_string());
+        change
+            .target
+            .labels
+            .insert(POLICY_LABEL.to_string(), "yes".to_string());
         let decision = judge("match: {kinds: [Deployment]}", &change);
         let finding = only_finding(&decision, Rule::PolicySchema);
-        assert!(finding.headline.contains("label slo-guard.io/policy=\"yes\" is neither"), "{}", finding.headline);
+        assert!(
+            finding
+                .headline
+                .contains("label slo-guard.io/policy=\"yes\" is neither"),
+            "{}",
+            finding.headline
+        );
     }
 
     #[test]

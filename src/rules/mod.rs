@@ -4,9 +4,13 @@
 mod actor;
 mod agent;
 mod config;
+mod governance;
 mod scaling;
+mod scope;
+mod slo;
 
 pub use actor::classify_actor;
+pub use slo::gate as slo_gate;
 
 use std::fmt;
 
@@ -14,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass};
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
+use crate::slo::Observations;
 
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +30,18 @@ pub enum Rule {
     ForbiddenAction,
     PolicySchema,
     ReflectionSchema,
+    ErrorBudget,
+    BurnRate,
+    TrafficSpike,
+    NoTraffic,
+    SloData,
+    Autonomy,
+    Approval,
+    SelfApproval,
+    Cooldown,
+    ChangeWindow,
+    DiffScope,
+    GitOps,
 }
 
 impl Rule {
@@ -37,6 +54,18 @@ impl Rule {
             Rule::ForbiddenAction => "forbidden-action",
             Rule::PolicySchema => "policy-schema",
             Rule::ReflectionSchema => "reflection-schema",
+            Rule::ErrorBudget => "error-budget",
+            Rule::BurnRate => "burn-rate",
+            Rule::TrafficSpike => "traffic-spike",
+            Rule::NoTraffic => "no-traffic",
+            Rule::SloData => "slo-data",
+            Rule::Autonomy => "autonomy",
+            Rule::Approval => "approval",
+            Rule::SelfApproval => "self-approval",
+            Rule::Cooldown => "cooldown",
+            Rule::ChangeWindow => "change-window",
+            Rule::DiffScope => "diff-scope",
+            Rule::GitOps => "gitops",
         }
     }
 }
@@ -84,6 +113,9 @@ pub struct Decision {
     /// Facts about how the decision was made that a reader should know, such as a
     /// selector that could not be checked.
     pub notes: Vec<String>,
+    /// The SLO figures each gated policy saw, as `namespace/name: budget 80.0% (30d); ...`,
+    /// for logs and audit.
+    pub figures: Vec<String>,
 }
 
 impl Decision {
@@ -100,6 +132,8 @@ impl Decision {
 pub struct DecisionContext<'a> {
     pub policies: &'a PolicySet,
     pub now: DateTime<Utc>,
+    /// The SLO figures gathered for this change, by policy (empty when none is gated).
+    pub observations: &'a Observations,
 }
 
 /// The facts a rule needs about the policy it is checking on behalf of.
@@ -132,6 +166,17 @@ impl RuleInput<'_> {
     }
 }
 
+/// The error budget left that the policy's SLO readings show, if they show one.
+fn budget_left_for(policy: &Policy, observations: &Observations) -> Option<f64> {
+    let slo = policy.spec.slo.as_ref()?;
+    match observations.get(&policy.id)? {
+        crate::slo::Observation::Readings(readings) => {
+            crate::slo::figures::budget_left(readings, slo.period.as_str(), slo.objective).ok()
+        }
+        _ => None,
+    }
+}
+
 pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
     let mut decision = Decision {
         class: change.class,
@@ -140,6 +185,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         policies: Vec::new(),
         findings: Vec::new(),
         notes: Vec::new(),
+        figures: Vec::new(),
     };
     if change.class == ChangeClass::Config {
         decision
@@ -167,6 +213,27 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         // Most decisive first: kubectl users read the first line.
         decision.findings.extend(agent::check_forbidden(&input));
         decision.findings.extend(scaling::check(&input));
+        decision
+            .findings
+            .extend(governance::check_approval_keys(&input, context.now));
+        decision
+            .findings
+            .extend(governance::check_windows(&input, context.now));
+        decision
+            .findings
+            .extend(governance::check_cooldown(&input, context.now));
+        let budget_left = budget_left_for(policy, context.observations);
+        decision
+            .findings
+            .extend(governance::check_tier(&input, context.now, budget_left));
+        decision.findings.extend(scope::check(&input));
+        decision.findings.extend(governance::check_gitops(&input));
+        let slo = slo::check(&input, context.observations.get(&policy.id), context.now);
+        decision.findings.extend(slo.findings);
+        decision.notes.extend(slo.notes);
+        if let Some(figures) = slo.figures {
+            decision.figures.push(format!("{}: {figures}", policy.id));
+        }
         decision.findings.extend(agent::check_annotations(&input));
     }
     if actor_is_agent {

@@ -9,6 +9,7 @@ use crate::admission::{
     Change, ChangeClass, HpaBounds, ReplicaChange, Requester, Target, TargetKind, WorkloadKind,
 };
 use crate::policy::{Policy, PolicyRef, PolicySet, parse_policy};
+use crate::slo::Observations;
 
 pub const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
 pub const PERSON: &str = "alice@example.com";
@@ -26,14 +27,31 @@ pub fn policy_yaml(yaml: &str) -> Policy {
 }
 
 pub fn judge(policy: &str, change: &Change) -> Decision {
+    judge_with(policy, change, &Observations::new())
+}
+
+/// Judges with SLO observations (keyed by the test policy, `payments/checkout`).
+pub fn judge_with(policy: &str, change: &Change, observations: &Observations) -> Decision {
     let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
     decide(
         change,
         &DecisionContext {
             policies: &policies,
-            now: Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap(),
+            now: test_now(),
+            observations,
         },
     )
+}
+
+pub fn test_now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
+}
+
+pub fn checkout_ref() -> PolicyRef {
+    PolicyRef {
+        namespace: "payments".into(),
+        name: "checkout".into(),
+    }
 }
 
 pub fn only_finding(decision: &Decision, rule: Rule) -> &Finding {
@@ -94,6 +112,13 @@ fn change(username: &str, class: ChangeClass) -> Change {
         object: None,
         old_object: None,
     }
+}
+
+/// The decision context of an agent that scales.
+pub fn scale_context() -> BTreeMap<String, String> {
+    let mut annotations = full_context();
+    annotations.insert("slo-guard.io/action".to_string(), "scale".to_string());
+    annotations
 }
 
 pub fn rollout_by(username: &str) -> Change {

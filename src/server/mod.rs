@@ -42,19 +42,28 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&state, Endpoint::Validate, body)
+    review(&state, Endpoint::Validate, body).await
 }
 
 async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    review(&state, Endpoint::Mutate, body)
+    review(&state, Endpoint::Mutate, body).await
 }
 
-fn review(state: &AppState, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Response {
+async fn review(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
     let guard = &state.guard;
-    let judgement = body
-        .map_err(HttpError::from)
-        .and_then(|body| Ok(guard.review(endpoint, &body, chrono::Utc::now())?));
+    // Both endpoints may wait on Prometheus, never longer than the policies' timeouts.
+    let judgement = match body.map_err(HttpError::from) {
+        Ok(body) => guard
+            .review_async(endpoint, &body, chrono::Utc::now())
+            .await
+            .map_err(HttpError::from),
+        Err(error) => Err(error),
+    };
     let response = match judgement {
         Ok(judgement) => (
             StatusCode::OK,

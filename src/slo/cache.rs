@@ -58,7 +58,9 @@ impl Inner {
     // A panic while holding the lock leaves the map consistent (every write is a single
     // insert or remove), so a poisoned lock is safe to keep using.
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -211,10 +213,7 @@ mod tests {
         let stats = cache.stats();
         assert_eq!(stats.fetches, 1);
         assert_eq!(stats.fetches + stats.hits + stats.joined, 200);
-        let again = cache
-            .get("q", || async { Ok(answer(2.0)) })
-            .await
-            .unwrap();
+        let again = cache.get("q", || async { Ok(answer(2.0)) }).await.unwrap();
         assert_eq!(again, answer(1.0), "fresh answers come from the cache");
     }
 

@@ -38,6 +38,8 @@ pub enum QueryError {
     },
     #[error("HTTP {status} without a Prometheus error body")]
     Http { status: u16 },
+    #[error("HTTP {status}: {snippet}")]
+    HttpBody { status: u16, snippet: String },
     #[error("HTTP {status} {content_type} instead of JSON: {snippet}")]
     NotJson {
         status: u16,
@@ -166,8 +168,8 @@ impl Prometheus {
                 cause,
             };
             let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ca_error(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
             if certs.is_empty() {
                 return Err(ca_error("no PEM certificate in it".into()));
             }
@@ -234,9 +236,10 @@ impl Prometheus {
         let timeout = timeout.min(self.max_timeout);
         let me = self.clone();
         let owned = promql.to_string();
-        let wait = self
-            .cache
-            .get(promql, move || async move { me.fetch(&owned, timeout).await });
+        let wait = self.cache.get(
+            promql,
+            move || async move { me.fetch(&owned, timeout).await },
+        );
         match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result,
             Err(_) => Err(timeout_error(timeout)),
@@ -253,7 +256,9 @@ impl Prometheus {
 
     async fn send(&self, promql: &str, timeout: Duration) -> Result<Answer, QueryError> {
         // Prometheus stops evaluating at its own `timeout`, a little before ours.
-        let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
+        let millis = i64::try_from(timeout.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
         let mut request = self.client.query(promql).timeout(millis);
         if self.deny_partial_response {
             request = request.query("partial_response", "false");
@@ -409,7 +414,12 @@ pub fn parse_response(status: u16, content_type: &str, body: &[u8]) -> Result<An
             content_type: if content_type.is_empty() {
                 "(no content type)".into()
             } else {
-                content_type.split(';').next().unwrap_or("").trim().to_string()
+                content_type
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
             },
             snippet: snippet(&text),
         });
@@ -418,9 +428,8 @@ pub fn parse_response(status: u16, content_type: &str, body: &[u8]) -> Result<An
         if (200..300).contains(&status) {
             QueryError::BadJson(e.to_string())
         } else {
-            QueryError::NotJson {
+            QueryError::HttpBody {
                 status,
-                content_type: content_type.to_string(),
                 snippet: snippet(&text),
             }
         }
@@ -493,15 +502,21 @@ mod tests {
     #[test]
     fn reads_one_number_or_an_empty_result() {
         assert_eq!(
-            ok(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1795248511.2,"0.00105"]}]}}"#),
-            Ok(Answer { value: Some(0.00105) })
+            ok(
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1795248511.2,"0.00105"]}]}}"#
+            ),
+            Ok(Answer {
+                value: Some(0.00105)
+            })
         );
         assert_eq!(
             ok(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#),
             Ok(Answer { value: None })
         );
         assert_eq!(
-            ok(r#"{"status":"success","data":{"resultType":"scalar","result":[1795248511.2,"3"]}}"#),
+            ok(
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1795248511.2,"3"]}}"#
+            ),
             Ok(Answer { value: Some(3.0) })
         );
         let nan = ok(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#).unwrap();
@@ -530,7 +545,9 @@ mod tests {
             parse_response(500, "", b"").unwrap_err(),
             QueryError::Http { status: 500 }
         );
-        let bad = ok(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"#);
+        let bad = ok(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"#,
+        );
         assert!(matches!(bad, Err(QueryError::BadJson(_))), "{bad:?}");
         let error = parse_response(
             400,
@@ -541,12 +558,16 @@ mod tests {
             error.unwrap_err().to_string(),
             "Prometheus error (HTTP 400, bad_data): 1:43: parse error: unclosed left parenthesis"
         );
-        let warned = ok(r#"{"status":"success","warnings":["No StoreAPIs matched for this query"],"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#);
+        let warned = ok(
+            r#"{"status":"success","warnings":["No StoreAPIs matched for this query"],"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#,
+        );
         assert_eq!(
             warned.unwrap_err().to_string(),
             "degraded data, Prometheus warned: No StoreAPIs matched for this query"
         );
-        let many = ok(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"code":"200"},"value":[1,"1"]},{"metric":{"code":"500"},"value":[1,"1"]}]}}"#);
+        let many = ok(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"code":"200"},"value":[1,"1"]},{"metric":{"code":"500"},"value":[1,"1"]}]}}"#,
+        );
         assert_eq!(many.unwrap_err(), QueryError::ManySeries(2));
         let matrix = ok(r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#);
         assert_eq!(matrix.unwrap_err(), QueryError::RangeVector);

@@ -43,14 +43,22 @@ pub fn error_ratio(readings: &Readings, window: &str) -> Result<f64, Missing> {
 /// Budget left, traffic-weighted over the period as Pyrra computes it:
 /// 1 − (errors/total over the period) / (1 − objective). 1.0 is untouched, 0 is spent,
 /// below 0 is overspent.
-pub fn budget_left(readings: &Readings, period: &str, objective_percent: f64) -> Result<f64, Missing> {
+pub fn budget_left(
+    readings: &Readings,
+    period: &str,
+    objective_percent: f64,
+) -> Result<f64, Missing> {
     let ratio = error_ratio(readings, period)?;
     Ok(1.0 - ratio / allowed_error_ratio(objective_percent))
 }
 
 /// How fast the budget burns over `window`: the error ratio over the allowed ratio. 1.0
 /// spends exactly the budget over the period.
-pub fn burn_rate(readings: &Readings, window: &str, objective_percent: f64) -> Result<f64, Missing> {
+pub fn burn_rate(
+    readings: &Readings,
+    window: &str,
+    objective_percent: f64,
+) -> Result<f64, Missing> {
     Ok(error_ratio(readings, window)? / allowed_error_ratio(objective_percent))
 }
 
@@ -82,7 +90,11 @@ pub fn number(value: f64) -> String {
 /// A budget fraction as a percentage with one decimal: 0.042 → "4.2%".
 pub fn percent(fraction: f64) -> String {
     let text = format!("{:.1}%", fraction * 100.0);
-    if text == "-0.0%" { "0.0%".to_string() } else { text }
+    if text == "-0.0%" {
+        "0.0%".to_string()
+    } else {
+        text
+    }
 }
 
 /// A threshold fraction as a percentage without needless decimals: 0.25 → "25%".
@@ -130,7 +142,10 @@ mod tests {
     #[test]
     fn missing_data_is_never_zero() {
         let r = readings(&[
-            (QueryRole::Errors("30d".into()), Reading::NoData(NoData::Empty)),
+            (
+                QueryRole::Errors("30d".into()),
+                Reading::NoData(NoData::Empty),
+            ),
             (QueryRole::Total("30d".into()), Reading::Value(10.0)),
         ]);
         assert_eq!(
@@ -172,7 +187,10 @@ mod tests {
             (QueryRole::Current, Reading::NoData(NoData::Empty)),
             (QueryRole::Baseline, Reading::Value(10.0)),
         ]);
-        assert_eq!(traffic_ratio(&r).unwrap_err().0, "current traffic: no series");
+        assert_eq!(
+            traffic_ratio(&r).unwrap_err().0,
+            "current traffic: no series"
+        );
     }
 
     #[test]

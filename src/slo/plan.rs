@@ -98,10 +98,7 @@ impl QueryPlan {
                     .map(|t| fill(&t.current, None, target))
             });
         if let Some(selector) = probe_source.as_deref().and_then(first_range_selector) {
-            push(
-                QueryRole::Freshness,
-                format!("max(timestamp({selector}))"),
-            );
+            push(QueryRole::Freshness, format!("max(timestamp({selector}))"));
         }
         Self {
             policy: policy.clone(),
@@ -335,6 +332,99 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::{TargetKind, WorkloadKind};
+    use crate::policy::parse_policy;
+
+    const POLICY: &str = r#"match: {kinds: [Deployment]}
+slo:
+  objective: 99.9
+  period: 30d
+  errors: 'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{name}}",code=~"5.."}[{{window}}]))'
+  total: 'sum(rate(http_requests_total{namespace="{{namespace}}",job="{{name}}"}[{{window}}]))'
+  burnRate: [{long: 1h, short: 5m, factor: 14.4}]
+traffic:
+  current: 'sum(rate(http_requests_total{job="{{name}}"}[5m]))'
+  baseline: 'sum(rate(http_requests_total{job="{{name}}"}[5m] offset 1w))'
+  spikeRatio: 2
+"#;
+
+    fn target() -> Target {
+        Target {
+            kind: TargetKind::Workload(WorkloadKind::Deployment),
+            workload_kind: Some(WorkloadKind::Deployment),
+            namespace: "payments".into(),
+            name: "checkout".into(),
+            labels: Default::default(),
+            labels_known: true,
+        }
+    }
+
+    fn policy_ref() -> PolicyRef {
+        PolicyRef {
+            namespace: "payments".into(),
+            name: "checkout".into(),
+        }
+    }
+
+    #[test]
+    fn a_plan_fills_every_template_and_probes_freshness() {
+        let spec = parse_policy("policy.yaml", POLICY).unwrap();
+        let plan = QueryPlan::new(&policy_ref(), &spec, &target(), GateScope::Full);
+        let query = |role: QueryRole| {
+            plan.queries
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, q)| q.as_str())
+                .unwrap_or_else(|| panic!("no {role} in {plan:#?}"))
+        };
+        assert_eq!(
+            query(QueryRole::Errors("30d".into())),
+            r#"sum(rate(http_requests_total{namespace="payments",job="checkout",code=~"5.."}[30d]))"#
+        );
+        assert_eq!(
+            query(QueryRole::Total("5m".into())),
+            r#"sum(rate(http_requests_total{namespace="payments",job="checkout"}[5m]))"#
+        );
+        assert_eq!(
+            query(QueryRole::Baseline),
+            r#"sum(rate(http_requests_total{job="checkout"}[5m] offset 1w))"#
+        );
+        assert_eq!(
+            query(QueryRole::Freshness),
+            r#"max(timestamp(http_requests_total{namespace="payments",job="checkout"}))"#
+        );
+        // 30d, 1h and 5m for errors and total, two traffic queries, the probe.
+        assert_eq!(plan.queries.len(), 9);
+
+        let down = QueryPlan::new(&policy_ref(), &spec, &target(), GateScope::ScaleDown);
+        assert!(
+            !down
+                .queries
+                .iter()
+                .any(|(role, _)| *role == QueryRole::Errors("30d".into())),
+            "a scale-down does not need the budget"
+        );
+    }
+
+    #[test]
+    fn only_known_placeholders_pass_validation() {
+        let unknown = POLICY.replace("job=\"{{name}}\",code", "job=\"{{service}}\",code");
+        let error = parse_policy("policy.yaml", &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("field `slo.errors`: unknown placeholder {{service}}"),
+            "{error}"
+        );
+        let windowed = POLICY.replace("[5m] offset", "[{{window}}] offset");
+        let error = parse_policy("policy.yaml", &windowed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("field `traffic.baseline`: traffic queries have no {{window}}"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn finds_the_range_selector_of_common_queries() {
@@ -358,7 +448,10 @@ mod tests {
             Some(r#"x{a="[5]"}"#)
         );
         // A subquery has no plain selector before its range.
-        assert_eq!(first_range_selector("max_over_time(rate(x[5m])[1h:])"), Some("x".into()));
+        assert_eq!(
+            first_range_selector("max_over_time(rate(x[5m])[1h:])"),
+            Some("x".into())
+        );
         assert_eq!(first_range_selector("sum(job:requests:rate5m)"), None);
         assert_eq!(first_range_selector(r#"sum(x{a="unterminated)"#), None);
     }

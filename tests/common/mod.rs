@@ -41,10 +41,12 @@ pub fn fixture_names() -> Vec<String> {
     names
 }
 
-/// The example policies users get in `policies/`.
-pub fn example_policies() -> Arc<PolicyStore> {
+/// The baseline test policy (tests/fixtures/policies): the example without clock- or
+/// history-dependent sections.
+pub fn baseline_policies() -> Arc<PolicyStore> {
     let store = PolicyStore::new("slo-guard");
-    let documents = read_manifests(&root().join("policies"), "default").expect("policies read");
+    let documents =
+        read_manifests(&root().join("tests/fixtures/policies"), "default").expect("policies read");
     for event in store.replace_all(None, &documents) {
         assert!(matches!(event, StoreEvent::Loaded { .. }), "{event:?}");
     }
@@ -76,7 +78,7 @@ pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadS
 pub fn guard() -> Guard {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Guard::new(
-        example_policies(),
+        baseline_policies(),
         Arc::new(checkout_workload()),
         Arc::new(Metrics::new()),
     )

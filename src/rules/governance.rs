@@ -1,0 +1,788 @@
+//! Agent governance: tiered autonomy, approvals no agent can forge, cooldowns, change
+//! windows, and GitOps ownership.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveTime, Utc};
+
+use super::scope::{changed_paths, memory_changes};
+use super::{Finding, Rule, RuleInput, classify_actor};
+use crate::admission::{ActorKind, ChangeClass, Requester, TargetKind};
+use crate::annotations::{
+    APPROVAL_KEYS, APPROVE, APPROVED_AT, APPROVED_BY, GITOPS_MARKERS, LAST_AGENT_CHANGE,
+};
+use crate::policy::{AgentAction, AgentAnnotation, GitOpsMode, Mode, PromDuration, Tier, TierRule};
+
+/// How far a stamped `approved-at` may be from the judging clock: slo-guard stamps it in
+/// the same request, so anything further was written by hand.
+const STAMP_SKEW: Duration = Duration::from_secs(120);
+
+/// How old an approval may be when the policy sets no `approval.maxAge`.
+const DEFAULT_APPROVAL_AGE: Duration = Duration::from_secs(3600);
+
+fn human(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+fn since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (now - then).to_std().unwrap_or_default()
+}
+
+fn kubectl_resource(input: &RuleInput<'_>) -> String {
+    let kind = input
+        .change
+        .target
+        .workload_kind
+        .map_or("deployment", |k| match k {
+            crate::admission::WorkloadKind::Deployment => "deployment",
+            crate::admission::WorkloadKind::StatefulSet => "statefulset",
+        });
+    format!(
+        "{kind}/{} -n {}",
+        input.change.target.name, input.change.target.namespace
+    )
+}
+
+/// Changes that carry their own object annotations (a Scale or a delete carries none).
+fn carries_annotations(input: &RuleInput<'_>) -> bool {
+    !input.change.scale_subresource
+        && input.change.class != ChangeClass::Delete
+        && input.change.annotations.is_some()
+}
+
+/// Only people approve. An agent (or a controller) that adds or changes an approval key
+/// is denied, and so is a person who writes `approved-by`/`approved-at` by hand instead
+/// of letting slo-guard stamp them: the stamp is checked here too, so approvals stay
+/// unforgeable even when the mutating webhook is skipped.
+pub(super) fn check_approval_keys(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+    if !carries_annotations(input) {
+        return None;
+    }
+    let new = input.change.annotations.as_ref()?;
+    let old = &input.change.old_annotations;
+    let changed: Vec<&str> = APPROVAL_KEYS
+        .into_iter()
+        .filter(|key| new.get(*key) != old.get(*key))
+        .collect();
+    if changed.is_empty() {
+        return None;
+    }
+    let requester = &input.change.requester.username;
+    if input.actor != ActorKind::Person {
+        return Some(input.finding(
+            Rule::SelfApproval,
+            format!(
+                "agents cannot approve their own changes: {requester} ({}) changed {}",
+                input.actor.as_str(),
+                changed.join(", ")
+            ),
+            format!(
+                "Leave approval keys alone; a person approves with kubectl annotate {} {APPROVE}=<decision-id>",
+                kubectl_resource(input)
+            ),
+            format!("agents cannot approve: {} changed {}", requester, changed.join(", ")),
+        ));
+    }
+    let stamped_by = new.get(APPROVED_BY);
+    let stamped_at = new
+        .get(APPROVED_AT)
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok());
+    let forged_by = changed.contains(&APPROVED_BY) && stamped_by.is_some_and(|by| by != requester);
+    let forged_at = changed.contains(&APPROVED_AT)
+        && new.contains_key(APPROVED_AT)
+        && stamped_at.is_none_or(|at| {
+            let at = at.with_timezone(&Utc);
+            since(now, at).max(since(at, now)) > STAMP_SKEW
+        });
+    let approve_without_stamp =
+        changed.contains(&APPROVE) && new.contains_key(APPROVE) && stamped_by != Some(requester);
+    if forged_by || forged_at || approve_without_stamp {
+        return Some(input.finding(
+            Rule::SelfApproval,
+            format!(
+                "{APPROVED_BY} and {APPROVED_AT} are stamped by slo-guard from the approver's identity, and this request sets them otherwise ({})",
+                changed.join(", ")
+            ),
+            format!(
+                "Set only {APPROVE}=<decision-id>; if this persists, the slo-guard mutating webhook is not running"
+            ),
+            "approved-by/approved-at are stamped by slo-guard only".to_string(),
+        ));
+    }
+    None
+}
+
+/// The approval a workload carries, as stored: for an update, the object as it was
+/// before the request (what a person approved and slo-guard stamped); for a scale, the
+/// parent workload in the cache.
+fn stored_approval<'a>(input: &RuleInput<'a>) -> Option<&'a BTreeMap<String, String>> {
+    if input.change.scale_subresource {
+        input.change.annotations.as_ref()
+    } else if input.change.class == ChangeClass::Create {
+        None
+    } else {
+        Some(&input.change.old_annotations)
+    }
+}
+
+fn rule_matches(
+    rule: &TierRule,
+    input: &RuleInput<'_>,
+    action: Option<AgentAction>,
+    budget_left: Option<f64>,
+) -> bool {
+    let change = input.change;
+    if !rule.classes.is_empty() && !rule.classes.contains(&change.class) {
+        return false;
+    }
+    if !rule.actions.is_empty() && !action.is_some_and(|a| rule.actions.contains(&a)) {
+        return false;
+    }
+    if let Some(step) = rule.min_step {
+        let Some(replicas) = change.replicas else {
+            return false;
+        };
+        let Some(old) = replicas.old else {
+            return false;
+        };
+        let moved = replicas.new.abs_diff(old);
+        if moved == 0 || moved < step.allowed_from(old) {
+            return false;
+        }
+    }
+    if let Some(min_factor) = rule.min_memory_factor {
+        let (Some(old), Some(new)) = (&change.old_object, &change.object) else {
+            return false;
+        };
+        let mut paths = Vec::new();
+        changed_paths(
+            old.get("spec").unwrap_or(&serde_json::Value::Null),
+            new.get("spec").unwrap_or(&serde_json::Value::Null),
+            "spec",
+            &mut paths,
+        );
+        let grows = memory_changes(old, new, &paths)
+            .iter()
+            .filter_map(|m| m.factor())
+            .any(|factor| factor >= min_factor);
+        if !grows {
+            return false;
+        }
+    }
+    // An unknown budget counts as below the floor: without data, a person decides.
+    if let Some(floor) = rule.budget_below
+        && budget_left.is_some_and(|budget| budget >= floor)
+    {
+        return false;
+    }
+    true
+}
+
+/// The tier of an agent change: the first matching autonomy rule, else `approval` for the
+/// classes `approval.requiredFor` lists, else the autonomy default.
+pub(super) fn tier_of(input: &RuleInput<'_>, budget_left: Option<f64>) -> (Tier, String) {
+    let spec = &input.policy.spec;
+    let action = input
+        .change
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AgentAnnotation::Action.key()))
+        .and_then(|a| AgentAction::parse(a.trim()));
+    if let Some(autonomy) = &spec.autonomy
+        && let Some((index, rule)) = autonomy
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule_matches(rule, input, action, budget_left))
+    {
+        return (rule.tier, format!("autonomy.rules[{index}]"));
+    }
+    if let Some(approval) = &spec.approval
+        && approval.required_for.contains(&input.change.class)
+    {
+        return (Tier::Approval, "approval.requiredFor".to_string());
+    }
+    let default = spec
+        .autonomy
+        .as_ref()
+        .map(|a| a.default)
+        .unwrap_or_default();
+    (default, "autonomy.default".to_string())
+}
+
+pub(super) fn check_tier(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+    budget_left: Option<f64>,
+) -> Option<Finding> {
+    let change = input.change;
+    if input.actor != ActorKind::Agent
+        || !matches!(
+            change.class,
+            ChangeClass::Create
+                | ChangeClass::Rollout
+                | ChangeClass::Scale
+                | ChangeClass::Autoscaling
+                | ChangeClass::Delete
+        )
+    {
+        return None;
+    }
+    let (tier, why) = tier_of(input, budget_left);
+    let decision_id = change
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
+        .cloned();
+    let id_text = decision_id
+        .clone()
+        .unwrap_or_else(|| "<decision-id>".to_string());
+    match tier {
+        Tier::Auto => None,
+        Tier::Never => Some(input.finding(
+            Rule::Autonomy,
+            format!("agent {} changes are tier never under this policy ({why}): only a person may make them", change.class),
+            format!("Escalate decision {id_text} to an SRE; it cannot be approved for an agent"),
+            format!("tier never ({why}): a person must make this change"),
+        )),
+        Tier::Approval => {
+            let remedy = format!(
+                "Ask an SRE to approve: kubectl annotate {} {APPROVE}={id_text} --overwrite",
+                kubectl_resource(input)
+            );
+            let problem = approval_problem(input, now, decision_id.as_deref())?;
+            Some(input.finding(
+                Rule::Approval,
+                format!("agent {} needs a person's approval (tier approval, {why}): {problem}", change.class),
+                remedy,
+                format!("needs approval ({why}): {problem}"),
+            ))
+        }
+    }
+}
+
+/// Why the stored approval does not cover this change, or `None` when it does.
+fn approval_problem(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+    decision_id: Option<&str>,
+) -> Option<String> {
+    let Some(decision_id) = decision_id else {
+        return Some(format!(
+            "the change carries no {}",
+            AgentAnnotation::DecisionId.key()
+        ));
+    };
+    let stored = stored_approval(input);
+    let Some(approved) = stored.and_then(|a| a.get(APPROVE)) else {
+        return Some(format!("decision {decision_id} has no approval"));
+    };
+    if approved != decision_id {
+        return Some(format!(
+            "the approval is for decision {approved}, not {decision_id}"
+        ));
+    }
+    let stored = stored?;
+    let Some(by) = stored.get(APPROVED_BY) else {
+        return Some(format!(
+            "the approval of {decision_id} has no {APPROVED_BY} stamp, so no person is known to have given it"
+        ));
+    };
+    let approver = Requester {
+        username: by.clone(),
+        groups: Vec::new(),
+        field_manager: None,
+    };
+    if *by == input.change.requester.username {
+        return Some(format!("the approval was given by {by}, the agent itself"));
+    }
+    if classify_actor(&approver, Some(&input.policy.spec)) != ActorKind::Person {
+        return Some(format!(
+            "the approval was given by {by}, which is not a person; only people approve"
+        ));
+    }
+    let Some(at) = stored
+        .get(APPROVED_AT)
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+    else {
+        return Some(format!(
+            "the approval of {decision_id} has no valid {APPROVED_AT} stamp"
+        ));
+    };
+    let at = at.with_timezone(&Utc);
+    let max_age = input
+        .policy
+        .spec
+        .approval
+        .as_ref()
+        .map_or(DEFAULT_APPROVAL_AGE, |a| a.max_age.duration());
+    let age = since(now, at);
+    if age > max_age {
+        return Some(format!(
+            "the approval of {decision_id} by {by} is {} old, older than the {} limit",
+            human(age),
+            human(max_age)
+        ));
+    }
+    None
+}
+
+/// A minimum time between agent changes of one workload. The time of the last one lives
+/// on the workload itself (`slo-guard.io/last-agent-change`), so the cooldown holds
+/// across slo-guard replicas and restarts.
+pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+    let cooldown: &PromDuration = input.policy.spec.scaling.as_ref()?.cooldown.as_ref()?;
+    if input.actor != ActorKind::Agent
+        || !matches!(
+            input.change.class,
+            ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Autoscaling
+        )
+    {
+        return None;
+    }
+    let stored = if input.change.scale_subresource {
+        input.change.annotations.as_ref()?
+    } else {
+        &input.change.old_annotations
+    };
+    let last = DateTime::parse_from_rfc3339(stored.get(LAST_AGENT_CHANGE)?)
+        .ok()?
+        .with_timezone(&Utc);
+    let elapsed = since(now, last);
+    if elapsed >= cooldown.duration() {
+        return None;
+    }
+    let ready = last + chrono::Duration::from_std(cooldown.duration()).ok()?;
+    Some(input.finding(
+        Rule::Cooldown,
+        format!(
+            "the last agent change was {} ago (at {}), inside the {cooldown} cooldown",
+            human(elapsed),
+            last.format("%H:%M:%SZ")
+        ),
+        format!("Retry after {}", ready.format("%Y-%m-%dT%H:%M:%SZ")),
+        format!(
+            "cooldown {cooldown}: last agent change {} ago",
+            human(elapsed)
+        ),
+    ))
+}
+
+fn parse_time(text: &Option<String>) -> Option<NaiveTime> {
+    text.as_deref()
+        .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
+}
+
+/// Freeze windows, evaluated in the window's own time zone so daylight saving time
+/// moves them with the wall clock.
+pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+    let windows = input.policy.spec.windows.as_ref()?;
+    if matches!(
+        input.change.class,
+        ChangeClass::Metadata | ChangeClass::Config
+    ) {
+        return None;
+    }
+    for window in &windows.freeze {
+        if !window.applies_to.contains(input.actor) {
+            continue;
+        }
+        let local = now.with_timezone(&window.timezone);
+        let time = local.time();
+        let (start, end) = (parse_time(&window.start), parse_time(&window.end));
+        let today = local.weekday();
+        let yesterday = today.pred();
+        let active = match (start, end) {
+            (None, None) => window.days.contains(&today),
+            (Some(start), None) => window.days.contains(&today) && time >= start,
+            (None, Some(end)) => window.days.contains(&today) && time < end,
+            (Some(start), Some(end)) if start < end => {
+                window.days.contains(&today) && time >= start && time < end
+            }
+            // An overnight window belongs to the day it starts on.
+            (Some(start), Some(end)) => {
+                (window.days.contains(&today) && time >= start)
+                    || (window.days.contains(&yesterday) && time < end)
+            }
+        };
+        if !active {
+            continue;
+        }
+        let days: Vec<String> = window.days.iter().map(|d| d.to_string()).collect();
+        let hours = match (&window.start, &window.end) {
+            (None, None) => "all day".to_string(),
+            (start, end) => format!(
+                "{}-{}",
+                start.as_deref().unwrap_or("00:00"),
+                end.as_deref().unwrap_or("24:00")
+            ),
+        };
+        let description = format!("{} {hours} ({})", days.join(", "), window.timezone);
+        let remedy = if window.applies_to.people {
+            "Wait until the freeze ends".to_string()
+        } else {
+            "Wait until the freeze ends, or ask a person to make the change".to_string()
+        };
+        return Some(input.finding(
+            Rule::ChangeWindow,
+            format!(
+                "change freeze {description} is in force for {}; it is {} there",
+                window.applies_to.describe(),
+                local.format("%a %H:%M %Z")
+            ),
+            remedy,
+            format!("change freeze {description}"),
+        ));
+    }
+    None
+}
+
+/// Argo CD and Flux put changes made outside Git back at their next sync.
+pub(super) fn check_gitops(input: &RuleInput<'_>) -> Option<Finding> {
+    let mode = match input.policy.spec.gitops {
+        GitOpsMode::Ignore => return None,
+        GitOpsMode::Warn => Mode::Warn,
+        GitOpsMode::Deny => input.policy.spec.action,
+    };
+    if input.actor != ActorKind::Agent
+        || matches!(
+            input.change.class,
+            ChangeClass::Metadata | ChangeClass::Config
+        )
+        || input.change.target.kind == TargetKind::HorizontalPodAutoscaler
+    {
+        return None;
+    }
+    let annotations = input
+        .change
+        .annotations
+        .as_ref()
+        .unwrap_or(&input.change.old_annotations);
+    let (marker, tool) = GITOPS_MARKERS.iter().find(|(key, _)| {
+        annotations.contains_key(*key) || input.change.target.labels.contains_key(*key)
+    })?;
+    let mut finding = input.finding(
+        Rule::GitOps,
+        format!(
+            "{} is managed by {tool} ({marker}), which will revert this change at its next sync",
+            input.change.target.describe()
+        ),
+        "Make the change in Git instead".to_string(),
+        format!("managed by {tool}: the change will be reverted"),
+    );
+    finding.mode = mode;
+    Some(finding)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::rules::testing::*;
+
+    const APPROVAL_POLICY: &str = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\napproval: {requiredFor: [rollout], maxAge: 1h}";
+    const DECISION: &str = "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f";
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn approved(by: &str, at: &str, decision: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (APPROVE.to_string(), decision.to_string()),
+            (APPROVED_BY.to_string(), by.to_string()),
+            (APPROVED_AT.to_string(), at.to_string()),
+        ])
+    }
+
+    fn agent_rollout_with_stored(stored: BTreeMap<String, String>) -> crate::admission::Change {
+        let mut change = rollout_by(AGENT).with_annotations(&full_context());
+        change.old_annotations = stored.clone();
+        let mut annotations = full_context();
+        annotations.extend(stored);
+        change.annotations = Some(annotations);
+        change
+    }
+
+    #[test]
+    fn a_rollout_that_needs_approval_names_the_command_to_give_it() {
+        let decision = judge(
+            APPROVAL_POLICY,
+            &rollout_by(AGENT).with_annotations(&full_context()),
+        );
+        let finding = only_finding(&decision, Rule::Approval);
+        assert_eq!(
+            finding.message(),
+            format!(
+                "[payments/checkout:approval] rollout of Deployment payments/checkout blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision {DECISION} has no approval. Ask an SRE to approve: kubectl annotate deployment/checkout -n payments slo-guard.io/approve={DECISION} --overwrite."
+            )
+        );
+    }
+
+    #[test]
+    fn a_persons_fresh_approval_of_the_same_decision_passes() {
+        let change = agent_rollout_with_stored(approved(
+            "alice@example.com",
+            "2026-11-18T09:30:00Z",
+            DECISION,
+        ));
+        assert!(judge(APPROVAL_POLICY, &change).findings.is_empty());
+    }
+
+    #[test]
+    fn stale_foreign_and_agent_approvals_are_refused() {
+        let cases = [
+            (
+                approved("alice@example.com", "2026-11-18T08:00:00Z", DECISION),
+                "is 2h00m old, older than the 1h00m limit",
+            ),
+            (
+                approved(
+                    "alice@example.com",
+                    "2026-11-18T09:30:00Z",
+                    "0000aaaa-other",
+                ),
+                "the approval is for decision 0000aaaa-other",
+            ),
+            (
+                approved(AGENT, "2026-11-18T09:30:00Z", DECISION),
+                "the agent itself",
+            ),
+            (
+                approved(
+                    "system:serviceaccount:ai-agents:other",
+                    "2026-11-18T09:30:00Z",
+                    DECISION,
+                ),
+                "which is not a person",
+            ),
+            (
+                approved(HPA_CONTROLLER, "2026-11-18T09:30:00Z", DECISION),
+                "which is not a person",
+            ),
+            (
+                BTreeMap::from([(APPROVE.to_string(), DECISION.to_string())]),
+                "has no slo-guard.io/approved-by stamp",
+            ),
+        ];
+        for (stored, expected) in cases {
+            let decision = judge(APPROVAL_POLICY, &agent_rollout_with_stored(stored));
+            let finding = only_finding(&decision, Rule::Approval);
+            assert!(
+                finding.headline.contains(expected),
+                "{expected}: {}",
+                finding.headline
+            );
+        }
+    }
+
+    #[test]
+    fn agents_cannot_write_approval_keys_at_all() {
+        for key in APPROVAL_KEYS {
+            let mut annotations = full_context();
+            annotations.insert(key.to_string(), "anything".to_string());
+            let change = rollout_by(AGENT).with_annotations(&annotations);
+            let decision = judge(
+                "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+                &change,
+            );
+            let finding = decision
+                .findings
+                .iter()
+                .find(|f| f.rule == Rule::SelfApproval)
+                .expect("denied");
+            assert!(
+                finding
+                    .headline
+                    .contains("agents cannot approve their own changes"),
+                "{}",
+                finding.headline
+            );
+        }
+        // A metadata-only approval attempt, as `kubectl annotate --as <agent>` sends it.
+        let mut change = rollout_by(AGENT);
+        change.class = ChangeClass::Metadata;
+        change.annotations = Some(BTreeMap::from([(
+            APPROVE.to_string(),
+            DECISION.to_string(),
+        )]));
+        let decision = judge(APPROVAL_POLICY, &change);
+        assert_eq!(
+            only_finding(&decision, Rule::SelfApproval).mode,
+            Mode::Enforce
+        );
+    }
+
+    #[test]
+    fn a_persons_approval_must_carry_slo_guards_stamp() {
+        let mut change = rollout_by(PERSON);
+        change.class = ChangeClass::Metadata;
+        // What the mutating webhook produces: approved-by is the requester, at now.
+        change.annotations = Some(approved(PERSON, "2026-11-18T10:00:00Z", DECISION));
+        assert!(judge(APPROVAL_POLICY, &change).findings.is_empty());
+        // Written by hand for someone else, or backdated: refused.
+        change.annotations = Some(approved(
+            "bob@example.com",
+            "2026-11-18T10:00:00Z",
+            DECISION,
+        ));
+        assert_eq!(
+            only_finding(&judge(APPROVAL_POLICY, &change), Rule::SelfApproval).rule,
+            Rule::SelfApproval
+        );
+        change.annotations = Some(approved(PERSON, "2026-11-01T10:00:00Z", DECISION));
+        assert_eq!(
+            only_finding(&judge(APPROVAL_POLICY, &change), Rule::SelfApproval).rule,
+            Rule::SelfApproval
+        );
+    }
+
+    #[test]
+    fn tiers_by_class_size_and_budget() {
+        let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\nautonomy:\n  default: auto\n  rules:\n    - {classes: [delete], tier: never}\n    - {classes: [scale], minStep: \"50%\", tier: approval}\n";
+        let small = scale_by(AGENT, Some(10), 14).with_annotations(&scale_context());
+        assert!(judge(policy, &small).findings.is_empty());
+        let large = scale_by(AGENT, Some(10), 15).with_annotations(&scale_context());
+        let decision = judge(policy, &large);
+        assert!(
+            only_finding(&decision, Rule::Approval)
+                .headline
+                .contains("autonomy.rules[1]")
+        );
+        let decision = judge(policy, &delete_by(AGENT));
+        let never = decision
+            .findings
+            .iter()
+            .find(|f| f.rule == Rule::Autonomy)
+            .expect("tier never");
+        assert_eq!(
+            never.headline,
+            "delete of Deployment payments/checkout blocked: agent delete changes are tier never under this policy (autonomy.rules[0]): only a person may make them"
+        );
+    }
+
+    #[test]
+    fn cooldown_holds_until_it_has_passed() {
+        let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\nscaling: {cooldown: 5m}";
+        let mut change = scale_by(AGENT, Some(3), 4);
+        change.annotations = Some(BTreeMap::from([(
+            LAST_AGENT_CHANGE.to_string(),
+            "2026-11-18T09:57:00Z".to_string(),
+        )]));
+        let decision = judge(policy, &change);
+        let finding = only_finding(&decision, Rule::Cooldown);
+        assert_eq!(
+            finding.headline,
+            "scale of Deployment payments/checkout blocked: the last agent change was 3m00s ago (at 09:57:00Z), inside the 5m cooldown"
+        );
+        assert_eq!(finding.remedy, "Retry after 2026-11-18T10:02:00Z");
+        change.annotations = Some(BTreeMap::from([(
+            LAST_AGENT_CHANGE.to_string(),
+            "2026-11-18T09:55:00Z".to_string(),
+        )]));
+        assert!(judge(policy, &change).findings.is_empty());
+        // People are not held by the agents' cooldown.
+        let mut person = change.clone();
+        person.requester.username = PERSON.into();
+        person.annotations = Some(BTreeMap::from([(
+            LAST_AGENT_CHANGE.to_string(),
+            "2026-11-18T09:59:00Z".to_string(),
+        )]));
+        assert!(judge(policy, &person).findings.is_empty());
+    }
+
+    fn window_policy(window: &str) -> String {
+        format!(
+            "match: {{kinds: [Deployment]}}\nagents: {{users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}}\nwindows: {{freeze: [{window}]}}"
+        )
+    }
+
+    fn freeze_at(policy: &str, now: DateTime<Utc>, username: &str) -> Option<Finding> {
+        let policies = crate::policy::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let observations = crate::slo::Observations::new();
+        let decision = crate::rules::decide(
+            &rollout_by(username),
+            &crate::rules::DecisionContext {
+                policies: &policies,
+                now,
+                observations: &observations,
+            },
+        );
+        decision
+            .findings
+            .into_iter()
+            .find(|f| f.rule == Rule::ChangeWindow)
+    }
+
+    #[test]
+    fn weekend_freezes_follow_the_local_calendar() {
+        let policy =
+            window_policy("{days: [Sat, Sun], timezone: Europe/Berlin, appliesTo: agents}");
+        // Friday 23:30 UTC is already Saturday 00:30 in Berlin (CET, UTC+1).
+        let finding = freeze_at(&policy, at("2026-11-20T23:30:00Z"), AGENT).expect("frozen");
+        assert!(
+            finding.headline.contains("it is Sat 00:30 CET there"),
+            "{}",
+            finding.headline
+        );
+        assert!(freeze_at(&policy, at("2026-11-20T22:59:00Z"), AGENT).is_none());
+        assert!(freeze_at(&policy, at("2026-11-21T12:00:00Z"), PERSON).is_none());
+    }
+
+    #[test]
+    fn window_boundaries_and_daylight_saving_time() {
+        let policy = window_policy(
+            "{days: [Sun], start: \"01:00\", end: \"03:30\", timezone: Europe/Berlin, appliesTo: everyone}",
+        );
+        // 2026-03-29 is the spring-forward Sunday: 02:00 CET becomes 03:00 CEST.
+        assert!(freeze_at(&policy, at("2026-03-28T23:59:59Z"), PERSON).is_none()); // 00:59:59 CET
+        assert!(freeze_at(&policy, at("2026-03-29T00:00:00Z"), PERSON).is_some()); // 01:00 CET: start is inclusive
+        assert!(freeze_at(&policy, at("2026-03-29T01:29:59Z"), PERSON).is_some()); // 03:29:59 CEST
+        assert!(freeze_at(&policy, at("2026-03-29T01:30:00Z"), PERSON).is_none()); // 03:30 CEST: end is exclusive
+        // An overnight window belongs to the day it starts on.
+        let overnight = window_policy(
+            "{days: [Fri], start: \"22:00\", end: \"06:00\", timezone: UTC, appliesTo: agents}",
+        );
+        assert!(freeze_at(&overnight, at("2026-11-21T05:59:00Z"), AGENT).is_some()); // Saturday early morning
+        assert!(freeze_at(&overnight, at("2026-11-21T06:00:00Z"), AGENT).is_none());
+        assert!(freeze_at(&overnight, at("2026-11-20T21:59:00Z"), AGENT).is_none());
+    }
+
+    #[test]
+    fn gitops_managed_objects_warn_or_deny() {
+        let mut change = rollout_by(AGENT).with_annotations(&full_context());
+        change
+            .target
+            .labels
+            .insert("kustomize.toolkit.fluxcd.io/name".into(), "payments".into());
+        let warn = judge(
+            "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            &change,
+        );
+        let finding = only_finding(&warn, Rule::GitOps);
+        assert_eq!(finding.mode, Mode::Warn);
+        assert!(finding.headline.contains("managed by Flux"));
+        assert!(warn.allowed());
+        let deny = judge(
+            "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\ngitops: deny",
+            &change,
+        );
+        assert!(!deny.allowed());
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(42)), "42s");
+        assert_eq!(human(Duration::from_secs(185)), "3m05s");
+        assert_eq!(human(Duration::from_secs(7260)), "2h01m");
+    }
+}

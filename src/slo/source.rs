@@ -1,0 +1,131 @@
+//! Where a decision's SLO figures come from: nowhere (no Prometheus configured), canned
+//! answers (offline `check`), or a live Prometheus. The guard asks before calling the
+//! pure `decide`, so every failure here is turned into an [`Observation`], never an
+//! error that escapes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::canned::{CannedAnswer, CannedAnswers};
+use super::client::Prometheus;
+use super::plan::{Observation, QueryPlan, QueryRole, Reading, Readings};
+
+#[derive(Clone, Default)]
+pub enum SloSource {
+    /// No Prometheus: the SLO gate is off, and every gated decision says so.
+    #[default]
+    Off,
+    Canned(Arc<CannedAnswers>),
+    Live(Arc<Prometheus>),
+}
+
+impl SloSource {
+    pub fn is_live(&self) -> bool {
+        matches!(self, SloSource::Live(_))
+    }
+
+    /// Runs a plan: every query in parallel, the whole within `timeout`.
+    pub async fn observe(&self, plan: &QueryPlan, timeout: Duration) -> Observation {
+        match self {
+            SloSource::Live(prometheus) => observe_live(prometheus, plan, timeout).await,
+            other => other.observe_now(plan),
+        }
+    }
+
+    /// Runs a plan without waiting: for the sources that need no I/O. A live source
+    /// cannot answer this way and reports so (the server always uses [`Self::observe`]).
+    pub fn observe_now(&self, plan: &QueryPlan) -> Observation {
+        match self {
+            SloSource::Off => Observation::NotConfigured,
+            SloSource::Canned(answers) => observe_canned(answers, plan),
+            SloSource::Live(_) => Observation::Unavailable(
+                "a live Prometheus can only be asked by an asynchronous review".into(),
+            ),
+        }
+    }
+}
+
+async fn observe_live(
+    prometheus: &Arc<Prometheus>,
+    plan: &QueryPlan,
+    timeout: Duration,
+) -> Observation {
+    let calls = plan
+        .queries
+        .iter()
+        .map(|(role, query)| async move { (role, prometheus.query(query, timeout).await) });
+    // Each call is bounded by `timeout` already; this bounds their sum as well, so a
+    // decision never waits longer than the policy allows, whatever happens inside.
+    let results = match tokio::time::timeout(
+        timeout + Duration::from_millis(5),
+        futures::future::join_all(calls),
+    )
+    .await
+    {
+        Ok(results) => results,
+        Err(_) => {
+            return Observation::Unavailable(format!(
+                "no answer within the {} timeout",
+                humantime::format_duration(timeout)
+            ));
+        }
+    };
+    let mut readings = Readings::new();
+    let mut failures: Vec<(QueryRole, String)> = Vec::new();
+    for (role, result) in results {
+        match result {
+            Ok(answer) => {
+                readings.insert(role.clone(), Reading::from_value(answer.value));
+            }
+            Err(error) => failures.push((role.clone(), error.to_string())),
+        }
+    }
+    if failures.is_empty() {
+        Observation::Readings(readings)
+    } else {
+        Observation::Unavailable(describe_failures(&failures))
+    }
+}
+
+/// One cause for the message. When every query failed the same way (Prometheus is down)
+/// that is the cause; otherwise the first failing query is named.
+fn describe_failures(failures: &[(QueryRole, String)]) -> String {
+    let (role, first) = &failures[0];
+    if failures.iter().all(|(_, cause)| cause == first) {
+        return first.clone();
+    }
+    let others = failures.len() - 1;
+    format!(
+        "{role}: {first} (and {others} more failing {})",
+        if others == 1 { "query" } else { "queries" }
+    )
+}
+
+fn observe_canned(answers: &CannedAnswers, plan: &QueryPlan) -> Observation {
+    let mut readings = Readings::new();
+    let mut failures = Vec::new();
+    let mut missing = Vec::new();
+    for (role, query) in &plan.queries {
+        match answers.get(query) {
+            Some(CannedAnswer::Value(value)) => {
+                readings.insert(role.clone(), Reading::from_value(*value));
+            }
+            Some(CannedAnswer::Error(cause)) => failures.push((role.clone(), cause.clone())),
+            // Without a canned probe, staleness is simply not checked.
+            None if *role == QueryRole::Freshness => {}
+            None => missing.push(query.as_str()),
+        }
+    }
+    if let Some(first) = missing.first() {
+        let more = match missing.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Observation::Unavailable(format!("no canned answer for `{first}`{more}"));
+    }
+    if failures.is_empty() {
+        Observation::Readings(readings)
+    } else {
+        Observation::Unavailable(describe_failures(&failures))
+    }
+}

@@ -1,0 +1,364 @@
+//! Rust side of the real-Prometheus harness, shared by `tests/prometheus_gate.rs` and
+//! `benches/storm.rs` (both include it with `#[path]`): starting and stopping the
+//! harness, a policy over its scenarios, AdmissionReviews for them, and the proxies the
+//! tests put in front of Prometheus (counting, delaying).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use slo_guard::guard::Guard;
+use slo_guard::metrics::Metrics;
+use slo_guard::policy::{PolicyStore, StoreEvent, parse_manifest_text};
+use slo_guard::slo::{Prometheus, PrometheusConfig, SloSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running harness Prometheus (see tests/prometheus/README.md).
+pub struct Harness {
+    pub url: String,
+    pub dir: PathBuf,
+    pub anchor: i64,
+    pub burn_short_only_valid_until: i64,
+}
+
+impl Harness {
+    /// Starts Prometheus with the scenario data in `dir`. It stops when this process
+    /// exits (`--parent-pid`). Fails loudly, never skips, when Prometheus is missing.
+    pub fn start(dir: &Path) -> Harness {
+        let script = root().join("tests/prometheus/start.sh");
+        let output = Command::new(&script)
+            .arg(dir)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the Prometheus harness did not start (exit {:?}). Install Prometheus with \
+             `apt-get update && apt-get install -y --no-install-recommends prometheus`.\n{stderr}",
+            output.status.code()
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let env: BTreeMap<&str, &str> = stdout
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        let number = |key: &str| -> i64 {
+            env.get(key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("harness printed no {key}: {stdout}"))
+        };
+        Harness {
+            url: env
+                .get("PROM_URL")
+                .unwrap_or_else(|| panic!("harness printed no PROM_URL: {stdout}"))
+                .to_string(),
+            dir: dir.to_path_buf(),
+            anchor: number("PROM_ANCHOR"),
+            burn_short_only_valid_until: number("PROM_BURN_SHORT_ONLY_VALID_UNTIL"),
+        }
+    }
+
+    pub fn stop(&self) {
+        let status = Command::new(root().join("tests/prometheus/stop.sh"))
+            .arg(&self.dir)
+            .status()
+            .expect("stop.sh runs");
+        assert!(status.success(), "stop.sh failed");
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("PROM_URL is http://IP:PORT")
+    }
+}
+
+/// A fresh directory for one harness under Cargo's target tmp dir. Directories left by
+/// earlier runs whose Prometheus is gone are removed first, so runs do not pile up.
+pub fn harness_dir(tmp_root: &Path, name: &str) -> PathBuf {
+    let base = tmp_root.join("prometheus-harness");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let pid_alive = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.rsplit('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !pid_alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("harness dir");
+    dir
+}
+
+/// The policy the tests judge with: every Deployment in namespace `shop`, its queries
+/// templated with `{{name}}`, so a workload named after a scenario reads that scenario.
+pub fn policy_manifest(on_error: &str, on_no_traffic: &str, timeout: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: shop, namespace: shop, labels: {{slo-guard.io/policy: "true"}}}}
+data:
+  policy.yaml: |
+    match: {{kinds: [Deployment]}}
+    agents: {{users: ["system:serviceaccount:ai-agents:*"]}}
+    slo:
+      objective: 99.9
+      period: 30d
+      errors: sum(rate(http_requests_total{{job="{{{{name}}}}",code=~"5.."}}[{{{{window}}}}]))
+      total:  sum(rate(http_requests_total{{job="{{{{name}}}}"}}[{{{{window}}}}]))
+      minRequestRate: 1
+      onNoTraffic: {on_no_traffic}
+      budget: {{freezeBelow: 0.0, agentFreezeBelow: 0.25}}
+      burnRate:
+        - {{long: 1h, short: 5m, factor: 14.4}}
+        - {{long: 6h, short: 30m, factor: 6}}
+    traffic:
+      current:  sum(rate(http_requests_total{{job="{{{{name}}}}"}}[5m]))
+      baseline: sum(rate(http_requests_total{{job="{{{{name}}}}"}}[5m] offset 1w))
+      spikeRatio: 2.0
+    prometheus: {{onError: {on_error}, timeout: {timeout}, maxStaleness: 2m}}
+"#
+    )
+}
+
+/// A guard with one policy manifest and an SLO source.
+pub fn guard_with(policy: &str, slo: SloSource) -> Guard {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = PolicyStore::new("slo-guard");
+    let documents =
+        parse_manifest_text(Path::new("test-policy.yaml"), policy, "default").expect("policy");
+    for event in store.replace_all(None, &documents) {
+        assert!(matches!(event, StoreEvent::Loaded { .. }), "{event:?}");
+    }
+    Guard::new(Arc::new(store), Arc::new(()), Arc::new(Metrics::new())).with_slo(slo)
+}
+
+pub fn live(url: &str, refresh: Duration) -> (Arc<Prometheus>, SloSource) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = PrometheusConfig::new(url);
+    config.refresh_interval = refresh;
+    let prometheus = Arc::new(Prometheus::new(&config).expect("client"));
+    (prometheus.clone(), SloSource::Live(prometheus))
+}
+
+fn captured(name: &str) -> Value {
+    let path = root().join("tests/fixtures/captured").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("fixture is JSON")
+}
+
+fn retarget(review: &mut Value, workload: &str) {
+    let request = &mut review["request"];
+    request["namespace"] = Value::from("shop");
+    request["name"] = Value::from(workload);
+    for side in ["object", "oldObject"] {
+        if request[side].is_object() {
+            request[side]["metadata"]["namespace"] = Value::from("shop");
+            request[side]["metadata"]["name"] = Value::from(workload);
+        }
+    }
+}
+
+fn as_person(review: &mut Value) {
+    review["request"]["userInfo"] = serde_json::json!({
+        "username": "alice@example.com",
+        "groups": ["sre", "system:authenticated"],
+    });
+}
+
+/// An image change of Deployment shop/`workload`, captured from a real apiserver: by
+/// the agent (with its full decision context) or by a person.
+pub fn rollout(workload: &str, by_agent: bool) -> Vec<u8> {
+    let mut review = captured("deployment-image-change.json");
+    retarget(&mut review, workload);
+    if !by_agent {
+        as_person(&mut review);
+    }
+    serde_json::to_vec(&review).expect("JSON")
+}
+
+/// A person's `kubectl scale` of Deployment shop/`workload` from `old` to `new`.
+pub fn scale(workload: &str, old: u32, new: u32) -> Vec<u8> {
+    let mut review = captured("scale-person.json");
+    retarget(&mut review, workload);
+    review["request"]["oldObject"]["spec"]["replicas"] = Value::from(old);
+    review["request"]["object"]["spec"]["replicas"] = Value::from(new);
+    serde_json::to_vec(&review).expect("JSON")
+}
+
+/// An HTTP proxy in front of Prometheus that counts each `/api/v1/query` by its PromQL,
+/// to prove how many queries reached Prometheus.
+pub struct CountingProxy {
+    pub url: String,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    total: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let total = Arc::new(AtomicU64::new(0));
+        let (counts_task, total_task) = (counts.clone(), total.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let (counts, total) = (counts_task.clone(), total_task.clone());
+                tokio::spawn(async move {
+                    let _ = forward_counting(inbound, target, counts, total).await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{address}"),
+            counts,
+            total,
+        }
+    }
+
+    /// Queries seen so far, by PromQL.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().expect("counts").clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().expect("counts").clear();
+        self.total.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Forwards HTTP/1.1 requests on one connection, one at a time, counting queries. The
+/// client (reqwest) sends GETs without bodies; responses are relayed by Content-Length.
+async fn forward_counting(
+    mut inbound: TcpStream,
+    target: SocketAddr,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    total: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let mut outbound = TcpStream::connect(target).await?;
+    loop {
+        let Some(head) = read_head(&mut inbound).await? else {
+            return Ok(());
+        };
+        if let Some(query) = query_param(&head, "query") {
+            total.fetch_add(1, Ordering::SeqCst);
+            *counts.lock().expect("counts").entry(query).or_insert(0) += 1;
+        }
+        outbound.write_all(&head).await?;
+        let Some(response_head) = read_head(&mut outbound).await? else {
+            return Ok(());
+        };
+        let length = content_length(&response_head).unwrap_or(0);
+        let mut body = vec![0u8; length];
+        outbound.read_exact(&mut body).await?;
+        inbound.write_all(&response_head).await?;
+        inbound.write_all(&body).await?;
+    }
+}
+
+/// Reads up to and including the blank line that ends an HTTP head.
+pub async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+        if head.len() > 64 * 1024 {
+            return Err(std::io::Error::other("head too large"));
+        }
+    }
+    Ok(Some(head))
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head).lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// A parameter of the request line's query string, percent-decoded.
+pub fn query_param(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let target = text.lines().next()?.split_whitespace().nth(1)?.to_string();
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TCP proxy that holds each connection for `delay` before connecting it through:
+/// Prometheus made slow, without touching Prometheus.
+pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
