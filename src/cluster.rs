@@ -199,3 +199,74 @@ pub async fn watch_configmaps(
 
 /// How long `serve` waits for the first list before it reports not ready and keeps trying.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stamps `slo-guard.io/last-agent-change` on workloads agents scale through the
+/// subresource, so the cooldown holds across slo-guard replicas and restarts.
+pub struct ClusterEffects {
+    client: Client,
+}
+
+impl ClusterEffects {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl crate::guard::AdmissionEffects for ClusterEffects {
+    fn record_agent_scale(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let client = self.client.clone();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        tokio::spawn(async move {
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {crate::annotations::LAST_AGENT_CHANGE: stamp}}
+            });
+            let params = kube::api::PatchParams::default();
+            let result = match kind {
+                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client, &namespace)
+                    .patch_metadata(&name, &params, &kube::api::Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &namespace)
+                    .patch_metadata(&name, &params, &kube::api::Patch::Merge(&patch))
+                    .await
+                    .map(|_| ()),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::debug!(workload = %format!("{namespace}/{name}"), "recorded agent scale for the cooldown")
+                }
+                Err(error) => tracing::error!(
+                    workload = %format!("{namespace}/{name}"),
+                    %error,
+                    "could not record an agent scale; the cooldown will not see it"
+                ),
+            }
+        });
+    }
+}
+
+/// slo-guard's own username, from a SelfSubjectReview.
+pub async fn own_username(client: &Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
+    match reviews
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+    {
+        Ok(review) => review.status?.user_info?.username,
+        Err(error) => {
+            tracing::warn!(%error, "cannot learn slo-guard's own identity (SelfSubjectReview)");
+            None
+        }
+    }
+}

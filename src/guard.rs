@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::admission::{
-    AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadLookup, classify, parse_review,
+    ActorKind, AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadKind, WorkloadLookup,
+    classify, parse_review,
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicySet, PolicyStore};
@@ -44,6 +45,25 @@ pub struct Guard {
     pub metrics: Arc<Metrics>,
     /// Where SLO figures come from. [`SloSource::Off`] unless set with [`Guard::with_slo`].
     pub slo: SloSource,
+    /// Writes that admitting a change needs beyond the response (the cooldown stamp on a
+    /// workload scaled through its subresource). None outside a cluster.
+    pub effects: Option<Arc<dyn AdmissionEffects>>,
+    /// slo-guard's own username in the cluster, whose writes are not re-stamped.
+    pub own_username: Option<String>,
+}
+
+/// What admitting a change may need done in the cluster. Called only for requests that
+/// are not dry runs, and never awaited by the admission answer.
+pub trait AdmissionEffects: Send + Sync {
+    /// An agent scaled `kind namespace/name` through the scale subresource at `at`; the
+    /// Scale itself cannot carry the cooldown stamp, so it goes on the workload.
+    fn record_agent_scale(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    );
 }
 
 /// A review that was read and classified, with the SLO queries its decision needs.
@@ -72,7 +92,19 @@ impl Guard {
             workloads,
             metrics,
             slo: SloSource::Off,
+            effects: None,
+            own_username: None,
         }
+    }
+
+    pub fn with_effects(
+        mut self,
+        effects: Arc<dyn AdmissionEffects>,
+        own_username: Option<String>,
+    ) -> Self {
+        self.effects = Some(effects);
+        self.own_username = own_username;
+        self
     }
 
     pub fn with_slo(mut self, slo: SloSource) -> Self {
@@ -184,26 +216,50 @@ impl Guard {
         );
         let response = match endpoint {
             Endpoint::Validate => verdict::review_response(&change.uid, &decision),
-            // The validating webhook gives the denial; the mutating one only stamps what
-            // it would admit.
-            Endpoint::Mutate if decision.allowed() => {
+            // The validating webhook gives the denial; the mutating one always stamps,
+            // because what it stamps (an approver's identity) can be what turns a denial
+            // into an admission, and a change that is still denied is never stored.
+            // An agent writing approval keys is denied here already: the patch below
+            // would strip what it wrote, and the validating webhook would never see it.
+            Endpoint::Mutate
+                if decision.actor != ActorKind::Person
+                    && decision.findings.iter().any(|f| {
+                        f.rule == crate::rules::Rule::SelfApproval
+                            && f.mode == crate::policy::Mode::Enforce
+                    }) =>
+            {
+                verdict::review_response(&change.uid, &decision)
+            }
+            Endpoint::Mutate => {
                 let patch = mutation::patch_for(
                     &change,
                     &decision,
                     mutation::StampContext {
                         now,
-                        own_username: None,
+                        own_username: self.own_username.as_deref(),
                     },
                 );
                 ReviewResponse::allow(&change.uid)
                     .with_patch(&patch)
                     .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?
             }
-            Endpoint::Mutate => ReviewResponse::allow(&change.uid),
         };
         let verdict = verdict::verdict_word(&decision);
         if endpoint == Endpoint::Validate {
             self.count(&decision, verdict);
+            if let (Some(effects), Some(kind)) = (&self.effects, change.target.workload_kind)
+                && decision.allowed()
+                && decision.actor == ActorKind::Agent
+                && change.scale_subresource
+                && !change.dry_run
+            {
+                effects.record_agent_scale(
+                    kind,
+                    &change.target.namespace,
+                    &change.target.name,
+                    now,
+                );
+            }
         }
         let rules: Vec<String> = decision
             .findings

@@ -120,6 +120,7 @@ async fn a_low_budget_stops_agents_but_not_people() {
         &response,
         "[shop/shop:error-budget] rollout of Deployment shop/budget-low blocked: error budget ",
     );
+    println!("low-budget denial: {message}");
     let left = number_after(&message, "error budget ");
     assert!((9.0..=11.0).contains(&left), "{message}");
     assert!(
@@ -174,6 +175,7 @@ async fn a_fast_burn_in_both_windows_fires_with_the_burn_per_window() {
         &response,
         "[shop/shop:burn-rate] rollout of Deployment shop/burn-both blocked: the error budget burns fast: ",
     );
+    println!("burn denial: {message}");
     for (marker, low, high) in [
         ("burns fast: ", 23.0, 27.0),
         ("over 1h and ", 23.0, 27.0),
@@ -218,6 +220,7 @@ async fn a_spike_denies_rollouts_and_scale_downs_and_allows_scale_ups() {
         &down,
         "[shop/shop:traffic-spike] scale of Deployment shop/spike blocked: scale-down from 10 to 8 replicas during a traffic spike: ",
     );
+    println!("spike scale-down denial: {message}");
     assert!(message.contains("scaling up is allowed"), "{message}");
 }
 
@@ -275,6 +278,7 @@ async fn prometheus_stopped_mid_test_falls_back_to_on_error() {
         &response,
         "[shop/shop:slo-data] rollout of Deployment shop/healthy blocked: SLO figures unavailable (connection refused by http://127.0.0.1:",
     );
+    println!("Prometheus-stopped denial: {message}");
     assert!(
         message.contains("prometheus.onError is deny-agents"),
         "{message}"
@@ -313,9 +317,9 @@ async fn a_slow_prometheus_is_cut_off_at_the_policy_timeout_on_both_endpoints() 
     let (status, body) = server.post("/mutate", rollout("healthy", false)).await;
     let elapsed = started.elapsed();
     assert_eq!(status, 200);
-    // The mutating webhook admits without a patch what the validating one denies.
-    assert_eq!(body["response"]["allowed"], true);
-    assert!(body["response"].get("patch").is_none(), "{body:#}");
+    // The mutating webhook leaves the denial to the validating one, and does not wait
+    // on Prometheus longer either.
+    assert_eq!(body["response"]["allowed"], true, "{body:#}");
     assert!(
         elapsed < Duration::from_millis(1500),
         "mutate took {elapsed:?}"

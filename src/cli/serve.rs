@@ -214,10 +214,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let mut cluster_sync = Vec::new();
+    let mut cluster_effects = None;
     let workloads: Arc<dyn WorkloadLookup> = if args.watch_configmaps {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the cluster for --watch-configmaps: {e}"))?;
+        let own_username = cluster::own_username(&client).await;
+        tracing::info!(
+            identity = own_username.as_deref().unwrap_or("unknown"),
+            "cluster identity"
+        );
+        cluster_effects = Some((
+            Arc::new(cluster::ClusterEffects::new(client.clone())),
+            own_username,
+        ));
         for kind in [ConfigKind::Policy, ConfigKind::Reflection] {
             let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(cluster::watch_configmaps(
@@ -250,7 +260,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(())
     };
 
-    let guard = Arc::new(Guard::new(store.clone(), workloads, metrics).with_slo(slo));
+    let mut guard = Guard::new(store.clone(), workloads, metrics).with_slo(slo);
+    if let Some((effects, own_username)) = cluster_effects {
+        guard = guard.with_effects(effects, own_username);
+    }
+    let guard = Arc::new(guard);
     let state = AppState {
         guard,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -1,0 +1,595 @@
+//! Agent governance end to end, through a real kube-apiserver: approvals no agent can
+//! forge, stale and mismatched approvals, cooldowns that survive restarts and hold across
+//! two slo-guard processes, a change window at its boundary, and every diff-scope
+//! violation. Identities are impersonated with `kubectl --as`, so the requests reach
+//! slo-guard exactly as an agent's or a person's would.
+
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use chrono::{Timelike, Utc};
+use e2e_support::*;
+
+const REVIEWER: &str = "system:serviceaccount:ai-agents:reviewer";
+const ALICE: [&str; 4] = ["--as", "alice@example.com", "--as-group", "sre"];
+
+const IDENTITIES: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviewer, namespace: ai-agents}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: ai-agent-reviewer, namespace: payments}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ai-agent-fixer}
+subjects:
+- {kind: ServiceAccount, name: reviewer, namespace: ai-agents}
+"#;
+
+fn policy(name: &str, body: &str) -> String {
+    let indented: String = body.lines().map(|line| format!("    {line}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: payments\n  labels: {{slo-guard.io/policy: \"true\"}}\ndata:\n  policy.yaml: |\n{indented}"
+    )
+}
+
+const AGENTS: &str = "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
+
+fn deployment(name: &str, annotations: &[(&str, &str)]) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
+        .collect();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: payments
+  labels: {{app: {name}}}
+  annotations:
+{annotations}    team: payments
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: app
+        image: registry.example.com/payments/{name}:1.0.0
+        env: [{{name: LOG_LEVEL, value: info}}]
+        resources: {{requests: {{memory: 256Mi}}, limits: {{memory: 512Mi}}}}
+      - name: proxy
+        image: registry.example.com/envoy:1.30
+        resources: {{limits: {{memory: 128Mi}}}}
+"#
+    )
+}
+
+fn context(decision: &str, action: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("slo-guard.io/decision-id", decision.to_string()),
+        (
+            "slo-guard.io/reason",
+            format!("e2e: {action} for decision {decision}"),
+        ),
+        ("slo-guard.io/confidence", "0.9".to_string()),
+        ("slo-guard.io/action", action.to_string()),
+    ]
+}
+
+/// A strategic merge patch that sets the agent's decision context and `spec`.
+fn agent_patch(decision: &str, action: &str, spec: serde_json::Value) -> String {
+    let annotations: serde_json::Map<String, serde_json::Value> = context(decision, action)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect();
+    serde_json::json!({"metadata": {"annotations": annotations}, "spec": spec}).to_string()
+}
+
+fn image(name: &str, tag: &str) -> serde_json::Value {
+    serde_json::json!({"template": {"spec": {"containers": [
+        {"name": "app", "image": format!("registry.example.com/payments/{name}:{tag}")}
+    ]}}})
+}
+
+fn annotation(cluster: &mut Cluster, name: &str, key: &str) -> String {
+    let path = format!(
+        "jsonpath={{.metadata.annotations.{}}}",
+        key.replace('.', "\\.").replace('/', "\\/")
+    );
+    let output = cluster.kubectl(&[
+        "get",
+        &format!("deploy/{name}"),
+        "-n",
+        "payments",
+        "-o",
+        &path,
+    ]);
+    text(&output.stdout)
+}
+
+fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => panic!("{what}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+#[test]
+fn agents_cannot_talk_their_way_past_slo_guard() {
+    let mut guarded = Guarded::start("governance");
+    guarded.cluster.apply(IDENTITIES);
+    guarded.cluster.apply(&[
+        policy("inventory", &format!("match: {{kinds: [Deployment], names: [inventory]}}\n{AGENTS}\napproval: {{requiredFor: [rollout], maxAge: 1h}}")),
+        policy("billing", &format!("match: {{kinds: [Deployment], names: [billing]}}\n{AGENTS}\napproval: {{requiredFor: [rollout], maxAge: 2s}}")),
+        policy("search", &format!("match: {{kinds: [Deployment], names: [search]}}\n{AGENTS}\nscaling: {{maxReplicas: 50, maxStep: 10, cooldown: 1h}}")),
+        policy("catalog", &format!("match: {{kinds: [Deployment], names: [catalog]}}\n{AGENTS}\nscope: {{maxMemory: 2Gi, maxMemoryFactor: 2}}")),
+    ]
+    .join("---\n"));
+    for name in ["inventory", "billing", "search", "catalog"] {
+        guarded.guard().wait_for_log(
+            &format!("\"configmap\":\"payments/{name}\""),
+            Duration::from_secs(20),
+        );
+    }
+    let cluster = &mut guarded.cluster;
+
+    // --- Forgery: an agent writing approval keys itself, in every way it could.
+    let forged_approve = deployment(
+        "inventory",
+        &[
+            ("slo-guard.io/decision-id", "d1-inventory-rollout"),
+            ("slo-guard.io/reason", "e2e"),
+            ("slo-guard.io/confidence", "0.9"),
+            ("slo-guard.io/action", "fix-image"),
+            ("slo-guard.io/approve", "d1-inventory-rollout"),
+        ],
+    );
+    let output =
+        cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_approve));
+    assert_denied(
+        &output,
+        "[payments/inventory:self-approval] create of Deployment payments/inventory blocked: agents cannot approve their own changes: system:serviceaccount:ai-agents:fixer (agent) changed slo-guard.io/approve",
+    );
+    let forged_by = forged_approve
+        .replace("slo-guard.io/approve", "slo-guard.io/approved-by")
+        .replace(
+            "\"d1-inventory-rollout\"\n    team",
+            "\"alice@example.com\"\n    team",
+        );
+    let output =
+        cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_by));
+    assert_denied(
+        &output,
+        "agents cannot approve their own changes: system:serviceaccount:ai-agents:fixer (agent) changed slo-guard.io/approved-by",
+    );
+
+    // The honest create passes (create needs no approval here) and starts the cooldown clock.
+    let context_d0: Vec<(&str, String)> = context("d0-inventory-create", "fix-image");
+    let pairs: Vec<(&str, &str)> = context_d0.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_allowed(&cluster.kubectl_with_stdin(
+        &["create", "-f", "-", "--as", AGENT],
+        Some(&deployment("inventory", &pairs)),
+    ));
+    assert!(!annotation(cluster, "inventory", "slo-guard.io/last-agent-change").is_empty());
+
+    // --- A rollout needs a person's approval, and the denial says how to get one.
+    let rollout_d1 = agent_patch(
+        "d1-inventory-rollout",
+        "fix-image",
+        image("inventory", "1.0.1"),
+    );
+    let rollout = [
+        "patch",
+        "deploy/inventory",
+        "-n",
+        "payments",
+        "-p",
+        rollout_d1.as_str(),
+        "--as",
+        AGENT,
+    ];
+    assert_denied(
+        &cluster.kubectl(&rollout),
+        "[payments/inventory:approval] rollout of Deployment payments/inventory blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision d1-inventory-rollout has no approval. Ask an SRE to approve: kubectl annotate deployment/inventory -n payments slo-guard.io/approve=d1-inventory-rollout --overwrite.",
+    );
+
+    // The agent approves in a separate request; so does another agent identity.
+    let approve_d1 = [
+        "annotate",
+        "deploy/inventory",
+        "-n",
+        "payments",
+        "slo-guard.io/approve=d1-inventory-rollout",
+        "--overwrite",
+    ];
+    let output = cluster.kubectl(&[&approve_d1[..], &["--as", AGENT]].concat());
+    assert_denied(
+        &output,
+        "[payments/inventory:self-approval] metadata of Deployment payments/inventory blocked: agents cannot approve their own changes",
+    );
+    let output = cluster.kubectl(&[&approve_d1[..], &["--as", REVIEWER]].concat());
+    assert_denied(
+        &output,
+        "agents cannot approve their own changes: system:serviceaccount:ai-agents:reviewer (agent) changed slo-guard.io/approve",
+    );
+    let output = cluster.kubectl(&[
+        "annotate",
+        "deploy/inventory",
+        "-n",
+        "payments",
+        "slo-guard.io/approved-by=alice@example.com",
+        "--as",
+        AGENT,
+    ]);
+    assert_denied(&output, "agents cannot approve their own changes");
+
+    // A person approves a different decision: it does not cover this one.
+    assert_allowed(
+        &cluster.kubectl(
+            &[
+                &[
+                    "annotate",
+                    "deploy/inventory",
+                    "-n",
+                    "payments",
+                    "slo-guard.io/approve=d0-inventory-create",
+                    "--overwrite",
+                ][..],
+                &ALICE[..],
+            ]
+            .concat(),
+        ),
+    );
+    assert_denied(
+        &cluster.kubectl(&rollout),
+        "the approval is for decision d0-inventory-create, not d1-inventory-rollout",
+    );
+
+    // A person approves this decision: slo-guard stamps who and when, and the rollout passes.
+    assert_allowed(&cluster.kubectl(&[&approve_d1[..], &ALICE[..]].concat()));
+    assert_eq!(
+        annotation(cluster, "inventory", "slo-guard.io/approved-by"),
+        "alice@example.com"
+    );
+    assert!(!annotation(cluster, "inventory", "slo-guard.io/approved-at").is_empty());
+    // Writing the stamp by hand changes nothing: slo-guard puts its own value back.
+    let _ = cluster.kubectl(
+        &[
+            &[
+                "annotate",
+                "deploy/inventory",
+                "-n",
+                "payments",
+                "slo-guard.io/approved-by=bob@example.com",
+                "--overwrite",
+            ][..],
+            &ALICE[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        annotation(cluster, "inventory", "slo-guard.io/approved-by"),
+        "alice@example.com"
+    );
+    assert_allowed(&cluster.kubectl(&rollout));
+    let change_cause = annotation(cluster, "inventory", "kubernetes.io/change-cause");
+    assert_eq!(
+        change_cause,
+        "e2e: fix-image for decision d1-inventory-rollout"
+    );
+
+    // --- A stale approval (maxAge 2s) no longer counts.
+    cluster.apply(&deployment("billing", &[]));
+    assert_allowed(
+        &cluster.kubectl(
+            &[
+                &[
+                    "annotate",
+                    "deploy/billing",
+                    "-n",
+                    "payments",
+                    "slo-guard.io/approve=d2-billing",
+                    "--overwrite",
+                ][..],
+                &ALICE[..],
+            ]
+            .concat(),
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let stale = agent_patch("d2-billing", "fix-image", image("billing", "1.0.1"));
+    assert_denied(
+        &cluster.kubectl(&[
+            "patch",
+            "deploy/billing",
+            "-n",
+            "payments",
+            "-p",
+            &stale,
+            "--as",
+            AGENT,
+        ]),
+        "old, older than the 2s limit",
+    );
+
+    // --- Diff scope: the declared action must match what the change touches.
+    cluster.apply(&deployment("catalog", &[]));
+    let scope_cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "fix-image",
+            serde_json::json!({"replicas": 5, "template": {"spec": {"containers": [{"name": "app", "image": "registry.example.com/payments/catalog:1.0.1"}]}}}),
+            "the declared action fix-image does not cover spec.replicas",
+        ),
+        (
+            "increase-memory",
+            serde_json::json!({"template": {"spec": {"containers": [{"name": "app", "resources": {"limits": {"memory": "1536Mi"}}}]}}}),
+            "memory limits of container app grows 3.00x, above the largest factor 2",
+        ),
+        (
+            "increase-memory",
+            serde_json::json!({"template": {"spec": {"containers": [{"name": "proxy", "resources": {"limits": {"memory": "3Gi"}}}]}}}),
+            "memory limits of container proxy grows 24.00x, above the largest factor 2; memory limits of container proxy 3Gi is above scope.maxMemory 2Gi",
+        ),
+        (
+            "update-env",
+            serde_json::json!({"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}}}),
+            "env var DB_PASSWORD gets a literal value",
+        ),
+        (
+            "restart",
+            serde_json::json!({"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-21T10:00:00Z"}}, "spec": {"containers": [{"name": "app", "image": "registry.example.com/payments/catalog:9.9.9"}]}}}),
+            "the declared action restart does not cover spec.template.spec.containers[0].image",
+        ),
+        (
+            "scale",
+            image("catalog", "1.0.2"),
+            "the declared action scale does not cover spec.template.spec.containers[0].image",
+        ),
+    ];
+    for (action, spec, expected) in scope_cases {
+        let patch = agent_patch("d3-catalog", action, spec);
+        let output = cluster.kubectl(&[
+            "patch",
+            "deploy/catalog",
+            "-n",
+            "payments",
+            "-p",
+            &patch,
+            "--as",
+            AGENT,
+        ]);
+        assert_denied(
+            &output,
+            &format!(
+                "[payments/catalog:diff-scope] rollout of Deployment payments/catalog blocked: the change does more than its declared action: {expected}"
+            ),
+        );
+    }
+    // The decision names one container; the change rewrites both.
+    let both = serde_json::json!({
+        "metadata": {"annotations": {"slo-guard.io/container": "app", "slo-guard.io/action": "fix-image", "slo-guard.io/decision-id": "d4-catalog", "slo-guard.io/reason": "e2e", "slo-guard.io/confidence": "0.9"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.example.com/payments/catalog:1.0.3"},
+            {"name": "proxy", "image": "registry.example.com/envoy:1.31"}
+        ]}}}
+    });
+    assert_denied(
+        &cluster.kubectl(&[
+            "patch",
+            "deploy/catalog",
+            "-n",
+            "payments",
+            "-p",
+            &both.to_string(),
+            "--as",
+            AGENT,
+        ]),
+        "the decision names container app, but the change touches every container: app, proxy",
+    );
+    // Within scope, it passes.
+    let clean = agent_patch("d5-catalog", "fix-image", image("catalog", "1.0.4"));
+    assert_allowed(&cluster.kubectl(&[
+        "patch",
+        "deploy/catalog",
+        "-n",
+        "payments",
+        "-p",
+        &clean,
+        "--as",
+        AGENT,
+    ]));
+
+    // A scale through the subresource while the workload declares fix-image.
+    let expected = "[payments/catalog:diff-scope] scale of Deployment payments/catalog blocked: the change does more than its declared action: the declared action fix-image does not cover spec.replicas";
+    retry_until(
+        "scale judged against the workload's declared action",
+        Duration::from_secs(15),
+        || {
+            let stderr = text(
+                &cluster
+                    .kubectl(&[
+                        "scale",
+                        "deploy/catalog",
+                        "-n",
+                        "payments",
+                        "--replicas=3",
+                        "--as",
+                        AGENT,
+                    ])
+                    .stderr,
+            );
+            if stderr.contains(expected) {
+                Ok(())
+            } else {
+                Err(stderr)
+            }
+        },
+    );
+
+    // --- Cooldown: stamped on the workload, so it holds across restarts and replicas.
+    cluster.apply(&deployment("search", &[]));
+    assert_allowed(&cluster.kubectl(&[
+        "annotate",
+        "deploy/search",
+        "-n",
+        "payments",
+        "--overwrite",
+        "--as",
+        AGENT,
+        "slo-guard.io/action=scale",
+        "slo-guard.io/decision-id=d6-search-scale",
+        "slo-guard.io/reason=queue depth rising",
+        "slo-guard.io/confidence=0.8",
+    ]));
+    retry_until(
+        "first agent scale of search",
+        Duration::from_secs(15),
+        || {
+            let output = cluster.kubectl(&[
+                "scale",
+                "deploy/search",
+                "-n",
+                "payments",
+                "--replicas=3",
+                "--as",
+                AGENT,
+            ]);
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(text(&output.stderr))
+            }
+        },
+    );
+    // slo-guard records the scale on the Deployment itself (a Scale carries no annotations).
+    retry_until("cooldown stamp on search", Duration::from_secs(15), || {
+        let stamp = annotation(cluster, "search", "slo-guard.io/last-agent-change");
+        if stamp.is_empty() {
+            Err("no stamp yet".into())
+        } else {
+            Ok(())
+        }
+    });
+    let second_scale = [
+        "scale",
+        "deploy/search",
+        "-n",
+        "payments",
+        "--replicas=4",
+        "--as",
+        AGENT,
+    ];
+    retry_until(
+        "cooldown seen through the watch cache",
+        Duration::from_secs(15),
+        || {
+            let output = cluster.kubectl(&second_scale);
+            let stderr = text(&output.stderr);
+            if stderr.contains("[payments/search:cooldown]") {
+                Ok(())
+            } else {
+                Err(stderr)
+            }
+        },
+    );
+    assert_denied(&cluster.kubectl(&second_scale), "inside the 1h cooldown");
+
+    // A restarted slo-guard, and then a second process on another port, both hold it.
+    let port = guarded.port;
+    guarded.restart_guard(port, "slo-guard-restarted.log");
+    assert_denied(
+        &guarded.cluster.kubectl(&second_scale),
+        "[payments/search:cooldown] scale of Deployment payments/search blocked: the last agent change was",
+    );
+    guarded.restart_guard(free_port(), "slo-guard-second.log");
+    assert_denied(
+        &guarded.cluster.kubectl(&second_scale),
+        "[payments/search:cooldown]",
+    );
+    // People are not held by the agents' cooldown.
+    assert_allowed(
+        &guarded.cluster.kubectl(
+            &[
+                &["scale", "deploy/search", "-n", "payments", "--replicas=4"][..],
+                &ALICE[..],
+            ]
+            .concat(),
+        ),
+    );
+
+    // --- A change window at its boundary: start is inclusive, end is exclusive.
+    let cluster = &mut guarded.cluster;
+    cluster.apply(&deployment("reports", &[]));
+    let mut now = Utc::now();
+    // Keep both windows inside one minute and one day.
+    if now.second() > 45
+        || (now.hour() == 23 && now.minute() >= 57)
+        || (now.hour() == 0 && now.minute() < 3)
+    {
+        let wait = if now.hour() == 23 {
+            (60 - now.minute() as u64) * 60 + 200
+        } else {
+            62 - now.second() as u64
+        };
+        std::thread::sleep(Duration::from_secs(wait));
+        now = Utc::now();
+    }
+    let minute = now.format("%H:%M").to_string();
+    let two_ago = (now - chrono::Duration::minutes(2))
+        .format("%H:%M")
+        .to_string();
+    let two_on = (now + chrono::Duration::minutes(2))
+        .format("%H:%M")
+        .to_string();
+    let day = now.format("%a").to_string();
+    let window = |start: &str, end: &str| {
+        policy(
+            "reports",
+            &format!(
+                "match: {{kinds: [Deployment], names: [reports]}}\nagents: {{users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}}\nwindows: {{freeze: [{{days: [{day}], start: \"{start}\", end: \"{end}\", timezone: UTC, appliesTo: agents}}]}}"
+            ),
+        )
+    };
+    let scale_reports = [
+        "scale",
+        "deploy/reports",
+        "-n",
+        "payments",
+        "--replicas=3",
+        "--as",
+        AGENT,
+    ];
+    cluster.apply(&window(&minute, &two_on));
+    retry_until(
+        "a freeze starting this minute applies",
+        Duration::from_secs(15),
+        || {
+            let stderr = text(&cluster.kubectl(&scale_reports).stderr);
+            if stderr.contains(&format!("[payments/reports:change-window] scale of Deployment payments/reports blocked: change freeze {day} {minute}-{two_on} (UTC) is in force for agent changes")) {
+            Ok(())
+        } else {
+            Err(stderr)
+        }
+        },
+    );
+    cluster.apply(&window(&two_ago, &minute));
+    retry_until(
+        "a freeze that ended this minute no longer applies",
+        Duration::from_secs(15),
+        || {
+            let output = cluster.kubectl(&scale_reports);
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(text(&output.stderr))
+            }
+        },
+    );
+}

@@ -1,0 +1,317 @@
+//! Shared end-to-end support: a real control plane (tests/e2e/cluster.sh), slo-guard as
+//! a local process, and kubectl with a recorded transcript.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
+pub const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// The control plane, stopped when dropped.
+pub struct Cluster {
+    name: &'static str,
+    state: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    transcript: String,
+}
+
+impl Cluster {
+    /// `name` names the transcript file: target/e2e-transcript-<name>.txt.
+    pub fn up(name: &'static str) -> Self {
+        let state = tempfile::Builder::new()
+            .prefix("slo-guard-e2e-")
+            .tempdir()
+            .expect("state dir");
+        let output = Command::new("bash")
+            .arg(root().join("tests/e2e/cluster.sh"))
+            .arg("up")
+            .env("SLO_GUARD_E2E_STATE", state.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cluster.sh runs");
+        assert!(
+            output.status.success(),
+            "tests/e2e/cluster.sh up failed (build the tools with tests/e2e/build-tools.sh): {}",
+            text(&output.stdout)
+        );
+        let env = text(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| {
+                let value = value.trim_matches(|c| c == '"' || c == '\'');
+                // cluster.sh prints PATH as "<bin>:$PATH" for a shell to expand.
+                let value = value.replace("$PATH", &std::env::var("PATH").unwrap_or_default());
+                (key.to_string(), value)
+            })
+            .collect::<Vec<_>>();
+        assert!(
+            env.iter().any(|(key, _)| key == "KUBECONFIG"),
+            "cluster.sh printed no KUBECONFIG: {env:?}"
+        );
+        Self {
+            name,
+            state,
+            env,
+            transcript: String::new(),
+        }
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs kubectl, recording the command line and what it printed.
+    pub fn kubectl(&mut self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    pub fn kubectl_with_stdin(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = self.command("kubectl");
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .expect("kubectl runs (is the e2e bin dir on PATH?)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("kubectl finishes");
+        let _ = writeln!(
+            self.transcript,
+            "$ kubectl {}\n{}{}[exit {}]\n",
+            args.join(" "),
+            text(&output.stdout),
+            text(&output.stderr),
+            output.status.code().unwrap_or(-1)
+        );
+        output
+    }
+
+    pub fn apply(&mut self, manifest: &str) {
+        let output = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(
+            output.status.success(),
+            "kubectl apply failed: {}",
+            text(&output.stderr)
+        );
+    }
+
+    pub fn apply_file(&mut self, path: &Path) {
+        let output = self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
+        assert!(
+            output.status.success(),
+            "kubectl apply -f {} failed: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            root().join(format!("target/e2e-transcript-{}.txt", self.name)),
+            &self.transcript,
+        );
+        let _ = Command::new("bash")
+            .arg(root().join("tests/e2e/cluster.sh"))
+            .arg("down")
+            .env("SLO_GUARD_E2E_STATE", self.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// slo-guard as a local process, killed when dropped.
+pub struct SloGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl SloGuard {
+    pub fn start(cluster: &Cluster, port: u16, certs: &Path, log: PathBuf) -> Self {
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = cluster
+            .command(env!("CARGO_BIN_EXE_slo-guard"))
+            .args([
+                "serve",
+                "--watch-configmaps",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("slo-guard starts");
+        let guard = Self { child, log };
+        guard.wait_for_log("\"message\":\"ready\"", Duration::from_secs(60));
+        guard
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SloGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn webhooks(port: u16, ca_bundle: &str, failure_policy: &str) -> String {
+    [
+        "webhooks/local/validating-webhook.yaml",
+        "webhooks/local/mutating-webhook.yaml",
+    ]
+    .iter()
+    .map(|file| {
+        std::fs::read_to_string(root().join(file))
+            .expect("webhook template")
+            .replace("${PORT}", &port.to_string())
+            .replace("${CA_BUNDLE}", ca_bundle)
+            .replace("${FAILURE_POLICY}", failure_policy)
+    })
+    .collect::<Vec<_>>()
+    .join("\n---\n")
+}
+
+pub fn assert_denied(output: &Output, expected: &str) -> String {
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a denial, kubectl succeeded: {}",
+        text(&output.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+    stderr
+}
+
+pub fn assert_allowed(output: &Output) {
+    assert!(
+        output.status.success(),
+        "expected success, kubectl failed:\n{}",
+        text(&output.stderr)
+    );
+}
+
+/// A control plane with slo-guard running behind both webhook configurations.
+pub struct Guarded {
+    pub cluster: Cluster,
+    pub guard: Option<SloGuard>,
+    pub port: u16,
+    pub ca_bundle: String,
+    pub certs: PathBuf,
+    pub work: tempfile::TempDir,
+}
+
+impl Guarded {
+    /// Starts the cluster, applies the test identities, makes certificates and starts
+    /// slo-guard with failurePolicy Fail.
+    pub fn start(name: &'static str) -> Self {
+        let mut cluster = Cluster::up(name);
+        let work = tempfile::tempdir().expect("work dir");
+        cluster.apply_file(&root().join("tests/e2e/capture/manifests/00-setup.yaml"));
+        let certs = work.path().join("certs");
+        let made = cluster
+            .command(env!("CARGO_BIN_EXE_slo-guard"))
+            .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
+            .arg(&certs)
+            .output()
+            .expect("slo-guard certs");
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let ca_bundle = text(&made.stdout).trim().to_string();
+        let port = free_port();
+        let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-0.log"));
+        cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
+        Self {
+            cluster,
+            guard: Some(guard),
+            port,
+            ca_bundle,
+            certs,
+            work,
+        }
+    }
+
+    /// Stops the running slo-guard and starts another process, on `port`, pointing the
+    /// webhooks at it.
+    pub fn restart_guard(&mut self, port: u16, log_name: &str) {
+        if let Some(guard) = self.guard.take() {
+            guard.stop();
+        }
+        let guard = SloGuard::start(
+            &self.cluster,
+            port,
+            &self.certs,
+            self.work.path().join(log_name),
+        );
+        self.port = port;
+        let webhooks = webhooks(port, &self.ca_bundle, "Fail");
+        self.cluster.apply(&webhooks);
+        self.guard = Some(guard);
+    }
+
+    pub fn guard(&self) -> &SloGuard {
+        self.guard.as_ref().expect("slo-guard is running")
+    }
+}
