@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL};
-use crate::policy::{PolicyRef, PolicyStore, StoreEvent, read_manifests, unenforced_sections};
+use crate::policy::{PolicyStore, StoreEvent, read_manifests};
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
@@ -53,19 +53,11 @@ pub fn run(args: LintArgs) -> ExitCode {
                         "ok: {what} {}/{} ({})",
                         document.namespace, document.name, document.origin
                     );
-                    let id = PolicyRef {
-                        namespace: document.namespace.clone(),
-                        name: document.name.clone(),
-                    };
-                    if let Some(policy) = store.snapshot().policies.iter().find(|p| p.id == id) {
-                        let sections = unenforced_sections(&policy.spec);
-                        if !sections.is_empty() {
-                            println!(
-                                "  note: {} validated but not enforced by slo-guard {}",
-                                sections.join(", "),
-                                env!("CARGO_PKG_VERSION")
-                            );
-                        }
+                    if what == "reflection" {
+                        println!(
+                            "  note: slo-guard {} validates reflections but does not apply them to decisions yet",
+                            env!("CARGO_PKG_VERSION")
+                        );
                     }
                 }
             }

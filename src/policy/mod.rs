@@ -139,22 +139,6 @@ pub fn parse_policy_configmap(
     })
 }
 
-/// Sections of a policy this version validates but does not enforce yet, so tools can
-/// say so instead of letting a parsed section pass for an active guardrail.
-pub fn unenforced_sections(spec: &PolicySpec) -> Vec<&'static str> {
-    let mut sections = Vec::new();
-    if spec.windows.is_some() {
-        sections.push("windows");
-    }
-    if spec.approval.is_some() {
-        sections.push("approval");
-    }
-    if spec.scaling.as_ref().is_some_and(|s| s.cooldown.is_some()) {
-        sections.push("scaling.cooldown");
-    }
-    sections
-}
-
 type FieldError = (String, String);
 
 fn field_error(field: &str, message: impl Into<String>) -> FieldError {
