@@ -43,6 +43,9 @@ pub struct PolicySpec {
     /// What happens when an agent changes an object that Argo CD or Flux manages.
     #[serde(default)]
     pub gitops: GitOpsMode,
+    /// How reflections may change the thresholds.
+    #[serde(default)]
+    pub reflection: ReflectionPolicy,
     #[serde(default)]
     pub prometheus: PrometheusSpec,
 }
@@ -457,6 +460,32 @@ pub struct ScalingSpec {
     pub cooldown: Option<PromDuration>,
     #[serde(default)]
     pub applies_to: ActorSet,
+    /// What happens to a replica count above `maxReplicas`: a denial, or (`clamp`) a
+    /// mutating patch that lowers it to the cap, with a warning.
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    #[default]
+    Deny,
+    Clamp,
+}
+
+/// How reflections may change this policy's thresholds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReflectionPolicy {
+    /// The furthest a reflection may loosen each threshold (dotted paths, as in
+    /// reflections). A threshold not listed may only be tightened.
+    #[serde(default)]
+    pub loosen_bounds: BTreeMap<String, serde_yaml::Value>,
+    /// Whether slo-guard's own proposals (learned from outcomes) apply without a person
+    /// accepting them.
+    #[serde(default)]
+    pub apply_proposals: bool,
 }
 
 /// The largest change of replicas in one request: a count (`5`) or a share of the

@@ -7,8 +7,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod effective;
+mod threshold;
+
+pub use effective::{EffectivePolicy, Provenance, effective_policy};
+pub use threshold::{Threshold, ThresholdPath};
+
 use crate::admission::WorkloadKind;
-use crate::policy::{PolicyError, PolicyRef, PromDuration, deserialize_strict};
+use crate::policy::{PolicyError, PolicyRef, deserialize_strict};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -18,6 +24,10 @@ pub struct ReflectionSpec {
     pub reason: String,
     pub source: String,
     pub expires: DateTime<Utc>,
+    /// Written by slo-guard from an observed outcome: applies only where the policy sets
+    /// `reflection.applyProposals`.
+    #[serde(default)]
+    pub proposal: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -25,94 +35,10 @@ pub struct ReflectionSpec {
 pub struct ReflectionTarget {
     pub kind: WorkloadKind,
     pub name: String,
-}
-
-/// The thresholds a reflection may set, as dotted paths into the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ThresholdPath {
-    ScalingMaxReplicas,
-    ScalingMinReplicas,
-    ScalingMaxStep,
-    ScalingCooldown,
-    TrafficSpikeRatio,
-    BudgetFreezeBelow,
-    BudgetAgentFreezeBelow,
-    SloMinRequestRate,
-    AgentsMinConfidence,
-}
-
-impl ThresholdPath {
-    const ALL: [ThresholdPath; 9] = [
-        ThresholdPath::ScalingMaxReplicas,
-        ThresholdPath::ScalingMinReplicas,
-        ThresholdPath::ScalingMaxStep,
-        ThresholdPath::ScalingCooldown,
-        ThresholdPath::TrafficSpikeRatio,
-        ThresholdPath::BudgetFreezeBelow,
-        ThresholdPath::BudgetAgentFreezeBelow,
-        ThresholdPath::SloMinRequestRate,
-        ThresholdPath::AgentsMinConfidence,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThresholdPath::ScalingMaxReplicas => "scaling.maxReplicas",
-            ThresholdPath::ScalingMinReplicas => "scaling.minReplicas",
-            ThresholdPath::ScalingMaxStep => "scaling.maxStep",
-            ThresholdPath::ScalingCooldown => "scaling.cooldown",
-            ThresholdPath::TrafficSpikeRatio => "traffic.spikeRatio",
-            ThresholdPath::BudgetFreezeBelow => "slo.budget.freezeBelow",
-            ThresholdPath::BudgetAgentFreezeBelow => "slo.budget.agentFreezeBelow",
-            ThresholdPath::SloMinRequestRate => "slo.minRequestRate",
-            ThresholdPath::AgentsMinConfidence => "agents.minConfidence",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|path| path.as_str() == text)
-    }
-
-    /// Checks that `value` has the type and range this threshold takes.
-    fn check(self, value: &serde_yaml::Value) -> Result<(), String> {
-        let number = || value.as_f64().filter(|n| n.is_finite());
-        let whole = || value.as_u64().and_then(|n| u32::try_from(n).ok());
-        match self {
-            ThresholdPath::ScalingMaxReplicas | ThresholdPath::ScalingMinReplicas => whole()
-                .map(|_| ())
-                .ok_or_else(|| format!("{value:?} is not a replica count")),
-            ThresholdPath::ScalingMaxStep => {
-                serde_yaml::from_value::<crate::policy::Step>(value.clone())
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            ThresholdPath::ScalingCooldown => value
-                .as_str()
-                .ok_or_else(|| "expected a duration such as 10m".to_string())
-                .and_then(|text| {
-                    PromDuration::parse(text)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }),
-            ThresholdPath::TrafficSpikeRatio => match number() {
-                Some(ratio) if ratio > 1.0 => Ok(()),
-                _ => Err(format!("{value:?} must be a number above 1")),
-            },
-            ThresholdPath::BudgetFreezeBelow | ThresholdPath::BudgetAgentFreezeBelow => {
-                match number() {
-                    Some(floor) if (-100.0..=1.0).contains(&floor) => Ok(()),
-                    _ => Err(format!("{value:?} must be a budget fraction at most 1")),
-                }
-            }
-            ThresholdPath::SloMinRequestRate => match number() {
-                Some(rate) if rate >= 0.0 => Ok(()),
-                _ => Err(format!("{value:?} must be a non-negative request rate")),
-            },
-            ThresholdPath::AgentsMinConfidence => match number() {
-                Some(confidence) if (0.0..=1.0).contains(&confidence) => Ok(()),
-                _ => Err(format!("{value:?} must be a number in 0..1")),
-            },
-        }
-    }
+    /// Only for reflections in slo-guard's own namespace (its proposals): the workload's
+    /// namespace. Elsewhere a reflection targets workloads in its own namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +76,8 @@ pub fn parse_reflection(key: &str, yaml: &str) -> Result<ReflectionSpec, PolicyE
             )
         })?;
         threshold
-            .check(value)
+            .parse_value(value)
+            .map(|_| ())
             .map_err(|message| field_error(format!("thresholds.{path}"), message))?;
     }
     if spec.reason.trim().is_empty() {
