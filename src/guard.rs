@@ -239,9 +239,16 @@ impl Guard {
                         own_username: self.own_username.as_deref(),
                     },
                 );
-                ReviewResponse::allow(&change.uid)
+                let mut response = ReviewResponse::allow(&change.uid)
                     .with_patch(&patch)
-                    .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?
+                    .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?;
+                if let Some(clamp) = &decision.clamp {
+                    response.warnings.push(verdict::clip(&format!(
+                        "slo-guard: replicas lowered from {} to the cap of {} ({} scaling.onExceed: clamp)",
+                        clamp.requested, clamp.cap, clamp.policy
+                    )));
+                }
+                response
             }
         };
         let verdict = verdict::verdict_word(&decision);

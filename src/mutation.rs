@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
-use crate::annotations::{APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE};
+use crate::annotations::{
+    APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE, THRESHOLDS,
+};
 use crate::policy::AgentAnnotation;
 use crate::rules::Decision;
 use crate::verdict::verdict_word;
@@ -34,8 +36,20 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
         && !change.scale_subresource
         && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
         && change.object.is_some();
-    if !is_workload_object || context.own_username == Some(change.requester.username.as_str()) {
+    if context.own_username == Some(change.requester.username.as_str()) {
         return Patch(Vec::new());
+    }
+    // Works on a Deployment, a StatefulSet and a Scale alike: all keep it at spec.replicas.
+    let clamp = decision.clamp.as_ref().map(|clamp| {
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["spec", "replicas"]),
+            value: Value::from(clamp.cap),
+        })
+    });
+    if !is_workload_object {
+        let scale =
+            change.scale_subresource && matches!(change.target.kind, TargetKind::Workload(_));
+        return Patch(clamp.filter(|_| scale).into_iter().collect());
     }
     let current = change.annotations.clone().unwrap_or_default();
     let mut desired = current.clone();
@@ -79,6 +93,21 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     }
     // No timestamp in the verdict: re-admitting an unchanged object must produce the
     // same annotations, or every GitOps sync would rewrite the object.
+    if !decision.policies.is_empty() {
+        if decision.thresholds.is_empty() {
+            desired.remove(THRESHOLDS);
+        } else {
+            let thresholds: serde_json::Map<String, Value> = decision
+                .thresholds
+                .iter()
+                .map(|(policy, values)| (policy.clone(), Value::Object(values.clone())))
+                .collect();
+            desired.insert(
+                THRESHOLDS.to_string(),
+                Value::Object(thresholds).to_string(),
+            );
+        }
+    }
     if !decision.policies.is_empty() && change.class != ChangeClass::Metadata {
         let verdict = json!({
             "verdict": verdict_word(decision),
@@ -95,7 +124,9 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     {
         desired.insert(CHANGE_CAUSE_ANNOTATION.to_string(), reason.clone());
     }
-    annotation_patch(change.annotations_map_present, &current, &desired)
+    let mut patch = annotation_patch(change.annotations_map_present, &current, &desired);
+    patch.0.extend(clamp);
+    patch
 }
 
 /// The operations that turn `current` annotations into `desired`. When the object has
@@ -359,5 +390,38 @@ mod tests {
         assert!(patch_for(&change, &decision, own).0.is_empty());
         // Anyone else writing the same key has it put back.
         assert!(!patch_for(&change, &decision, stamp()).0.is_empty());
+    }
+
+    #[test]
+    fn clamp_lowers_a_scale_to_the_cap() {
+        let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\nscaling: {maxReplicas: 20, onExceed: clamp}";
+        let change = scale_by(AGENT, Some(18), 23);
+        let patch = patch_for(&change, &judge(policy, &change), stamp());
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([{"op": "add", "path": "/spec/replicas", "value": 20}])
+        );
+        let mut scale = json!({"spec": {"replicas": 23}});
+        json_patch::patch(&mut scale, &patch).unwrap();
+        assert_eq!(scale["spec"]["replicas"], 20);
+    }
+
+    #[test]
+    fn effective_thresholds_are_stamped_with_provenance() {
+        let reflection = "target: {kind: Deployment, name: checkout}\nthresholds: {scaling.maxReplicas: 12}\nreason: INC-4711\nsource: reflection-agent\nexpires: 2027-01-31T00:00:00Z";
+        let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\nscaling: {maxReplicas: 20}";
+        let change = agent_rollout(Some(full_context()));
+        let decision = judge_with_reflections(policy, &[("checkout.yaml", reflection)], &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        let thresholds: Value = serde_json::from_str(
+            patched["metadata"]["annotations"][THRESHOLDS]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            thresholds["payments/checkout"]["scaling.maxReplicas"],
+            json!({"value": 12, "policy": 20, "reflection": "payments/checkout-reflections#checkout.yaml", "source": "reflection-agent", "reason": "INC-4711", "expires": "2027-01-31T00:00:00Z"})
+        );
     }
 }

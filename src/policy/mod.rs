@@ -366,14 +366,18 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         let field = format!("reflection.loosenBounds.{path}");
         let threshold = crate::reflection::ThresholdPath::parse(path)
             .ok_or_else(|| field_error(&field, "unknown threshold"))?;
-        let bound = threshold.parse_value(value).map_err(|message| field_error(&field, message))?;
+        let bound = threshold
+            .parse_value(value)
+            .map_err(|message| field_error(&field, message))?;
         if let Some(current) = threshold.read(spec)
             && threshold.tightens(&bound, &current) == Some(true)
             && bound != current
         {
             return Err(field_error(
                 &field,
-                format!("{bound} is stricter than the policy's own {current}: a loosening bound must be at least as loose"),
+                format!(
+                    "{bound} is stricter than the policy's own {current}: a loosening bound must be at least as loose"
+                ),
             ));
         }
     }

@@ -157,7 +157,21 @@ impl PolicyStore {
                 entries.policies.insert(id.clone(), Arc::new(policy));
             })
         } else if document.has_label(REFLECTION_LABEL) {
-            parse_reflection_configmap(&id, &document.data).map(|reflections| {
+            parse_reflection_configmap(&id, &document.data)
+                .and_then(|reflections| {
+                    match reflections.iter().find(|r| r.spec.target.namespace.is_some()) {
+                        Some(r) if id.namespace != self.guard_namespace => Err(PolicyError::Field {
+                            key: r.key.clone(),
+                            field: "target.namespace".to_string(),
+                            message: format!(
+                                "only reflections in slo-guard's namespace {:?} may name another namespace",
+                                self.guard_namespace
+                            ),
+                        }),
+                        _ => Ok(reflections),
+                    }
+                })
+                .map(|reflections| {
                 entries
                     .reflections
                     .insert(id.clone(), reflections.into_iter().map(Arc::new).collect());

@@ -31,10 +31,10 @@ pub struct Provenance {
 impl Provenance {
     /// "12 (was 20, by reflection payments/checkout-reflections#checkout.yaml: INC-4711 ...)".
     pub fn describe(&self) -> String {
-        let was = self
-            .policy_value
-            .as_ref()
-            .map_or_else(|| "unset in the policy".to_string(), |v| format!("policy {v}"));
+        let was = self.policy_value.as_ref().map_or_else(
+            || "unset in the policy".to_string(),
+            |v| format!("policy {v}"),
+        );
         format!(
             "{} ({was}; set by reflection {} from {}: {})",
             self.value, self.reflection, self.source, self.reason
@@ -50,6 +50,9 @@ pub struct EffectivePolicy {
     pub skipped: Vec<String>,
 }
 
+/// A value a reflection may set, with who asked and any note on how it was bounded.
+type Candidate<'a> = (Threshold, &'a Reflection, Option<String>);
+
 fn targets(reflection: &Reflection, target: &Target, guard_namespace: &str) -> bool {
     let spec = &reflection.spec;
     if Some(spec.target.kind) != target.workload_kind || spec.target.name != target.name {
@@ -59,7 +62,8 @@ fn targets(reflection: &Reflection, target: &Target, guard_namespace: &str) -> b
         None => reflection.id.namespace == target.namespace,
         Some(namespace) => {
             *namespace == target.namespace
-                && (reflection.id.namespace == target.namespace || reflection.id.namespace == guard_namespace)
+                && (reflection.id.namespace == target.namespace
+                    || reflection.id.namespace == guard_namespace)
         }
     }
 }
@@ -82,11 +86,14 @@ pub fn effective_policy(
         return None;
     }
     let mut skipped = Vec::new();
-    let mut candidates: BTreeMap<ThresholdPath, Vec<(Threshold, &Reflection, Option<String>)>> = BTreeMap::new();
+    let mut candidates: BTreeMap<ThresholdPath, Vec<Candidate<'_>>> = BTreeMap::new();
     for reflection in relevant {
         let name = format!("{}#{}", reflection.id, reflection.key);
         if reflection.spec.expires <= now {
-            skipped.push(format!("reflection {name} expired at {}", reflection.spec.expires.to_rfc3339()));
+            skipped.push(format!(
+                "reflection {name} expired at {}",
+                reflection.spec.expires.to_rfc3339()
+            ));
             continue;
         }
         if reflection.spec.proposal && !policy.spec.reflection.apply_proposals {
@@ -119,10 +126,14 @@ pub fn effective_policy(
                             .loosen_bounds
                             .get(text)
                             .and_then(|b| path.parse_value(b).ok());
-                        match bound.and_then(|bound| path.bounded(&candidate, &bound).map(|v| (v, bound))) {
+                        match bound
+                            .and_then(|bound| path.bounded(&candidate, &bound).map(|v| (v, bound)))
+                        {
                             Some((value, bound)) if value != candidate => Some((
                                 value,
-                                Some(format!("asked for {candidate}, capped at the policy's loosening bound {bound}")),
+                                Some(format!(
+                                    "asked for {candidate}, capped at the policy's loosening bound {bound}"
+                                )),
                             )),
                             Some((value, _)) => Some((value, None)),
                             None => {
@@ -137,7 +148,10 @@ pub fn effective_policy(
                 },
             };
             if let Some((value, note)) = allowed {
-                candidates.entry(path).or_default().push((value, reflection, note));
+                candidates
+                    .entry(path)
+                    .or_default()
+                    .push((value, reflection, note));
             }
         }
     }
@@ -180,4 +194,204 @@ pub fn effective_policy(
         applied,
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::admission::{TargetKind, WorkloadKind};
+    use crate::policy::{PolicyRef, parse_policy};
+    use crate::reflection::parse_reflection;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
+    }
+
+    fn policy(extra: &str) -> Policy {
+        let yaml = format!(
+            "match: {{kinds: [Deployment]}}\nscaling: {{maxReplicas: 20, maxStep: 5}}\ntraffic: {{current: a, baseline: b, spikeRatio: 2.0}}\n{extra}"
+        );
+        Policy {
+            id: PolicyRef {
+                namespace: "payments".into(),
+                name: "checkout".into(),
+            },
+            spec: parse_policy("policy.yaml", &yaml).unwrap(),
+        }
+    }
+
+    fn reflection(namespace: &str, key: &str, body: &str) -> Arc<Reflection> {
+        let yaml = format!(
+            "target: {{kind: Deployment, name: checkout}}\nreason: \"INC-4711: scaling to 20 exhausted the DB pool\"\nsource: reflection-agent\n{body}"
+        );
+        Arc::new(Reflection {
+            id: PolicyRef {
+                namespace: namespace.into(),
+                name: "checkout-reflections".into(),
+            },
+            key: key.into(),
+            spec: parse_reflection(key, &yaml).unwrap(),
+        })
+    }
+
+    fn target() -> Target {
+        Target {
+            kind: TargetKind::Workload(WorkloadKind::Deployment),
+            workload_kind: Some(WorkloadKind::Deployment),
+            namespace: "payments".into(),
+            name: "checkout".into(),
+            labels: Default::default(),
+            labels_known: true,
+        }
+    }
+
+    fn apply(policy: &Policy, reflections: &[Arc<Reflection>]) -> Option<EffectivePolicy> {
+        effective_policy(policy, reflections, &target(), "slo-guard", now())
+    }
+
+    #[test]
+    fn tightening_applies_with_its_provenance() {
+        let reflections = [reflection(
+            "payments",
+            "checkout.yaml",
+            "thresholds: {scaling.maxReplicas: 12, traffic.spikeRatio: 1.5}\nexpires: 2027-01-31T00:00:00Z",
+        )];
+        let effective = apply(&policy(""), &reflections).unwrap();
+        let scaling = effective.policy.spec.scaling.as_ref().unwrap();
+        assert_eq!(scaling.max_replicas, Some(12));
+        assert_eq!(
+            effective.policy.spec.traffic.as_ref().unwrap().spike_ratio,
+            1.5
+        );
+        assert_eq!(effective.applied.len(), 2);
+        let cap = effective
+            .applied
+            .iter()
+            .find(|p| p.path == ThresholdPath::ScalingMaxReplicas)
+            .unwrap();
+        assert_eq!(cap.policy_value, Some(Threshold::Replicas(20)));
+        assert_eq!(
+            cap.describe(),
+            "12 (policy 20; set by reflection payments/checkout-reflections#checkout.yaml from reflection-agent: INC-4711: scaling to 20 exhausted the DB pool)"
+        );
+        assert!(effective.skipped.is_empty());
+    }
+
+    #[test]
+    fn loosening_needs_a_bound_and_stops_at_it() {
+        let loosen = [reflection(
+            "payments",
+            "a.yaml",
+            "thresholds: {scaling.maxReplicas: 40}\nexpires: 2027-01-31T00:00:00Z",
+        )];
+        let effective = apply(&policy(""), &loosen).unwrap();
+        assert_eq!(
+            effective.policy.spec.scaling.as_ref().unwrap().max_replicas,
+            Some(20)
+        );
+        assert!(effective.applied.is_empty());
+        assert!(effective.skipped[0].contains("would loosen the policy's 20, and policy payments/checkout declares no reflection.loosenBounds"), "{:?}", effective.skipped);
+
+        let bounded = policy("reflection: {loosenBounds: {scaling.maxReplicas: 30}}");
+        let effective = apply(&bounded, &loosen).unwrap();
+        assert_eq!(
+            effective.policy.spec.scaling.as_ref().unwrap().max_replicas,
+            Some(30)
+        );
+        assert_eq!(
+            effective.applied[0].note.as_deref(),
+            Some("asked for 40, capped at the policy's loosening bound 30")
+        );
+    }
+
+    #[test]
+    fn expired_reflections_stop_applying() {
+        let expired = [reflection(
+            "payments",
+            "a.yaml",
+            "thresholds: {scaling.maxReplicas: 12}\nexpires: 2026-11-18T09:59:59Z",
+        )];
+        let effective = apply(&policy(""), &expired).unwrap();
+        assert_eq!(
+            effective.policy.spec.scaling.as_ref().unwrap().max_replicas,
+            Some(20)
+        );
+        assert!(effective.skipped[0].contains("expired at 2026-11-18T09:59:59+00:00"));
+    }
+
+    #[test]
+    fn the_strictest_of_several_wins() {
+        let reflections = [
+            reflection(
+                "payments",
+                "a.yaml",
+                "thresholds: {scaling.maxReplicas: 15}\nexpires: 2027-01-31T00:00:00Z",
+            ),
+            reflection(
+                "payments",
+                "b.yaml",
+                "thresholds: {scaling.maxReplicas: 12}\nexpires: 2027-01-31T00:00:00Z",
+            ),
+            reflection(
+                "payments",
+                "c.yaml",
+                "thresholds: {scaling.maxReplicas: 18}\nexpires: 2027-01-31T00:00:00Z",
+            ),
+        ];
+        let effective = apply(&policy(""), &reflections).unwrap();
+        assert_eq!(
+            effective.policy.spec.scaling.as_ref().unwrap().max_replicas,
+            Some(12)
+        );
+        assert_eq!(
+            effective.applied[0].reflection,
+            "payments/checkout-reflections#b.yaml"
+        );
+    }
+
+    #[test]
+    fn proposals_apply_only_where_the_policy_allows() {
+        let proposal = [reflection(
+            "payments",
+            "p.yaml",
+            "thresholds: {scaling.maxReplicas: 12}\nexpires: 2027-01-31T00:00:00Z\nproposal: true",
+        )];
+        let effective = apply(&policy(""), &proposal).unwrap();
+        assert!(effective.applied.is_empty());
+        let effective = apply(&policy("reflection: {applyProposals: true}"), &proposal).unwrap();
+        assert_eq!(effective.applied.len(), 1);
+    }
+
+    #[test]
+    fn reflections_elsewhere_or_for_other_workloads_do_not_apply() {
+        let other_namespace = [reflection(
+            "shipping",
+            "a.yaml",
+            "thresholds: {scaling.maxReplicas: 12}\nexpires: 2027-01-31T00:00:00Z",
+        )];
+        assert!(apply(&policy(""), &other_namespace).is_none());
+        let from_guard = [reflection(
+            "slo-guard",
+            "a.yaml",
+            "thresholds: {scaling.maxReplicas: 12}\nexpires: 2027-01-31T00:00:00Z",
+        )];
+        assert!(
+            apply(&policy(""), &from_guard).is_none(),
+            "the guard namespace must name the target namespace"
+        );
+    }
+
+    #[test]
+    fn incomparable_steps_are_reported_not_guessed() {
+        let percent = [reflection(
+            "payments",
+            "a.yaml",
+            "thresholds: {scaling.maxStep: \"20%\"}\nexpires: 2027-01-31T00:00:00Z",
+        )];
+        let effective = apply(&policy(""), &percent).unwrap();
+        assert!(effective.applied.is_empty());
+        assert!(effective.skipped[0].contains("cannot be compared"));
+    }
 }

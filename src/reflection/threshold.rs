@@ -113,7 +113,11 @@ impl ThresholdPath {
         if kind_a != kind_b {
             return None;
         }
-        Some(if self.lower_is_tighter() { a <= b } else { a >= b })
+        Some(if self.lower_is_tighter() {
+            a <= b
+        } else {
+            a >= b
+        })
     }
 
     /// The looser of two comparable values bounded: `candidate`, but no looser than `bound`.
@@ -139,21 +143,29 @@ impl ThresholdPath {
             ThresholdPath::ScalingCooldown => value
                 .as_str()
                 .ok_or_else(|| "expected a duration such as 10m".to_string())
-                .and_then(|text| PromDuration::parse(text).map(Threshold::Duration).map_err(|e| e.to_string())),
+                .and_then(|text| {
+                    PromDuration::parse(text)
+                        .map(Threshold::Duration)
+                        .map_err(|e| e.to_string())
+                }),
             ThresholdPath::TrafficSpikeRatio => match number() {
                 Some(ratio) if ratio > 1.0 => Ok(Threshold::Number(ratio)),
                 _ => Err(format!("{value:?} must be a number above 1")),
             },
-            ThresholdPath::BudgetFreezeBelow | ThresholdPath::BudgetAgentFreezeBelow => match number() {
-                Some(floor) if (-100.0..=1.0).contains(&floor) => Ok(Threshold::Number(floor)),
-                _ => Err(format!("{value:?} must be a budget fraction at most 1")),
-            },
+            ThresholdPath::BudgetFreezeBelow | ThresholdPath::BudgetAgentFreezeBelow => {
+                match number() {
+                    Some(floor) if (-100.0..=1.0).contains(&floor) => Ok(Threshold::Number(floor)),
+                    _ => Err(format!("{value:?} must be a budget fraction at most 1")),
+                }
+            }
             ThresholdPath::SloMinRequestRate => match number() {
                 Some(rate) if rate >= 0.0 => Ok(Threshold::Number(rate)),
                 _ => Err(format!("{value:?} must be a non-negative request rate")),
             },
             ThresholdPath::AgentsMinConfidence => match number() {
-                Some(confidence) if (0.0..=1.0).contains(&confidence) => Ok(Threshold::Number(confidence)),
+                Some(confidence) if (0.0..=1.0).contains(&confidence) => {
+                    Ok(Threshold::Number(confidence))
+                }
                 _ => Err(format!("{value:?} must be a number in 0..1")),
             },
         }
@@ -168,9 +180,16 @@ impl ThresholdPath {
             ThresholdPath::ScalingMinReplicas => scaling?.min_replicas.map(Threshold::Replicas),
             ThresholdPath::ScalingMaxStep => scaling?.max_step.map(Threshold::Step),
             ThresholdPath::ScalingCooldown => scaling?.cooldown.clone().map(Threshold::Duration),
-            ThresholdPath::TrafficSpikeRatio => spec.traffic.as_ref().map(|t| Threshold::Number(t.spike_ratio)),
-            ThresholdPath::BudgetFreezeBelow => slo.map(|s| Threshold::Number(s.budget.freeze_below)),
-            ThresholdPath::BudgetAgentFreezeBelow => slo?.budget.agent_freeze_below.map(Threshold::Number),
+            ThresholdPath::TrafficSpikeRatio => spec
+                .traffic
+                .as_ref()
+                .map(|t| Threshold::Number(t.spike_ratio)),
+            ThresholdPath::BudgetFreezeBelow => {
+                slo.map(|s| Threshold::Number(s.budget.freeze_below))
+            }
+            ThresholdPath::BudgetAgentFreezeBelow => {
+                slo?.budget.agent_freeze_below.map(Threshold::Number)
+            }
             ThresholdPath::SloMinRequestRate => slo?.min_request_rate.map(Threshold::Number),
             ThresholdPath::AgentsMinConfidence => spec.agents.min_confidence.map(Threshold::Number),
         }
@@ -181,21 +200,31 @@ impl ThresholdPath {
     /// scaling section is created, as all its fields are optional.
     pub fn write(self, spec: &mut PolicySpec, value: &Threshold) -> bool {
         fn scaling(spec: &mut PolicySpec) -> &mut crate::policy::ScalingSpec {
-            spec.scaling.get_or_insert_with(|| crate::policy::ScalingSpec {
-                min_replicas: None,
-                max_replicas: None,
-                max_step: None,
-                cooldown: None,
-                applies_to: Default::default(),
-                on_exceed: Default::default(),
-            })
+            spec.scaling
+                .get_or_insert_with(|| crate::policy::ScalingSpec {
+                    min_replicas: None,
+                    max_replicas: None,
+                    max_step: None,
+                    cooldown: None,
+                    applies_to: Default::default(),
+                    on_exceed: Default::default(),
+                })
         }
         match (self, value) {
-            (ThresholdPath::ScalingMaxReplicas, Threshold::Replicas(n)) => scaling(spec).max_replicas = Some(*n),
-            (ThresholdPath::ScalingMinReplicas, Threshold::Replicas(n)) => scaling(spec).min_replicas = Some(*n),
-            (ThresholdPath::ScalingMaxStep, Threshold::Step(step)) => scaling(spec).max_step = Some(*step),
-            (ThresholdPath::ScalingCooldown, Threshold::Duration(d)) => scaling(spec).cooldown = Some(d.clone()),
-            (ThresholdPath::TrafficSpikeRatio, Threshold::Number(n)) => match spec.traffic.as_mut() {
+            (ThresholdPath::ScalingMaxReplicas, Threshold::Replicas(n)) => {
+                scaling(spec).max_replicas = Some(*n)
+            }
+            (ThresholdPath::ScalingMinReplicas, Threshold::Replicas(n)) => {
+                scaling(spec).min_replicas = Some(*n)
+            }
+            (ThresholdPath::ScalingMaxStep, Threshold::Step(step)) => {
+                scaling(spec).max_step = Some(*step)
+            }
+            (ThresholdPath::ScalingCooldown, Threshold::Duration(d)) => {
+                scaling(spec).cooldown = Some(d.clone())
+            }
+            (ThresholdPath::TrafficSpikeRatio, Threshold::Number(n)) => match spec.traffic.as_mut()
+            {
                 Some(traffic) => traffic.spike_ratio = *n,
                 None => return false,
             },
@@ -203,15 +232,19 @@ impl ThresholdPath {
                 Some(slo) => slo.budget.freeze_below = *n,
                 None => return false,
             },
-            (ThresholdPath::BudgetAgentFreezeBelow, Threshold::Number(n)) => match spec.slo.as_mut() {
-                Some(slo) => slo.budget.agent_freeze_below = Some(*n),
-                None => return false,
-            },
+            (ThresholdPath::BudgetAgentFreezeBelow, Threshold::Number(n)) => {
+                match spec.slo.as_mut() {
+                    Some(slo) => slo.budget.agent_freeze_below = Some(*n),
+                    None => return false,
+                }
+            }
             (ThresholdPath::SloMinRequestRate, Threshold::Number(n)) => match spec.slo.as_mut() {
                 Some(slo) => slo.min_request_rate = Some(*n),
                 None => return false,
             },
-            (ThresholdPath::AgentsMinConfidence, Threshold::Number(n)) => spec.agents.min_confidence = Some(*n),
+            (ThresholdPath::AgentsMinConfidence, Threshold::Number(n)) => {
+                spec.agents.min_confidence = Some(*n)
+            }
             _ => return false,
         }
         true

@@ -267,6 +267,18 @@ pub(super) fn check_tier(
     }
 }
 
+/// Whether a person's valid approval covers this agent change (its decision id, stamped
+/// by a person, within `maxAge`). An approved agent change may pass the agent-only SLO
+/// blocks (the agent budget floor, a fast burn); the floor for everyone still holds.
+pub(super) fn approved(input: &RuleInput<'_>, now: DateTime<Utc>) -> bool {
+    let decision_id = input
+        .change
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(AgentAnnotation::DecisionId.key()));
+    decision_id.is_some() && approval_problem(input, now, decision_id.map(String::as_str)).is_none()
+}
+
 /// Why the stored approval does not cover this change, or `None` when it does.
 fn approval_problem(
     input: &RuleInput<'_>,

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass};
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
+use crate::reflection::{Provenance, ThresholdPath, effective_policy};
 use crate::slo::Observations;
 
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
@@ -116,6 +117,11 @@ pub struct Decision {
     /// The SLO figures each gated policy saw, as `namespace/name: budget 80.0% (30d); ...`,
     /// for logs and audit.
     pub figures: Vec<String>,
+    /// Set when a policy clamps replicas to its cap instead of denying: the mutating
+    /// webhook lowers the request to `cap`.
+    pub clamp: Option<Clamp>,
+    /// The effective thresholds by policy, each with where it came from.
+    pub thresholds: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
 }
 
 impl Decision {
@@ -126,6 +132,14 @@ impl Decision {
     pub fn findings_in(&self, mode: Mode) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.mode == mode)
     }
+}
+
+/// A replica request lowered to a cap by `scaling.onExceed: clamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clamp {
+    pub requested: u32,
+    pub cap: u32,
+    pub policy: String,
 }
 
 /// Everything a decision reads besides the request itself.
@@ -139,11 +153,33 @@ pub struct DecisionContext<'a> {
 /// The facts a rule needs about the policy it is checking on behalf of.
 pub(crate) struct RuleInput<'a> {
     pub change: &'a Change,
+    /// The policy with every active reflection for the target applied.
     pub policy: &'a Policy,
     pub actor: ActorKind,
+    /// Which thresholds reflections set, and why.
+    pub provenance: &'a [Provenance],
 }
 
 impl RuleInput<'_> {
+    /// " (set by reflection ns/cm#key from source: reason; policy 20)" when a reflection
+    /// set `path`, so a denial cites what changed the threshold.
+    pub fn cite(&self, path: ThresholdPath) -> String {
+        self.provenance
+            .iter()
+            .find(|p| p.path == path)
+            .map(|p| {
+                let was = p.policy_value.as_ref().map_or_else(
+                    || "unset in the policy".to_string(),
+                    |v| format!("policy {v}"),
+                );
+                format!(
+                    " (set by reflection {} from {}: {}; {was})",
+                    p.reflection, p.source, p.reason
+                )
+            })
+            .unwrap_or_default()
+    }
+
     pub fn finding(
         &self,
         rule: Rule,
@@ -166,6 +202,32 @@ impl RuleInput<'_> {
     }
 }
 
+/// Every threshold the effective policy sets, as `{"value": 12, "from": "policy"}` or with
+/// the reflection that set it.
+fn effective_thresholds(
+    policy: &Policy,
+    provenance: &[Provenance],
+) -> serde_json::Map<String, serde_json::Value> {
+    ThresholdPath::ALL
+        .into_iter()
+        .filter_map(|path| {
+            let value = path.read(&policy.spec)?;
+            let entry = match provenance.iter().find(|p| p.path == path) {
+                Some(p) => serde_json::json!({
+                    "value": value.to_json(),
+                    "policy": p.policy_value.as_ref().map(|v| v.to_json()),
+                    "reflection": p.reflection,
+                    "source": p.source,
+                    "reason": p.reason,
+                    "expires": p.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                }),
+                None => serde_json::json!({"value": value.to_json(), "from": "policy"}),
+            };
+            Some((path.as_str().to_string(), entry))
+        })
+        .collect()
+}
+
 /// The error budget left that the policy's SLO readings show, if they show one.
 fn budget_left_for(policy: &Policy, observations: &Observations) -> Option<f64> {
     let slo = policy.spec.slo.as_ref()?;
@@ -186,6 +248,8 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         findings: Vec::new(),
         notes: Vec::new(),
         figures: Vec::new(),
+        clamp: None,
+        thresholds: Vec::new(),
     };
     if change.class == ChangeClass::Config {
         decision
@@ -195,6 +259,26 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
     }
     let mut actor_is_agent = false;
     for (policy, basis) in context.policies.matching(&change.target) {
+        let effective = effective_policy(
+            policy,
+            &context.policies.reflections,
+            &change.target,
+            &context.policies.guard_namespace,
+            context.now,
+        );
+        let (policy, provenance) = match &effective {
+            Some(effective) => {
+                decision.notes.extend(effective.skipped.iter().cloned());
+                (&effective.policy, effective.applied.as_slice())
+            }
+            None => (policy, &[][..]),
+        };
+        let thresholds = effective_thresholds(policy, provenance);
+        if !thresholds.is_empty() {
+            decision
+                .thresholds
+                .push((policy.id.to_string(), thresholds));
+        }
         let actor = classify_actor(&change.requester, Some(&policy.spec));
         actor_is_agent |= actor == ActorKind::Agent;
         decision.policies.push(policy.id.to_string());
@@ -209,10 +293,18 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             change,
             policy,
             actor,
+            provenance,
         };
         // Most decisive first: kubectl users read the first line.
         decision.findings.extend(agent::check_forbidden(&input));
         decision.findings.extend(scaling::check(&input));
+        if let Some(clamp) = scaling::clamp(&input) {
+            // Several clamping policies: the lowest cap wins.
+            decision.clamp = Some(match decision.clamp.take() {
+                Some(existing) if existing.cap <= clamp.cap => existing,
+                _ => clamp,
+            });
+        }
         decision
             .findings
             .extend(governance::check_approval_keys(&input, context.now));

@@ -1,6 +1,25 @@
 //! Scaling caps: min/max replicas, the largest step, and HPA bounds.
 
 use super::{Finding, Rule, RuleInput};
+use crate::policy::OnExceed;
+use crate::reflection::ThresholdPath;
+
+/// The clamp `scaling.onExceed: clamp` asks for, when the request is above the cap.
+pub(super) fn clamp(input: &RuleInput<'_>) -> Option<super::Clamp> {
+    let scaling = input.policy.spec.scaling.as_ref()?;
+    if scaling.on_exceed != OnExceed::Clamp || !scaling.applies_to.contains(input.actor) {
+        return None;
+    }
+    let max = scaling.max_replicas?;
+    let replicas = input.change.replicas?;
+    (replicas.new > max && replicas.old.is_none_or(|old| replicas.new > old)).then(|| {
+        super::Clamp {
+            requested: replicas.new,
+            cap: max,
+            policy: input.policy.id.to_string(),
+        }
+    })
+}
 
 pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
     let Some(scaling) = &input.policy.spec.scaling else {
@@ -23,7 +42,10 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
         {
             findings.push(input.finding(
                 Rule::MaxReplicas,
-                format!("{new} replicas requested, above the cap of {max} for {actors}"),
+                format!(
+                    "{new} replicas requested, above the cap of {max} for {actors}{}",
+                    input.cite(ThresholdPath::ScalingMaxReplicas)
+                ),
                 format!("Request at most {max} replicas, or ask a platform engineer to raise scaling.maxReplicas in policy {policy}"),
                 format!("{new} replicas > cap {max} for {actors}"),
             ));
@@ -34,7 +56,10 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
         {
             findings.push(input.finding(
                 Rule::MinReplicas,
-                format!("{new} replicas requested, below the floor of {min} for {actors}"),
+                format!(
+                    "{new} replicas requested, below the floor of {min} for {actors}{}",
+                    input.cite(ThresholdPath::ScalingMinReplicas)
+                ),
                 format!("Keep at least {min} replicas"),
                 format!("{new} replicas < floor {min} for {actors}"),
             ));
@@ -51,7 +76,8 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
                 findings.push(input.finding(
                     Rule::MaxStep,
                     format!(
-                        "a step of {moved} replicas ({old} to {new}), above the largest step of {step} for {actors} ({allowed} from {old})"
+                        "a step of {moved} replicas ({old} to {new}), above the largest step of {step} for {actors} ({allowed} from {old}){}",
+                        input.cite(ThresholdPath::ScalingMaxStep)
                     ),
                     format!("Scale in steps of at most {allowed}: first to {toward} replicas"),
                     format!("step {old}->{new} ({moved}) > max step {allowed} for {actors}"),
@@ -68,8 +94,9 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
             findings.push(input.finding(
                 Rule::MaxReplicas,
                 format!(
-                    "maxReplicas {} requested, above the cap of {max} for {actors}",
-                    hpa.max
+                    "maxReplicas {} requested, above the cap of {max} for {actors}{}",
+                    hpa.max,
+                    input.cite(ThresholdPath::ScalingMaxReplicas)
                 ),
                 format!("Set maxReplicas to at most {max}"),
                 format!("HPA maxReplicas {} > cap {max} for {actors}", hpa.max),
@@ -234,5 +261,53 @@ mod tests {
         );
         assert!(decision.allowed());
         assert_eq!(only_finding(&decision, Rule::MaxReplicas).mode, Mode::Warn);
+    }
+
+    const REFLECTION: &str = "target: {kind: Deployment, name: checkout}\nthresholds: {scaling.maxReplicas: 12}\nreason: \"INC-4711: scaling to 20 exhausted the DB pool\"\nsource: reflection-agent\nexpires: 2027-01-31T00:00:00Z";
+
+    #[test]
+    fn a_reflected_cap_is_enforced_and_cited() {
+        let decision = judge_with_reflections(
+            CAPS,
+            &[("checkout.yaml", REFLECTION)],
+            &scale_by(AGENT, Some(10), 14),
+        );
+        let finding = only_finding(&decision, Rule::MaxReplicas);
+        assert_eq!(
+            finding.headline,
+            "scale of Deployment payments/checkout blocked: 14 replicas requested, above the cap of 12 for agent changes (set by reflection payments/checkout-reflections#checkout.yaml from reflection-agent: INC-4711: scaling to 20 exhausted the DB pool; policy 20)"
+        );
+        let thresholds = &decision.thresholds[0].1;
+        assert_eq!(thresholds["scaling.maxReplicas"]["value"], 12);
+        assert_eq!(thresholds["scaling.maxReplicas"]["policy"], 20);
+        assert_eq!(thresholds["scaling.maxStep"]["from"], "policy");
+        // Expired, it no longer applies.
+        let expired = REFLECTION.replace("2027-01-31", "2026-11-01");
+        let decision = judge_with_reflections(
+            CAPS,
+            &[("checkout.yaml", &expired)],
+            &scale_by(AGENT, Some(10), 14),
+        );
+        assert!(decision.findings.is_empty(), "{:#?}", decision.findings);
+        assert!(decision.notes.iter().any(|n| n.contains("expired")));
+    }
+
+    #[test]
+    fn clamp_mode_lowers_instead_of_denying_in_the_mutating_patch() {
+        let clamp = CAPS.replace("appliesTo: agents}", "appliesTo: agents, onExceed: clamp}");
+        let decision = judge(&clamp, &scale_by(AGENT, Some(18), 23));
+        let clamped = decision.clamp.as_ref().expect("a clamp");
+        assert_eq!((clamped.requested, clamped.cap), (23, 20));
+        // Scaled down or within the cap: nothing to clamp.
+        assert!(
+            judge(&clamp, &scale_by(AGENT, Some(18), 19))
+                .clamp
+                .is_none()
+        );
+        assert!(
+            judge(&clamp, &scale_by(PERSON, Some(18), 23))
+                .clamp
+                .is_none()
+        );
     }
 }

@@ -102,7 +102,7 @@ pub(super) fn check(
             match budget_left(readings, slo.period.as_str(), slo.objective) {
                 Ok(left) => {
                     figures.push(format!("budget {} ({})", percent(left), slo.period));
-                    budget_finding(input, &mut outcome, left, &objective);
+                    budget_finding(input, &mut outcome, left, &objective, now);
                 }
                 Err(m) => missing.push(m),
             }
@@ -150,7 +150,14 @@ pub(super) fn check(
         if !burns.is_empty() {
             figures.push(format!("burn {}", burns.join(", ")));
         }
-        if !firing.is_empty() {
+        let agent_approved =
+            input.actor == ActorKind::Agent && super::governance::approved(input, now);
+        if !firing.is_empty() && agent_approved {
+            outcome.notes.push(format!(
+                "fast burn ({}) passed for an agent change a person approved",
+                briefs.join("; ")
+            ));
+        } else if !firing.is_empty() {
             let prefix = scale_down
                 .as_ref()
                 .map(|s| format!("{s} while "))
@@ -161,10 +168,14 @@ pub(super) fn check(
                     "{prefix}the error budget burns fast: {} ({objective})",
                     firing.join("; ")
                 ),
-                format!(
-                    "{}, or wait until the burn rate is at most the factor in either window",
-                    approve_remedy(input.change)
-                ),
+                if input.actor == ActorKind::Agent {
+                    format!(
+                        "{}, or wait until the burn rate is at most the factor in either window",
+                        approve_remedy(input.change)
+                    )
+                } else {
+                    "Wait until the burn rate is at most the factor in either window".to_string()
+                },
                 format!("burn {}", briefs.join("; ")),
             ));
         }
@@ -251,7 +262,13 @@ fn describe_scale_down(change: &Change, scope: GateScope) -> Option<String> {
     })
 }
 
-fn budget_finding(input: &RuleInput<'_>, outcome: &mut SloOutcome, left: f64, objective: &str) {
+fn budget_finding(
+    input: &RuleInput<'_>,
+    outcome: &mut SloOutcome,
+    left: f64,
+    objective: &str,
+    now: DateTime<Utc>,
+) {
     let Some(slo) = &input.policy.spec.slo else {
         return;
     };
@@ -267,15 +284,21 @@ fn budget_finding(input: &RuleInput<'_>, outcome: &mut SloOutcome, left: f64, ob
         )
     } else {
         match slo.budget.agent_freeze_below {
-            Some(agents) if input.actor == ActorKind::Agent && left <= agents => (
-                agents,
-                "agent changes",
-                format!(
-                    "{} or wait for the budget to recover above {}",
-                    approve_remedy(input.change),
-                    threshold_percent(agents)
-                ),
-            ),
+            Some(agents)
+                if input.actor == ActorKind::Agent
+                    && left <= agents
+                    && !super::governance::approved(input, now) =>
+            {
+                (
+                    agents,
+                    "agent changes",
+                    format!(
+                        "{} or wait for the budget to recover above {}",
+                        approve_remedy(input.change),
+                        threshold_percent(agents)
+                    ),
+                )
+            }
             _ => return,
         }
     };
@@ -519,6 +542,42 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
     }
 
     #[test]
+    fn a_persons_approval_lifts_the_agent_floor_but_not_the_floor_for_everyone() {
+        let mut approved = agent_rollout();
+        approved.old_annotations = [
+            (
+                "slo-guard.io/approve",
+                "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f",
+            ),
+            ("slo-guard.io/approved-by", "alice@example.com"),
+            ("slo-guard.io/approved-at", "2026-11-18T09:50:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        approved
+            .annotations
+            .as_mut()
+            .unwrap()
+            .extend(approved.old_annotations.clone());
+        let low = Figures {
+            budget: 0.042,
+            ..HEALTHY
+        };
+        assert!(judge_figures(POLICY, &approved, &low).findings.is_empty());
+        let spent = Figures {
+            budget: -0.05,
+            ..HEALTHY
+        };
+        let decision = judge_figures(POLICY, &approved, &spent);
+        assert!(
+            only_finding(&decision, Rule::ErrorBudget)
+                .headline
+                .contains("floor for all changes")
+        );
+    }
+
+    #[test]
     fn a_low_budget_stops_agents_first_then_everyone() {
         let low = Figures {
             budget: 0.042,
@@ -573,7 +632,7 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         let decision = judge_figures(POLICY, &rollout_by(PERSON), &both);
         assert_eq!(
             only_finding(&decision, Rule::BurnRate).message(),
-            "[payments/checkout:burn-rate] rollout of Deployment payments/checkout blocked: the error budget burns fast: 25x over 1h and 25x over 5m, both above 14.4; 8.47x over 6h and 25x over 30m, both above 6 (SLO 99.9% over 30d). Ask an SRE to approve the change, or wait until the burn rate is at most the factor in either window."
+            "[payments/checkout:burn-rate] rollout of Deployment payments/checkout blocked: the error budget burns fast: 25x over 1h and 25x over 5m, both above 14.4; 8.47x over 6h and 25x over 30m, both above 6 (SLO 99.9% over 30d). Wait until the burn rate is at most the factor in either window."
         );
     }
 

@@ -54,6 +54,38 @@ pub fn checkout_ref() -> PolicyRef {
     }
 }
 
+/// Judges with reflection ConfigMap entries (YAML bodies, keyed) in `payments`.
+pub fn judge_with_reflections(
+    policy: &str,
+    reflections: &[(&str, &str)],
+    change: &Change,
+) -> Decision {
+    let mut policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+    policies.reflections = reflections
+        .iter()
+        .map(|(key, yaml)| {
+            std::sync::Arc::new(crate::reflection::Reflection {
+                id: PolicyRef {
+                    namespace: "payments".into(),
+                    name: "checkout-reflections".into(),
+                },
+                key: key.to_string(),
+                spec: crate::reflection::parse_reflection(key, yaml)
+                    .unwrap_or_else(|e| panic!("test reflection invalid: {e}")),
+            })
+        })
+        .collect();
+    let observations = crate::slo::Observations::new();
+    decide(
+        change,
+        &DecisionContext {
+            policies: &policies,
+            now: Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap(),
+            observations: &observations,
+        },
+    )
+}
+
 pub fn only_finding(decision: &Decision, rule: Rule) -> &Finding {
     assert_eq!(
         decision.findings.len(),
