@@ -13,6 +13,8 @@ pub const THRESHOLDS: &str = "slo-guard.io/thresholds";
 pub const VERDICT: &str = "slo-guard.io/verdict";
 /// When an agent last changed the workload, for cooldowns.
 pub const LAST_AGENT_CHANGE: &str = "slo-guard.io/last-agent-change";
+/// The last admitted rollout (JSON: `at`, `actor`, `user`), for judging its outcome.
+pub const LAST_ROLLOUT: &str = "slo-guard.io/last-rollout";
 /// Optional: the one container an agent's decision is about.
 pub const CONTAINER: &str = "slo-guard.io/container";
 /// Copied from the agent's reason so `kubectl rollout history` shows it.

@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
 use crate::annotations::{
-    APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE, THRESHOLDS,
+    APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE, LAST_ROLLOUT, THRESHOLDS,
 };
 use crate::policy::AgentAnnotation;
 use crate::rules::Decision;
@@ -79,6 +79,14 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
             desired.remove(APPROVED_BY);
             desired.remove(APPROVED_AT);
         }
+    }
+    if change.class == ChangeClass::Rollout {
+        let record = json!({
+            "at": context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "actor": decision.actor.as_str(),
+            "user": change.requester.username,
+        });
+        desired.insert(LAST_ROLLOUT.to_string(), record.to_string());
     }
     if decision.actor == ActorKind::Agent
         && matches!(

@@ -3,6 +3,7 @@
 mod certs;
 mod check;
 mod lint;
+mod reflect;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Make a CA and a serving certificate (and optionally install them in the cluster).
     Certs(certs::CertsArgs),
+    /// Judge the outcomes of recent rollouts and agent scales through Prometheus, and
+    /// propose tighter thresholds where a change was followed by a burn.
+    Reflect(reflect::ReflectArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -65,6 +69,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Reflect(args) => reflect::run(args),
     }
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod effective;
+pub mod learn;
 mod threshold;
 
 pub use effective::{EffectivePolicy, Provenance, effective_policy};

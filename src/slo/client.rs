@@ -248,18 +248,40 @@ impl Prometheus {
 
     /// One query straight to Prometheus, bypassing the cache.
     pub async fn fetch(&self, promql: &str, timeout: Duration) -> Result<Answer, QueryError> {
-        match tokio::time::timeout(timeout, self.send(promql, timeout)).await {
+        match tokio::time::timeout(timeout, self.send(promql, None, timeout)).await {
             Ok(result) => result,
             Err(_) => Err(timeout_error(timeout)),
         }
     }
 
-    async fn send(&self, promql: &str, timeout: Duration) -> Result<Answer, QueryError> {
+    /// One query evaluated at a past instant (for judging outcomes), bypassing the cache.
+    pub async fn fetch_at(
+        &self,
+        promql: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        timeout: Duration,
+    ) -> Result<Answer, QueryError> {
+        match tokio::time::timeout(timeout, self.send(promql, Some(at.timestamp()), timeout)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(timeout_error(timeout)),
+        }
+    }
+
+    async fn send(
+        &self,
+        promql: &str,
+        at: Option<i64>,
+        timeout: Duration,
+    ) -> Result<Answer, QueryError> {
         // Prometheus stops evaluating at its own `timeout`, a little before ours.
         let millis = i64::try_from(timeout.as_millis())
             .unwrap_or(i64::MAX)
             .max(1);
         let mut request = self.client.query(promql).timeout(millis);
+        if let Some(at) = at {
+            request = request.at(at);
+        }
         if self.deny_partial_response {
             request = request.query("partial_response", "false");
         }
