@@ -280,6 +280,53 @@ pub fn slo_policy<'a>(policies: &'a PolicySet, workload: &WorkloadState) -> Opti
         .map(|p| p.as_ref())
 }
 
+/// Measures the burn rate over `window` just before and just after the change, by
+/// evaluating the policy's SLO queries at those two instants.
+pub async fn measure(
+    prometheus: &crate::slo::Prometheus,
+    policy: &Policy,
+    workload: &WorkloadState,
+    record: &ChangeRecord,
+    window: &PromDuration,
+) -> Result<Outcome, String> {
+    let slo = policy
+        .spec
+        .slo
+        .as_ref()
+        .ok_or_else(|| format!("policy {} has no slo section", policy.id))?;
+    let target = workload.target();
+    let errors = crate::slo::fill(&slo.errors, Some(window.as_str()), &target);
+    let total = crate::slo::fill(&slo.total, Some(window.as_str()), &target);
+    let timeout = policy
+        .spec
+        .prometheus
+        .timeout
+        .duration()
+        .max(Duration::from_secs(5));
+    let allowed = 1.0 - slo.objective / 100.0;
+    let after_at =
+        record.at + chrono::Duration::from_std(window.duration()).map_err(|e| e.to_string())?;
+    let mut burns = Vec::new();
+    for at in [record.at, after_at] {
+        let (e, t) = futures::join!(
+            prometheus.fetch_at(&errors, at, timeout),
+            prometheus.fetch_at(&total, at, timeout)
+        );
+        let e = e.map_err(|e| e.to_string())?.value;
+        let t = t.map_err(|e| e.to_string())?.value;
+        burns.push(match (e, t) {
+            (Some(e), Some(t)) if e.is_finite() && t.is_finite() && t > 0.0 => {
+                Some(e / t / allowed)
+            }
+            _ => None,
+        });
+    }
+    Ok(Outcome {
+        before: burns[0],
+        after: burns[1],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -485,51 +532,4 @@ mod tests {
         );
         assert_eq!(due, vec![at(9, 0)]);
     }
-}
-
-/// Measures the burn rate over `window` just before and just after the change, by
-/// evaluating the policy's SLO queries at those two instants.
-pub async fn measure(
-    prometheus: &crate::slo::Prometheus,
-    policy: &Policy,
-    workload: &WorkloadState,
-    record: &ChangeRecord,
-    window: &PromDuration,
-) -> Result<Outcome, String> {
-    let slo = policy
-        .spec
-        .slo
-        .as_ref()
-        .ok_or_else(|| format!("policy {} has no slo section", policy.id))?;
-    let target = workload.target();
-    let errors = crate::slo::fill(&slo.errors, Some(window.as_str()), &target);
-    let total = crate::slo::fill(&slo.total, Some(window.as_str()), &target);
-    let timeout = policy
-        .spec
-        .prometheus
-        .timeout
-        .duration()
-        .max(Duration::from_secs(5));
-    let allowed = 1.0 - slo.objective / 100.0;
-    let after_at =
-        record.at + chrono::Duration::from_std(window.duration()).map_err(|e| e.to_string())?;
-    let mut burns = Vec::new();
-    for at in [record.at, after_at] {
-        let (e, t) = futures::join!(
-            prometheus.fetch_at(&errors, at, timeout),
-            prometheus.fetch_at(&total, at, timeout)
-        );
-        let e = e.map_err(|e| e.to_string())?.value;
-        let t = t.map_err(|e| e.to_string())?.value;
-        burns.push(match (e, t) {
-            (Some(e), Some(t)) if e.is_finite() && t.is_finite() && t > 0.0 => {
-                Some(e / t / allowed)
-            }
-            _ => None,
-        });
-    }
-    Ok(Outcome {
-        before: burns[0],
-        after: burns[1],
-    })
 }
