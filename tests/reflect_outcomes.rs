@@ -3,7 +3,6 @@
 //! proposal is a reflection the webhook accepts.
 
 #[path = "prometheus/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::process::Command;
