@@ -353,6 +353,7 @@ fn helm_chart_lints_and_renders_what_the_apiserver_accepts() {
         "pdb",
         "validating-webhook",
         "mutating-webhook",
+        "reflect-cronjob",
     ]
     .iter()
     .map(|name| {

@@ -14,6 +14,7 @@ need_packages=()
 command -v openssl >/dev/null || need_packages+=(openssl)
 command -v curl >/dev/null || need_packages+=(curl)
 command -v jq >/dev/null || need_packages+=(jq)
+command -v python3 >/dev/null || need_packages+=(python3)
 command -v prometheus >/dev/null || need_packages+=(prometheus)
 command -v promtool >/dev/null || need_packages+=(prometheus)
 if [ "${#need_packages[@]}" -gt 0 ]; then

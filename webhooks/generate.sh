@@ -57,6 +57,7 @@ awk -v dir="$tmp" '
         if (src ~ /\/pdb\.yaml$/) return "pdb.yaml"
         if (src ~ /\/validatingwebhookconfiguration\.yaml$/) return "validating-webhook.yaml"
         if (src ~ /\/mutatingwebhookconfiguration\.yaml$/) return "mutating-webhook.yaml"
+        if (src ~ /\/reflect-cronjob\.yaml$/) return "reflect-cronjob.yaml"
         return ""
     }
     /^---$/ { out = ""; next }
@@ -95,7 +96,9 @@ title_pdb="Keeps one slo-guard replica up during node drains."
 title_validating="Validating webhooks. Replace \${CA_BUNDLE} with envsubst before applying."
 title_mutating="Mutating webhook. Replace \${CA_BUNDLE} with envsubst before applying."
 
-for f in rbac deployment service pdb validating-webhook mutating-webhook; do
+title_reflect="CronJob that learns from outcomes (slo-guard reflect): tightening proposals."
+
+for f in rbac deployment service pdb validating-webhook mutating-webhook reflect-cronjob; do
     [ -s "$tmp/$f.yaml.body" ] || { echo "generate.sh: the render has no $f.yaml" >&2; exit 1; }
     case "$f" in
         rbac) t="$title_rbac" ;;
@@ -104,11 +107,12 @@ for f in rbac deployment service pdb validating-webhook mutating-webhook; do
         pdb) t="$title_pdb" ;;
         validating-webhook) t="$title_validating" ;;
         mutating-webhook) t="$title_mutating" ;;
+        reflect-cronjob) t="$title_reflect" ;;
     esac
     { header "$t"; cat "$tmp/$f.yaml.body"; } > "$tmp/$f.yaml"
 done
 
-files="namespace.yaml rbac.yaml deployment.yaml service.yaml pdb.yaml validating-webhook.yaml mutating-webhook.yaml"
+files="namespace.yaml rbac.yaml deployment.yaml service.yaml pdb.yaml validating-webhook.yaml mutating-webhook.yaml reflect-cronjob.yaml"
 if [ "$check" -eq 1 ]; then
     rc=0
     for f in $files; do
