@@ -1,13 +1,16 @@
 //! The Kubernetes edge: watches that keep the policy store and the workload cache
 //! current. Nothing here judges anything; requests never wait on the API server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::events::v1::{Event as KubeEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -15,10 +18,12 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
 use crate::admission::{
-    ConfigKind, POLICY_LABEL, REFLECTION_LABEL, WorkloadKind, WorkloadLookup, WorkloadSnapshot,
+    Change, ChangeClass, ConfigKind, POLICY_LABEL, REFLECTION_LABEL, TargetKind, WorkloadKind,
+    WorkloadLookup, WorkloadSnapshot,
 };
 use crate::metrics::{ConfigMapLabels, Metrics};
-use crate::policy::{ConfigMapDocument, PolicyStore, StoreEvent};
+use crate::policy::{ConfigMapDocument, PolicyRef, PolicyStore, StoreEvent};
+use crate::rules::Decision;
 
 /// Workload labels and annotations from metadata-only watches, so a scale request is
 /// matched and judged by its parent's decision context without an API call.
@@ -52,6 +57,27 @@ impl WorkloadLookup for WorkloadCache {
                 .statefulsets
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(|meta| snapshot_of(&meta)),
+        }
+    }
+}
+
+impl WorkloadCache {
+    /// The workload's uid, so an Event names the very object (`kubectl describe` matches
+    /// Events by uid). None for a workload the cache has not seen (a denied create).
+    pub fn uid(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<String> {
+        match kind {
+            WorkloadKind::Deployment => self
+                .deployments
+                .get(&ObjectRef::new(name).within(namespace))?
+                .metadata
+                .uid
+                .clone(),
+            WorkloadKind::StatefulSet => self
+                .statefulsets
+                .get(&ObjectRef::new(name).within(namespace))?
+                .metadata
+                .uid
+                .clone(),
         }
     }
 }
@@ -146,11 +172,69 @@ pub fn report(event: &StoreEvent, metrics: &Metrics) {
 
 /// Watches one kind of slo-guard ConfigMap cluster-wide and keeps the store in step.
 /// Sends on `synced` after the first complete list.
+/// The reference an Event on a ConfigMap carries: this very version of it.
+fn configmap_reference(configmap: &ConfigMap) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        namespace: configmap.metadata.namespace.clone(),
+        name: configmap.metadata.name.clone(),
+        uid: configmap.metadata.uid.clone(),
+        resource_version: configmap.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// Logs and counts a store event and, for a rejected version, records a Warning Event
+/// on the ConfigMap so its owner sees the error with `kubectl describe configmap`.
+fn surface(
+    event: &StoreEvent,
+    kind: ConfigKind,
+    references: &HashMap<(String, String), ObjectReference>,
+    metrics: &Metrics,
+    events: Option<&EventRecorder>,
+) {
+    report(event, metrics);
+    let (
+        Some(events),
+        StoreEvent::Rejected {
+            configmap,
+            error,
+            kept_previous,
+        },
+    ) = (events, event)
+    else {
+        return;
+    };
+    let PolicyRef { namespace, name } = configmap;
+    let Some(reference) = references.get(&(namespace.clone(), name.clone())) else {
+        return;
+    };
+    let consequence = if *kept_previous {
+        "The last good version stays in force."
+    } else {
+        "No earlier version was valid, so this ConfigMap governs nothing."
+    };
+    events.record(EventRecord {
+        regarding: reference.clone(),
+        reason: match kind {
+            ConfigKind::Policy => "PolicyRejected",
+            ConfigKind::Reflection => "ReflectionRejected",
+        },
+        action: "Load",
+        note: format!("{error}. {consequence} Fix it and apply again."),
+    });
+}
+
+/// Watches one kind of slo-guard ConfigMap cluster-wide and keeps the store in step.
+/// Sends on `synced` after the first complete list. Rejected versions are logged,
+/// counted, and recorded as Events on their ConfigMap when `events` is given.
 pub async fn watch_configmaps(
     client: Client,
     kind: ConfigKind,
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
+    events: Option<EventRecorder>,
     synced: tokio::sync::oneshot::Sender<()>,
 ) {
     let label = match kind {
@@ -161,11 +245,25 @@ pub async fn watch_configmaps(
     let stream = watcher::watcher(Api::<ConfigMap>::all(client), config).default_backoff();
     let mut stream = std::pin::pin!(resilient(stream, "configmaps"));
     let mut listing: BTreeMap<(String, String), ConfigMapDocument> = BTreeMap::new();
+    // The version of each ConfigMap last seen, for Events about it.
+    let mut references: HashMap<(String, String), ObjectReference> = HashMap::new();
+    let mut listed: HashMap<(String, String), ObjectReference> = HashMap::new();
     let mut synced = Some(synced);
+    let events = events.as_ref();
+    let key_of = |configmap: &ConfigMap| {
+        (
+            configmap.metadata.namespace.clone().unwrap_or_default(),
+            configmap.metadata.name.clone().unwrap_or_default(),
+        )
+    };
     while let Some(event) = stream.next().await {
         match event {
-            Event::Init => listing.clear(),
+            Event::Init => {
+                listing.clear();
+                listed.clear();
+            }
             Event::InitApply(configmap) => {
+                listed.insert(key_of(&configmap), configmap_reference(&configmap));
                 if let Some(document) = document_of(configmap) {
                     listing.insert(
                         (document.namespace.clone(), document.name.clone()),
@@ -174,24 +272,26 @@ pub async fn watch_configmaps(
                 }
             }
             Event::InitDone => {
+                references = std::mem::take(&mut listed);
                 let documents: Vec<ConfigMapDocument> =
                     std::mem::take(&mut listing).into_values().collect();
                 for event in store.replace_all(Some(kind), &documents) {
-                    report(&event, &metrics);
+                    surface(&event, kind, &references, &metrics, events);
                 }
                 if let Some(synced) = synced.take() {
                     let _ = synced.send(());
                 }
             }
             Event::Apply(configmap) => {
+                references.insert(key_of(&configmap), configmap_reference(&configmap));
                 if let Some(document) = document_of(configmap) {
-                    report(&store.apply(&document), &metrics);
+                    surface(&store.apply(&document), kind, &references, &metrics, events);
                 }
             }
             Event::Delete(configmap) => {
-                let namespace = configmap.metadata.namespace.unwrap_or_default();
-                let name = configmap.metadata.name.unwrap_or_default();
-                report(&store.remove(&namespace, &name), &metrics);
+                let key = key_of(&configmap);
+                references.remove(&key);
+                report(&store.remove(&key.0, &key.1), &metrics);
             }
         }
     }
@@ -201,18 +301,79 @@ pub async fn watch_configmaps(
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stamps `slo-guard.io/last-agent-change` on workloads agents scale through the
-/// subresource, so the cooldown holds across slo-guard replicas and restarts.
+/// subresource, so the cooldown holds across slo-guard replicas and restarts, and
+/// records denials as Events on the objects judged.
 pub struct ClusterEffects {
     client: Client,
+    events: EventRecorder,
+    workloads: WorkloadCache,
 }
 
 impl ClusterEffects {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(client: Client, events: EventRecorder, workloads: WorkloadCache) -> Self {
+        Self {
+            client,
+            events,
+            workloads,
+        }
+    }
+
+    /// The object a denial is recorded on. A scale request's is its workload; an HPA's is
+    /// the workload it scales, which is what its policy governs (the request's HPA name
+    /// is not part of the judged change).
+    fn denial_reference(&self, change: &Change) -> Option<ObjectReference> {
+        let target = &change.target;
+        let (api_version, kind, uid) = match (target.kind, target.workload_kind) {
+            (TargetKind::ConfigMap(_), _) => ("v1", "ConfigMap", None),
+            (TargetKind::Workload(_) | TargetKind::HorizontalPodAutoscaler, Some(kind)) => (
+                "apps/v1",
+                kind.as_str(),
+                self.workloads.uid(kind, &target.namespace, &target.name),
+            ),
+            _ => return None,
+        };
+        Some(ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            namespace: Some(target.namespace.clone()),
+            name: Some(target.name.clone()),
+            uid,
+            ..ObjectReference::default()
+        })
+    }
+}
+
+/// An Event's `action`: the change class judged, in the API's PascalCase.
+fn action_of(class: ChangeClass) -> &'static str {
+    match class {
+        ChangeClass::Create => "Create",
+        ChangeClass::Rollout => "Rollout",
+        ChangeClass::Scale => "Scale",
+        ChangeClass::Autoscaling => "Autoscaling",
+        ChangeClass::Metadata => "Metadata",
+        ChangeClass::Delete => "Delete",
+        ChangeClass::Config => "Config",
     }
 }
 
 impl crate::guard::AdmissionEffects for ClusterEffects {
+    fn record_denial(&self, change: &Change, decision: &Decision) {
+        let Some(regarding) = self.denial_reference(change) else {
+            return;
+        };
+        let message = crate::verdict::denial_message(decision).unwrap_or_default();
+        self.events.record(EventRecord {
+            regarding,
+            reason: "Denied",
+            action: action_of(change.class),
+            note: format!(
+                "By {} ({}): {message}",
+                change.requester.username,
+                decision.actor.as_str()
+            ),
+        });
+    }
+
     fn record_agent_scale(
         &self,
         kind: WorkloadKind,
@@ -268,5 +429,298 @@ pub async fn own_username(client: &Client) -> Option<String> {
             tracing::warn!(%error, "cannot learn slo-guard's own identity (SelfSubjectReview)");
             None
         }
+    }
+}
+
+/// One Kubernetes Event to record (events.k8s.io/v1, type Warning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub regarding: ObjectReference,
+    /// `Denied`, `PolicyRejected`, `ReflectionRejected`.
+    pub reason: &'static str,
+    /// What slo-guard was doing: the change class judged, or `Load`.
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl EventRecord {
+    /// Identical Events (same object, reason and note) count on one Event's series.
+    fn key(&self) -> String {
+        let r = &self.regarding;
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            field(&r.api_version),
+            field(&r.kind),
+            field(&r.namespace),
+            field(&r.name),
+            field(&r.uid),
+            self.reason,
+            self.action,
+            self.note
+        )
+    }
+}
+
+/// Events waiting to be sent. Beyond this, new ones are dropped (and counted): a storm of
+/// denials must never grow memory or hold an admission answer.
+pub const EVENT_QUEUE: usize = 1024;
+/// Events taken from the queue at once; identical ones among them are sent as one.
+const EVENT_BATCH: usize = 64;
+/// Repeats of an Event within this time after its last occurrence update its series
+/// instead of creating a new Event (as client-go does).
+const EVENT_SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+/// The API server's limit on an Event's note.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
+/// `reportingController` of every Event slo-guard records.
+pub const REPORTING_CONTROLLER: &str = "slo-guard.io/slo-guard";
+
+/// Records Events in the background: [`EventRecorder::record`] never waits. One task
+/// sends them in order, one API call at a time, so a burst of denials costs the API
+/// server at most one call per distinct Event and batch.
+#[derive(Clone)]
+pub struct EventRecorder {
+    queue: tokio::sync::mpsc::Sender<EventRecord>,
+    metrics: Arc<Metrics>,
+    dropped: Arc<AtomicU64>,
+    /// Events queued and not yet sent (or given up on).
+    pending: Arc<AtomicU64>,
+}
+
+impl EventRecorder {
+    /// Starts the sending task. `instance` is the `reportingInstance` (the pod name).
+    pub fn start(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
+        let (queue, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        let pending = Arc::new(AtomicU64::new(0));
+        tokio::spawn(send_events(
+            client,
+            instance,
+            receiver,
+            metrics.clone(),
+            pending.clone(),
+        ));
+        Self {
+            queue,
+            metrics,
+            dropped: Arc::default(),
+            pending,
+        }
+    }
+
+    /// Waits until every queued Event is sent, at most `timeout`: on shutdown, so the
+    /// denials of the last requests are not lost.
+    pub async fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.pending.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(left, "stopping with Events not yet recorded");
+        }
+    }
+
+    pub fn record(&self, record: EventRecord) {
+        let reason = record.reason;
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.queue.try_send(record).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.event(reason, "dropped");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped == 1 || dropped % 1000 == 0 {
+                tracing::warn!(
+                    reason,
+                    dropped,
+                    "Event not recorded: {EVENT_QUEUE} are already waiting for the API server"
+                );
+            }
+        }
+    }
+}
+
+/// An Event sent, for counting repeats on it.
+struct Sent {
+    namespace: String,
+    name: String,
+    count: i32,
+    last: Instant,
+}
+
+async fn send_events(
+    client: Client,
+    instance: String,
+    mut receiver: tokio::sync::mpsc::Receiver<EventRecord>,
+    metrics: Arc<Metrics>,
+    pending: Arc<AtomicU64>,
+) {
+    let mut sent: HashMap<String, Sent> = HashMap::new();
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    while receiver.recv_many(&mut batch, EVENT_BATCH).await > 0 {
+        let mut distinct: Vec<(EventRecord, i32)> = Vec::new();
+        for record in batch.drain(..) {
+            match distinct.iter_mut().find(|(seen, _)| *seen == record) {
+                Some((_, repeats)) => *repeats += 1,
+                None => distinct.push((record, 1)),
+            }
+        }
+        let now = Instant::now();
+        sent.retain(|_, s| now.duration_since(s.last) < EVENT_SERIES_WINDOW);
+        for (record, repeats) in distinct {
+            let result = send_event(&client, &instance, &mut sent, &record, repeats).await;
+            pending.fetch_sub(repeats as u64, Ordering::AcqRel);
+            match result {
+                Ok(outcome) => metrics.event(record.reason, outcome),
+                Err(error) => {
+                    metrics.event(record.reason, "failed");
+                    tracing::warn!(
+                        reason = record.reason,
+                        object = %format!(
+                            "{}/{}",
+                            record.regarding.namespace.as_deref().unwrap_or_default(),
+                            record.regarding.name.as_deref().unwrap_or_default()
+                        ),
+                        %error,
+                        "cannot record an Event"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn truncate_note(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+async fn send_event(
+    client: &Client,
+    instance: &str,
+    sent: &mut HashMap<String, Sent>,
+    record: &EventRecord,
+    repeats: i32,
+) -> Result<&'static str, kube::Error> {
+    let key = record.key();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    if let Some(previous) = sent.get_mut(&key) {
+        let count = previous.count + repeats;
+        let patch = serde_json::json!({
+            "series": {"count": count, "lastObservedTime": MicroTime(now)}
+        });
+        let events: Api<KubeEvent> = Api::namespaced(client.clone(), &previous.namespace);
+        match events
+            .patch(
+                &previous.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                previous.count = count;
+                previous.last = Instant::now();
+                return Ok("updated");
+            }
+            // Gone (Events expire) or unreadable: record it afresh.
+            Err(error) => {
+                tracing::debug!(%error, "cannot update an Event's series; creating a new one");
+                sent.remove(&key);
+            }
+        }
+    }
+    let namespace = record
+        .regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let name = format!(
+        "{}.{:x}",
+        record.regarding.name.as_deref().unwrap_or("slo-guard"),
+        now.as_nanosecond()
+    );
+    let event = KubeEvent {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some("Warning".into()),
+        reason: Some(record.reason.into()),
+        action: Some(record.action.into()),
+        note: Some(truncate_note(&record.note, EVENT_NOTE_MAX_BYTES)),
+        regarding: Some(record.regarding.clone()),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(instance.chars().take(128).collect()),
+        // The API server wants a series only for a repeat (count of at least 2).
+        series: (repeats > 1).then_some(EventSeries {
+            count: repeats,
+            last_observed_time: MicroTime(now),
+        }),
+        ..KubeEvent::default()
+    };
+    let events: Api<KubeEvent> = Api::namespaced(client.clone(), &namespace);
+    events
+        .create(&kube::api::PostParams::default(), &event)
+        .await?;
+    sent.insert(
+        key,
+        Sent {
+            namespace,
+            name,
+            count: repeats,
+            last: Instant::now(),
+        },
+    );
+    Ok("created")
+}
+
+/// Who records Events: the pod name in a cluster (`POD_NAME`, else the hostname, which
+/// Kubernetes sets to the pod name), else `slo-guard`.
+pub fn reporting_instance() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "slo-guard".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_cut_to_the_api_limit_on_a_character_boundary() {
+        let long = "ü".repeat(700);
+        let cut = truncate_note(&long, EVENT_NOTE_MAX_BYTES);
+        assert!(cut.len() <= EVENT_NOTE_MAX_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_note("short", EVENT_NOTE_MAX_BYTES), "short");
+    }
+
+    #[test]
+    fn identical_events_share_a_key_and_different_notes_do_not() {
+        let record = |note: &str| EventRecord {
+            regarding: ObjectReference {
+                kind: Some("Deployment".into()),
+                namespace: Some("payments".into()),
+                name: Some("checkout".into()),
+                ..ObjectReference::default()
+            },
+            reason: "Denied",
+            action: "Scale",
+            note: note.into(),
+        };
+        assert_eq!(record("a").key(), record("a").key());
+        assert_ne!(record("a").key(), record("b").key());
     }
 }

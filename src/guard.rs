@@ -64,6 +64,11 @@ pub trait AdmissionEffects: Send + Sync {
         name: &str,
         at: DateTime<Utc>,
     );
+
+    /// slo-guard denied `change` (not a dry run): record a Kubernetes Event on the object
+    /// it judged, so `kubectl describe` and `kubectl get events` show who was stopped and
+    /// why. Must not block: the event is sent in the background.
+    fn record_denial(&self, change: &Change, decision: &Decision);
 }
 
 /// A review that was read and classified, with the SLO queries its decision needs.
@@ -254,6 +259,12 @@ impl Guard {
         let verdict = verdict::verdict_word(&decision);
         if endpoint == Endpoint::Validate {
             self.count(&decision, verdict);
+            if let Some(effects) = &self.effects
+                && !decision.allowed()
+                && !change.dry_run
+            {
+                effects.record_denial(&change, &decision);
+            }
             if let (Some(effects), Some(kind)) = (&self.effects, change.target.workload_kind)
                 && decision.allowed()
                 && decision.actor == ActorKind::Agent

@@ -32,6 +32,15 @@ pub struct ConfigMapLabels {
     pub configmap: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The Event's reason: `Denied`, `PolicyRejected`.
+    pub reason: String,
+    /// created, updated (a repeat counted on an earlier Event), dropped (the queue was
+    /// full) or failed (the API server refused it).
+    pub result: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -40,6 +49,7 @@ pub struct Metrics {
     pub policy_load_errors: Family<ConfigMapLabels, Counter>,
     pub policies_loaded: Gauge,
     pub policies_rejected: Gauge,
+    pub events: Family<EventLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +103,12 @@ impl Metrics {
             "ConfigMaps whose latest version is rejected (a last good version may be in force)",
             policies_rejected.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events recorded on judged objects and policy ConfigMaps, by reason and result",
+            events.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -101,7 +117,18 @@ impl Metrics {
             policy_load_errors,
             policies_loaded,
             policies_rejected,
+            events,
         }
+    }
+
+    /// Counts one Event outcome.
+    pub fn event(&self, reason: &str, result: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                reason: reason.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -76,6 +76,9 @@ pub fn audit_annotations(decision: &Decision) -> BTreeMap<String, String> {
     if !decision.policies.is_empty() {
         annotations.insert("policies".to_string(), decision.policies.join(","));
     }
+    if !decision.figures.is_empty() {
+        annotations.insert("figures".to_string(), decision.figures.join(" | "));
+    }
     if !decision.findings.is_empty() {
         let rules: Vec<String> = decision
             .findings

@@ -53,12 +53,6 @@ pub fn run(args: LintArgs) -> ExitCode {
                         "ok: {what} {}/{} ({})",
                         document.namespace, document.name, document.origin
                     );
-                    if what == "reflection" {
-                        println!(
-                            "  note: slo-guard {} validates reflections but does not apply them to decisions yet",
-                            env!("CARGO_PKG_VERSION")
-                        );
-                    }
                 }
             }
         }

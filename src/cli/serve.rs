@@ -188,6 +188,9 @@ fn embedded_documents(namespace: &str) -> anyhow::Result<Vec<ConfigMapDocument>>
     Ok(documents)
 }
 
+/// After the last request, how long Events still queued get to reach the API server.
+const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
@@ -215,6 +218,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut cluster_sync = Vec::new();
     let mut cluster_effects = None;
+    let mut event_recorder = None;
     let workloads: Arc<dyn WorkloadLookup> = if args.watch_configmaps {
         let client = kube::Client::try_default()
             .await
@@ -224,10 +228,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             identity = own_username.as_deref().unwrap_or("unknown"),
             "cluster identity"
         );
-        cluster_effects = Some((
-            Arc::new(cluster::ClusterEffects::new(client.clone())),
-            own_username,
-        ));
+        let events = cluster::EventRecorder::start(
+            client.clone(),
+            cluster::reporting_instance(),
+            metrics.clone(),
+        );
         for kind in [ConfigKind::Policy, ConfigKind::Reflection] {
             let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(cluster::watch_configmaps(
@@ -235,6 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 kind,
                 store.clone(),
                 metrics.clone(),
+                Some(events.clone()),
                 synced_tx,
             ));
             cluster_sync.push(synced_rx);
@@ -246,6 +252,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = synced_tx.send(());
         });
         cluster_sync.push(synced_rx);
+        cluster_effects = Some((
+            Arc::new(cluster::ClusterEffects::new(
+                client.clone(),
+                events.clone(),
+                cache.clone(),
+            )),
+            own_username,
+        ));
+        event_recorder = Some(events);
         Arc::new(cache)
     } else {
         let documents = if args.policies.policies.is_empty() {
@@ -307,6 +322,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::time::sleep(args.shutdown_delay).await;
     handle.graceful_shutdown(Some(args.shutdown_grace));
     server.await??;
+    if let Some(events) = &event_recorder {
+        events.flush(EVENT_FLUSH_TIMEOUT).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

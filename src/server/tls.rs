@@ -61,9 +61,27 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    // metadata() follows symlinks, so a Secret volume's `..data` swap changes it.
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies one version of a file: its modification time, size and (on Unix) its
+/// inode. metadata() follows symlinks, so a Secret volume's `..data` swap changes it, and
+/// so does a copy that keeps the old modification time (`cp -p`, `rsync -t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Version {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn version(path: &Path) -> Option<Version> {
+    let metadata = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Version {
+        modified: metadata.modified().ok(),
+        len: metadata.len(),
+        inode,
+    })
 }
 
 /// Reloads the certificate whenever either file changes. A pair that fails to load (for
@@ -75,12 +93,12 @@ pub async fn watch_for_rotation(
     key_path: PathBuf,
     every: Duration,
 ) {
-    let mut seen = (modified(&cert_path), modified(&key_path));
+    let mut seen = (version(&cert_path), version(&key_path));
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = (modified(&cert_path), modified(&key_path));
+        let now = (version(&cert_path), version(&key_path));
         if now == seen {
             continue;
         }
