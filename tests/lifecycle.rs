@@ -1,0 +1,1038 @@
+//! The server's life as an operator sees it, with the real binary
+//! (issue 7, "Reliability and security" items 3 to 6):
+//!
+//! - a Secret-volume certificate rotation under load fails no request, and new
+//!   connections get the new certificate;
+//! - SIGTERM under load: readiness drops first, requests keep being answered during
+//!   `--shutdown-delay`, in-flight requests finish after the listener closes, exit 0;
+//!   every decision is a JSON log line with uid, actor, class, rules, figures, verdict;
+//! - against a real kube-apiserver (tests/e2e/cluster.sh): a bad policy that bypassed the
+//!   webhook leaves the last good one in force and is surfaced in the logs, in
+//!   `slo_guard_policy_load_errors_total` and in an Event on the ConfigMap; denials raise
+//!   Events on the objects (dry runs do not; repeats count on one Event).
+//!
+//! Waits are bounded hang guards only; nothing asserts how fast anything is.
+
+mod e2e_support;
+#[path = "prometheus/support.rs"]
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use slo_guard::certs::{CertBundle, CertRequest, generate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = support::root().join("tests/fixtures/captured").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn uid_of(review: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(review).expect("review JSON");
+    value["request"]["uid"].as_str().expect("uid").to_string()
+}
+
+/// `slo-guard serve` as a child process of this test, killed (by its pid) when dropped.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    fn start(work: &Path, name: &str, args: &[&str]) -> Self {
+        let port = e2e_support::free_port();
+        let log = work.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("slo-guard starts");
+        let serve = Self { child, log, port };
+        serve.wait_for_log("\"message\":\"ready\"", Duration::from_secs(60));
+        serve
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slo-guard did not exit within {timeout:?} (hang guard):\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn client_trusting(cas: &[&str]) -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .tls_info(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(20));
+    for ca in cas {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA PEM"));
+    }
+    builder
+}
+
+fn leaf_der(bundle: &CertBundle) -> Vec<u8> {
+    rustls_pemfile::certs(&mut bundle.tls_cert.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM")
+        .to_vec()
+}
+
+// ---------------------------------------------------------------------------------------
+// a. Certificate rotation under load
+// ---------------------------------------------------------------------------------------
+
+/// Writes one version of a `kubernetes.io/tls` Secret as the kubelet does: a timestamped
+/// directory, then `..data` swapped to it with an atomic rename.
+fn write_secret_version(dir: &Path, version: &str, bundle: &CertBundle) {
+    let versioned = dir.join(version);
+    std::fs::create_dir(&versioned).expect("version dir");
+    std::fs::write(versioned.join("tls.crt"), &bundle.tls_cert).expect("tls.crt");
+    std::fs::write(versioned.join("tls.key"), &bundle.tls_key).expect("tls.key");
+    std::fs::write(versioned.join("ca.crt"), &bundle.ca_cert).expect("ca.crt");
+    let staged = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&staged);
+    symlink(version, &staged).expect("..data_tmp");
+    std::fs::rename(&staged, dir.join("..data")).expect("atomic ..data swap");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Old,
+    New,
+    Other,
+}
+
+#[derive(Default)]
+struct Tally {
+    keepalive_ok: AtomicU64,
+    fresh_ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    /// The certificate each new connection presented, in order.
+    fresh: Mutex<Vec<Served>>,
+}
+
+async fn one_request(
+    client: &reqwest::Client,
+    url: &str,
+    review: &[u8],
+    uid: &str,
+    old: &[u8],
+    new: &[u8],
+) -> Result<Served, String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(review.to_vec())
+        .send()
+        .await
+        .map_err(|e| format!("send: {e:?}"))?;
+    let served = match response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+    {
+        Some(der) if der == old => Served::Old,
+        Some(der) if der == new => Served::New,
+        _ => Served::Other,
+    };
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
+    if status != 200 || body["response"]["uid"] != uid {
+        return Err(format!("status {status}: {body}"));
+    }
+    Ok(served)
+}
+
+async fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} (hang guard {timeout:?})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_volume_rotation_under_load_fails_no_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir().expect("work dir");
+    let secret = work.path().join("serving-cert");
+    std::fs::create_dir(&secret).unwrap();
+    let old = generate(&CertRequest::local(1)).expect("old certificate");
+    let new = generate(&CertRequest::local(1)).expect("new certificate");
+    assert_ne!(old.ca_cert, new.ca_cert, "two different CAs");
+    write_secret_version(&secret, "..2025_01_01_00_00_00.000000001", &old);
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        symlink(format!("..data/{file}"), secret.join(file)).expect("file symlink");
+    }
+
+    let serve = Serve::start(
+        work.path(),
+        "rotation",
+        &[
+            "--tls-cert",
+            secret.join("tls.crt").to_str().unwrap(),
+            "--tls-key",
+            secret.join("tls.key").to_str().unwrap(),
+            "--cert-reload-interval",
+            "1s",
+        ],
+    );
+    let (old_der, new_der) = (Arc::new(leaf_der(&old)), Arc::new(leaf_der(&new)));
+    let review = Arc::new(fixture("scale-agent.json"));
+    let uid = Arc::new(uid_of(&review));
+    let url = Arc::new(serve.url("/validate"));
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Bounds the run whatever happens.
+    const MAX_REQUESTS: u64 = 50_000;
+
+    let mut workers = Vec::new();
+    // Keep-alive: two h2 clients (ALPN) and one HTTP/1.1 client, each reusing its
+    // connection across the swap.
+    for http1 in [false, false, true] {
+        let mut builder = client_trusting(&[&old.ca_cert, &new.ca_cert]);
+        if http1 {
+            builder = builder.http1_only();
+        }
+        let client = builder.build().expect("client");
+        let (review, uid, url, tally, stop) = (
+            review.clone(),
+            uid.clone(),
+            url.clone(),
+            tally.clone(),
+            stop.clone(),
+        );
+        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire)
+                && tally.keepalive_ok.load(Ordering::Acquire) < MAX_REQUESTS
+            {
+                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                    Ok(_) => {
+                        tally.keepalive_ok.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(e) => tally
+                        .failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("keep-alive: {e}")),
+                }
+            }
+        }));
+    }
+    // New connections: a fresh client, hence a fresh TLS handshake, per request.
+    for _ in 0..2 {
+        let (review, uid, url, tally, stop) = (
+            review.clone(),
+            uid.clone(),
+            url.clone(),
+            tally.clone(),
+            stop.clone(),
+        );
+        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        let (old_ca, new_ca) = (old.ca_cert.clone(), new.ca_cert.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire)
+                && tally.fresh_ok.load(Ordering::Acquire) < MAX_REQUESTS
+            {
+                let client = client_trusting(&[&old_ca, &new_ca])
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .expect("client");
+                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                    Ok(served) => {
+                        tally.fresh.lock().unwrap().push(served);
+                        tally.fresh_ok.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(e) => tally
+                        .failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("new connection: {e}")),
+                }
+            }
+        }));
+    }
+
+    wait_until("load before the swap", Duration::from_secs(60), || {
+        tally.keepalive_ok.load(Ordering::Acquire) >= 30
+            && tally.fresh_ok.load(Ordering::Acquire) >= 30
+    })
+    .await;
+
+    // The Secret is updated: a new version directory and an atomic ..data swap; the old
+    // version directory is then removed, as the kubelet does.
+    let before_swap = tally.fresh.lock().unwrap().len();
+    write_secret_version(&secret, "..2025_01_01_00_05_00.000000002", &new);
+    std::fs::remove_dir_all(secret.join("..2025_01_01_00_00_00.000000001")).expect("old version");
+    let keepalive_at_swap = tally.keepalive_ok.load(Ordering::Acquire);
+
+    wait_until(
+        "a new connection presents the new certificate",
+        Duration::from_secs(30),
+        || tally.fresh.lock().unwrap().contains(&Served::New),
+    )
+    .await;
+    let first_new = tally
+        .fresh
+        .lock()
+        .unwrap()
+        .iter()
+        .position(|s| *s == Served::New)
+        .unwrap();
+    wait_until("load after the rotation", Duration::from_secs(60), || {
+        tally.fresh.lock().unwrap().len() >= first_new + 30
+            && tally.keepalive_ok.load(Ordering::Acquire) >= keepalive_at_swap + 30
+    })
+    .await;
+    stop.store(true, Ordering::Release);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+
+    let failures = tally.failures.lock().unwrap().clone();
+    let fresh = tally.fresh.lock().unwrap().clone();
+    let (keepalive, total_fresh) = (
+        tally.keepalive_ok.load(Ordering::Acquire),
+        tally.fresh_ok.load(Ordering::Acquire),
+    );
+    println!(
+        "rotation: {keepalive} keep-alive and {total_fresh} new-connection requests, {} failed; \
+         new connections: {} before the swap (old certificate), first new certificate on \
+         new connection #{first_new}",
+        failures.len(),
+        before_swap
+    );
+    assert!(
+        failures.is_empty(),
+        "{} requests failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        fresh[..before_swap].iter().all(|s| *s == Served::Old),
+        "before the swap every new connection got the old certificate"
+    );
+    // Once the new certificate is served, every later handshake gets it: the reload is
+    // one atomic switch, never a mix.
+    assert!(
+        fresh[first_new..].iter().all(|s| *s == Served::New),
+        "a new connection got the old (or another) certificate after the new one was served: {:?}",
+        &fresh[first_new..]
+    );
+    assert!(fresh[..first_new].iter().all(|s| *s == Served::Old));
+    serve.wait_for_log("reloaded serving certificate", Duration::from_secs(5));
+
+    // Only the new chain is served to new connections now: a client trusting only the
+    // new CA connects, one trusting only the old CA is refused.
+    let only_new = client_trusting(&[&new.ca_cert]).build().unwrap();
+    assert_eq!(
+        one_request(&only_new, &url, &review, &uid, &old_der, &new_der).await,
+        Ok(Served::New)
+    );
+    let only_old = client_trusting(&[&old.ca_cert]).build().unwrap();
+    let refused = only_old.get(serve.url("/healthz")).send().await;
+    assert!(refused.is_err(), "the old certificate is still served");
+}
+
+// ---------------------------------------------------------------------------------------
+// b. SIGTERM under load
+// ---------------------------------------------------------------------------------------
+
+/// A Prometheus stand-in that answers every query after `delay`: healthy figures (no
+/// errors, 10 req/s, fresh samples). It makes every gated decision slow, so requests are
+/// in flight when SIGTERM arrives. Counts the queries it received.
+async fn slow_prometheus(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(Some(head)) = support::read_head(&mut stream).await else {
+                        return;
+                    };
+                    let mut query = support::query_param(&head, "query");
+                    if query.is_none() {
+                        // A POSTed form: the query is in the body.
+                        let text = String::from_utf8_lossy(&head).to_lowercase();
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; length];
+                        if stream.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let line =
+                            format!("POST /?{} HTTP/1.1\r\n", String::from_utf8_lossy(&body));
+                        query = support::query_param(line.as_bytes(), "query");
+                    }
+                    let query = query.unwrap_or_default();
+                    counter.fetch_add(1, Ordering::AcqRel);
+                    tokio::time::sleep(delay).await;
+                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                    let value = if query.contains("timestamp(") {
+                        format!("{now}")
+                    } else if query.contains("code=~\"5..\"") {
+                        "0".to_string()
+                    } else {
+                        "10".to_string()
+                    };
+                    let body = format!(
+                        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{value}"]}}]}}}}"#
+                    );
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_requests() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const IN_FLIGHT: usize = 12;
+    const DELAY: Duration = Duration::from_secs(6);
+    let work = tempfile::tempdir().expect("work dir");
+    let (prometheus, received) = slow_prometheus(DELAY).await;
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(&policy, support::policy_manifest("deny", "allow", "20s")).unwrap();
+    let certs = work.path().join("certs");
+    let mut serve = Serve::start(
+        work.path(),
+        "sigterm",
+        &[
+            "--policies",
+            policy.to_str().unwrap(),
+            "--prometheus-url",
+            &prometheus,
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            "--shutdown-delay",
+            "3s",
+            "--shutdown-grace",
+            "30s",
+        ],
+    );
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("generated CA");
+    let h2 = client_trusting(&[&ca]).build().unwrap();
+    let http1 = client_trusting(&[&ca]).http1_only().build().unwrap();
+
+    // In-flight load: one rollout per workload, so each asks its own 12 queries, half
+    // multiplexed on one h2 connection, half on HTTP/1.1 connections of their own.
+    let mut in_flight = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let client = if i % 2 == 0 {
+            h2.clone()
+        } else {
+            http1.clone()
+        };
+        let url = serve.url("/validate");
+        let review = support::rollout(&format!("svc-{i}"), true);
+        in_flight.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(review)
+                .send()
+                .await;
+            let finished = Instant::now();
+            let response = match response {
+                Ok(response) => response,
+                Err(error) => return Err(format!("send: {error:?}")),
+            };
+            let status = response.status();
+            let body: Value = response.json().await.map_err(|e| e.to_string())?;
+            Ok((status.as_u16(), body, finished))
+        }));
+    }
+    // Every request is inside slo-guard, waiting on Prometheus.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Acquire) < IN_FLIGHT * 12 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} queries reached Prometheus (hang guard)",
+            received.load(Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve.terminate();
+
+    // Readiness drops first: /readyz turns 503 while the server still answers, on a new
+    // connection as on a kept-alive one.
+    let fresh = || {
+        client_trusting(&[&ca])
+            .http1_only()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = fresh()
+            .get(serve.url("/readyz"))
+            .send()
+            .await
+            .expect("the listener is open during --shutdown-delay")
+            .status();
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ungoverned = fixture("scale-person.json");
+    let ungoverned_uid = uid_of(&ungoverned);
+    for client in [fresh(), h2.clone()] {
+        let response = client
+            .post(serve.url("/validate"))
+            .header("content-type", "application/json")
+            .body(ungoverned.clone())
+            .send()
+            .await
+            .expect("requests are still answered while not ready");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["response"]["uid"], ungoverned_uid.as_str());
+        assert_eq!(body["response"]["allowed"], true);
+    }
+    assert!(
+        in_flight.iter().all(|task| !task.is_finished()),
+        "the slow requests were still in flight when readiness dropped"
+    );
+
+    // After the delay the listener closes; the in-flight requests go on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", serve.port))
+            .await
+            .is_err()
+        {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the listener never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let mut finished_after_close = 0;
+    for task in in_flight {
+        let (status, body, finished) = task
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("an in-flight request failed: {e}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["allowed"], true, "{body:#}");
+        assert!(
+            body["response"]["warnings"]
+                .as_array()
+                .is_none_or(|w| w.is_empty()),
+            "answered with real figures: {body:#}"
+        );
+        if finished > closed {
+            finished_after_close += 1;
+        }
+    }
+    assert!(
+        finished_after_close > 0,
+        "in-flight requests were answered after the listener closed (graceful drain)"
+    );
+    let status = serve.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "exit status {status:?}");
+
+    // The order of the log: not ready, then stopped.
+    let log = serve.log_text();
+    let draining = log
+        .find("shutting down: reporting not ready, then draining")
+        .expect("draining logged");
+    let stopped = log.find("\"message\":\"stopped\"").expect("stopped logged");
+    assert!(draining < stopped);
+
+    // Audit trail: one JSON decision line per review, with uid, actor, class, rules,
+    // figures and verdict; gated ones carry the figures seen.
+    let decisions: Vec<Value> = serve
+        .log_lines()
+        .into_iter()
+        .filter(|line| line["message"] == "decision")
+        .collect();
+    assert_eq!(
+        decisions.len(),
+        IN_FLIGHT + 2,
+        "one decision line per review"
+    );
+    for line in &decisions {
+        for key in [
+            "uid", "actor", "class", "rules", "figures", "verdict", "object", "user",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert!(
+            !line["uid"].as_str().unwrap_or_default().is_empty(),
+            "{line}"
+        );
+    }
+    for i in 0..IN_FLIGHT {
+        let object = format!("Deployment shop/svc-{i}");
+        let line = decisions
+            .iter()
+            .find(|l| l["object"] == object.as_str())
+            .unwrap_or_else(|| panic!("no decision line for {object}"));
+        assert_eq!(line["actor"], "agent");
+        assert_eq!(line["class"], "rollout");
+        assert_eq!(line["verdict"], "allowed");
+        assert_eq!(line["rules"], "");
+        let figures = line["figures"].as_str().unwrap();
+        assert!(
+            figures.starts_with("shop/shop: budget 100.0% (30d); burn ")
+                && figures.contains("traffic 10/10 req/s (1x)"),
+            "{figures}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// c, d. In a cluster: a bad policy while running, and denial Events
+// ---------------------------------------------------------------------------------------
+
+fn caps_policy(max_replicas: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: checkout-caps
+  namespace: payments
+  labels: {{slo-guard.io/policy: "true"}}
+data:
+  policy.yaml: |
+    match: {{kinds: [Deployment], names: [checkout]}}
+    agents: {{users: ["system:serviceaccount:ai-agents:*"]}}
+    scaling: {{maxReplicas: {max_replicas}}}
+"#
+    )
+}
+
+const CHECKOUT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout
+  namespace: payments
+  labels: {app: checkout}
+  annotations:
+    slo-guard.io/decision-id: d-lifecycle-0001
+    slo-guard.io/reason: "e2e: scale for load"
+    slo-guard.io/confidence: "0.9"
+    slo-guard.io/action: scale
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: checkout}}
+  template:
+    metadata: {labels: {app: checkout}}
+    spec:
+      containers:
+      - {name: app, image: registry.example.com/payments/checkout:1.0.0}
+"#;
+
+/// Events (core/v1 view) on `name` in payments with `reason`.
+fn events_on(
+    cluster: &mut e2e_support::Cluster,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<Value> {
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name},reason={reason}");
+    let output = cluster.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "payments",
+        "--field-selector",
+        &selector,
+        "-o",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        e2e_support::text(&output.stderr)
+    );
+    let list: Value = serde_json::from_slice(&output.stdout).expect("event list");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_for_event(
+    cluster: &mut e2e_support::Cluster,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    note: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = events_on(cluster, kind, name, reason);
+        if let Some(event) = events
+            .iter()
+            .find(|e| e["message"].as_str().is_some_and(|m| m.contains(note)))
+        {
+            return event.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event on {kind} {name} with {note:?}: {events:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn metrics(guarded: &e2e_support::Guarded) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "--noproxy", "*", "--cacert"])
+        .arg(guarded.certs.join("ca.crt"))
+        .arg(format!("https://127.0.0.1:{}/metrics", guarded.port))
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        e2e_support::text(&output.stderr)
+    );
+    e2e_support::text(&output.stdout)
+}
+
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[test]
+fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() {
+    use e2e_support::{AGENT, assert_allowed, assert_denied, text, webhooks};
+    let mut guarded = e2e_support::Guarded::start("lifecycle");
+    let scale = |replicas: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "scale",
+            "deploy/checkout",
+            "-n",
+            "payments",
+            &format!("--replicas={replicas}"),
+            "--as",
+            AGENT,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |cluster: &mut e2e_support::Cluster, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.kubectl(&args)
+    };
+
+    // A good policy, through the webhook, and the workload it governs.
+    guarded.cluster.apply(&caps_policy("5"));
+    guarded.guard().wait_for_log(
+        "\"configmap\":\"payments/checkout-caps\"",
+        Duration::from_secs(20),
+    );
+    guarded.cluster.apply(CHECKOUT);
+    let output = guarded.cluster.kubectl(&[
+        "get",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let checkout_uid = text(&output.stdout);
+    assert!(!checkout_uid.is_empty());
+
+    // --- d. Denials raise an Event on the object; dry runs do not.
+    let cap = "[payments/checkout-caps:max-replicas] scale of Deployment payments/checkout blocked: 8 replicas requested, above the cap of 5";
+    assert_denied(
+        &run(&mut guarded.cluster, scale("7", &["--dry-run=server"])),
+        "[payments/checkout-caps:max-replicas]",
+    );
+    assert_denied(&run(&mut guarded.cluster, scale("8", &[])), cap);
+    let event = wait_for_event(
+        &mut guarded.cluster,
+        "Deployment",
+        "checkout",
+        "Denied",
+        cap,
+    );
+    println!("denial Event: {event:#}");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reportingComponent"], "slo-guard.io/slo-guard");
+    assert_eq!(event["action"], "Scale");
+    assert_eq!(event["involvedObject"]["uid"], checkout_uid.as_str());
+    assert_eq!(event["involvedObject"]["apiVersion"], "apps/v1");
+    let note = event["message"].as_str().unwrap();
+    assert!(
+        note.starts_with(&format!("By {AGENT} (agent): {cap}")),
+        "{note}"
+    );
+    // The dry run was judged before the real request and its Event would have been sent
+    // first: it has none.
+    let denied = events_on(&mut guarded.cluster, "Deployment", "checkout", "Denied");
+    assert!(
+        denied.iter().all(|e| !e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("7 replicas")),
+        "a dry run raised an Event: {denied:#?}"
+    );
+
+    // A bad version applied through the webhook is denied, and the denial is an Event on
+    // the ConfigMap too.
+    let bad = caps_policy("\"twenty\"");
+    let output = guarded
+        .cluster
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&bad));
+    assert_denied(&output, "[payments/checkout-caps:policy-schema]");
+    wait_for_event(
+        &mut guarded.cluster,
+        "ConfigMap",
+        "checkout-caps",
+        "Denied",
+        "[payments/checkout-caps:policy-schema]",
+    );
+
+    // --- c. The bad version reaches the running server past the webhook.
+    let output = guarded.cluster.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "slo-guard-local",
+    ]);
+    assert_allowed(&output);
+    guarded.cluster.apply(&bad);
+    guarded
+        .guard()
+        .wait_for_log("\"message\":\"policy rejected\"", Duration::from_secs(20));
+    let webhook_config = webhooks(guarded.port, &guarded.ca_bundle, "Fail");
+    guarded.cluster.apply(&webhook_config);
+
+    // The last good version stays in force: the agent is still capped at 5.
+    assert_denied(&run(&mut guarded.cluster, scale("8", &[])), cap);
+
+    // Logs: the error, naming the ConfigMap and the field, and that the old version stays.
+    let rejected: Vec<Value> = guarded
+        .guard()
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "policy rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["configmap"], "payments/checkout-caps");
+    assert_eq!(rejected[0]["kept_previous"], true);
+    assert_eq!(rejected[0]["level"], "ERROR");
+    assert!(
+        rejected[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("field `scaling.maxReplicas`"),
+        "{}",
+        rejected[0]
+    );
+
+    // Metrics.
+    let text_metrics = metrics(&guarded);
+    assert_eq!(
+        metric_value(
+            &text_metrics,
+            "slo_guard_policy_load_errors_total{configmap=\"payments/checkout-caps\"}"
+        ),
+        Some(1.0),
+        "{text_metrics}"
+    );
+    assert_eq!(
+        metric_value(&text_metrics, "slo_guard_policies_rejected"),
+        Some(1.0)
+    );
+
+    // An Event on the ConfigMap, with the error.
+    let event = wait_for_event(
+        &mut guarded.cluster,
+        "ConfigMap",
+        "checkout-caps",
+        "PolicyRejected",
+        "field `scaling.maxReplicas`",
+    );
+    println!("policy Event: {event:#}");
+    assert_eq!(event["type"], "Warning");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("The last good version stays in force."),
+        "{event}"
+    );
+    let configmap_uid = text(
+        &guarded
+            .cluster
+            .kubectl(&[
+                "get",
+                "configmap/checkout-caps",
+                "-n",
+                "payments",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ])
+            .stdout,
+    );
+    assert_eq!(event["involvedObject"]["uid"], configmap_uid.as_str());
+
+    // The same denial again counts on the first Event instead of adding one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let same: Vec<Value> = events_on(&mut guarded.cluster, "Deployment", "checkout", "Denied")
+            .into_iter()
+            .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(cap)))
+            .collect();
+        assert_eq!(same.len(), 1, "{same:#?}");
+        if same[0]["series"]["count"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "repeat not counted: {same:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Counted once the API server has answered slo-guard, a moment after the Event is
+    // visible to kubectl.
+    let expected = [
+        (
+            "slo_guard_events_total{reason=\"Denied\",result=\"created\"}",
+            2.0,
+        ),
+        (
+            "slo_guard_events_total{reason=\"Denied\",result=\"updated\"}",
+            1.0,
+        ),
+        (
+            "slo_guard_events_total{reason=\"PolicyRejected\",result=\"created\"}",
+            1.0,
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text_metrics = metrics(&guarded);
+        let seen: Vec<Option<f64>> = expected
+            .iter()
+            .map(|(series, _)| metric_value(&text_metrics, series))
+            .collect();
+        if seen
+            .iter()
+            .zip(&expected)
+            .all(|(seen, (_, want))| *seen == Some(*want))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Event counters {seen:?}, expected {expected:?}:\n{text_metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A fixed version replaces the last good one, through the webhook as usual.
+    guarded.cluster.apply(&caps_policy("10"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = run(&mut guarded.cluster, scale("8", &[]));
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fixed policy never took over: {}",
+            text(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        metric_value(&metrics(&guarded), "slo_guard_policies_rejected"),
+        Some(0.0)
+    );
+}
