@@ -165,9 +165,21 @@ pub struct SloGuard {
 
 impl SloGuard {
     pub fn start(cluster: &Cluster, port: u16, certs: &Path, log: PathBuf) -> Self {
+        Self::start_with_env(cluster, port, certs, log, &[])
+    }
+
+    /// Starts with extra environment variables (every flag has one), e.g. the Prometheus URL.
+    pub fn start_with_env(
+        cluster: &Cluster,
+        port: u16,
+        certs: &Path,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = cluster
             .command(env!("CARGO_BIN_EXE_slo-guard"))
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--watch-configmaps",
@@ -268,6 +280,11 @@ impl Guarded {
     /// Starts the cluster, applies the test identities, makes certificates and starts
     /// slo-guard with failurePolicy Fail.
     pub fn start(name: &'static str) -> Self {
+        Self::start_with_env(name, &[])
+    }
+
+    /// Like [`Guarded::start`], with extra environment for slo-guard.
+    pub fn start_with_env(name: &'static str, env: &[(&str, &str)]) -> Self {
         let mut cluster = Cluster::up(name);
         let work = tempfile::tempdir().expect("work dir");
         cluster.apply_file(&root().join("tests/e2e/capture/manifests/00-setup.yaml"));
@@ -281,7 +298,13 @@ impl Guarded {
         assert!(made.status.success(), "{}", text(&made.stderr));
         let ca_bundle = text(&made.stdout).trim().to_string();
         let port = free_port();
-        let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-0.log"));
+        let guard = SloGuard::start_with_env(
+            &cluster,
+            port,
+            &certs,
+            work.path().join("slo-guard-0.log"),
+            env,
+        );
         cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
         Self {
             cluster,
