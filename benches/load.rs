@@ -284,21 +284,39 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_string(),
+/// CPU time and run-queue wait of a process, summed over its threads
+/// (`/proc/<pid>/task/*/schedstat`), in seconds. The wait is time a thread was runnable
+/// but not running: CPU taken by someone else.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu: f64,
+    wait: f64,
+}
+
+fn usage(pid: Option<u32>) -> Option<Usage> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_string(),
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((utime + stime) / ticks)
+    let mut total = Usage::default();
+    for entry in std::fs::read_dir(dir).ok()? {
+        let Ok(entry) = entry else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap_or(0.0));
+        total.cpu += fields.next().unwrap_or(0.0) / 1e9;
+        total.wait += fields.next().unwrap_or(0.0) / 1e9;
+    }
+    Some(total)
+}
+
+fn used_since(pid: Option<u32>, before: Option<Usage>) -> Option<Usage> {
+    let (now, before) = (usage(pid)?, before?);
+    Some(Usage {
+        cpu: now.cpu - before.cpu,
+        wait: now.wait - before.wait,
+    })
 }
 
 fn mib(kib: u64) -> String {
@@ -869,8 +887,8 @@ struct PhaseResult {
     offered: Option<f64>,
     elapsed: Duration,
     outcome: Outcome,
-    server_cpu: Option<f64>,
-    client_cpu: Option<f64>,
+    server_cpu: Option<Usage>,
+    client_cpu: Option<Usage>,
     rss_peak_kib: Option<u64>,
     missed: u64,
 }
@@ -969,19 +987,14 @@ async fn saturation(
     tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
     let stop_rss = Arc::new(AtomicBool::new(false));
     let rss = rss_sampler(target.pid, stop_rss.clone());
-    let (server_cpu0, client_cpu0) = (
-        target.pid.and_then(|p| cpu_seconds(Some(p))),
-        cpu_seconds(None),
-    );
+    let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
     let started = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
     phase.store(STOP, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let server_cpu = target
-        .pid
-        .and_then(|p| Some(cpu_seconds(Some(p))? - server_cpu0?));
-    let client_cpu = cpu_seconds(None).and_then(|c| Some(c - client_cpu0?));
+    let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
+    let client_cpu = used_since(None, client_cpu0);
     stop_rss.store(true, Ordering::Relaxed);
     let mut outcome = Outcome::default();
     for task in tasks {
@@ -1101,18 +1114,13 @@ async fn steady(
     }
     let stop_rss = Arc::new(AtomicBool::new(false));
     let rss = rss_sampler(target.pid, stop_rss.clone());
-    let (server_cpu0, client_cpu0) = (
-        target.pid.and_then(|p| cpu_seconds(Some(p))),
-        cpu_seconds(None),
-    );
+    let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
     let mut outcome = Outcome::default();
     for task in tasks {
         outcome.merge(task.await.expect("connection task"));
     }
-    let server_cpu = target
-        .pid
-        .and_then(|p| Some(cpu_seconds(Some(p))? - server_cpu0?));
-    let client_cpu = cpu_seconds(None).and_then(|c| Some(c - client_cpu0?));
+    let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
+    let client_cpu = used_since(None, client_cpu0);
     stop_rss.store(true, Ordering::Relaxed);
     let measure_started = dispatcher
         .join()
@@ -1169,8 +1177,9 @@ fn print_phase(r: &PhaseResult) -> Row {
         p99: quantile(&latencies, 0.99),
         p999: quantile(&latencies, 0.999),
     };
-    let cpu = |c: Option<f64>| {
-        c.map(|c| format!("{:.0}%", 100.0 * c / r.elapsed.as_secs_f64()))
+    let wall = r.elapsed.as_secs_f64();
+    let cpu = |c: Option<Usage>| {
+        c.map(|c| format!("{:.0}%/{:.0}%", 100.0 * c.cpu / wall, 100.0 * c.wait / wall))
             .unwrap_or_else(|| "-".into())
     };
     let mode = match (r.mode, r.offered) {
@@ -1179,7 +1188,7 @@ fn print_phase(r: &PhaseResult) -> Row {
         (Mode::Steady, None) => "steady".to_string(),
     };
     println!(
-        "{:<10} {:<8} {:<13} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>10}",
+        "{:<10} {:<8} {:<13} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10}",
         r.server,
         r.proto.name(),
         mode,
@@ -1421,9 +1430,12 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
         o.rate,
         loadavg()
     );
+    println!(
+        "load: srv/cli CPU = CPU time / run-queue wait of the server / this client over the phase, in % of one CPU"
+    );
     println!();
     println!(
-        "{:<10} {:<8} {:<13} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>10}",
+        "{:<10} {:<8} {:<13} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10}",
         "server",
         "proto",
         "mode",

@@ -470,6 +470,11 @@ const EVENT_BATCH: usize = 64;
 /// Repeats of an Event within this time after its last occurrence update its series
 /// instead of creating a new Event (as client-go does).
 const EVENT_SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+/// Events remembered for counting repeats; past this, the oldest is forgotten, so a flood
+/// of distinct denials cannot grow memory.
+const EVENT_SERIES_MAX: usize = 4096;
+/// The longest one Event may hold up the ones behind it.
+const EVENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The API server's limit on an Event's note.
 const EVENT_NOTE_MAX_BYTES: usize = 1024;
 /// `reportingController` of every Event slo-guard records.
@@ -566,7 +571,16 @@ async fn send_events(
         let now = Instant::now();
         sent.retain(|_, s| now.duration_since(s.last) < EVENT_SERIES_WINDOW);
         for (record, repeats) in distinct {
-            let result = send_event(&client, &instance, &mut sent, &record, repeats).await;
+            let result = tokio::time::timeout(
+                EVENT_CALL_TIMEOUT,
+                send_event(&client, &instance, &mut sent, &record, repeats),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!("no answer within {EVENT_CALL_TIMEOUT:?}").into(),
+                ))
+            });
             pending.fetch_sub(repeats as u64, Ordering::AcqRel);
             match result {
                 Ok(outcome) => metrics.event(record.reason, outcome),
@@ -670,6 +684,14 @@ async fn send_event(
     events
         .create(&kube::api::PostParams::default(), &event)
         .await?;
+    if sent.len() >= EVENT_SERIES_MAX
+        && let Some(oldest) = sent
+            .iter()
+            .min_by_key(|(_, s)| s.last)
+            .map(|(key, _)| key.clone())
+    {
+        sent.remove(&oldest);
+    }
     sent.insert(
         key,
         Sent {

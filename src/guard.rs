@@ -257,14 +257,16 @@ impl Guard {
             }
         };
         let verdict = verdict::verdict_word(&decision);
+        // Whichever webhook answers with the denial records it: validate as a rule, mutate
+        // for an agent's self-approval, which the validating webhook then never sees.
+        if let Some(effects) = &self.effects
+            && !response.allowed
+            && !change.dry_run
+        {
+            effects.record_denial(&change, &decision);
+        }
         if endpoint == Endpoint::Validate {
             self.count(&decision, verdict);
-            if let Some(effects) = &self.effects
-                && !decision.allowed()
-                && !change.dry_run
-            {
-                effects.record_denial(&change, &decision);
-            }
             if let (Some(effects), Some(kind)) = (&self.effects, change.target.workload_kind)
                 && decision.allowed()
                 && decision.actor == ActorKind::Agent
@@ -294,6 +296,9 @@ impl Guard {
             user = %change.requester.username,
             dry_run = change.dry_run,
             verdict,
+            // What this endpoint answered: the mutating webhook admits (and stamps) what
+            // the validating one will deny, except an agent's self-approval.
+            answered = if response.allowed { "allowed" } else { "denied" },
             policies = %decision.policies.join(","),
             rules = %rules.join(","),
             figures = %decision.figures.join(" | "),

@@ -90,10 +90,11 @@ impl Serve {
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's builtin kill: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
-            .expect("kill runs");
+            .expect("sh runs");
         assert!(status.success(), "kill -TERM failed");
     }
 
@@ -1034,5 +1035,29 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
     assert_eq!(
         metric_value(&metrics(&guarded), "slo_guard_policies_rejected"),
         Some(0.0)
+    );
+
+    // An agent approving its own decision is denied by the mutating webhook, which
+    // answers first; that denial is an Event too.
+    let output = guarded.cluster.kubectl(&[
+        "annotate",
+        "deploy/checkout",
+        "-n",
+        "payments",
+        "slo-guard.io/approve=d-lifecycle-0001",
+        "--as",
+        AGENT,
+    ]);
+    let stderr = assert_denied(&output, "[payments/checkout-caps:self-approval]");
+    assert!(
+        stderr.contains("\"mutate.slo-guard.io\" denied"),
+        "{stderr}"
+    );
+    wait_for_event(
+        &mut guarded.cluster,
+        "Deployment",
+        "checkout",
+        "Denied",
+        &format!("By {AGENT} (agent): [payments/checkout-caps:self-approval]"),
     );
 }

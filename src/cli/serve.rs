@@ -208,12 +208,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let (cert_path, key_path) = tls_files(&args)?;
+    let loaded = tls::file_versions(&cert_path, &key_path);
     let tls_config = RustlsConfig::from_config(tls::server_config(&cert_path, &key_path)?);
     tokio::spawn(tls::watch_for_rotation(
         tls_config.clone(),
         cert_path.clone(),
         key_path.clone(),
         args.cert_reload_interval,
+        loaded,
     ));
 
     let mut cluster_sync = Vec::new();

@@ -87,18 +87,28 @@ fn version(path: &Path) -> Option<Version> {
 /// Reloads the certificate whenever either file changes. A pair that fails to load (for
 /// example, caught halfway through a non-atomic copy) is skipped and retried at the next
 /// tick; the current certificate keeps serving.
+/// The versions of a certificate and key pair, taken before loading them, so a rotation
+/// that lands between the first load and the watch is not missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVersions(Option<Version>, Option<Version>);
+
+pub fn file_versions(cert_path: &Path, key_path: &Path) -> FileVersions {
+    FileVersions(version(cert_path), version(key_path))
+}
+
 pub async fn watch_for_rotation(
     config: RustlsConfig,
     cert_path: PathBuf,
     key_path: PathBuf,
     every: Duration,
+    loaded: FileVersions,
 ) {
-    let mut seen = (version(&cert_path), version(&key_path));
+    let mut seen = loaded;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let now = (version(&cert_path), version(&key_path));
+        let now = file_versions(&cert_path, &key_path);
         if now == seen {
             continue;
         }
@@ -112,5 +122,37 @@ pub async fn watch_for_rotation(
                 tracing::warn!(%error, "rotated certificate not loaded yet; still serving the previous one")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_is_a_new_version_even_with_the_old_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, "one").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let before = file_versions(&cert, &key);
+        assert_eq!(before, file_versions(&cert, &key));
+        let modified = std::fs::metadata(&cert).unwrap().modified().unwrap();
+        // As `cp -p` or `rsync -t` would: same size, same time, another file.
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, "two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&staged, &cert).unwrap();
+        assert_eq!(
+            std::fs::metadata(&cert).unwrap().modified().unwrap(),
+            modified
+        );
+        assert_ne!(before, file_versions(&cert, &key));
     }
 }
