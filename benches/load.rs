@@ -304,7 +304,9 @@ fn usage(pid: Option<u32>) -> Option<Usage> {
         let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
             continue;
         };
-        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap_or(0.0));
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0));
         total.cpu += fields.next().unwrap_or(0.0) / 1e9;
         total.wait += fields.next().unwrap_or(0.0) / 1e9;
     }
