@@ -44,23 +44,10 @@ spec:
 
 #[test]
 fn kubectl_against_a_real_apiserver() {
-    let mut cluster = Cluster::up("kubectl");
-    let work = tempfile::tempdir().expect("work dir");
-    cluster.apply_file(&root().join("tests/e2e/capture/manifests/00-setup.yaml"));
-
-    let certs = work.path().join("certs");
-    let made = cluster
-        .command(env!("CARGO_BIN_EXE_slo-guard"))
-        .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
-        .arg(&certs)
-        .output()
-        .expect("slo-guard certs");
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let ca_bundle = text(&made.stdout).trim().to_string();
-
-    let port = free_port();
-    let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-1.log"));
-    cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
+    let mut guarded = Guarded::start("kubectl");
+    let (port, ca_bundle) = (guarded.port, guarded.ca_bundle.clone());
+    let guard = guarded.guard.take().expect("slo-guard runs");
+    let cluster = &mut guarded.cluster;
     cluster.apply_file(&root().join("tests/fixtures/policies/checkout.yaml"));
     guard.wait_for_log(
         "\"configmap\":\"payments/checkout\"",
@@ -262,7 +249,12 @@ fn kubectl_against_a_real_apiserver() {
     assert_allowed(&output);
 
     // Back up: the guard enforces again.
-    let guard = SloGuard::start(&cluster, port, &certs, work.path().join("slo-guard-2.log"));
+    let guard = SloGuard::start(
+        cluster,
+        port,
+        &guarded.certs,
+        guarded.work.path().join("slo-guard-2.log"),
+    );
     cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

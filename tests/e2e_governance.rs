@@ -6,7 +6,7 @@
 
 mod e2e_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Timelike, Utc};
 use e2e_support::*;
@@ -108,17 +108,6 @@ fn annotation(cluster: &mut Cluster, name: &str, key: &str) -> String {
         &path,
     ]);
     text(&output.stdout)
-}
-
-fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!("{what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod e2e_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e_support::*;
 
@@ -59,17 +59,6 @@ data:
     expires: {expires}
 "#
     )
-}
-
-fn until(what: &str, mut attempt: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match attempt() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!("{what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 #[test]
@@ -155,25 +144,33 @@ fn reflections_tighten_what_kubectl_sees() {
         "--as",
         AGENT,
     ];
-    until("denial citing the reflection", || {
-        let stderr = text(&cluster.kubectl(&scale).stderr);
-        if stderr.contains("[payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: 14 replicas requested, above the cap of 12 for agent changes (set by reflection payments/checkout-reflections#checkout.yaml from reflection-agent: INC-4711: scaling to 20 exhausted the DB pool; policy 20).") {
+    retry_until(
+        "denial citing the reflection",
+        Duration::from_secs(15),
+        || {
+            let stderr = text(&cluster.kubectl(&scale).stderr);
+            if stderr.contains("[payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: 14 replicas requested, above the cap of 12 for agent changes (set by reflection payments/checkout-reflections#checkout.yaml from reflection-agent: INC-4711: scaling to 20 exhausted the DB pool; policy 20).") {
             Ok(())
         } else {
             Err(stderr)
         }
-    });
+        },
+    );
 
     // Expired, the reflection stops applying and the policy's own cap is back.
     cluster.apply(&reflection("2020-01-01T00:00:00Z"));
-    until("expired reflection no longer applies", || {
-        let output = cluster.kubectl(&scale);
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(text(&output.stderr))
-        }
-    });
+    retry_until(
+        "expired reflection no longer applies",
+        Duration::from_secs(15),
+        || {
+            let output = cluster.kubectl(&scale);
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(text(&output.stderr))
+            }
+        },
+    );
     let thresholds = text(
         &cluster
             .kubectl(&[

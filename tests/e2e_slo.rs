@@ -7,7 +7,7 @@ mod e2e_support;
 #[path = "prometheus/support.rs"]
 mod prometheus;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e_support::*;
 use prometheus::{Harness, harness_dir, policy_manifest};
@@ -63,17 +63,6 @@ fn rollout_patch(name: &str, tag: &str) -> String {
         "spec": {"template": {"spec": {"containers": [{"name": "app", "image": format!("registry.example.com/shop/{name}:{tag}")}]}}}
     })
     .to_string()
-}
-
-fn until(what: &str, mut attempt: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match attempt() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!("{what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 #[test]
@@ -139,7 +128,7 @@ fn kubectl_shows_the_slo_figures() {
         "slo-guard.io/reason=absorb the spike",
         "slo-guard.io/confidence=0.9",
     ]));
-    until("scale-up during the spike", || {
+    retry_until("scale-up during the spike", Duration::from_secs(15), || {
         let output = cluster.kubectl(&[
             "scale",
             "deploy/spike",

@@ -54,50 +54,17 @@ fn unusable(message: impl std::fmt::Display) -> ExitCode {
 fn read_workloads(
     paths: &[PathBuf],
 ) -> Result<BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>, String> {
-    let mut workloads = BTreeMap::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let object: serde_json::Value = serde_yaml::from_str(&text)
-            .map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
-        let kind = match object.get("kind").and_then(|k| k.as_str()) {
-            Some("Deployment") => WorkloadKind::Deployment,
-            Some("StatefulSet") => WorkloadKind::StatefulSet,
-            other => {
-                return Err(format!(
-                    "{}: expected a Deployment or StatefulSet, found {other:?}",
-                    path.display()
-                ));
-            }
-        };
-        let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let field = |name: &str| {
-            metadata
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let map = |name: &str| -> BTreeMap<String, String> {
-            metadata
-                .get(name)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
-        };
-        let namespace = Some(field("namespace"))
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| "default".into());
-        let snapshot = WorkloadSnapshot {
-            labels: map("labels"),
-            annotations: map("annotations"),
-            replicas: object
-                .pointer("/spec/replicas")
-                .and_then(|r| r.as_u64())
-                .and_then(|r| u32::try_from(r).ok()),
-        };
-        workloads.insert((kind, namespace, field("name")), snapshot);
-    }
-    Ok(workloads)
+    Ok(crate::reflection::learn::read_workload_manifests(paths)?
+        .into_iter()
+        .map(|w| {
+            let snapshot = WorkloadSnapshot {
+                labels: w.labels,
+                annotations: w.annotations,
+                replicas: w.replicas,
+            };
+            ((w.kind, w.namespace, w.name), snapshot)
+        })
+        .collect())
 }
 
 /// Exit 0 allowed, 1 denied, 2 unusable input (unreadable files, invalid policies, a

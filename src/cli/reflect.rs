@@ -66,52 +66,6 @@ pub fn run(args: ReflectArgs) -> ExitCode {
     }
 }
 
-fn manifest_workloads(paths: &[PathBuf]) -> anyhow::Result<Vec<WorkloadState>> {
-    let mut workloads = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let object: serde_json::Value = serde_yaml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a manifest: {e}", path.display()))?;
-        let kind = match object.get("kind").and_then(|k| k.as_str()) {
-            Some("Deployment") => WorkloadKind::Deployment,
-            Some("StatefulSet") => WorkloadKind::StatefulSet,
-            other => anyhow::bail!(
-                "{}: expected a Deployment or StatefulSet, found {other:?}",
-                path.display()
-            ),
-        };
-        let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let text_of = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let map = |key: &str| -> BTreeMap<String, String> {
-            metadata
-                .get(key)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
-        };
-        workloads.push(WorkloadState {
-            kind,
-            namespace: Some(text_of("namespace"))
-                .filter(|ns| !ns.is_empty())
-                .unwrap_or_else(|| "default".into()),
-            name: text_of("name"),
-            labels: map("labels"),
-            annotations: map("annotations"),
-            replicas: object
-                .pointer("/spec/replicas")
-                .and_then(|r| r.as_u64())
-                .and_then(|r| u32::try_from(r).ok()),
-        });
-    }
-    Ok(workloads)
-}
-
 async fn cluster_workloads(client: &Client) -> anyhow::Result<Vec<WorkloadState>> {
     let mut workloads = Vec::new();
     let state = |kind, meta: kube::api::ObjectMeta, replicas: Option<i32>| WorkloadState {
@@ -196,7 +150,9 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<()> {
     }
     let policies = store.snapshot();
     let workloads = match (&client, args.workloads.is_empty()) {
-        (_, false) => manifest_workloads(&args.workloads)?,
+        (_, false) => {
+            learn::read_workload_manifests(&args.workloads).map_err(anyhow::Error::msg)?
+        }
         (Some(client), true) => cluster_workloads(client).await?,
         (None, true) => unreachable!("a client exists whenever --workload is empty"),
     };

@@ -338,3 +338,16 @@ impl Guarded {
         self.guard.as_ref().expect("slo-guard is running")
     }
 }
+
+/// Retries `attempt` until it succeeds or `timeout` passes, then fails with the last
+/// error: watches and caches settle within moments, never instantly.
+pub fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(()) => return,
+            Err(last) if std::time::Instant::now() >= deadline => panic!("{what}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
