@@ -39,4 +39,9 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --all-targets --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$log"
+# One closing line for the whole run (the benches, run as smoke tests, print last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "summary: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"
