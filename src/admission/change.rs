@@ -273,6 +273,17 @@ pub fn classify(
         old_object: old_object.map(|o| o.data.clone()),
     };
 
+    // The apiserver always sends metadata; an object without any is hand-made, and a patch
+    // under /metadata could not apply to it.
+    if [object, old_object]
+        .into_iter()
+        .flatten()
+        .any(|o| o.metadata == Default::default())
+    {
+        return Err(AdmissionError::Malformed(
+            "object or oldObject has no metadata".to_string(),
+        ));
+    }
     match (group, resource, sub_resource) {
         ("apps", "deployments" | "statefulsets", "scale") => {
             let kind = WorkloadKind::from_resource(resource)
