@@ -34,7 +34,11 @@
 //! with one worker thread (`serve --worker-threads 1`, the ceiling likewise) pinned to
 //! CPU 0, and this client, a one-thread tokio runtime plus a dispatcher thread for the
 //! steady schedule, is pinned to CPU 1. `--cpus shared` pins nothing: the same threads
-//! float over all CPUs. `--server-threads N` changes the servers' worker threads.
+//! float over all CPUs. `--server-threads N` changes the servers' worker threads. The
+//! stderr of `slo-guard serve` (its JSON decision log, one line per review) is read by a
+//! thread of this client. `--fifo` (root) runs the client and the servers it starts with
+//! SCHED_FIFO, so that other processes on a shared machine (a fuzzer at nice 19) cannot
+//! delay them: a diagnostic, not the headline figure.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of about a
 //! second with the debug binary: the same phases, a few connections, no timed checks,
@@ -98,6 +102,8 @@ struct Options {
     protocols: Vec<Proto>,
     modes: Vec<Mode>,
     pinned: bool,
+    /// SCHED_FIFO for this client and the servers it starts (a diagnostic; needs root).
+    fifo: bool,
     server_threads: usize,
     starts: usize,
     ceiling: bool,
@@ -108,7 +114,7 @@ struct Options {
 
 const USAGE: &str = "cargo bench --bench load -- [--seconds S] [--warmup S] [--connections N] \
 [--rate R] [--protocols h1,h2] [--modes saturation,steady] [--cpus pinned|shared] \
-[--server-threads N] [--starts N] [--no-ceiling] [--server-arg ARG]... \
+[--server-threads N] [--starts N] [--no-ceiling] [--fifo] [--server-arg ARG]... \
 [--addr HOST:PORT --ca CA.pem [--pid PID]]";
 
 impl Options {
@@ -125,6 +131,7 @@ impl Options {
                 protocols: vec![Proto::H1, Proto::H2],
                 modes: vec![Mode::Saturation, Mode::Steady],
                 pinned: multi_cpu,
+                fifo: false,
                 server_threads: 1,
                 starts: 5,
                 ceiling: true,
@@ -141,6 +148,7 @@ impl Options {
                 protocols: vec![Proto::H1, Proto::H2],
                 modes: vec![Mode::Saturation, Mode::Steady],
                 pinned: false,
+                fifo: false,
                 server_threads: 1,
                 starts: 1,
                 ceiling: true,
@@ -167,6 +175,7 @@ impl Options {
                 }
                 "--starts" => o.starts = number(&value("--starts")) as usize,
                 "--no-ceiling" => o.ceiling = false,
+                "--fifo" => o.fifo = true,
                 "--server-arg" => o.server_args.push(value("--server-arg")),
                 "--addr" => addr = Some(value("--addr")),
                 "--ca" => ca = Some(PathBuf::from(value("--ca"))),
@@ -260,6 +269,20 @@ fn pin_current_thread_group_to(cpu: usize) -> std::io::Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SCHED_FIFO at priority 10 for this process; threads and child processes started
+/// afterwards inherit it. Other processes (a fuzzer at nice 19, say) then never delay a
+/// runnable client or server thread. The kernel's RT throttling still leaves them 5%.
+fn real_time_fifo() -> std::io::Result<()> {
+    // SAFETY: sched_param is plain data; sched_setscheduler has no other preconditions.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -613,8 +636,13 @@ async fn exchange(
     Ok((status, body))
 }
 
-async fn get_readyz(tls: &Tls, addr: SocketAddr) -> Result<u16, BoxError> {
+async fn get_readyz(
+    tls: &Tls,
+    addr: SocketAddr,
+    connected: &mut Option<Instant>,
+) -> Result<u16, BoxError> {
     let mut sender = connect(tls, addr, Proto::H1).await?;
+    connected.get_or_insert_with(Instant::now);
     let request = Request::builder()
         .method(Method::GET)
         .uri("/readyz")
@@ -624,10 +652,19 @@ async fn get_readyz(tls: &Tls, addr: SocketAddr) -> Result<u16, BoxError> {
 }
 
 /// Polls `/readyz` (a fresh TLS connection every try, every 1 ms) until it answers 200.
-async fn wait_ready(tls: &Tls, addr: SocketAddr, since: Instant, limit: Duration) -> Duration {
+/// Returns when the first TLS connection was accepted and when `/readyz` said 200, both
+/// from `since`.
+async fn wait_ready(
+    tls: &Tls,
+    addr: SocketAddr,
+    since: Instant,
+    limit: Duration,
+) -> (Duration, Duration) {
+    let mut connected = None;
     loop {
-        if let Ok(200) = get_readyz(tls, addr).await {
-            return since.elapsed();
+        if let Ok(200) = get_readyz(tls, addr, &mut connected).await {
+            let now = Instant::now();
+            return (connected.unwrap_or(now) - since, now - since);
         }
         if since.elapsed() > limit {
             die(&format!("{addr}: /readyz not 200 after {limit:?}"));
@@ -1268,6 +1305,9 @@ fn main() {
     if let Some(cpu) = client_cpu {
         pin_current_thread_group_to(cpu).unwrap_or_else(|e| die(&format!("pin to CPU {cpu}: {e}")));
     }
+    if o.fifo {
+        real_time_fifo().unwrap_or_else(|e| die(&format!("--fifo: SCHED_FIFO: {e}")));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1296,7 +1336,7 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
         bin.display()
     );
     println!(
-        "load: cores: {}; server worker threads {}; client: one-thread tokio runtime{}",
+        "load: cores: {}; server worker threads {}; client: one-thread tokio runtime{}; scheduling: {}",
         match (server_cpu, client_cpu) {
             (Some(s), Some(c)) => format!("servers pinned to CPU {s}, client pinned to CPU {c}"),
             _ => "nothing pinned".to_string(),
@@ -1306,11 +1346,17 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             " + a dispatcher thread for the steady schedule"
         } else {
             ""
+        },
+        if o.fifo {
+            "SCHED_FIFO 10 (--fifo), client and servers"
+        } else {
+            "normal (SCHED_OTHER, nice 0)"
         }
     );
 
     // The server under test: started here, or given.
     let mut ready_times = Vec::new();
+    let mut start_detail = Vec::new();
     let mut logged_ready = Vec::new();
     let mut idle_at_ready = Vec::new();
     let (tls, addr, pid, server, _certs, stand) = match &o.external {
@@ -1344,8 +1390,11 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             for round in 0..o.starts.max(1) {
                 let since = Instant::now();
                 let server = start(o.server_threads);
-                let ready = wait_ready(&tls, server.addr, since, Duration::from_secs(60)).await;
+                let spawned = since.elapsed();
+                let (connected, ready) =
+                    wait_ready(&tls, server.addr, since, Duration::from_secs(60)).await;
                 ready_times.push(ready);
+                start_detail.push((spawned, connected));
                 logged_ready.push(server.ready_ms_logged());
                 idle_at_ready.push(status_kib(server.pid(), "VmRSS:"));
                 if round + 1 == o.starts.max(1) {
@@ -1487,22 +1536,37 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
         }
     }
 
-    // Ratios to the ceiling.
+    // Ratios to the ceiling, and server CPU per review (the steadier figure on a shared
+    // machine: it does not depend on how much CPU the server got).
     for &proto in &o.protocols {
         let find = |server: &str| {
             results
                 .iter()
                 .find(|(r, _)| r.server == server && r.proto == proto && r.mode == Mode::Saturation)
-                .map(|(_, row)| row.throughput)
         };
-        if let (Some(ours), Some(ceiling)) = (find("slo-guard"), find("ceiling")) {
-            println!(
-                "saturation {}: slo-guard {:.0}/s = {:.1}% of the ceiling's {:.0}/s",
+        let per_review = |r: &PhaseResult| {
+            r.server_cpu
+                .filter(|_| r.outcome.completed > 0)
+                .map(|c| format!("{:.1} µs", 1e6 * c.cpu / r.outcome.completed as f64))
+                .unwrap_or_else(|| "-".into())
+        };
+        match (find("slo-guard"), find("ceiling")) {
+            (Some((ours, our_row)), Some((ceiling, ceiling_row))) => println!(
+                "saturation {}: slo-guard {:.0}/s = {:.1}% of the ceiling's {:.0}/s; server CPU per review {} (ceiling {})",
                 proto.name(),
-                ours,
-                100.0 * ours / ceiling,
-                ceiling
-            );
+                our_row.throughput,
+                100.0 * our_row.throughput / ceiling_row.throughput,
+                ceiling_row.throughput,
+                per_review(ours),
+                per_review(ceiling),
+            ),
+            (Some((ours, our_row)), None) => println!(
+                "saturation {}: slo-guard {:.0}/s; server CPU per review {}",
+                proto.name(),
+                our_row.throughput,
+                per_review(ours),
+            ),
+            _ => {}
         }
     }
 
@@ -1550,6 +1614,14 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             logged_ready
                 .iter()
                 .map(|m| m.map(|m| m.to_string()).unwrap_or_else(|| "-".into()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  per start: spawn() returned / first TLS connection accepted, ms after spawning: {}",
+            start_detail
+                .iter()
+                .map(|(spawned, connected)| format!("{}/{}", ms(*spawned), ms(*connected)))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
