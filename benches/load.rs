@@ -344,6 +344,16 @@ fn used_since(pid: Option<u32>, before: Option<Usage>) -> Option<Usage> {
     })
 }
 
+/// Steal time of the whole machine (`/proc/stat`): CPU the hypervisor gave to others.
+fn steal() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: f64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(Duration::from_secs_f64(ticks / per_second))
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -928,6 +938,8 @@ struct PhaseResult {
     outcome: Outcome,
     server_cpu: Option<Usage>,
     client_cpu: Option<Usage>,
+    /// CPU time the hypervisor took from this VM during the phase (all CPUs).
+    steal: Option<Duration>,
     rss_peak_kib: Option<u64>,
     missed: u64,
 }
@@ -1027,6 +1039,7 @@ async fn saturation(
     let stop_rss = Arc::new(AtomicBool::new(false));
     let rss = rss_sampler(target.pid, stop_rss.clone());
     let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
+    let steal0 = steal();
     let started = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
@@ -1034,6 +1047,9 @@ async fn saturation(
     let elapsed = started.elapsed();
     let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
     let client_cpu = used_since(None, client_cpu0);
+    let steal = steal()
+        .zip(steal0)
+        .map(|(now, before)| now.saturating_sub(before));
     stop_rss.store(true, Ordering::Relaxed);
     let mut outcome = Outcome::default();
     for task in tasks {
@@ -1049,6 +1065,7 @@ async fn saturation(
         outcome,
         server_cpu,
         client_cpu,
+        steal,
         rss_peak_kib: rss.await.ok().flatten(),
         missed: 0,
     }
@@ -1154,12 +1171,16 @@ async fn steady(
     let stop_rss = Arc::new(AtomicBool::new(false));
     let rss = rss_sampler(target.pid, stop_rss.clone());
     let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
+    let steal0 = steal();
     let mut outcome = Outcome::default();
     for task in tasks {
         outcome.merge(task.await.expect("connection task"));
     }
     let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
     let client_cpu = used_since(None, client_cpu0);
+    let steal = steal()
+        .zip(steal0)
+        .map(|(now, before)| now.saturating_sub(before));
     stop_rss.store(true, Ordering::Relaxed);
     let measure_started = dispatcher
         .join()
@@ -1177,6 +1198,7 @@ async fn steady(
         outcome,
         server_cpu,
         client_cpu,
+        steal,
         rss_peak_kib: rss.await.ok().flatten(),
         missed,
     }
@@ -1227,7 +1249,7 @@ fn print_phase(r: &PhaseResult) -> Row {
         (Mode::Steady, None) => "steady".to_string(),
     };
     println!(
-        "{:<10} {:<8} {:<13} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10}",
+        "{:<10} {:<8} {:<13} {:>5} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>8}",
         r.server,
         r.proto.name(),
         mode,
@@ -1242,6 +1264,9 @@ fn print_phase(r: &PhaseResult) -> Row {
         cpu(r.server_cpu),
         cpu(r.client_cpu),
         r.rss_peak_kib.map(mib).unwrap_or_else(|| "-".into()),
+        r.steal
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .unwrap_or_else(|| "-".into()),
     );
     row
 }
@@ -1249,10 +1274,20 @@ fn print_phase(r: &PhaseResult) -> Row {
 fn print_steady_detail(r: &PhaseResult) {
     let mut lags: Vec<Duration> = r.outcome.samples.iter().map(|s| s.lag).collect();
     let mut dispatch: Vec<Duration> = r.outcome.samples.iter().map(|s| s.dispatch).collect();
+    // Latency from when the dispatcher released the request: the scheduled-time latency
+    // without the dispatcher's own lateness (a stalled client), still with every wait for
+    // a connection or for the server.
+    let mut released: Vec<Duration> = r
+        .outcome
+        .samples
+        .iter()
+        .map(|s| s.latency.saturating_sub(s.dispatch))
+        .collect();
     lags.sort_unstable();
     dispatch.sort_unstable();
+    released.sort_unstable();
     println!(
-        "  {} {}: {} of {} requests missed their slot (sent > {} ms after the scheduled time); send lag p50 {} p99 {} max {} ms; dispatcher lateness p50 {} p99 {} max {} ms",
+        "  {} {}: {} of {} requests missed their slot (sent > {} ms after the scheduled time); send lag p50 {} p99 {} max {} ms; dispatcher lateness p50 {} p99 {} max {} ms; latency from release p99 {} p99.9 {} ms",
         r.server,
         r.proto.name(),
         r.missed,
@@ -1264,6 +1299,8 @@ fn print_steady_detail(r: &PhaseResult) {
         ms(quantile(&dispatch, 0.5)),
         ms(quantile(&dispatch, 0.99)),
         ms(*dispatch.last().unwrap_or(&Duration::ZERO)),
+        ms(quantile(&released, 0.99)),
+        ms(quantile(&released, 0.999)),
     );
 }
 
@@ -1304,6 +1341,11 @@ fn main() {
     };
     if let Some(cpu) = client_cpu {
         pin_current_thread_group_to(cpu).unwrap_or_else(|e| die(&format!("pin to CPU {cpu}: {e}")));
+    }
+    if o.fifo && o.modes.contains(&Mode::Saturation) {
+        eprintln!(
+            "load: --fifo with saturation: the kernel's RT throttling pauses a saturated FIFO server for tens of ms each second; use --fifo with --modes steady"
+        );
     }
     if o.fifo {
         real_time_fifo().unwrap_or_else(|e| die(&format!("--fifo: SCHED_FIFO: {e}")));
@@ -1482,11 +1524,11 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
         loadavg()
     );
     println!(
-        "load: srv/cli CPU = CPU time / run-queue wait of the server / this client over the phase, in % of one CPU"
+        "load: srv/cli CPU = CPU time / run-queue wait of the server / this client over the phase, in % of one CPU; steal = CPU time the hypervisor took from this VM during the phase"
     );
     println!();
     println!(
-        "{:<10} {:<8} {:<13} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10}",
+        "{:<10} {:<8} {:<13} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>9} {:>10} {:>8}",
         "server",
         "proto",
         "mode",
@@ -1500,7 +1542,8 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
         "errors",
         "srv CPU",
         "cli CPU",
-        "srv RSS pk"
+        "srv RSS pk",
+        "steal ms"
     );
     let mut results: Vec<(PhaseResult, Row)> = Vec::new();
     for &mode in &o.modes {
