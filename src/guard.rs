@@ -129,10 +129,11 @@ impl Guard {
             Stage::Answered(judgement) => return Ok(*judgement),
             Stage::Prepared(prepared) => prepared,
         };
-        let mut observations = Observations::new();
-        for (plan, _) in &prepared.plans {
-            observations.insert(plan.policy.clone(), self.slo.observe_now(plan));
-        }
+        let observations: Observations = prepared
+            .plans
+            .iter()
+            .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
+            .collect();
         self.finish(endpoint, *prepared, &observations, Duration::ZERO, now)
     }
 
@@ -160,19 +161,17 @@ impl Guard {
         } else {
             asked.elapsed()
         };
-        let mut observations = Observations::new();
-        for (policy, observation) in gathered {
-            observations.insert(policy, observation);
-        }
+        let observations: Observations = gathered.into_iter().collect();
         self.finish(endpoint, *prepared, &observations, slo_time, now)
     }
 
     fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {
         let started = Instant::now();
         let request = parse_review(body)?;
-        let Some(change) = classify(&request, self.workloads.as_ref())? else {
+        let uid = request.uid.clone();
+        let Some(change) = classify(request, self.workloads.as_ref())? else {
             return Ok(Stage::Answered(Box::new(Judgement {
-                response: ReviewResponse::allow(&request.uid),
+                response: ReviewResponse::allow(uid),
                 decision: None,
             })));
         };
@@ -281,33 +280,36 @@ impl Guard {
                 );
             }
         }
-        let rules: Vec<String> = decision
-            .findings
-            .iter()
-            .map(|f| format!("{}:{}={}", f.source, f.rule, f.mode.as_str()))
-            .collect();
-        tracing::info!(
-            target: "slo_guard::decision",
-            uid = %change.uid,
-            endpoint = endpoint.as_str(),
-            object = %decision.target,
-            class = decision.class.as_str(),
-            actor = decision.actor.as_str(),
-            user = %change.requester.username,
-            dry_run = change.dry_run,
-            verdict,
-            // What this endpoint answered: the mutating webhook admits (and stamps) what
-            // the validating one will deny, except an agent's self-approval.
-            answered = if response.allowed { "allowed" } else { "denied" },
-            policies = %decision.policies.join(","),
-            rules = %rules.join(","),
-            figures = %decision.figures.join(" | "),
-            old_replicas = change.replicas.and_then(|r| r.old),
-            new_replicas = change.replicas.map(|r| r.new),
-            slo_us = slo_time.as_micros() as u64,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "decision"
-        );
+        // The decision log line is built only when it will be written.
+        if tracing::enabled!(target: "slo_guard::decision", tracing::Level::INFO) {
+            let rules: Vec<String> = decision
+                .findings
+                .iter()
+                .map(crate::rules::Finding::tag)
+                .collect();
+            tracing::info!(
+                target: "slo_guard::decision",
+                uid = %change.uid,
+                endpoint = endpoint.as_str(),
+                object = %decision.target,
+                class = decision.class.as_str(),
+                actor = decision.actor.as_str(),
+                user = %change.requester.username,
+                dry_run = change.dry_run,
+                verdict,
+                // What this endpoint answered: the mutating webhook admits (and stamps) what
+                // the validating one will deny, except an agent's self-approval.
+                answered = if response.allowed { "allowed" } else { "denied" },
+                policies = %decision.policies.join(","),
+                rules = %rules.join(","),
+                figures = %decision.figures.join(" | "),
+                old_replicas = change.replicas.and_then(|r| r.old),
+                new_replicas = change.replicas.map(|r| r.new),
+                slo_us = slo_time.as_micros() as u64,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "decision"
+            );
+        }
         Ok(Judgement {
             response,
             decision: Some(decision),
@@ -334,11 +336,7 @@ impl Guard {
             return;
         }
         for finding in &decision.findings {
-            let outcome = match finding.mode {
-                crate::policy::Mode::Enforce => "denied",
-                crate::policy::Mode::Warn => "warned",
-                crate::policy::Mode::Audit => "audited",
-            };
+            let outcome = finding.mode.verdict();
             self.metrics
                 .decisions
                 .get_or_create(&DecisionLabels {

@@ -32,25 +32,27 @@ pub struct StampContext<'a> {
 /// Builds the patch for an admitted change. Changes that are not to a workload object
 /// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
 pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>) -> Patch {
-    let is_workload_object = matches!(change.target.kind, TargetKind::Workload(_))
-        && !change.scale_subresource
-        && !matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
-        && change.object.is_some();
     if context.own_username == Some(change.requester.username.as_str()) {
         return Patch(Vec::new());
     }
+    let workload = matches!(change.target.kind, TargetKind::Workload(_));
     // Works on a Deployment, a StatefulSet and a Scale alike: all keep it at spec.replicas.
-    let clamp = decision.clamp.as_ref().map(|clamp| {
+    let clamp = decision.clamp.as_ref().filter(|_| workload).map(|clamp| {
         PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(["spec", "replicas"]),
             value: Value::from(clamp.cap),
         })
     });
-    if !is_workload_object {
-        let scale =
-            change.scale_subresource && matches!(change.target.kind, TargetKind::Workload(_));
-        return Patch(clamp.filter(|_| scale).into_iter().collect());
+    if change.scale_subresource {
+        return Patch(clamp.into_iter().collect());
     }
+    if !workload
+        || matches!(change.class, ChangeClass::Delete | ChangeClass::Config)
+        || change.object.is_none()
+    {
+        return Patch(Vec::new());
+    }
+    let now = context.now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let current = change.annotations.clone().unwrap_or_default();
     let mut desired = current.clone();
     let old = &change.old_annotations;
@@ -71,10 +73,7 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     } else if current.get(APPROVE) != old.get(APPROVE) {
         if current.contains_key(APPROVE) {
             desired.insert(APPROVED_BY.to_string(), change.requester.username.clone());
-            desired.insert(
-                APPROVED_AT.to_string(),
-                context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
-            );
+            desired.insert(APPROVED_AT.to_string(), now.clone());
         } else {
             desired.remove(APPROVED_BY);
             desired.remove(APPROVED_AT);
@@ -82,7 +81,7 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     }
     if change.class == ChangeClass::Rollout {
         let record = json!({
-            "at": context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "at": now,
             "actor": decision.actor.as_str(),
             "user": change.requester.username,
         });
@@ -94,13 +93,8 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
             ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Create
         )
     {
-        desired.insert(
-            LAST_AGENT_CHANGE.to_string(),
-            context.now.to_rfc3339_opts(SecondsFormat::Secs, true),
-        );
+        desired.insert(LAST_AGENT_CHANGE.to_string(), now.clone());
     }
-    // No timestamp in the verdict: re-admitting an unchanged object must produce the
-    // same annotations, or every GitOps sync would rewrite the object.
     if !decision.policies.is_empty() {
         if decision.thresholds.is_empty() {
             desired.remove(THRESHOLDS);
@@ -108,7 +102,7 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
             let thresholds: serde_json::Map<String, Value> = decision
                 .thresholds
                 .iter()
-                .map(|(policy, values)| (policy.clone(), Value::Object(values.clone())))
+                .map(|t| (t.policy.clone(), Value::Object(t.to_json())))
                 .collect();
             desired.insert(
                 THRESHOLDS.to_string(),
@@ -116,6 +110,8 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
             );
         }
     }
+    // No timestamp in the verdict: re-admitting an unchanged object must produce the
+    // same annotations, or every GitOps sync would rewrite the object.
     if !decision.policies.is_empty() && change.class != ChangeClass::Metadata {
         let verdict = json!({
             "verdict": verdict_word(decision),

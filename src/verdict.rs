@@ -15,15 +15,10 @@ pub const VALIDATING_WEBHOOK: &str = "validate.slo-guard.io";
 
 /// What the decision amounts to, as logs, metrics and audit annotations name it.
 pub fn verdict_word(decision: &Decision) -> &'static str {
-    if !decision.allowed() {
-        "denied"
-    } else if decision.findings_in(Mode::Warn).next().is_some() {
-        "warned"
-    } else if decision.findings_in(Mode::Audit).next().is_some() {
-        "audited"
-    } else {
-        "allowed"
-    }
+    [Mode::Enforce, Mode::Warn, Mode::Audit]
+        .into_iter()
+        .find(|mode| decision.findings_in(*mode).next().is_some())
+        .map_or("allowed", Mode::verdict)
 }
 
 /// The denial message: every enforced finding, one per line, the first being the one
@@ -80,11 +75,7 @@ pub fn audit_annotations(decision: &Decision) -> BTreeMap<String, String> {
         annotations.insert("figures".to_string(), decision.figures.join(" | "));
     }
     if !decision.findings.is_empty() {
-        let rules: Vec<String> = decision
-            .findings
-            .iter()
-            .map(|f| format!("{}:{}={}", f.source, f.rule, f.mode.as_str()))
-            .collect();
+        let rules: Vec<String> = decision.findings.iter().map(Finding::tag).collect();
         annotations.insert("rules".to_string(), rules.join(","));
         let messages: Vec<String> = decision.findings.iter().map(Finding::message).collect();
         annotations.insert("findings".to_string(), messages.join("\n"));

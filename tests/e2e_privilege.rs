@@ -27,7 +27,6 @@ mod e2e_support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_support::*;
@@ -172,43 +171,6 @@ fn rules_review(
         }
     }
     (expand(&review["status"]["resourceRules"]), non_resource)
-}
-
-/// slo-guard serving with the ServiceAccount's token, killed (by pid) when dropped.
-struct Guard {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Guard {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_lines(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log_text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const POLICY: &str = r#"apiVersion: v1
@@ -385,31 +347,19 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
 
     // --- With only those grants, slo-guard does its job.
     let certs = work.path().join("certs");
-    let made = cluster
-        .command(env!("CARGO_BIN_EXE_slo-guard"))
-        .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
-        .arg(&certs)
-        .output()
-        .expect("slo-guard certs");
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let ca_bundle = text(&made.stdout).trim().to_string();
+    let ca_bundle = make_certs(&cluster, &certs);
     let port = free_port();
-    let log = work.path().join("slo-guard.log");
-    let child = cluster
-        .command(env!("CARGO_BIN_EXE_slo-guard"))
-        .env("KUBECONFIG", &guard_config)
-        .args(["serve", "--watch-configmaps", "--namespace", NAMESPACE])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--tls-cert")
-        .arg(certs.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(certs.join("tls.key"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("slo-guard starts");
-    let guard = Guard { child, log };
-    guard.wait_for_log("\"message\":\"ready\"", Duration::from_secs(60));
+    let guard_config = guard_config.to_str().expect("utf-8 path").to_string();
+    let guard = SloGuard::start_with_env(
+        &cluster,
+        port,
+        &certs,
+        work.path().join("slo-guard.log"),
+        &[
+            ("KUBECONFIG", guard_config.as_str()),
+            ("SLO_GUARD_NAMESPACE", NAMESPACE),
+        ],
+    );
     guard.wait_for_log(
         &format!("\"identity\":\"{}\"", identity()),
         Duration::from_secs(5),

@@ -26,7 +26,9 @@ use std::time::Duration;
 use common::TlsServer;
 use futures::StreamExt;
 use serde_json::Value;
-use support::{Harness, delaying_proxy, guard_with, harness_dir, live, read_head, rollout};
+use support::{
+    Harness, delaying_proxy, guard_with, harness_dir, live, message, read_head, rollout, warnings,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -241,24 +243,6 @@ async fn answer(server: &TlsServer, path: &str, review: Vec<u8>, guard: Duration
         Ok((status, body)) => panic!("{path} answered {status}: {body}"),
         Err(_) => panic!("{path} gave no answer within {guard:?} (hang guard)"),
     }
-}
-
-fn message(response: &Value) -> String {
-    response["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn warnings(response: &Value) -> Vec<String> {
-    response["warnings"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Judges one cell and checks it; Ok carries what the cell printed (for the matrix).

@@ -15,8 +15,8 @@ use common::TlsServer;
 use serde_json::Value;
 use slo_guard::slo::{Prometheus, PrometheusConfig, QueryError, SloSource};
 use support::{
-    CountingProxy, Harness, delaying_proxy, guard_with, harness_dir, live, policy_manifest,
-    read_head, rollout, scale,
+    CountingProxy, Harness, delaying_proxy, guard_with, harness_dir, live, message,
+    policy_manifest, read_head, rollout, scale, warnings,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -50,24 +50,6 @@ async fn validate(server: &TlsServer, review: Vec<u8>) -> Value {
     let (status, body) = server.post("/validate", review).await;
     assert_eq!(status, 200, "{body}");
     body["response"].clone()
-}
-
-fn message(response: &Value) -> String {
-    response["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn warnings(response: &Value) -> Vec<String> {
-    response["warnings"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn assert_allowed(response: &Value) {

@@ -143,7 +143,7 @@ pub fn changes() -> &'static [Change] {
             .iter()
             .map(|(name, body)| {
                 let request = parse_review(body).unwrap_or_else(|e| panic!("{name}: {e}"));
-                classify(&request, &workloads)
+                classify(request, &workloads)
                     .unwrap_or_else(|e| panic!("{name}: {e}"))
                     .unwrap_or_else(|| panic!("{name}: not governed"))
             })

@@ -234,8 +234,23 @@ pub struct Change {
 }
 
 /// Classifies a request. `Ok(None)` means slo-guard does not govern it (for example a
-/// ConfigMap without a slo-guard label), which is allowed.
+/// ConfigMap without a slo-guard label), which is allowed. The request is consumed so the
+/// objects' bodies move into the [`Change`] rather than being copied on every admission.
 pub fn classify(
+    request: AdmissionRequest<DynamicObject>,
+    workloads: &dyn WorkloadLookup,
+) -> Result<Option<Change>, AdmissionError> {
+    let Some(mut change) = classify_borrowed(&request, workloads)? else {
+        return Ok(None);
+    };
+    change.object = request.object.map(|o| o.data);
+    change.old_object = request.old_object.map(|o| o.data);
+    Ok(Some(change))
+}
+
+/// Everything [`classify`] reads, from a borrowed request; the bodies are left for it
+/// to move.
+fn classify_borrowed(
     request: &AdmissionRequest<DynamicObject>,
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
@@ -269,8 +284,8 @@ pub fn classify(
         config_data: None,
         scale_subresource: sub_resource == "scale",
         annotations_map_present: object.is_some_and(|o| o.metadata.annotations.is_some()),
-        object: object.map(|o| o.data.clone()),
-        old_object: old_object.map(|o| o.data.clone()),
+        object: None,
+        old_object: None,
     };
 
     // The apiserver always sends metadata; an object without any is hand-made, and a patch
@@ -284,6 +299,15 @@ pub fn classify(
             "object or oldObject has no metadata".to_string(),
         ));
     }
+    // The object the request is about: the new one, or the old one for a DELETE.
+    let current = || {
+        object.or(old_object).ok_or_else(|| {
+            AdmissionError::Malformed(format!(
+                "{} {resource} request carries neither object nor oldObject",
+                request.operation_name()
+            ))
+        })
+    };
     match (group, resource, sub_resource) {
         ("apps", "deployments" | "statefulsets", "scale") => {
             let kind = WorkloadKind::from_resource(resource)
@@ -315,12 +339,7 @@ pub fn classify(
         ("apps", "deployments" | "statefulsets", "") => {
             let kind = WorkloadKind::from_resource(resource)
                 .ok_or_else(|| unreachable_resource(resource))?;
-            let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed(format!(
-                    "{} request carries neither object nor oldObject",
-                    request.operation_name()
-                ))
-            })?;
+            let current = current()?;
             let target = Target {
                 kind: TargetKind::Workload(kind),
                 workload_kind: Some(kind),
@@ -356,11 +375,7 @@ pub fn classify(
             Ok(Some(change))
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
-            let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed(
-                    "HorizontalPodAutoscaler request carries neither object nor oldObject".into(),
-                )
-            })?;
+            let current = current()?;
             let scale_target = current.data.pointer("/spec/scaleTargetRef");
             let target_kind = scale_target
                 .and_then(|r| r.get("kind"))
@@ -410,11 +425,7 @@ pub fn classify(
             Ok(Some(change))
         }
         ("", "configmaps", "") => {
-            let current = object.or(old_object).ok_or_else(|| {
-                AdmissionError::Malformed(
-                    "ConfigMap request carries neither object nor oldObject".into(),
-                )
-            })?;
+            let current = current()?;
             let labels = current.metadata.labels.clone().unwrap_or_default();
             // "true" enables, "false" parks a ConfigMap; any other value is a typo that
             // would silently disable a guardrail, so it is judged (and rejected) too.

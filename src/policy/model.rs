@@ -64,6 +64,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The verdict a failed rule in this mode amounts to.
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Mode::Enforce => "denied",
+            Mode::Warn => "warned",
+            Mode::Audit => "audited",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",

@@ -118,15 +118,15 @@ pub(super) fn check_approval_keys(input: &RuleInput<'_>, now: DateTime<Utc>) -> 
     None
 }
 
-/// The approval a workload carries, as stored: for an update, the object as it was
-/// before the request (what a person approved and slo-guard stamped); for a scale, the
-/// parent workload in the cache.
-fn stored_approval<'a>(input: &RuleInput<'a>) -> Option<&'a BTreeMap<String, String>> {
+/// The annotations a workload carries as stored (an approval, the cooldown stamp): for an
+/// update, the object as it was before the request, which only a person and slo-guard's
+/// stamps could have written; for a scale, the parent workload in the cache (`None` when
+/// it is not there).
+fn stored_annotations<'a>(input: &RuleInput<'a>) -> Option<&'a BTreeMap<String, String>> {
     if input.change.scale_subresource {
         input.change.annotations.as_ref()
-    } else if input.change.class == ChangeClass::Create {
-        None
     } else {
+        // Empty for a create: nothing is stored yet.
         Some(&input.change.old_annotations)
     }
 }
@@ -291,7 +291,7 @@ fn approval_problem(
             AgentAnnotation::DecisionId.key()
         ));
     };
-    let stored = stored_approval(input);
+    let stored = stored_annotations(input);
     let Some(approved) = stored.and_then(|a| a.get(APPROVE)) else {
         return Some(format!("decision {decision_id} has no approval"));
     };
@@ -358,11 +358,7 @@ pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Optio
     {
         return None;
     }
-    let stored = if input.change.scale_subresource {
-        input.change.annotations.as_ref()?
-    } else {
-        &input.change.old_annotations
-    };
+    let stored = stored_annotations(input)?;
     let last = DateTime::parse_from_rfc3339(stored.get(LAST_AGENT_CHANGE)?)
         .ok()?
         .with_timezone(&Utc);

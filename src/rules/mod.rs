@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass};
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
-use crate::reflection::{Provenance, ThresholdPath, effective_policy};
+use crate::reflection::{Provenance, Threshold, ThresholdPath, effective_policy};
 use crate::slo::Observations;
 
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
@@ -93,6 +93,11 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// `payments/checkout:max-replicas=enforce`, as logs and audit annotations list it.
+    pub fn tag(&self) -> String {
+        format!("{}:{}={}", self.source, self.rule, self.mode.as_str())
+    }
+
     /// `[payments/checkout:max-replicas] scale of Deployment payments/checkout blocked: ... Remedy.`
     pub fn message(&self) -> String {
         format!(
@@ -120,8 +125,9 @@ pub struct Decision {
     /// Set when a policy clamps replicas to its cap instead of denying: the mutating
     /// webhook lowers the request to `cap`.
     pub clamp: Option<Clamp>,
-    /// The effective thresholds by policy, each with where it came from.
-    pub thresholds: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+    /// The effective thresholds by policy, each with where it came from. Kept typed: only
+    /// the mutating patch renders them, so the validating path pays no JSON for them.
+    pub thresholds: Vec<PolicyThresholds>,
 }
 
 impl Decision {
@@ -202,30 +208,47 @@ impl RuleInput<'_> {
     }
 }
 
-/// Every threshold the effective policy sets, as `{"value": 12, "from": "policy"}` or with
-/// the reflection that set it.
-fn effective_thresholds(
-    policy: &Policy,
-    provenance: &[Provenance],
-) -> serde_json::Map<String, serde_json::Value> {
-    ThresholdPath::ALL
-        .into_iter()
-        .filter_map(|path| {
-            let value = path.read(&policy.spec)?;
-            let entry = match provenance.iter().find(|p| p.path == path) {
-                Some(p) => serde_json::json!({
-                    "value": value.to_json(),
-                    "policy": p.policy_value.as_ref().map(|v| v.to_json()),
-                    "reflection": p.reflection,
-                    "source": p.source,
-                    "reason": p.reason,
-                    "expires": p.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                }),
-                None => serde_json::json!({"value": value.to_json(), "from": "policy"}),
-            };
-            Some((path.as_str().to_string(), entry))
-        })
-        .collect()
+/// The thresholds one policy sets once reflections are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyThresholds {
+    pub policy: String,
+    pub values: Vec<(ThresholdPath, Threshold)>,
+    pub provenance: Vec<Provenance>,
+}
+
+impl PolicyThresholds {
+    fn of(policy: &Policy, provenance: &[Provenance]) -> Self {
+        Self {
+            policy: policy.id.to_string(),
+            values: ThresholdPath::ALL
+                .into_iter()
+                .filter_map(|path| Some((path, path.read(&policy.spec)?)))
+                .collect(),
+            provenance: provenance.to_vec(),
+        }
+    }
+
+    /// Every threshold as `{"value": 12, "from": "policy"}`, or with the reflection that
+    /// set it.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.values
+            .iter()
+            .map(|(path, value)| {
+                let entry = match self.provenance.iter().find(|p| p.path == *path) {
+                    Some(p) => serde_json::json!({
+                        "value": value.to_json(),
+                        "policy": p.policy_value.as_ref().map(|v| v.to_json()),
+                        "reflection": p.reflection,
+                        "source": p.source,
+                        "reason": p.reason,
+                        "expires": p.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    }),
+                    None => serde_json::json!({"value": value.to_json(), "from": "policy"}),
+                };
+                (path.as_str().to_string(), entry)
+            })
+            .collect()
+    }
 }
 
 /// The error budget left that the policy's SLO readings show, if they show one.
@@ -257,7 +280,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             .extend(config::check(change, context.policies));
         return decision;
     }
-    let mut actor_is_agent = false;
+    let mut first_policy = true;
     for (policy, basis) in context.policies.matching(&change.target) {
         let effective = effective_policy(
             policy,
@@ -273,14 +296,16 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             }
             None => (policy, &[][..]),
         };
-        let thresholds = effective_thresholds(policy, provenance);
-        if !thresholds.is_empty() {
-            decision
-                .thresholds
-                .push((policy.id.to_string(), thresholds));
+        let thresholds = PolicyThresholds::of(policy, provenance);
+        if !thresholds.values.is_empty() {
+            decision.thresholds.push(thresholds);
         }
         let actor = classify_actor(&change.requester, Some(&policy.spec));
-        actor_is_agent |= actor == ActorKind::Agent;
+        // The decision's actor: an agent if any policy says so, else the first policy's view.
+        if first_policy || actor == ActorKind::Agent {
+            decision.actor = actor;
+        }
+        first_policy = false;
         decision.policies.push(policy.id.to_string());
         if basis == MatchBasis::Assumed {
             decision.notes.push(format!(
@@ -327,11 +352,6 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             decision.figures.push(format!("{}: {figures}", policy.id));
         }
         decision.findings.extend(agent::check_annotations(&input));
-    }
-    if actor_is_agent {
-        decision.actor = ActorKind::Agent;
-    } else if let Some(first) = context.policies.matching(&change.target).next() {
-        decision.actor = classify_actor(&change.requester, Some(&first.0.spec));
     }
     decision
 }

@@ -1,8 +1,16 @@
 //! Scaling caps: min/max replicas, the largest step, and HPA bounds.
 
 use super::{Finding, Rule, RuleInput};
+use crate::admission::ReplicaChange;
 use crate::policy::OnExceed;
 use crate::reflection::ThresholdPath;
+
+/// A replica request above the cap that also grows. A change that moves toward the bounds
+/// is allowed even if it does not reach them, so an agent can still shrink a workload
+/// someone scaled past the cap.
+fn above_cap(replicas: ReplicaChange, max: u32) -> bool {
+    replicas.new > max && replicas.old.is_none_or(|old| replicas.new > old)
+}
 
 /// The clamp `scaling.onExceed: clamp` asks for, when the request is above the cap.
 pub(super) fn clamp(input: &RuleInput<'_>) -> Option<super::Clamp> {
@@ -12,12 +20,10 @@ pub(super) fn clamp(input: &RuleInput<'_>) -> Option<super::Clamp> {
     }
     let max = scaling.max_replicas?;
     let replicas = input.change.replicas?;
-    (replicas.new > max && replicas.old.is_none_or(|old| replicas.new > old)).then(|| {
-        super::Clamp {
-            requested: replicas.new,
-            cap: max,
-            policy: input.policy.id.to_string(),
-        }
+    above_cap(replicas, max).then(|| super::Clamp {
+        requested: replicas.new,
+        cap: max,
+        policy: input.policy.id.to_string(),
     })
 }
 
@@ -34,11 +40,8 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
 
     if let Some(replicas) = input.change.replicas {
         let (old, new) = (replicas.old, replicas.new);
-        // A change that moves toward the bounds is allowed even if it does not reach
-        // them, so an agent can still shrink a workload someone scaled past the cap.
         if let Some(max) = scaling.max_replicas
-            && new > max
-            && old.is_none_or(|old| new > old)
+            && above_cap(replicas, max)
         {
             findings.push(input.finding(
                 Rule::MaxReplicas,
@@ -277,7 +280,7 @@ mod tests {
             finding.headline,
             "scale of Deployment payments/checkout blocked: 14 replicas requested, above the cap of 12 for agent changes (set by reflection payments/checkout-reflections#checkout.yaml from reflection-agent: INC-4711: scaling to 20 exhausted the DB pool; policy 20)"
         );
-        let thresholds = &decision.thresholds[0].1;
+        let thresholds = &decision.thresholds[0].to_json();
         assert_eq!(thresholds["scaling.maxReplicas"]["value"], 12);
         assert_eq!(thresholds["scaling.maxReplicas"]["policy"], 20);
         assert_eq!(thresholds["scaling.maxStep"]["from"], "policy");

@@ -311,6 +311,14 @@ pub struct Observations {
     by_policy: BTreeMap<PolicyRef, Observation>,
 }
 
+impl FromIterator<(PolicyRef, Observation)> for Observations {
+    fn from_iter<I: IntoIterator<Item = (PolicyRef, Observation)>>(iter: I) -> Self {
+        Self {
+            by_policy: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl Observations {
     pub fn new() -> Self {
         Self::default()

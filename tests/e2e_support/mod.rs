@@ -203,6 +203,14 @@ impl SloGuard {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its JSON log lines, parsed (lines that are not JSON are left out).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -289,14 +297,7 @@ impl Guarded {
         let work = tempfile::tempdir().expect("work dir");
         cluster.apply_file(&root().join("tests/e2e/capture/manifests/00-setup.yaml"));
         let certs = work.path().join("certs");
-        let made = cluster
-            .command(env!("CARGO_BIN_EXE_slo-guard"))
-            .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
-            .arg(&certs)
-            .output()
-            .expect("slo-guard certs");
-        assert!(made.status.success(), "{}", text(&made.stderr));
-        let ca_bundle = text(&made.stdout).trim().to_string();
+        let ca_bundle = make_certs(&cluster, &certs);
         let port = free_port();
         let guard = SloGuard::start_with_env(
             &cluster,
@@ -350,4 +351,17 @@ pub fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> R
             Err(_) => std::thread::sleep(Duration::from_millis(250)),
         }
     }
+}
+
+/// A CA and a serving certificate for 127.0.0.1 in `dir`, made with `slo-guard certs`;
+/// returns the caBundle it printed.
+pub fn make_certs(cluster: &Cluster, dir: &Path) -> String {
+    let made = cluster
+        .command(env!("CARGO_BIN_EXE_slo-guard"))
+        .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
+        .arg(dir)
+        .output()
+        .expect("slo-guard certs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    text(&made.stdout).trim().to_string()
 }

@@ -362,3 +362,23 @@ pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
     });
     format!("http://{address}")
 }
+
+/// The denial message of an AdmissionReview response (empty when allowed).
+pub fn message(response: &serde_json::Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The warnings of an AdmissionReview response.
+pub fn warnings(response: &serde_json::Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
