@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+// Each review allocates a few hundred small JSON nodes and strings; glibc's allocator took
+// about 40% of the server's instructions in the load profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One rustls crypto provider for the server, the kube client and the Prometheus
     // client; it must be installed before any of them builds a TLS config.

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, Operation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AdmissionError;
+use super::review::{Operation, ReviewObject, ReviewRequest};
 
 pub const POLICY_LABEL: &str = "slo-guard.io/policy";
 pub const REFLECTION_LABEL: &str = "slo-guard.io/reflection";
@@ -237,21 +236,21 @@ pub struct Change {
 /// ConfigMap without a slo-guard label), which is allowed. The request is consumed so the
 /// objects' bodies move into the [`Change`] rather than being copied on every admission.
 pub fn classify(
-    request: AdmissionRequest<DynamicObject>,
+    request: ReviewRequest,
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
     let Some(mut change) = classify_borrowed(&request, workloads)? else {
         return Ok(None);
     };
-    change.object = request.object.map(|o| o.data);
-    change.old_object = request.old_object.map(|o| o.data);
+    change.object = request.object.map(|o| o.body);
+    change.old_object = request.old_object.map(|o| o.body);
     Ok(Some(change))
 }
 
 /// Everything [`classify`] reads, from a borrowed request; the bodies are left for it
 /// to move.
 fn classify_borrowed(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &ReviewRequest,
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
     let requester = Requester {
@@ -260,9 +259,7 @@ fn classify_borrowed(
         field_manager: request
             .options
             .as_ref()
-            .and_then(|options| options.0.get("fieldManager"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+            .and_then(|options| options.field_manager.clone()),
     };
     let namespace = request.namespace.clone().unwrap_or_default();
     let object = request.object.as_ref();
@@ -293,7 +290,7 @@ fn classify_borrowed(
     if [object, old_object]
         .into_iter()
         .flatten()
-        .any(|o| o.metadata == Default::default())
+        .any(|o| o.metadata.field_count == 0)
     {
         return Err(AdmissionError::Malformed(
             "object or oldObject has no metadata".to_string(),
@@ -304,7 +301,7 @@ fn classify_borrowed(
         object.or(old_object).ok_or_else(|| {
             AdmissionError::Malformed(format!(
                 "{} {resource} request carries neither object nor oldObject",
-                request.operation_name()
+                request.operation.as_str()
             ))
         })
     };
@@ -314,12 +311,12 @@ fn classify_borrowed(
                 .ok_or_else(|| unreachable_resource(resource))?;
             let parent = workloads.workload(kind, &namespace, &request.name);
             let new = object
-                .and_then(|scale| replicas_at(&scale.data, "spec"))
+                .and_then(|scale| replicas_at(&scale.body, "spec"))
                 .ok_or_else(|| {
                     AdmissionError::Malformed("Scale object has no spec.replicas".into())
                 })?;
             let old = old_object
-                .and_then(|scale| replicas_at(&scale.data, "spec"))
+                .and_then(|scale| replicas_at(&scale.body, "spec"))
                 .or_else(|| parent.as_ref().and_then(|p| p.replicas));
             let target = Target {
                 kind: TargetKind::Workload(kind),
@@ -356,7 +353,7 @@ fn classify_borrowed(
                 Operation::Create => ChangeClass::Create,
                 Operation::Delete => ChangeClass::Delete,
                 Operation::Update => match (object, old_object) {
-                    (Some(new), Some(old)) => update_class(&new.data, &old.data),
+                    (Some(new), Some(old)) => update_class(&new.body, &old.body),
                     _ => {
                         return Err(AdmissionError::Malformed(
                             "UPDATE request needs object and oldObject".into(),
@@ -366,8 +363,8 @@ fn classify_borrowed(
                 Operation::Connect => return Ok(None),
             };
             let mut change = base(class, target, object.map(annotations_of));
-            if let Some(new) = object.and_then(|o| replicas_at(&o.data, "spec")) {
-                let old = old_object.and_then(|o| replicas_at(&o.data, "spec"));
+            if let Some(new) = object.and_then(|o| replicas_at(&o.body, "spec")) {
+                let old = old_object.and_then(|o| replicas_at(&o.body, "spec"));
                 if old != Some(new) {
                     change.replicas = Some(ReplicaChange { old, new });
                 }
@@ -376,7 +373,7 @@ fn classify_borrowed(
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
             let current = current()?;
-            let scale_target = current.data.pointer("/spec/scaleTargetRef");
+            let scale_target = current.body.pointer("/spec/scaleTargetRef");
             let target_kind = scale_target
                 .and_then(|r| r.get("kind"))
                 .and_then(Value::as_str)
@@ -407,19 +404,19 @@ fn classify_borrowed(
             };
             let mut change = base(class, target, object.map(annotations_of));
             if let Some(new) = object {
-                let max = replicas_field(&new.data, "/spec/maxReplicas").ok_or_else(|| {
+                let max = replicas_field(&new.body, "/spec/maxReplicas").ok_or_else(|| {
                     AdmissionError::Malformed(
                         "HorizontalPodAutoscaler has no spec.maxReplicas".into(),
                     )
                 })?;
                 // The API defaults minReplicas to 1 when it is absent.
-                let min = replicas_field(&new.data, "/spec/minReplicas").unwrap_or(1);
+                let min = replicas_field(&new.body, "/spec/minReplicas").unwrap_or(1);
                 change.hpa = Some(HpaBounds {
                     min,
                     max,
                     old_min: old_object
-                        .map(|o| replicas_field(&o.data, "/spec/minReplicas").unwrap_or(1)),
-                    old_max: old_object.and_then(|o| replicas_field(&o.data, "/spec/maxReplicas")),
+                        .map(|o| replicas_field(&o.body, "/spec/minReplicas").unwrap_or(1)),
+                    old_max: old_object.and_then(|o| replicas_field(&o.body, "/spec/maxReplicas")),
                 });
             }
             Ok(Some(change))
@@ -451,7 +448,7 @@ fn classify_borrowed(
                 labels_known: true,
             };
             let mut change = base(ChangeClass::Config, target, object.map(annotations_of));
-            change.config_data = Some(config_data_of(&current.data)?);
+            change.config_data = Some(config_data_of(&current.body)?);
             Ok(Some(change))
         }
         _ => Ok(None),
@@ -460,21 +457,6 @@ fn classify_borrowed(
 
 fn unreachable_resource(resource: &str) -> AdmissionError {
     AdmissionError::Malformed(format!("unexpected resource {resource:?}"))
-}
-
-trait OperationName {
-    fn operation_name(&self) -> &'static str;
-}
-
-impl OperationName for AdmissionRequest<DynamicObject> {
-    fn operation_name(&self) -> &'static str {
-        match self.operation {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
-    }
 }
 
 /// An UPDATE is a rollout when the pod template changes (or any other spec field than
@@ -517,7 +499,7 @@ fn replicas_field(data: &Value, pointer: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-fn annotations_of(object: &DynamicObject) -> BTreeMap<String, String> {
+fn annotations_of(object: &ReviewObject) -> BTreeMap<String, String> {
     object.metadata.annotations.clone().unwrap_or_default()
 }
 

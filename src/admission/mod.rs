@@ -3,6 +3,7 @@
 
 mod change;
 mod response;
+mod review;
 
 pub use change::{
     ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, POLICY_LABEL, REFLECTION_LABEL,
@@ -10,9 +11,11 @@ pub use change::{
     classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
+pub use review::{
+    GroupResource, ObjectMetadata, Operation, RequestOptions, ReviewObject, ReviewRequest, UserInfo,
+};
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use review::{ReviewEnvelope, TypeFields};
 
 /// Bodies larger than this are refused before parsing. The apiserver's own request limit
 /// is 3 MiB, so nothing legitimate is larger.
@@ -35,14 +38,14 @@ pub enum AdmissionError {
 }
 
 /// Parses an AdmissionReview v1 body and returns its request.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
+pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, AdmissionError> {
     if body.len() > MAX_REVIEW_BYTES {
         return Err(AdmissionError::TooLarge { size: body.len() });
     }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|error| {
+    let review: ReviewEnvelope = serde_json::from_slice(body).map_err(|error| {
         // Only on the error path: say "wrong version" rather than a field error when the
         // body is a review of another version.
-        match serde_json::from_slice::<kube::core::TypeMeta>(body) {
+        match serde_json::from_slice::<TypeFields>(body) {
             Ok(types)
                 if types.kind == "AdmissionReview"
                     && types.api_version != "admission.k8s.io/v1" =>
@@ -52,10 +55,10 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Admi
             _ => AdmissionError::NotAReview(error),
         }
     })?;
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(AdmissionError::UnsupportedVersion(format!(
             "{}/{}",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         )));
     }
     let request = review.request.ok_or(AdmissionError::MissingRequest)?;

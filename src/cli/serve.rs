@@ -287,7 +287,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let handle: Handle<SocketAddr> = Handle::new();
-    let server = axum_server::bind_rustls(args.listen, tls_config)
+    // Without TCP_NODELAY the first answer on a new connection can wait out the peer's
+    // delayed ACK (40 ms on Linux), because it is written in more than one segment.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::bind(args.listen)
+        .acceptor(acceptor)
         .handle(handle.clone())
         .serve(router(state.clone()).into_make_service());
     let server = tokio::spawn(server);

@@ -1,0 +1,278 @@
+//! The AdmissionReview v1 request, read into the few fields slo-guard judges by.
+//!
+//! kube-core's `AdmissionReview<DynamicObject>` reads every object through a flattened
+//! map and a full `ObjectMeta`, `managedFields` included; on a typical Deployment that was
+//! over half of the server's work per review. This reader keeps the object's body
+//! (`spec`, `status`, `data`, ...) as JSON, reads only the metadata the rules use, and
+//! skips the rest of the metadata without allocating.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+}
+
+/// `request.options`: the Create/Update/DeleteOptions of the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOptions {
+    #[serde(default)]
+    pub field_manager: Option<String>,
+}
+
+/// `request` of an AdmissionReview v1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewRequest {
+    pub uid: String,
+    pub resource: GroupResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<ReviewObject>,
+    #[serde(default)]
+    pub old_object: Option<ReviewObject>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub options: Option<RequestOptions>,
+}
+
+/// The metadata the rules read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectMetadata {
+    pub name: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// How many fields the metadata had, read or skipped: 0 when it is absent or `{}`.
+    pub field_count: usize,
+}
+
+/// An object of a review: its metadata, and every other field except apiVersion and kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewObject {
+    pub metadata: ObjectMetadata,
+    pub body: Value,
+}
+
+impl<'de> Deserialize<'de> for ObjectMetadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+
+        impl<'de> Visitor<'de> for MetadataVisitor {
+            type Value = ObjectMetadata;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("object metadata")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut metadata = ObjectMetadata::default();
+                while let Some(key) = map.next_key::<KeyName>()? {
+                    metadata.field_count += 1;
+                    match key.0.as_ref() {
+                        "name" => metadata.name = map.next_value()?,
+                        "labels" => metadata.labels = map.next_value()?,
+                        "annotations" => metadata.annotations = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(metadata)
+            }
+        }
+
+        deserializer.deserialize_map(MetadataVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReviewObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = ReviewObject;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Kubernetes object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut metadata = None;
+                let mut body = Map::new();
+                while let Some(key) = map.next_key::<KeyName>()? {
+                    match key.0.as_ref() {
+                        "metadata" => {
+                            metadata = map.next_value::<Option<ObjectMetadata>>()?;
+                        }
+                        "apiVersion" | "kind" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            let value = map.next_value::<Value>()?;
+                            body.insert(key.0.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(ReviewObject {
+                    metadata: metadata.unwrap_or_default(),
+                    body: Value::Object(body),
+                })
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A map key, borrowed from the body when it has no escapes.
+struct KeyName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for KeyName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyName(key.into()))
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(KeyName(key.to_owned().into()))
+            }
+
+            fn visit_string<E: de::Error>(self, key: String) -> Result<Self::Value, E> {
+                Ok(KeyName(key.into()))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The envelope around the request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ReviewEnvelope {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub request: Option<ReviewRequest>,
+}
+
+/// Only the type fields of a body, to tell "a review of another version" apart from
+/// "not a review" when the full read fails.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypeFields {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_metadata_and_body_and_skips_managed_fields() {
+        let object: ReviewObject = serde_json::from_str(
+            r#"{"apiVersion":"apps/v1","kind":"Deployment",
+                "metadata":{"name":"web","uid":"u","labels":{"app":"web"},
+                            "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}]},
+                "spec":{"replicas":3},"status":{}}"#,
+        )
+        .expect("object");
+        assert_eq!(object.metadata.name.as_deref(), Some("web"));
+        assert_eq!(
+            object.metadata.labels,
+            Some(BTreeMap::from([("app".to_string(), "web".to_string())]))
+        );
+        assert_eq!(object.metadata.annotations, None);
+        assert_eq!(object.metadata.field_count, 4);
+        assert_eq!(
+            object.body,
+            serde_json::json!({"spec": {"replicas": 3}, "status": {}})
+        );
+    }
+
+    #[test]
+    fn absent_null_and_empty_metadata_have_no_fields() {
+        for text in [
+            r#"{"spec":{}}"#,
+            r#"{"metadata":null,"spec":{}}"#,
+            r#"{"metadata":{},"spec":{}}"#,
+        ] {
+            let object: ReviewObject = serde_json::from_str(text).expect(text);
+            assert_eq!(object.metadata.field_count, 0, "{text}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_are_read_like_plain_ones() {
+        let object: ReviewObject =
+            serde_json::from_str(r#"{"metadata":{"n\u0061me":"web"},"sp\u0065c":{"a":1}}"#)
+                .expect("object");
+        assert_eq!(object.metadata.name.as_deref(), Some("web"));
+        assert_eq!(object.body, serde_json::json!({"spec": {"a": 1}}));
+    }
+
+    #[test]
+    fn a_label_that_is_not_a_string_is_refused() {
+        let result = serde_json::from_str::<ReviewObject>(r#"{"metadata":{"labels":{"app":1}}}"#);
+        assert!(result.is_err());
+    }
+}
