@@ -13,7 +13,7 @@ use crate::admission::{
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicySet, PolicyStore};
 use crate::rules::{Decision, DecisionContext, classify_actor, decide, slo_gate};
-use crate::slo::{Observations, QueryPlan, SloSource};
+use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
 use crate::{mutation, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,7 @@ pub struct Guard {
     pub effects: Option<Arc<dyn AdmissionEffects>>,
     /// slo-guard's own username in the cluster, whose writes are not re-stamped.
     pub own_username: Option<String>,
+    plans: PlanCache,
 }
 
 /// What admitting a change may need done in the cluster. Called only for requests that
@@ -77,7 +78,7 @@ struct Prepared {
     change: Change,
     policies: Arc<PolicySet>,
     /// One plan per gated policy, with that policy's `prometheus.timeout`.
-    plans: Vec<(QueryPlan, Duration)>,
+    plans: Vec<(Arc<QueryPlan>, Duration)>,
 }
 
 enum Stage {
@@ -99,6 +100,7 @@ impl Guard {
             slo: SloSource::Off,
             effects: None,
             own_username: None,
+            plans: PlanCache::default(),
         }
     }
 
@@ -182,7 +184,7 @@ impl Guard {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
                 if let Some(scope) = slo_gate(&change, &policy.spec, actor) {
                     plans.push((
-                        QueryPlan::new(&policy.id, &policy.spec, &change.target, scope),
+                        self.plans.plan(&policies, policy, &change.target, scope),
                         policy.spec.prometheus.timeout.duration(),
                     ));
                 }

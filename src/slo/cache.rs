@@ -96,6 +96,27 @@ impl QueryCache {
             .retain(|_, slot| matches!(slot, Slot::Pending { .. }));
     }
 
+    /// The answers to all of `keys`, under one lock, when every one is cached and younger
+    /// than the refresh interval; `None` (and nothing counted) when any is not, and the
+    /// caller asks for each with [`Self::get`]. The common case of an admission whose
+    /// answers are all cached thus costs one lock and no task or timer.
+    pub fn fresh_all<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Option<Vec<Answer>> {
+        let slots = self.inner.slots();
+        let answers = keys
+            .map(|key| match slots.get(key) {
+                Some(Slot::Ready { answer, fetched }) if fetched.elapsed() < self.refresh => {
+                    Some(answer.clone())
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<Answer>>>()?;
+        self.inner
+            .counters
+            .hits
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+        Some(answers)
+    }
+
     /// The answer to `key`: cached if younger than the refresh interval, else from the
     /// call in flight, else from a new call made by `fetch`. The call runs in its own
     /// task, so a caller that gives up (its timeout) neither cancels it for the others
@@ -234,6 +255,22 @@ mod tests {
             cache.get("e", || async { Ok(answer(3.0)) }).await.unwrap(),
             answer(3.0)
         );
+    }
+
+    #[tokio::test]
+    async fn fresh_all_answers_only_when_every_key_is_fresh() {
+        let cache = QueryCache::new(Duration::from_millis(40));
+        cache.get("a", || async { Ok(answer(1.0)) }).await.unwrap();
+        assert_eq!(cache.fresh_all(["a", "b"].into_iter()), None);
+        assert_eq!(cache.stats().hits, 0, "a partial lookup counts nothing");
+        cache.get("b", || async { Ok(answer(2.0)) }).await.unwrap();
+        assert_eq!(
+            cache.fresh_all(["b", "a"].into_iter()),
+            Some(vec![answer(2.0), answer(1.0)])
+        );
+        assert_eq!(cache.stats().hits, 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(cache.fresh_all(["a"].into_iter()), None, "expired");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod canned;
 mod client;
 pub mod figures;
 mod plan;
+mod plans;
 mod source;
 
 pub use cache::CacheStats;
@@ -19,4 +20,5 @@ pub use plan::{
     GateScope, NoData, Observation, Observations, QueryPlan, QueryRole, Reading, Readings, fill,
     first_range_selector, request_rate_window,
 };
+pub use plans::PlanCache;
 pub use source::SloSource;
