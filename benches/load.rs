@@ -14,9 +14,12 @@
 //!   through the SLO gate and its cache: after the first review of each refresh interval
 //!   (10 s) the answers come from the cache, never from Prometheus;
 //! - measures the time from spawning the process to the first `/readyz` 200 it sees;
-//! - re-executes itself as the ceiling: the same axum-server + rustls (ring) stack and TLS
-//!   config, whose handler parses the review into the same typed
-//!   `AdmissionReview<DynamicObject>` slo-guard parses and answers `allowed`;
+//! - re-executes itself as the ceiling: the same axum-server + rustls (ring) stack, TLS
+//!   config, TCP_NODELAY and allocator (mimalloc), whose handler reads the review and
+//!   answers `allowed`. `--ceiling-parse kube` (the default) reads it as a do-nothing
+//!   kube-rs webhook does, into `AdmissionReview<DynamicObject>`; `--ceiling-parse
+//!   slo-guard` with slo-guard's own `parse_review`, so that the ratio leaves out what
+//!   slo-guard saves by reading less;
 //! - sends the captured Deployment CREATE (tests/fixtures/captured/deployment-create.json,
 //!   compacted as the apiserver sends it: 8,650 bytes), alternating `/validate` and
 //!   `/mutate` on every connection;
@@ -61,6 +64,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+// The same allocator as `slo-guard serve`, for the ceiling (this binary, re-executed) and
+// the client alike: the comparison is of the work, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const REVIEW: &str = "tests/fixtures/captured/deployment-create.json";
 const POLICIES: &str = "tests/load/policies";
@@ -107,6 +115,9 @@ struct Options {
     server_threads: usize,
     starts: usize,
     ceiling: bool,
+    /// How the ceiling reads the review: `kube` (kube-rs's `AdmissionReview<DynamicObject>`,
+    /// what a do-nothing kube-rs webhook does) or `slo-guard` (slo-guard's own reader).
+    ceiling_parse: String,
     server_args: Vec<String>,
     /// An already running server instead of one started here (with `--ca` and `--pid`).
     external: Option<(SocketAddr, PathBuf, Option<u32>)>,
@@ -114,7 +125,8 @@ struct Options {
 
 const USAGE: &str = "cargo bench --bench load -- [--seconds S] [--warmup S] [--connections N] \
 [--rate R] [--protocols h1,h2] [--modes saturation,steady] [--cpus pinned|shared] \
-[--server-threads N] [--starts N] [--no-ceiling] [--fifo] [--server-arg ARG]... \
+[--server-threads N] [--starts N] [--no-ceiling] [--ceiling-parse kube|slo-guard] [--fifo] \
+[--server-arg ARG]... \
 [--addr HOST:PORT --ca CA.pem [--pid PID]]";
 
 impl Options {
@@ -135,6 +147,7 @@ impl Options {
                 server_threads: 1,
                 starts: 5,
                 ceiling: true,
+                ceiling_parse: "kube".to_string(),
                 server_args: Vec::new(),
                 external: None,
             }
@@ -152,6 +165,7 @@ impl Options {
                 server_threads: 1,
                 starts: 1,
                 ceiling: true,
+                ceiling_parse: "kube".to_string(),
                 server_args: Vec::new(),
                 external: None,
             }
@@ -175,6 +189,12 @@ impl Options {
                 }
                 "--starts" => o.starts = number(&value("--starts")) as usize,
                 "--no-ceiling" => o.ceiling = false,
+                "--ceiling-parse" => {
+                    o.ceiling_parse = value("--ceiling-parse");
+                    if !["kube", "slo-guard"].contains(&o.ceiling_parse.as_str()) {
+                        die("--ceiling-parse: expected kube or slo-guard");
+                    }
+                }
                 "--fifo" => o.fifo = true,
                 "--server-arg" => o.server_args.push(value("--server-arg")),
                 "--addr" => addr = Some(value("--addr")),
@@ -794,21 +814,34 @@ async fn start_prometheus(answers_file: &Path) -> (SocketAddr, Arc<Stand>) {
         .await
         .unwrap_or_else(|e| die(&format!("stand-in Prometheus: {e}")));
     let addr = listener.local_addr().expect("address");
+    // TCP_NODELAY, as Go (and so Prometheus) sets by default: without it an answer written
+    // in two segments can wait out slo-guard's delayed ACK, 40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     (addr, stand)
 }
 
-/// The ceiling: `load --ceiling-server ADDR CERT KEY THREADS`, run in its own process.
-/// The same axum-server + rustls stack and TLS config as `slo-guard serve`; the handler
-/// parses the review exactly as slo-guard does and answers `allowed` without judging.
+/// The ceiling: `load --ceiling-server ADDR CERT KEY THREADS PARSE`, run in its own
+/// process. The same axum-server + rustls stack, TLS config, TCP_NODELAY and allocator as
+/// `slo-guard serve`; the handler reads the review (PARSE: `kube`, kube-rs's
+/// `AdmissionReview<DynamicObject>`, or `slo-guard`, slo-guard's own `parse_review`) and
+/// answers `allowed` without judging.
 fn ceiling_server(args: &[String]) -> ! {
-    let [addr, cert, key, threads] = args else {
-        die("usage: --ceiling-server ADDR CERT KEY THREADS");
+    let [addr, cert, key, threads, parse] = args else {
+        die("usage: --ceiling-server ADDR CERT KEY THREADS PARSE");
     };
     let addr: SocketAddr = addr.parse().unwrap_or_else(|_| die("ceiling: bad address"));
     let threads: usize = threads.parse().unwrap_or(1);
+    let lean = match parse.as_str() {
+        "kube" => false,
+        "slo-guard" => true,
+        other => die(&format!("ceiling: unknown parse {other}")),
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -821,22 +854,30 @@ fn ceiling_server(args: &[String]) -> ! {
         use kube::core::DynamicObject;
         use kube::core::admission::AdmissionReview;
 
-        async fn allow(body: Bytes) -> axum::response::Response {
-            match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body) {
-                Ok(review) => {
-                    let uid = review.request.map(|r| r.uid).unwrap_or_default();
-                    (
-                        [(CONTENT_TYPE, "application/json")],
-                        format!(
-                            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":{},"allowed":true}}}}"#,
-                            serde_json::Value::String(uid)
-                        ),
-                    )
-                        .into_response()
-                }
-                Err(error) => (axum::http::StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        fn uid_of(body: &[u8], lean: bool) -> Result<String, String> {
+            if lean {
+                slo_guard::admission::parse_review(body)
+                    .map(|request| request.uid)
+                    .map_err(|e| e.to_string())
+            } else {
+                serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+                    .map(|review| review.request.map(|r| r.uid).unwrap_or_default())
+                    .map_err(|e| e.to_string())
             }
         }
+        let allow = move |body: Bytes| async move {
+            match uid_of(&body, lean) {
+                Ok(uid) => (
+                    [(CONTENT_TYPE, "application/json")],
+                    format!(
+                        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":{},"allowed":true}}}}"#,
+                        serde_json::Value::String(uid)
+                    ),
+                )
+                    .into_response(),
+                Err(error) => (axum::http::StatusCode::BAD_REQUEST, error).into_response(),
+            }
+        };
         let config = slo_guard::server::tls::server_config(Path::new(cert), Path::new(key))
             .unwrap_or_else(|e| die(&format!("ceiling TLS: {e}")));
         let app = axum::Router::new()
@@ -844,12 +885,14 @@ fn ceiling_server(args: &[String]) -> ! {
             .route("/mutate", post(allow))
             .route("/readyz", get(|| async { "ready" }))
             .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024));
-        let _ = axum_server::bind_rustls(
-            addr,
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
             axum_server::tls_rustls::RustlsConfig::from_config(config),
         )
-        .serve(app.into_make_service())
-        .await;
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let _ = axum_server::bind(addr)
+            .acceptor(acceptor)
+            .serve(app.into_make_service())
+            .await;
     });
     std::process::exit(0)
 }
@@ -1401,6 +1444,15 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             "normal (SCHED_OTHER, nice 0)"
         }
     );
+    if o.ceiling && o.external.is_none() {
+        println!(
+            "load: ceiling reads the review with {}",
+            match o.ceiling_parse.as_str() {
+                "kube" => "kube-rs's AdmissionReview<DynamicObject> (--ceiling-parse kube)",
+                _ => "slo-guard's parse_review (--ceiling-parse slo-guard)",
+            }
+        );
+    }
 
     // The server under test: started here, or given.
     let mut ready_times = Vec::new();
@@ -1497,7 +1549,8 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             .arg(addr.to_string())
             .arg(&certs.cert)
             .arg(&certs.key)
-            .arg(o.server_threads.to_string());
+            .arg(o.server_threads.to_string())
+            .arg(&o.ceiling_parse);
         let server = spawn_logged("ceiling", command, server_cpu, addr);
         wait_ready(&tls, addr, Instant::now(), Duration::from_secs(60)).await;
         Some(server)

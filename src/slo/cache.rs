@@ -1,12 +1,19 @@
 //! Answers cached for a refresh interval, with single-flight: concurrent callers of the
 //! same query share one in-flight call, so a storm of admissions for one workload costs
 //! Prometheus one query per distinct PromQL per refresh interval.
+//!
+//! An answer asked for in the last quarter of its interval is renewed in the background
+//! while it is still served, so that a workload under steady admission never waits on
+//! Prometheus for a routine refresh. A renewal that fails changes nothing: the answer
+//! still expires at the end of its interval, and the next caller asks Prometheus itself.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -16,14 +23,23 @@ use super::client::{Answer, QueryError};
 type Flight = Shared<BoxFuture<'static, Result<Answer, QueryError>>>;
 
 enum Slot {
-    Ready { answer: Answer, fetched: Instant },
-    Pending { generation: u64, flight: Flight },
+    Ready {
+        answer: Answer,
+        fetched: Instant,
+        /// A background renewal is in flight.
+        renewing: bool,
+    },
+    Pending {
+        generation: u64,
+        flight: Flight,
+    },
 }
 
 /// Counters for tests, the storm benchmark and logs.
 #[derive(Debug, Default)]
 struct Counters {
     fetches: AtomicU64,
+    renewals: AtomicU64,
     hits: AtomicU64,
     joined: AtomicU64,
 }
@@ -31,8 +47,10 @@ struct Counters {
 /// A snapshot of the cache counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Calls that went to Prometheus.
+    /// Calls that went to Prometheus, renewals included.
     pub fetches: u64,
+    /// Of those, renewals of an answer that was still being served.
+    pub renewals: u64,
     /// Calls answered from a fresh cached answer.
     pub hits: u64,
     /// Calls that joined a call already in flight.
@@ -80,10 +98,16 @@ impl QueryCache {
         self.refresh
     }
 
+    /// Past this age a served answer is renewed in the background.
+    fn renew_after(&self) -> Duration {
+        self.refresh.mul_f64(0.75)
+    }
+
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
         CacheStats {
             fetches: c.fetches.load(Ordering::Relaxed),
+            renewals: c.renewals.load(Ordering::Relaxed),
             hits: c.hits.load(Ordering::Relaxed),
             joined: c.joined.load(Ordering::Relaxed),
         }
@@ -96,15 +120,21 @@ impl QueryCache {
             .retain(|_, slot| matches!(slot, Slot::Pending { .. }));
     }
 
-    /// The answers to all of `keys`, under one lock, when every one is cached and younger
-    /// than the refresh interval; `None` (and nothing counted) when any is not, and the
-    /// caller asks for each with [`Self::get`]. The common case of an admission whose
+    /// The answers to all of `keys`, under one lock, when every one is cached, younger
+    /// than the refresh interval and not due for renewal; `None` (and nothing counted)
+    /// when any is not, and the caller asks for each with [`Self::get`]. The common case of an admission whose
     /// answers are all cached thus costs one lock and no task or timer.
     pub fn fresh_all<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Option<Vec<Answer>> {
         let slots = self.inner.slots();
         let answers = keys
             .map(|key| match slots.get(key) {
-                Some(Slot::Ready { answer, fetched }) if fetched.elapsed() < self.refresh => {
+                Some(Slot::Ready {
+                    answer,
+                    fetched,
+                    renewing,
+                }) if fetched.elapsed() < self.refresh
+                    && (*renewing || fetched.elapsed() < self.renew_after()) =>
+                {
                     Some(answer.clone())
                 }
                 _ => None,
@@ -129,9 +159,17 @@ impl QueryCache {
     {
         let flight = {
             let mut slots = self.inner.slots();
-            match slots.get(key) {
-                Some(Slot::Ready { answer, fetched }) if fetched.elapsed() < self.refresh => {
+            match slots.get_mut(key) {
+                Some(Slot::Ready {
+                    answer,
+                    fetched,
+                    renewing,
+                }) if fetched.elapsed() < self.refresh => {
                     self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    if !*renewing && fetched.elapsed() >= self.renew_after() {
+                        *renewing = true;
+                        self.renew(key, fetch());
+                    }
                     return Ok(answer.clone());
                 }
                 Some(Slot::Pending { flight, .. }) => {
@@ -168,6 +206,7 @@ impl QueryCache {
                                         Slot::Ready {
                                             answer: answer.clone(),
                                             fetched: Instant::now(),
+                                            renewing: false,
                                         },
                                     );
                                 }
@@ -197,6 +236,35 @@ impl QueryCache {
             }
         };
         flight.await
+    }
+
+    /// Runs `call` in its own task and, when it succeeds, replaces the answer it renews.
+    /// Nothing is inserted when the answer was forgotten or has expired meanwhile (then
+    /// a caller's own call is, or will be, in flight).
+    fn renew<Fut>(&self, key: &str, call: Fut)
+    where
+        Fut: Future<Output = Result<Answer, QueryError>> + Send + 'static,
+    {
+        self.inner.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let owned_key = key.to_string();
+        tokio::spawn(async move {
+            let result = call.await;
+            let mut slots = inner.slots();
+            if let Some(Slot::Ready {
+                answer,
+                fetched,
+                renewing,
+            }) = slots.get_mut(&owned_key)
+            {
+                *renewing = false;
+                if let Ok(renewed) = result {
+                    *answer = renewed;
+                    *fetched = Instant::now();
+                }
+            }
+        });
     }
 }
 
@@ -238,7 +306,7 @@ mod tests {
         assert_eq!(again, answer(1.0), "fresh answers come from the cache");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn answers_expire_after_the_refresh_interval_and_failures_are_not_kept() {
         let cache = QueryCache::new(Duration::from_millis(30));
         cache.get("q", || async { Ok(answer(1.0)) }).await.unwrap();
@@ -257,7 +325,48 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused time: the cache reads tokio's clock, so these run the same on a busy machine.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_due_for_renewal_is_served_while_it_is_renewed() {
+        let cache = QueryCache::new(Duration::from_millis(400));
+        cache.get("q", || async { Ok(answer(1.0)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        assert_eq!(cache.fresh_all(["q"].into_iter()), None, "due for renewal");
+        let slow_renewal = || async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(answer(2.0))
+        };
+        let served = tokio::time::timeout(Duration::from_millis(10), cache.get("q", slow_renewal))
+            .await
+            .expect("the caller does not wait for the renewal");
+        assert_eq!(served.unwrap(), answer(1.0));
+        // One renewal at a time.
+        assert_eq!(
+            cache.get("q", || async { Ok(answer(3.0)) }).await.unwrap(),
+            answer(1.0)
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(cache.fresh_all(["q"].into_iter()), Some(vec![answer(2.0)]));
+        let stats = cache.stats();
+        assert_eq!((stats.fetches, stats.renewals), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_renewal_leaves_the_answer_to_expire_on_time() {
+        let cache = QueryCache::new(Duration::from_millis(200));
+        cache.get("q", || async { Ok(answer(1.0)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(160)).await;
+        let failing = || async { Err(QueryError::Internal("down".into())) };
+        assert_eq!(cache.get("q", failing).await.unwrap(), answer(1.0));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let after_expiry = cache.get("q", failing).await;
+        assert!(
+            after_expiry.is_err(),
+            "expired: the caller asks Prometheus itself"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn fresh_all_answers_only_when_every_key_is_fresh() {
         let cache = QueryCache::new(Duration::from_millis(40));
         cache.get("a", || async { Ok(answer(1.0)) }).await.unwrap();
