@@ -12,8 +12,10 @@ use crate::admission::{
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicySet, PolicyStore};
-use crate::rules::{Decision, DecisionContext, classify_actor, decide, slo_gate};
-use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
+use crate::rules::{
+    Decision, DecisionContext, budget_decides_tier, classify_actor, decide, slo_gate,
+};
+use crate::slo::{GateScope, Observations, PlanCache, QueryPlan, SloSource};
 use crate::{mutation, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +184,11 @@ impl Guard {
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
-                if let Some(scope) = slo_gate(&change, &policy.spec, actor) {
+                let scope = slo_gate(&change, &policy.spec, actor).or_else(|| {
+                    budget_decides_tier(&change, &policy.spec, actor)
+                        .then_some(GateScope::BudgetOnly)
+                });
+                if let Some(scope) = scope {
                     plans.push((
                         self.plans.plan(&policies, policy, &change.target, scope),
                         policy.spec.prometheus.timeout.duration(),
@@ -348,5 +354,74 @@ impl Guard {
                 })
                 .inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::admission::POLICY_LABEL;
+    use crate::policy::ConfigMapDocument;
+    use crate::rules::Rule;
+    use crate::slo::CannedAnswers;
+
+    const SCALE_UP: &str =
+        include_str!("../tests/fixtures/captured/deployment-replicas-change.json");
+
+    /// An agent scale-up (3 to 4 replicas) under a policy whose scale tier turns on the
+    /// budget: no SLO gate covers a scale-up, yet the tier must see the budget.
+    fn judge_scale_up(errors_over_30d: f64) -> Decision {
+        let policy = "match: {kinds: [Deployment]}\n\
+                      agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
+                      slo:\n  objective: 99.9\n  period: 30d\n\
+                      \x20 errors: sum(rate(errors[{{window}}]))\n\
+                      \x20 total: sum(rate(requests[{{window}}]))\n\
+                      autonomy:\n  default: auto\n\
+                      \x20 rules: [{classes: [scale], budgetBelow: 0.5, tier: approval}]\n";
+        let store = Arc::new(PolicyStore::new("slo-guard"));
+        let document = ConfigMapDocument {
+            namespace: "payments".into(),
+            name: "checkout".into(),
+            labels: BTreeMap::from([(POLICY_LABEL.into(), "true".into())]),
+            data: BTreeMap::from([("policy.yaml".into(), policy.into())]),
+            origin: "test".into(),
+        };
+        store.replace_all(None, &[document]);
+        assert_eq!(store.snapshot().policies.len(), 1, "{:?}", store.errors());
+        let answers = CannedAnswers::parse(
+            "answers.yaml",
+            &format!(
+                "'sum(rate(errors[30d]))': {errors_over_30d}\n'sum(rate(requests[30d]))': 1\n"
+            ),
+        )
+        .expect("answers");
+        let guard = Guard::new(store, Arc::new(()), Arc::new(Metrics::new()))
+            .with_slo(SloSource::Canned(Arc::new(answers)));
+        let now = Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap();
+        guard
+            .review(Endpoint::Validate, SCALE_UP.as_bytes(), now)
+            .expect("review")
+            .decision
+            .expect("governed")
+    }
+
+    #[test]
+    fn a_budget_tier_rule_is_judged_on_the_budget_even_without_an_slo_gate() {
+        let healthy = judge_scale_up(0.0002);
+        assert!(
+            healthy.findings.is_empty(),
+            "80% of the budget left: the rule does not apply, the default tier (auto) does: {:?}",
+            healthy.findings
+        );
+        let spent = judge_scale_up(0.0009);
+        assert!(
+            spent.findings.iter().any(|f| f.rule == Rule::Approval),
+            "10% left, below 50%: approval is required: {:?}",
+            spent.findings
+        );
     }
 }

@@ -8,11 +8,13 @@ use chrono::{DateTime, Datelike, NaiveTime, Utc};
 
 use super::scope::{changed_paths, memory_changes};
 use super::{Finding, Rule, RuleInput, classify_actor};
-use crate::admission::{ActorKind, ChangeClass, Requester, TargetKind};
+use crate::admission::{ActorKind, Change, ChangeClass, Requester, TargetKind};
 use crate::annotations::{
     APPROVAL_KEYS, APPROVE, APPROVED_AT, APPROVED_BY, GITOPS_MARKERS, LAST_AGENT_CHANGE,
 };
-use crate::policy::{AgentAction, AgentAnnotation, GitOpsMode, Mode, PromDuration, Tier, TierRule};
+use crate::policy::{
+    AgentAction, AgentAnnotation, GitOpsMode, Mode, PolicySpec, PromDuration, Tier, TierRule,
+};
 
 /// How far a stamped `approved-at` may be from the judging clock: slo-guard stamps it in
 /// the same request, so anything further was written by hand.
@@ -182,6 +184,21 @@ fn rule_matches(
         return false;
     }
     true
+}
+
+/// Whether the tier of an agent's `change` can turn on the error budget: the policy has an
+/// SLO and an `autonomy` rule with `budgetBelow` for the change's class. The guard then
+/// asks for the budget even when no SLO gate covers the change (a scale-up, say), so that
+/// the rule judges the budget rather than its absence.
+pub fn budget_decides_tier(change: &Change, spec: &PolicySpec, actor: ActorKind) -> bool {
+    actor == ActorKind::Agent
+        && spec.slo.is_some()
+        && spec.autonomy.as_ref().is_some_and(|autonomy| {
+            autonomy.rules.iter().any(|rule| {
+                rule.budget_below.is_some()
+                    && (rule.classes.is_empty() || rule.classes.contains(&change.class))
+            })
+        })
 }
 
 /// The tier of an agent change: the first matching autonomy rule, else `approval` for the

@@ -10,6 +10,7 @@ mod scope;
 mod slo;
 
 pub use actor::classify_actor;
+pub use governance::budget_decides_tier;
 pub use slo::gate as slo_gate;
 
 use std::fmt;

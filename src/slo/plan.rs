@@ -41,6 +41,9 @@ pub enum GateScope {
     Full,
     /// Scale-downs: burn rates and spikes only. The budget says nothing about capacity.
     ScaleDown,
+    /// Not a gate: only the error budget left, for an agent change that no gate covers
+    /// but whose tier an `autonomy` rule sets by `budgetBelow`.
+    BudgetOnly,
 }
 
 /// The queries one policy needs for one change. Templates are filled in here, so the
@@ -61,6 +64,23 @@ impl QueryPlan {
                 queries.push((role, query));
             }
         };
+        if scope == GateScope::BudgetOnly {
+            if let Some(slo) = &spec.slo {
+                let period = slo.period.as_str();
+                push(
+                    QueryRole::Errors(period.to_string()),
+                    fill(&slo.errors, Some(period), target),
+                );
+                push(
+                    QueryRole::Total(period.to_string()),
+                    fill(&slo.total, Some(period), target),
+                );
+            }
+            return Self {
+                policy: policy.clone(),
+                queries,
+            };
+        }
         if let Some(slo) = &spec.slo {
             let mut windows: Vec<&str> = Vec::new();
             if scope == GateScope::Full {
@@ -411,6 +431,22 @@ traffic:
                 .iter()
                 .any(|(role, _)| *role == QueryRole::Errors("30d".into())),
             "a scale-down does not need the budget"
+        );
+    }
+
+    #[test]
+    fn a_budget_only_plan_asks_for_the_period_and_nothing_else() {
+        let spec = parse_policy("policy.yaml", POLICY).unwrap();
+        let plan = QueryPlan::new(&policy_ref(), &spec, &target(), GateScope::BudgetOnly);
+        let roles: Vec<&QueryRole> = plan.queries.iter().map(|(role, _)| role).collect();
+        assert_eq!(
+            roles,
+            [
+                &QueryRole::Errors("30d".into()),
+                &QueryRole::Total("30d".into())
+            ],
+            "{:?}",
+            plan.queries
         );
     }
 
