@@ -217,6 +217,7 @@ fn surface(
     };
     events.record(EventRecord {
         regarding: reference.clone(),
+        related: None,
         reason: match kind {
             ConfigKind::Policy => "PolicyRejected",
             ConfigKind::Reflection => "ReflectionRejected",
@@ -321,25 +322,46 @@ impl ClusterEffects {
     /// The object a denial is recorded on. A scale request's is its workload; an HPA's is
     /// the workload it scales, which is what its policy governs (the request's HPA name
     /// is not part of the judged change).
-    fn denial_reference(&self, change: &Change) -> Option<ObjectReference> {
+    /// The object a denial's Event is about, and the one it is related to: the HPA and
+    /// the workload it scales, for an HPA change.
+    fn denial_reference(
+        &self,
+        change: &Change,
+    ) -> Option<(ObjectReference, Option<ObjectReference>)> {
         let target = &change.target;
-        let (api_version, kind, uid) = match (target.kind, target.workload_kind) {
-            (TargetKind::ConfigMap(_), _) => ("v1", "ConfigMap", None),
-            (TargetKind::Workload(_) | TargetKind::HorizontalPodAutoscaler, Some(kind)) => (
+        let reference =
+            |api_version: &str, kind: &str, name: &str, uid: Option<String>| ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+                namespace: Some(target.namespace.clone()),
+                name: Some(name.into()),
+                uid,
+                ..ObjectReference::default()
+            };
+        let workload = |kind: WorkloadKind| {
+            reference(
                 "apps/v1",
                 kind.as_str(),
+                &target.name,
                 self.workloads.uid(kind, &target.namespace, &target.name),
-            ),
-            _ => return None,
+            )
         };
-        Some(ObjectReference {
-            api_version: Some(api_version.into()),
-            kind: Some(kind.into()),
-            namespace: Some(target.namespace.clone()),
-            name: Some(target.name.clone()),
-            uid,
-            ..ObjectReference::default()
-        })
+        match (target.kind, target.workload_kind) {
+            (TargetKind::ConfigMap(_), _) => {
+                Some((reference("v1", "ConfigMap", &target.name, None), None))
+            }
+            (TargetKind::Workload(_), Some(kind)) => Some((workload(kind), None)),
+            (TargetKind::HorizontalPodAutoscaler, scaled) => Some((
+                reference(
+                    "autoscaling/v2",
+                    "HorizontalPodAutoscaler",
+                    &change.object_name,
+                    change.object_uid.clone(),
+                ),
+                scaled.map(workload),
+            )),
+            (TargetKind::Workload(_), None) => None,
+        }
     }
 }
 
@@ -358,12 +380,13 @@ fn action_of(class: ChangeClass) -> &'static str {
 
 impl crate::guard::AdmissionEffects for ClusterEffects {
     fn record_denial(&self, change: &Change, decision: &Decision) {
-        let Some(regarding) = self.denial_reference(change) else {
+        let Some((regarding, related)) = self.denial_reference(change) else {
             return;
         };
         let message = crate::verdict::denial_message(decision).unwrap_or_default();
         self.events.record(EventRecord {
             regarding,
+            related,
             reason: "Denied",
             action: action_of(change.class),
             note: format!(
@@ -436,6 +459,8 @@ pub async fn own_username(client: &Client) -> Option<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub regarding: ObjectReference,
+    /// A second object the Event concerns: the workload an HPA scales.
+    pub related: Option<ObjectReference>,
     /// `Denied`, `PolicyRejected`, `ReflectionRejected`.
     pub reason: &'static str,
     /// What slo-guard was doing: the change class judged, or `Load`.
@@ -671,6 +696,7 @@ async fn send_event(
         action: Some(record.action.into()),
         note: Some(truncate_note(&record.note, EVENT_NOTE_MAX_BYTES)),
         regarding: Some(record.regarding.clone()),
+        related: record.related.clone(),
         reporting_controller: Some(REPORTING_CONTROLLER.into()),
         reporting_instance: Some(instance.chars().take(128).collect()),
         // The API server wants a series only for a repeat (count of at least 2).
@@ -732,6 +758,7 @@ mod tests {
     #[test]
     fn identical_events_share_a_key_and_different_notes_do_not() {
         let record = |note: &str| EventRecord {
+            related: None,
             regarding: ObjectReference {
                 kind: Some("Deployment".into()),
                 namespace: Some("payments".into()),

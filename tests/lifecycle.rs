@@ -714,6 +714,22 @@ spec:
       - {name: app, image: registry.example.com/payments/checkout:1.0.0}
 "#;
 
+const CHECKOUT_HPA: &str = r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: checkout-hpa
+  namespace: payments
+  annotations:
+    slo-guard.io/decision-id: d-lifecycle-0002
+    slo-guard.io/reason: "e2e: autoscale for load"
+    slo-guard.io/confidence: "0.9"
+    slo-guard.io/action: scale
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: checkout}
+  minReplicas: 2
+  maxReplicas: 8
+"#;
+
 /// Events (core/v1 view) on `name` in payments with `reason`.
 fn events_on(
     cluster: &mut e2e_support::Cluster,
@@ -866,6 +882,26 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
         "a dry run raised an Event: {denied:#?}"
     );
 
+    // An agent's HPA above the cap: the Event is on the HPA it wrote, related to the
+    // Deployment the HPA scales.
+    let output = guarded
+        .cluster
+        .kubectl_with_stdin(&["apply", "-f", "-", "--as", AGENT], Some(CHECKOUT_HPA));
+    assert_denied(&output, "[payments/checkout-caps:max-replicas]");
+    let event = wait_for_event(
+        &mut guarded.cluster,
+        "HorizontalPodAutoscaler",
+        "checkout-hpa",
+        "Denied",
+        "[payments/checkout-caps:max-replicas]",
+    );
+    println!("HPA denial Event: {event:#}");
+    assert_eq!(event["involvedObject"]["apiVersion"], "autoscaling/v2");
+    assert_eq!(event["action"], "Autoscaling");
+    assert_eq!(event["related"]["kind"], "Deployment");
+    assert_eq!(event["related"]["name"], "checkout");
+    assert_eq!(event["related"]["uid"], checkout_uid.as_str());
+
     // A bad version applied through the webhook is denied, and the denial is an Event on
     // the ConfigMap too.
     let bad = caps_policy("\"twenty\"");
@@ -985,7 +1021,7 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
     let expected = [
         (
             "slo_guard_events_total{reason=\"Denied\",result=\"created\"}",
-            2.0,
+            3.0,
         ),
         (
             "slo_guard_events_total{reason=\"Denied\",result=\"updated\"}",

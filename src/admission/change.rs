@@ -224,6 +224,10 @@ pub struct Change {
     pub config_data: Option<BTreeMap<String, String>>,
     /// A request to the `scale` subresource: its object is a Scale, not the workload.
     pub scale_subresource: bool,
+    /// The name and uid of the object the request writes. For an HPA that is the HPA
+    /// itself, while `target` is the workload it scales. Events about the request go here.
+    pub object_name: String,
+    pub object_uid: Option<String>,
     /// Whether the new object has a `metadata.annotations` map at all, which decides how
     /// a patch may add to it.
     pub annotations_map_present: bool,
@@ -280,6 +284,11 @@ fn classify_borrowed(
         old_annotations: old_object.map(annotations_of).unwrap_or_default(),
         config_data: None,
         scale_subresource: sub_resource == "scale",
+        object_name: object
+            .or(old_object)
+            .and_then(|o| o.metadata.name.clone())
+            .unwrap_or_else(|| request.name.clone()),
+        object_uid: object.or(old_object).and_then(|o| o.metadata.uid.clone()),
         annotations_map_present: object.is_some_and(|o| o.metadata.annotations.is_some()),
         object: None,
         old_object: None,

@@ -85,6 +85,7 @@ pub struct ReviewRequest {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObjectMetadata {
     pub name: Option<String>,
+    pub uid: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
     pub annotations: Option<BTreeMap<String, String>>,
     /// How many fields the metadata had, read or skipped: 0 when it is absent or `{}`.
@@ -115,6 +116,7 @@ impl<'de> Deserialize<'de> for ObjectMetadata {
                     metadata.field_count += 1;
                     match key.0.as_ref() {
                         "name" => metadata.name = map.next_value()?,
+                        "uid" => metadata.uid = map.next_value()?,
                         "labels" => metadata.labels = map.next_value()?,
                         "annotations" => metadata.annotations = map.next_value()?,
                         _ => {

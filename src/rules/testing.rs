@@ -140,6 +140,8 @@ fn change(username: &str, class: ChangeClass) -> Change {
         old_annotations: BTreeMap::new(),
         config_data: None,
         scale_subresource: false,
+        object_name: "checkout".into(),
+        object_uid: None,
         annotations_map_present: true,
         object: None,
         old_object: None,
