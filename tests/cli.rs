@@ -171,3 +171,16 @@ fn certs_writes_a_ca_and_prints_the_ca_bundle() {
     assert_eq!(bundle, ca);
     assert!(text(&output.stderr).contains("slo-guard.slo-guard.svc"));
 }
+
+#[test]
+fn an_unreadable_log_level_is_a_usage_error_not_a_silent_default() {
+    let output = slo_guard(&["--log-level", "slo_guard=[bad", "lint", "policies"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).starts_with("error: invalid --log-level \"slo_guard=[bad\""),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = slo_guard(&["--log-level", "slo_guard=debug", "lint", "policies"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}

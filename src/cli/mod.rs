@@ -60,10 +60,13 @@ pub fn run() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    init_logging(
-        cli.log_format,
-        cli.log_level.as_deref().unwrap_or(default_level),
-    );
+    let level = cli.log_level.as_deref().unwrap_or(default_level);
+    if let Err(error) = init_logging(cli.log_format, level) {
+        // Falling back to a default would hide the operator's typo; a filter that cannot
+        // be read is a usage error, like any other bad flag.
+        eprintln!("error: invalid --log-level {level:?}: {error}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
@@ -73,9 +76,11 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(
+    format: LogFormat,
+    filter: &str,
+) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -87,6 +92,7 @@ fn init_logging(format: LogFormat, filter: &str) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 /// Policy sources shared by `serve` and `check`.
