@@ -64,34 +64,19 @@ impl QueryPlan {
                 queries.push((role, query));
             }
         };
-        if scope == GateScope::BudgetOnly {
-            if let Some(slo) = &spec.slo {
-                let period = slo.period.as_str();
-                push(
-                    QueryRole::Errors(period.to_string()),
-                    fill(&slo.errors, Some(period), target),
-                );
-                push(
-                    QueryRole::Total(period.to_string()),
-                    fill(&slo.total, Some(period), target),
-                );
-            }
-            return Self {
-                policy: policy.clone(),
-                queries,
-            };
-        }
         if let Some(slo) = &spec.slo {
             let mut windows: Vec<&str> = Vec::new();
-            if scope == GateScope::Full {
+            if scope != GateScope::ScaleDown {
                 windows.push(slo.period.as_str());
             }
-            for row in &slo.burn_rate {
-                windows.push(row.long.as_str());
-                windows.push(row.short.as_str());
-            }
-            if spec.traffic.is_none() && slo.min_request_rate.is_some() {
-                windows.push(request_rate_window(spec));
+            if scope != GateScope::BudgetOnly {
+                for row in &slo.burn_rate {
+                    windows.push(row.long.as_str());
+                    windows.push(row.short.as_str());
+                }
+                if spec.traffic.is_none() && slo.min_request_rate.is_some() {
+                    windows.push(request_rate_window(spec));
+                }
             }
             for window in windows {
                 push(
@@ -103,6 +88,12 @@ impl QueryPlan {
                     fill(&slo.total, Some(window), target),
                 );
             }
+        }
+        if scope == GateScope::BudgetOnly {
+            return Self {
+                policy: policy.clone(),
+                queries,
+            };
         }
         if let Some(traffic) = &spec.traffic {
             push(QueryRole::Current, fill(&traffic.current, None, target));
