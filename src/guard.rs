@@ -375,6 +375,15 @@ mod tests {
     /// An agent scale-up (3 to 4 replicas) under a policy whose scale tier turns on the
     /// budget: no SLO gate covers a scale-up, yet the tier must see the budget.
     fn judge_scale_up(errors_over_30d: f64) -> Decision {
+        judge_scale_up_with_newest_sample(errors_over_30d, None)
+    }
+
+    /// `newest_sample_age`: the age of the newest sample the freshness probe reports, or
+    /// no probe answer (then staleness is not checked).
+    fn judge_scale_up_with_newest_sample(
+        errors_over_30d: f64,
+        newest_sample_age: Option<i64>,
+    ) -> Decision {
         let policy = "match: {kinds: [Deployment]}\n\
                       agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
                       slo:\n  objective: 99.9\n  period: 30d\n\
@@ -392,16 +401,18 @@ mod tests {
         };
         store.replace_all(None, &[document]);
         assert_eq!(store.snapshot().policies.len(), 1, "{:?}", store.errors());
-        let answers = CannedAnswers::parse(
-            "answers.yaml",
-            &format!(
-                "'sum(rate(errors[30d]))': {errors_over_30d}\n'sum(rate(requests[30d]))': 1\n"
-            ),
-        )
-        .expect("answers");
+        let now = Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap();
+        let mut answers =
+            format!("'sum(rate(errors[30d]))': {errors_over_30d}\n'sum(rate(requests[30d]))': 1\n");
+        if let Some(age) = newest_sample_age {
+            answers.push_str(&format!(
+                "'max(timestamp(requests))': {}\n",
+                now.timestamp() - age
+            ));
+        }
+        let answers = CannedAnswers::parse("answers.yaml", &answers).expect("answers");
         let guard = Guard::new(store, Arc::new(()), Arc::new(Metrics::new()))
             .with_slo(SloSource::Canned(Arc::new(answers)));
-        let now = Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap();
         guard
             .review(Endpoint::Validate, SCALE_UP.as_bytes(), now)
             .expect("review")
@@ -422,6 +433,18 @@ mod tests {
             spent.findings.iter().any(|f| f.rule == Rule::Approval),
             "10% left, below 50%: approval is required: {:?}",
             spent.findings
+        );
+    }
+
+    #[test]
+    fn a_stale_budget_counts_as_unknown_for_a_tier_rule() {
+        let fresh = judge_scale_up_with_newest_sample(0.0002, Some(30));
+        assert!(fresh.findings.is_empty(), "{:?}", fresh.findings);
+        let stale = judge_scale_up_with_newest_sample(0.0002, Some(3600));
+        assert!(
+            stale.findings.iter().any(|f| f.rule == Rule::Approval),
+            "a budget from an hour-old sample is not trusted: {:?}",
+            stale.findings
         );
     }
 }

@@ -252,11 +252,18 @@ impl PolicyThresholds {
     }
 }
 
-/// The error budget left that the policy's SLO readings show, if they show one.
-fn budget_left_for(policy: &Policy, observations: &Observations) -> Option<f64> {
+/// The error budget left that the policy's SLO readings show, if they show one and are
+/// not older than `prometheus.maxStaleness`.
+fn budget_left_for(
+    policy: &Policy,
+    observations: &Observations,
+    now: DateTime<Utc>,
+) -> Option<f64> {
     let slo = policy.spec.slo.as_ref()?;
     match observations.get(&policy.id)? {
-        crate::slo::Observation::Readings(readings) => {
+        crate::slo::Observation::Readings(readings)
+            if slo::staleness(&policy.spec, readings, now).is_none() =>
+        {
             crate::slo::figures::budget_left(readings, slo.period.as_str(), slo.objective).ok()
         }
         _ => None,
@@ -340,7 +347,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         decision
             .findings
             .extend(governance::check_cooldown(&input, context.now));
-        let budget_left = budget_left_for(policy, context.observations);
+        let budget_left = budget_left_for(policy, context.observations, context.now);
         decision
             .findings
             .extend(governance::check_tier(&input, context.now, budget_left));

@@ -335,7 +335,11 @@ fn approve_remedy(change: &Change) -> String {
 
 /// Why the data is too old to judge by, if it is. Without a freshness reading (no
 /// plain selector to probe, or a canned source without the probe), it is not checked.
-fn staleness(spec: &PolicySpec, readings: &Readings, now: DateTime<Utc>) -> Option<String> {
+pub(super) fn staleness(
+    spec: &PolicySpec,
+    readings: &Readings,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let max = spec.prometheus.max_staleness.duration();
     match readings.get(&QueryRole::Freshness)? {
         Reading::Value(newest) => {

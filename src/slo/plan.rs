@@ -41,8 +41,8 @@ pub enum GateScope {
     Full,
     /// Scale-downs: burn rates and spikes only. The budget says nothing about capacity.
     ScaleDown,
-    /// Not a gate: only the error budget left, for an agent change that no gate covers
-    /// but whose tier an `autonomy` rule sets by `budgetBelow`.
+    /// Not a gate: only the error budget left (and the freshness probe), for an agent
+    /// change that no gate covers but whose tier an `autonomy` rule sets by `budgetBelow`.
     BudgetOnly,
 }
 
@@ -89,13 +89,11 @@ impl QueryPlan {
                 );
             }
         }
-        if scope == GateScope::BudgetOnly {
-            return Self {
-                policy: policy.clone(),
-                queries,
-            };
-        }
-        if let Some(traffic) = &spec.traffic {
+        if let Some(traffic) = spec
+            .traffic
+            .as_ref()
+            .filter(|_| scope != GateScope::BudgetOnly)
+        {
             push(QueryRole::Current, fill(&traffic.current, None, target));
             push(QueryRole::Baseline, fill(&traffic.baseline, None, target));
         }
@@ -426,7 +424,7 @@ traffic:
     }
 
     #[test]
-    fn a_budget_only_plan_asks_for_the_period_and_nothing_else() {
+    fn a_budget_only_plan_asks_for_the_period_and_its_freshness_only() {
         let spec = parse_policy("policy.yaml", POLICY).unwrap();
         let plan = QueryPlan::new(&policy_ref(), &spec, &target(), GateScope::BudgetOnly);
         let roles: Vec<&QueryRole> = plan.queries.iter().map(|(role, _)| role).collect();
@@ -434,7 +432,8 @@ traffic:
             roles,
             [
                 &QueryRole::Errors("30d".into()),
-                &QueryRole::Total("30d".into())
+                &QueryRole::Total("30d".into()),
+                &QueryRole::Freshness
             ],
             "{:?}",
             plan.queries
