@@ -1097,3 +1097,114 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
         &format!("By {AGENT} (agent): [payments/checkout-caps:self-approval]"),
     );
 }
+
+/// RBAC that lets the agent write ConfigMaps in payments, as a careless cluster might:
+/// slo-guard must still keep it from its own guardrails.
+const AGENT_CONFIGMAP_RBAC: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: ai-agent-configmaps, namespace: payments}
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: ai-agent-configmaps, namespace: payments}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ai-agent-configmaps}
+subjects:
+- {kind: ServiceAccount, name: fixer, namespace: ai-agents}
+"#;
+
+#[test]
+fn no_agent_can_loosen_park_unlabel_or_delete_a_policy_whatever_rbac_allows() {
+    use e2e_support::{AGENT, assert_allowed, assert_denied};
+    let mut guarded = e2e_support::Guarded::start("policy-guard");
+    guarded.cluster.apply(AGENT_CONFIGMAP_RBAC);
+    guarded.cluster.apply(&caps_policy("5"));
+    guarded.guard().wait_for_log(
+        "\"configmap\":\"payments/checkout-caps\"",
+        Duration::from_secs(20),
+    );
+    let denial = "[payments/checkout-caps:policy-change] policy ConfigMap payments/checkout-caps not changed: agents cannot create, change, park or delete slo-guard policies";
+    let as_agent = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|s| s.to_string())
+            .chain(["--as".to_string(), AGENT.to_string()])
+            .collect()
+    };
+    let attempts: [(&str, Vec<String>, Option<String>); 4] = [
+        (
+            "raise the cap",
+            as_agent(&["apply", "-f", "-"]),
+            Some(caps_policy("50")),
+        ),
+        (
+            "park it",
+            as_agent(&[
+                "label",
+                "configmap/checkout-caps",
+                "-n",
+                "payments",
+                "slo-guard.io/policy=false",
+                "--overwrite",
+            ]),
+            None,
+        ),
+        (
+            "unlabel it",
+            as_agent(&[
+                "label",
+                "configmap/checkout-caps",
+                "-n",
+                "payments",
+                "slo-guard.io/policy-",
+            ]),
+            None,
+        ),
+        (
+            "delete it",
+            as_agent(&["delete", "configmap/checkout-caps", "-n", "payments"]),
+            None,
+        ),
+    ];
+    for (what, args, stdin) in attempts {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = guarded.cluster.kubectl_with_stdin(&args, stdin.as_deref());
+        println!(
+            "agent tries to {what}: {}",
+            e2e_support::text(&output.stderr).trim()
+        );
+        assert_denied(&output, denial);
+    }
+    // Still there, as it was.
+    let output = guarded.cluster.kubectl(&[
+        "get",
+        "configmap/checkout-caps",
+        "-n",
+        "payments",
+        "-o",
+        "jsonpath={.metadata.labels.slo-guard\\.io/policy} {.data.policy\\.yaml}",
+    ]);
+    let stored = e2e_support::text(&output.stdout);
+    assert!(
+        stored.starts_with("true ") && stored.contains("maxReplicas: 5"),
+        "{stored}"
+    );
+
+    // A person parks it and deletes it.
+    assert_allowed(&guarded.cluster.kubectl(&[
+        "label",
+        "configmap/checkout-caps",
+        "-n",
+        "payments",
+        "slo-guard.io/policy=false",
+        "--overwrite",
+    ]));
+    assert_allowed(&guarded.cluster.kubectl(&[
+        "delete",
+        "configmap/checkout-caps",
+        "-n",
+        "payments",
+    ]));
+}

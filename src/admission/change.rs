@@ -220,7 +220,8 @@ pub struct Change {
     /// workload's for a scale request. `None` when it could not be read.
     pub annotations: Option<BTreeMap<String, String>>,
     pub old_annotations: BTreeMap<String, String>,
-    /// The ConfigMap's data, for policy and reflection ConfigMaps.
+    /// The ConfigMap's data, for policy and reflection ConfigMaps that are in force after
+    /// the change; `None` when the change deletes, parks or unlabels one.
     pub config_data: Option<BTreeMap<String, String>>,
     /// A request to the `scale` subresource: its object is a Scale, not the workload.
     pub scale_subresource: bool,
@@ -432,18 +433,35 @@ fn classify_borrowed(
         }
         ("", "configmaps", "") => {
             let current = current()?;
-            let labels = current.metadata.labels.clone().unwrap_or_default();
             // "true" enables, "false" parks a ConfigMap; any other value is a typo that
             // would silently disable a guardrail, so it is judged (and rejected) too.
-            let label_state = |label: &str| labels.get(label).map(|value| value.as_str());
-            let config_kind = match (label_state(POLICY_LABEL), label_state(REFLECTION_LABEL)) {
-                (Some(value), _) if value != "false" => ConfigKind::Policy,
-                (_, Some(value)) if value != "false" => ConfigKind::Reflection,
-                _ => return Ok(None),
+            let config_kind_of = |o: &ReviewObject| {
+                let label_state = |label: &str| {
+                    o.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(label))
+                        .map(|value| value.as_str())
+                };
+                match (label_state(POLICY_LABEL), label_state(REFLECTION_LABEL)) {
+                    (Some(value), _) if value != "false" => Some(ConfigKind::Policy),
+                    (_, Some(value)) if value != "false" => Some(ConfigKind::Reflection),
+                    _ => None,
+                }
             };
-            if request.operation == Operation::Delete {
+            // The version after the change, if it is one slo-guard reads; for a DELETE
+            // there is none.
+            let after = object
+                .filter(|_| request.operation != Operation::Delete)
+                .and_then(|o| config_kind_of(o).map(|kind| (o, kind)));
+            // A change that deletes, parks or unlabels a guardrail is judged as well, for
+            // the kind it was before.
+            let Some(config_kind) = after
+                .map(|(_, kind)| kind)
+                .or_else(|| old_object.and_then(config_kind_of))
+            else {
                 return Ok(None);
-            }
+            };
             let target = Target {
                 kind: TargetKind::ConfigMap(config_kind),
                 workload_kind: None,
@@ -453,11 +471,11 @@ fn classify_borrowed(
                     .name
                     .clone()
                     .unwrap_or_else(|| request.name.clone()),
-                labels,
+                labels: current.metadata.labels.clone().unwrap_or_default(),
                 labels_known: true,
             };
             let mut change = base(ChangeClass::Config, target, object.map(annotations_of));
-            change.config_data = Some(config_data_of(&current.body)?);
+            change.config_data = after.map(|(o, _)| config_data_of(&o.body)).transpose()?;
             Ok(Some(change))
         }
         _ => Ok(None),

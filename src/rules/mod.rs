@@ -44,6 +44,7 @@ pub enum Rule {
     ChangeWindow,
     DiffScope,
     GitOps,
+    PolicyChange,
 }
 
 impl Rule {
@@ -68,6 +69,7 @@ impl Rule {
             Rule::ChangeWindow => "change-window",
             Rule::DiffScope => "diff-scope",
             Rule::GitOps => "gitops",
+            Rule::PolicyChange => "policy-change",
         }
     }
 }
@@ -283,6 +285,12 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         thresholds: Vec::new(),
     };
     if change.class == ChangeClass::Config {
+        if let Some(agent) = config::agent_under(&change.requester, context.policies) {
+            decision.actor = ActorKind::Agent;
+            decision
+                .findings
+                .extend(config::agent_policy_change(change, agent));
+        }
         decision
             .findings
             .extend(config::check(change, context.policies));
