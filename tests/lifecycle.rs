@@ -1098,8 +1098,8 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
     );
 }
 
-/// RBAC that lets the agent write ConfigMaps in payments, as a careless cluster might:
-/// slo-guard must still keep it from its own guardrails.
+/// RBAC that lets the agent write ConfigMaps and delete HPAs in payments, as a careless
+/// cluster might: slo-guard must still keep it from its guardrails.
 const AGENT_CONFIGMAP_RBAC: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: ai-agent-configmaps, namespace: payments}
@@ -1107,6 +1107,9 @@ rules:
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -1117,7 +1120,7 @@ subjects:
 "#;
 
 #[test]
-fn no_agent_can_loosen_park_unlabel_or_delete_a_policy_whatever_rbac_allows() {
+fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
     use e2e_support::{AGENT, assert_allowed, assert_denied};
     let mut guarded = e2e_support::Guarded::start("policy-guard");
     guarded.cluster.apply(AGENT_CONFIGMAP_RBAC);
@@ -1192,7 +1195,34 @@ fn no_agent_can_loosen_park_unlabel_or_delete_a_policy_whatever_rbac_allows() {
         "{stored}"
     );
 
-    // A person parks it and deletes it.
+    // Deleting an HPA is a `delete` too, which agents.forbidden lists by default.
+    guarded.cluster.apply(CHECKOUT);
+    guarded
+        .cluster
+        .apply(&CHECKOUT_HPA.replace("maxReplicas: 8", "maxReplicas: 4"));
+    let output = guarded.cluster.kubectl(&[
+        "delete",
+        "hpa/checkout-hpa",
+        "-n",
+        "payments",
+        "--as",
+        AGENT,
+    ]);
+    println!(
+        "agent tries to delete the HPA: {}",
+        e2e_support::text(&output.stderr).trim()
+    );
+    assert_denied(
+        &output,
+        "[payments/checkout-caps:forbidden-action] delete of HorizontalPodAutoscaler",
+    );
+    assert_allowed(
+        &guarded
+            .cluster
+            .kubectl(&["delete", "hpa/checkout-hpa", "-n", "payments"]),
+    );
+
+    // A person parks the policy and deletes it.
     assert_allowed(&guarded.cluster.kubectl(&[
         "label",
         "configmap/checkout-caps",

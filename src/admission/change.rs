@@ -237,6 +237,28 @@ pub struct Change {
     pub old_object: Option<Value>,
 }
 
+impl Change {
+    /// The object as denials name it: "Deployment payments/checkout", or for an HPA named
+    /// apart from its workload "HorizontalPodAutoscaler payments/web-hpa (scales
+    /// Deployment web)", since the policy is matched by the workload the HPA scales.
+    pub fn describe(&self) -> String {
+        match (self.target.kind, self.target.workload_kind) {
+            (TargetKind::HorizontalPodAutoscaler, Some(kind))
+                if self.object_name != self.target.name =>
+            {
+                format!(
+                    "HorizontalPodAutoscaler {}/{} (scales {} {})",
+                    self.target.namespace,
+                    self.object_name,
+                    kind.as_str(),
+                    self.target.name
+                )
+            }
+            _ => self.target.describe(),
+        }
+    }
+}
+
 /// Classifies a request. `Ok(None)` means slo-guard does not govern it (for example a
 /// ConfigMap without a slo-guard label), which is allowed. The request is consumed so the
 /// objects' bodies move into the [`Change`] rather than being copied on every admission.
@@ -545,5 +567,25 @@ fn config_data_of(data: &Value) -> Result<BTreeMap<String, String>, AdmissionErr
         Some(_) => Err(AdmissionError::Malformed(
             "ConfigMap data is not a map".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::testing::{AGENT, hpa_by};
+
+    #[test]
+    fn an_hpa_is_named_with_the_workload_it_scales_when_their_names_differ() {
+        let mut change = hpa_by(AGENT, 2, 10, None);
+        change.object_name = "checkout".into();
+        assert_eq!(
+            change.describe(),
+            "HorizontalPodAutoscaler payments/checkout"
+        );
+        change.object_name = "checkout-hpa".into();
+        assert_eq!(
+            change.describe(),
+            "HorizontalPodAutoscaler payments/checkout-hpa (scales Deployment checkout)"
+        );
     }
 }

@@ -203,7 +203,7 @@ impl RuleInput<'_> {
             headline: format!(
                 "{} of {} blocked: {observation}",
                 self.change.class,
-                self.change.target.describe()
+                self.change.describe()
             ),
             remedy,
             brief,
@@ -276,7 +276,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
     let mut decision = Decision {
         class: change.class,
         actor: classify_actor(&change.requester, None),
-        target: change.target.describe(),
+        target: change.describe(),
         policies: Vec::new(),
         findings: Vec::new(),
         notes: Vec::new(),
