@@ -707,37 +707,10 @@ async fn wait_ready(
 // Stand-in Prometheus and the ceiling server
 // ---------------------------------------------------------------------------------------
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn form_value(form: &str, key: &str) -> Option<String> {
-    form.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (percent_decode(k) == key).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(form.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 #[derive(Default)]
@@ -1033,6 +1006,120 @@ fn rss_sampler(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
     })
 }
 
+/// One keep-alive connection of a phase, and what was seen on it.
+struct Connection {
+    sender: Sender,
+    tls: Tls,
+    addr: SocketAddr,
+    proto: Proto,
+    uid: Arc<str>,
+    index: usize,
+    /// Requests sent so far, counted from `index`.
+    n: usize,
+    outcome: Outcome,
+}
+
+/// One request on a [`Connection`]: whether it was answered as expected, when it was sent
+/// and answered, and whether the connection is still usable.
+struct Exchanged {
+    ok: bool,
+    sent: Instant,
+    done: Instant,
+    connected: bool,
+}
+
+impl Connection {
+    fn new(
+        target: &Target<'_>,
+        proto: Proto,
+        uid: &Arc<str>,
+        index: usize,
+        sender: Sender,
+    ) -> Self {
+        Self {
+            sender,
+            tls: target.tls.clone(),
+            addr: target.addr,
+            proto,
+            uid: uid.clone(),
+            index,
+            n: index,
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Sends `request` and records the answer, read in full for the first few and every
+    /// 97th. A failed exchange may have broken the connection: a new one replaces it.
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Exchanged {
+        let sent = Instant::now();
+        let result = exchange(&mut self.sender, request).await;
+        let done = Instant::now();
+        let check = self.n < self.index + 4 || self.n % 97 == 0;
+        self.n += 1;
+        let ok = self.outcome.record(result, &self.uid, check);
+        let mut connected = true;
+        if !ok {
+            match connect(&self.tls, self.addr, self.proto).await {
+                Ok(fresh) => self.sender = fresh,
+                Err(_) => connected = false,
+            }
+        }
+        Exchanged {
+            ok,
+            sent,
+            done,
+            connected,
+        }
+    }
+}
+
+/// The server's and this client's CPU time, the VM's steal time and the server's RSS peak
+/// over a phase's measured part.
+struct Meter {
+    pid: Option<u32>,
+    server_cpu: Option<Usage>,
+    client_cpu: Option<Usage>,
+    steal: Option<Duration>,
+    stop_rss: Arc<AtomicBool>,
+    rss: tokio::task::JoinHandle<Option<u64>>,
+}
+
+struct Metered {
+    server_cpu: Option<Usage>,
+    client_cpu: Option<Usage>,
+    steal: Option<Duration>,
+    rss_peak_kib: Option<u64>,
+}
+
+impl Meter {
+    fn start(pid: Option<u32>) -> Self {
+        let stop_rss = Arc::new(AtomicBool::new(false));
+        Self {
+            pid,
+            rss: rss_sampler(pid, stop_rss.clone()),
+            stop_rss,
+            server_cpu: pid.and_then(|p| usage(Some(p))),
+            client_cpu: usage(None),
+            steal: steal(),
+        }
+    }
+
+    async fn stop(self) -> Metered {
+        let server_cpu = self.pid.and_then(|p| used_since(Some(p), self.server_cpu));
+        let client_cpu = used_since(None, self.client_cpu);
+        let steal = steal()
+            .zip(self.steal)
+            .map(|(now, before)| now.saturating_sub(before));
+        self.stop_rss.store(true, Ordering::Relaxed);
+        Metered {
+            server_cpu,
+            client_cpu,
+            steal,
+            rss_peak_kib: self.rss.await.ok().flatten(),
+        }
+    }
+}
+
 async fn saturation(
     target: &Target<'_>,
     proto: Proto,
@@ -1043,63 +1130,43 @@ async fn saturation(
     let senders = open_connections(target, proto, o.connections).await;
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let mut tasks = Vec::new();
-    for (index, mut sender) in senders.into_iter().enumerate() {
+    for (index, sender) in senders.into_iter().enumerate() {
         let phase = phase.clone();
         let requests = requests.clone();
-        let uid = uid.clone();
-        let (tls, addr) = (target.tls.clone(), target.addr);
+        let mut connection = Connection::new(target, proto, uid, index, sender);
         tasks.push(tokio::spawn(async move {
-            let mut outcome = Outcome::default();
-            let mut n = index;
             loop {
                 let before = phase.load(Ordering::Relaxed);
                 if before == STOP {
                     break;
                 }
-                let request = requests.build(proto, n);
-                let started = Instant::now();
-                let result = exchange(&mut sender, request).await;
-                let done = Instant::now();
-                let check = n < index + 4 || n % 97 == 0;
-                let ok = outcome.record(result, &uid, check);
-                n += 1;
-                if ok && phase.load(Ordering::Relaxed) == MEASURE {
-                    outcome.completed += 1;
+                let request = requests.build(proto, connection.n);
+                let exchanged = connection.send(request).await;
+                if exchanged.ok && phase.load(Ordering::Relaxed) == MEASURE {
+                    connection.outcome.completed += 1;
                     if before == MEASURE {
-                        outcome.samples.push(Sample {
-                            latency: done - started,
+                        connection.outcome.samples.push(Sample {
+                            latency: exchanged.done - exchanged.sent,
                             lag: Duration::ZERO,
                             dispatch: Duration::ZERO,
                         });
                     }
                 }
-                if !ok {
-                    // A failed exchange may have broken the connection: start a new one.
-                    match connect(&tls, addr, proto).await {
-                        Ok(fresh) => sender = fresh,
-                        Err(_) => break,
-                    }
+                if !exchanged.connected {
+                    break;
                 }
             }
-            outcome
+            connection.outcome
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
-    let stop_rss = Arc::new(AtomicBool::new(false));
-    let rss = rss_sampler(target.pid, stop_rss.clone());
-    let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
-    let steal0 = steal();
+    let meter = Meter::start(target.pid);
     let started = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
     phase.store(STOP, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
-    let client_cpu = used_since(None, client_cpu0);
-    let steal = steal()
-        .zip(steal0)
-        .map(|(now, before)| now.saturating_sub(before));
-    stop_rss.store(true, Ordering::Relaxed);
+    let metered = meter.stop().await;
     let mut outcome = Outcome::default();
     for task in tasks {
         outcome.merge(task.await.expect("connection task"));
@@ -1112,10 +1179,10 @@ async fn saturation(
         offered: None,
         elapsed,
         outcome,
-        server_cpu,
-        client_cpu,
-        steal,
-        rss_peak_kib: rss.await.ok().flatten(),
+        server_cpu: metered.server_cpu,
+        client_cpu: metered.client_cpu,
+        steal: metered.steal,
+        rss_peak_kib: metered.rss_peak_kib,
         missed: 0,
     }
 }
@@ -1143,43 +1210,31 @@ async fn steady(
     let measuring = Arc::new(AtomicBool::new(false));
 
     let mut tasks = Vec::new();
-    for (index, mut sender) in senders.into_iter().enumerate() {
+    for (index, sender) in senders.into_iter().enumerate() {
         let rx = rx.clone();
         let requests = requests.clone();
-        let uid = uid.clone();
-        let (tls, addr) = (target.tls.clone(), target.addr);
+        let mut connection = Connection::new(target, proto, uid, index, sender);
         tasks.push(tokio::spawn(async move {
-            let mut outcome = Outcome::default();
-            let mut n = index;
             loop {
                 let job = { rx.lock().await.recv().await };
                 let Some(job) = job else { break };
                 let request = requests.build(proto, job.seq as usize);
-                let sent = Instant::now();
-                let result = exchange(&mut sender, request).await;
-                let done = Instant::now();
-                let check = n < index + 4 || n % 97 == 0;
-                n += 1;
-                let ok = outcome.record(result, &uid, check);
+                let exchanged = connection.send(request).await;
                 if job.seq >= warmup_jobs {
-                    if ok {
-                        outcome.completed += 1;
+                    if exchanged.ok {
+                        connection.outcome.completed += 1;
                     }
-                    outcome.samples.push(Sample {
-                        latency: done - job.due,
-                        lag: sent.saturating_duration_since(job.due),
+                    connection.outcome.samples.push(Sample {
+                        latency: exchanged.done - job.due,
+                        lag: exchanged.sent.saturating_duration_since(job.due),
                         dispatch: job.released.saturating_duration_since(job.due),
                     });
                 }
-                if !ok {
-                    // A failed exchange may have broken the connection: start a new one.
-                    match connect(&tls, addr, proto).await {
-                        Ok(fresh) => sender = fresh,
-                        Err(_) => break,
-                    }
+                if !exchanged.connected {
+                    break;
                 }
             }
-            outcome
+            connection.outcome
         }));
     }
 
@@ -1217,20 +1272,12 @@ async fn steady(
     while !measuring.load(Ordering::Relaxed) && !dispatcher.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let stop_rss = Arc::new(AtomicBool::new(false));
-    let rss = rss_sampler(target.pid, stop_rss.clone());
-    let (server_cpu0, client_cpu0) = (target.pid.and_then(|p| usage(Some(p))), usage(None));
-    let steal0 = steal();
+    let meter = Meter::start(target.pid);
     let mut outcome = Outcome::default();
     for task in tasks {
         outcome.merge(task.await.expect("connection task"));
     }
-    let server_cpu = target.pid.and_then(|p| used_since(Some(p), server_cpu0));
-    let client_cpu = used_since(None, client_cpu0);
-    let steal = steal()
-        .zip(steal0)
-        .map(|(now, before)| now.saturating_sub(before));
-    stop_rss.store(true, Ordering::Relaxed);
+    let metered = meter.stop().await;
     let measure_started = dispatcher
         .join()
         .expect("dispatcher")
@@ -1245,10 +1292,10 @@ async fn steady(
         offered: Some(o.rate),
         elapsed,
         outcome,
-        server_cpu,
-        client_cpu,
-        steal,
-        rss_peak_kib: rss.await.ok().flatten(),
+        server_cpu: metered.server_cpu,
+        client_cpu: metered.client_cpu,
+        steal: metered.steal,
+        rss_peak_kib: metered.rss_peak_kib,
         missed,
     }
 }

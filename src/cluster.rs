@@ -319,11 +319,8 @@ impl ClusterEffects {
         }
     }
 
-    /// The object a denial is recorded on. A scale request's is its workload; an HPA's is
-    /// the workload it scales, which is what its policy governs (the request's HPA name
-    /// is not part of the judged change).
-    /// The object a denial's Event is about, and the one it is related to: the HPA and
-    /// the workload it scales, for an HPA change.
+    /// The object a denial's Event is about (a scale request's is its workload), and the
+    /// one it is related to: for an HPA change, the HPA and the workload it scales.
     fn denial_reference(
         &self,
         change: &Change,

@@ -84,9 +84,6 @@ fn version(path: &Path) -> Option<Version> {
     })
 }
 
-/// Reloads the certificate whenever either file changes. A pair that fails to load (for
-/// example, caught halfway through a non-atomic copy) is skipped and retried at the next
-/// tick; the current certificate keeps serving.
 /// The versions of a certificate and key pair, taken before loading them, so a rotation
 /// that lands between the first load and the watch is not missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +93,9 @@ pub fn file_versions(cert_path: &Path, key_path: &Path) -> FileVersions {
     FileVersions(version(cert_path), version(key_path))
 }
 
+/// Reloads the certificate whenever either file changes. A pair that fails to load (for
+/// example, caught halfway through a non-atomic copy) is skipped and retried at the next
+/// tick; the current certificate keeps serving.
 pub async fn watch_for_rotation(
     config: RustlsConfig,
     cert_path: PathBuf,

@@ -122,8 +122,8 @@ impl QueryCache {
 
     /// The answers to all of `keys`, under one lock, when every one is cached, younger
     /// than the refresh interval and not due for renewal; `None` (and nothing counted)
-    /// when any is not, and the caller asks for each with [`Self::get`]. The common case of an admission whose
-    /// answers are all cached thus costs one lock and no task or timer.
+    /// when any is not, and the caller asks for each with [`Self::get`]. The common case,
+    /// an admission whose answers are all cached, thus costs one lock and no task or timer.
     pub fn fresh_all<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Option<Vec<Answer>> {
         let slots = self.inner.slots();
         let answers = keys

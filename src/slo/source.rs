@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::canned::{CannedAnswer, CannedAnswers};
-use super::client::Prometheus;
+use super::client::{Answer, Prometheus, QueryError};
 use super::plan::{Observation, QueryPlan, QueryRole, Reading, Readings};
 
 #[derive(Clone, Default)]
@@ -51,13 +51,8 @@ async fn observe_live(
     timeout: Duration,
 ) -> Observation {
     if let Some(answers) = prometheus.cached(plan.queries.iter().map(|(_, query)| query.as_str())) {
-        return Observation::Readings(
-            plan.queries
-                .iter()
-                .zip(answers)
-                .map(|((role, _), answer)| (role.clone(), Reading::from_value(answer.value)))
-                .collect(),
-        );
+        let roles = plan.queries.iter().map(|(role, _)| role);
+        return observation_of(roles.zip(answers.into_iter().map(Ok)));
     }
     let calls = plan
         .queries
@@ -79,6 +74,13 @@ async fn observe_live(
             ));
         }
     };
+    observation_of(results)
+}
+
+/// The readings of a plan's answers, or why there are none.
+fn observation_of<'a>(
+    results: impl IntoIterator<Item = (&'a QueryRole, Result<Answer, QueryError>)>,
+) -> Observation {
     let mut readings = Readings::new();
     let mut failures: Vec<(QueryRole, String)> = Vec::new();
     for (role, result) in results {
