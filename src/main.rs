@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-// Each review allocates a few hundred small JSON nodes and strings; glibc's allocator took
-// about 40% of the server's instructions in the load profile.
+// Each review allocates many small JSON nodes and strings; glibc's allocator took about
+// 40% of the server's instructions in the load profile.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

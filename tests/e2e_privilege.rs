@@ -186,26 +186,9 @@ data:
     scaling: {maxReplicas: 5}
 "#;
 
-const CHECKOUT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {app: checkout}
-  annotations:
-    slo-guard.io/decision-id: d-privilege-0001
-    slo-guard.io/reason: "e2e: scale for load"
-    slo-guard.io/confidence: "0.9"
-    slo-guard.io/action: scale
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: checkout}}
-  template:
-    metadata: {labels: {app: checkout}}
-    spec:
-      containers:
-      - {name: app, image: registry.example.com/payments/checkout:1.0.0}
-"#;
+fn checkout() -> String {
+    e2e_support::agent_deployment("checkout", 2, "d-privilege-0001", "e2e: scale for load")
+}
 
 fn can_i(cluster: &mut Cluster, verb: &str, resource: &str, scope: &[&str]) -> bool {
     let user = format!("--as={}", identity());
@@ -370,7 +353,7 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
         "\"configmap\":\"payments/checkout-caps\"",
         Duration::from_secs(20),
     );
-    cluster.apply(CHECKOUT);
+    cluster.apply(&checkout());
 
     // A denial through the webhook, recorded as an Event by the ServiceAccount.
     let cap = "[payments/checkout-caps:max-replicas] scale of Deployment payments/checkout blocked: 8 replicas requested, above the cap of 5";

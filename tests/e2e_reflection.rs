@@ -21,26 +21,14 @@ data:
     scaling: {maxReplicas: 20, appliesTo: agents}
 "#;
 
-const CHECKOUT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {app: checkout}
-  annotations:
-    slo-guard.io/decision-id: "9d8c7b6a-scale-checkout"
-    slo-guard.io/reason: "checkout p99 above SLO: scale out"
-    slo-guard.io/confidence: "0.9"
-    slo-guard.io/action: "scale"
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: checkout}}
-  template:
-    metadata: {labels: {app: checkout}}
-    spec:
-      containers:
-      - {name: checkout, image: "registry.example.com/payments/checkout:1.41.0"}
-"#;
+fn checkout() -> String {
+    e2e_support::agent_deployment(
+        "checkout",
+        4,
+        "9d8c7b6a-scale-checkout",
+        "checkout p99 above SLO: scale out",
+    )
+}
 
 fn reflection(expires: &str) -> String {
     format!(
@@ -77,7 +65,8 @@ fn reflections_tighten_what_kubectl_sees() {
     );
 
     // The agent's create gets the effective thresholds, with their provenance.
-    let output = cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(CHECKOUT));
+    let output =
+        cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&checkout()));
     assert_allowed(&output);
     let yaml = text(
         &cluster

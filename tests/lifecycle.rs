@@ -693,26 +693,9 @@ data:
     )
 }
 
-const CHECKOUT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {app: checkout}
-  annotations:
-    slo-guard.io/decision-id: d-lifecycle-0001
-    slo-guard.io/reason: "e2e: scale for load"
-    slo-guard.io/confidence: "0.9"
-    slo-guard.io/action: scale
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: checkout}}
-  template:
-    metadata: {labels: {app: checkout}}
-    spec:
-      containers:
-      - {name: app, image: registry.example.com/payments/checkout:1.0.0}
-"#;
+fn checkout() -> String {
+    e2e_support::agent_deployment("checkout", 2, "d-lifecycle-0001", "e2e: scale for load")
+}
 
 const CHECKOUT_HPA: &str = r#"apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -834,7 +817,7 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
         "\"configmap\":\"payments/checkout-caps\"",
         Duration::from_secs(20),
     );
-    guarded.cluster.apply(CHECKOUT);
+    guarded.cluster.apply(&checkout());
     let output = guarded.cluster.kubectl(&[
         "get",
         "deploy/checkout",
@@ -1196,7 +1179,7 @@ fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
     );
 
     // Deleting an HPA is a `delete` too, which agents.forbidden lists by default.
-    guarded.cluster.apply(CHECKOUT);
+    guarded.cluster.apply(&checkout());
     guarded
         .cluster
         .apply(&CHECKOUT_HPA.replace("maxReplicas: 8", "maxReplicas: 4"));

@@ -235,6 +235,33 @@ impl Drop for SloGuard {
     }
 }
 
+/// A Deployment `name` in payments that carries an agent's decision context (decision id,
+/// reason, confidence 0.9, action scale), with one container.
+pub fn agent_deployment(name: &str, replicas: u32, decision_id: &str, reason: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: payments
+  labels: {{app: {name}}}
+  annotations:
+    slo-guard.io/decision-id: "{decision_id}"
+    slo-guard.io/reason: "{reason}"
+    slo-guard.io/confidence: "0.9"
+    slo-guard.io/action: scale
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - {{name: app, image: registry.example.com/payments/{name}:1.0.0}}
+"#
+    )
+}
+
 pub fn webhooks(port: u16, ca_bundle: &str, failure_policy: &str) -> String {
     [
         "webhooks/local/validating-webhook.yaml",
