@@ -32,23 +32,6 @@ const FIXTURE_POLICIES: &[(&str, &str)] = &[(
     include_str!("../../tests/fixtures/policies/checkout.yaml"),
 )];
 
-/// The example policies (policies/): freeze windows, cooldown, approval, a policy in
-/// slo-guard's namespace for `team-*`, and a reflection that tightens checkout's cap.
-const EXAMPLE_POLICIES: &[(&str, &str)] = &[
-    (
-        "policies/checkout.yaml",
-        include_str!("../../policies/checkout.yaml"),
-    ),
-    (
-        "policies/platform-defaults.yaml",
-        include_str!("../../policies/platform-defaults.yaml"),
-    ),
-    (
-        "policies/reflection-checkout.yaml",
-        include_str!("../../policies/reflection-checkout.yaml"),
-    ),
-];
-
 /// Captured AdmissionReviews whose changes the policy and reflection targets judge.
 pub const CAPTURED: &[(&str, &[u8])] = &[
     (
@@ -247,7 +230,9 @@ pub fn guards() -> &'static Guards {
         Guards {
             calm: guard(&fixture, canned(&fixture, Weather::Calm)),
             storm: guard(&fixture, canned(&fixture, Weather::Storm)),
-            examples: guard(&store(EXAMPLE_POLICIES), SloSource::Off),
+            // policies/ as `serve` embeds it: freeze windows, cooldown, approval, a policy
+            // in slo-guard's namespace for `team-*`, a reflection that tightens a cap.
+            examples: guard(&store(&slo_guard::cli::EMBEDDED_POLICIES), SloSource::Off),
         }
     })
 }
@@ -255,7 +240,9 @@ pub fn guards() -> &'static Guards {
 /// The example directory as a policy set: its policies and its reflection.
 pub fn example_set() -> Arc<PolicySet> {
     static STORE: OnceLock<Arc<PolicyStore>> = OnceLock::new();
-    STORE.get_or_init(|| store(EXAMPLE_POLICIES)).snapshot()
+    STORE
+        .get_or_init(|| store(&slo_guard::cli::EMBEDDED_POLICIES))
+        .snapshot()
 }
 
 /// The example policies, for targets that judge a fuzzed policy alongside them.
