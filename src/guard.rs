@@ -12,10 +12,8 @@ use crate::admission::{
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicySet, PolicyStore};
-use crate::rules::{
-    Decision, DecisionContext, budget_decides_tier, classify_actor, decide, slo_gate,
-};
-use crate::slo::{GateScope, Observations, PlanCache, QueryPlan, SloSource};
+use crate::rules::{Decision, DecisionContext, classify_actor, decide, figures_needed};
+use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
 use crate::{mutation, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +182,7 @@ impl Guard {
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
-                let scope = slo_gate(&change, &policy.spec, actor).or_else(|| {
-                    budget_decides_tier(&change, &policy.spec, actor)
-                        .then_some(GateScope::BudgetOnly)
-                });
-                if let Some(scope) = scope {
+                if let Some(scope) = figures_needed(&change, &policy.spec, actor) {
                     plans.push((
                         self.plans.plan(&policies, policy, &change.target, scope),
                         policy.spec.prometheus.timeout.duration(),

@@ -190,7 +190,7 @@ fn rule_matches(
 /// SLO and an `autonomy` rule with `budgetBelow` for the change's class. The guard then
 /// asks for the budget even when no SLO gate covers the change (a scale-up, say), so that
 /// the rule judges the budget rather than its absence.
-pub fn budget_decides_tier(change: &Change, spec: &PolicySpec, actor: ActorKind) -> bool {
+pub(super) fn budget_decides_tier(change: &Change, spec: &PolicySpec, actor: ActorKind) -> bool {
     actor == ActorKind::Agent
         && spec.slo.is_some()
         && spec.autonomy.as_ref().is_some_and(|autonomy| {

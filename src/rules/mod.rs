@@ -10,17 +10,25 @@ mod scope;
 mod slo;
 
 pub use actor::classify_actor;
-pub use governance::budget_decides_tier;
-pub use slo::gate as slo_gate;
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass};
+use crate::policy::PolicySpec;
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
 use crate::reflection::{Provenance, Threshold, ThresholdPath, effective_policy};
-use crate::slo::Observations;
+use crate::slo::{GateScope, Observations};
+
+/// The SLO figures judging `change` under `spec` needs, if any: the SLO gate's, or, for
+/// a change no gate covers, the error budget alone when an `autonomy` rule's tier turns
+/// on it. Shared with the guard, which gathers only these before calling [`decide`].
+pub fn figures_needed(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Option<GateScope> {
+    slo::gate(change, spec, actor).or_else(|| {
+        governance::budget_decides_tier(change, spec, actor).then_some(GateScope::BudgetOnly)
+    })
+}
 
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,9 +14,9 @@ use crate::slo::{GateScope, Observation, QueryRole, Reading, Readings, request_r
 
 const DECISION_ID: &str = "slo-guard.io/decision-id";
 
-/// Whether `change` goes through the SLO gate of `spec`, and how far. Pure, and shared
-/// with the guard, which gathers figures only for the policies that need them.
-pub fn gate(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Option<GateScope> {
+/// Whether `change` goes through the SLO gate of `spec`, and how far. Pure; the guard
+/// learns it through [`super::figures_needed`] and gathers figures only where needed.
+pub(super) fn gate(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Option<GateScope> {
     if spec.slo.is_none() && spec.traffic.is_none() {
         return None;
     }
