@@ -15,6 +15,9 @@ pub const VERDICT: &str = "slo-guard.io/verdict";
 pub const LAST_AGENT_CHANGE: &str = "slo-guard.io/last-agent-change";
 /// The last admitted rollout (JSON: `at`, `actor`, `user`), for judging its outcome.
 pub const LAST_ROLLOUT: &str = "slo-guard.io/last-rollout";
+/// Stamped by slo-guard's mutating patch on reflection ConfigMaps: who wrote the
+/// version in force, from userInfo. Agents may change or delete only their own.
+pub const WRITTEN_BY: &str = "slo-guard.io/written-by";
 /// Optional: the one container an agent's decision is about.
 pub const CONTAINER: &str = "slo-guard.io/container";
 /// Copied from the agent's reason so `kubectl rollout history` shows it.
@@ -28,12 +31,13 @@ pub const APPROVAL_KEYS: [&str; 3] = [APPROVE, APPROVED_BY, APPROVED_AT];
 
 /// Annotations that only slo-guard's own patch may set. A client's value is replaced by
 /// the previous one (or removed), so no client can forge them.
-pub const GUARD_OWNED: [&str; 5] = [
+pub const GUARD_OWNED: [&str; 6] = [
     APPROVED_BY,
     APPROVED_AT,
     THRESHOLDS,
     VERDICT,
     LAST_AGENT_CHANGE,
+    WRITTEN_BY,
 ];
 
 /// Argo CD and Flux mark what they manage with these labels and annotations.

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PodTemplateSpec};
 use k8s_openapi::api::events::v1::{Event as KubeEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -25,19 +24,44 @@ use crate::metrics::{ConfigMapLabels, Metrics};
 use crate::policy::{ConfigMapDocument, PolicyRef, PolicyStore, StoreEvent};
 use crate::rules::Decision;
 
-/// Workload labels and annotations from metadata-only watches, so a scale request is
-/// matched and judged by its parent's decision context without an API call.
+/// Workload labels, pod template labels, annotations and replicas from watches, so a
+/// scale request is matched and judged by its parent's decision context without an API
+/// call. The watch reads whole objects (a metadata-only watch cannot see the pod
+/// template's labels, by which a policy governs a workload whose pods serve a guarded
+/// one), but the cache keeps only what is read here: each object is cut down before it
+/// is stored.
 #[derive(Clone)]
 pub struct WorkloadCache {
-    deployments: Store<PartialObjectMeta<Deployment>>,
-    statefulsets: Store<PartialObjectMeta<StatefulSet>>,
+    deployments: Store<Deployment>,
+    statefulsets: Store<StatefulSet>,
 }
 
-fn snapshot_of<K>(meta: &PartialObjectMeta<K>) -> WorkloadSnapshot {
+fn snapshot_of(
+    metadata: &ObjectMeta,
+    replicas: Option<i32>,
+    template: Option<&PodTemplateSpec>,
+) -> WorkloadSnapshot {
     WorkloadSnapshot {
-        labels: meta.metadata.labels.clone().unwrap_or_default(),
-        annotations: meta.metadata.annotations.clone().unwrap_or_default(),
-        replicas: None,
+        labels: metadata.labels.clone().unwrap_or_default(),
+        pod_labels: template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default(),
+        annotations: metadata.annotations.clone().unwrap_or_default(),
+        replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+    }
+}
+
+/// Keeps what [`snapshot_of`] reads, and the uid; drops the pod spec, status and
+/// managedFields, which are most of a workload's size.
+fn slim_template(metadata: &mut ObjectMeta, template: &mut PodTemplateSpec) {
+    metadata.managed_fields = None;
+    template.spec = None;
+    if let Some(template_metadata) = template.metadata.as_mut() {
+        *template_metadata = ObjectMeta {
+            labels: template_metadata.labels.take(),
+            ..ObjectMeta::default()
+        };
     }
 }
 
@@ -52,11 +76,25 @@ impl WorkloadLookup for WorkloadCache {
             WorkloadKind::Deployment => self
                 .deployments
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|meta| snapshot_of(&meta)),
+                .map(|d| {
+                let spec = d.spec.as_ref();
+                snapshot_of(
+                    &d.metadata,
+                    spec.and_then(|s| s.replicas),
+                    spec.map(|s| &s.template),
+                )
+            }),
             WorkloadKind::StatefulSet => self
                 .statefulsets
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|meta| snapshot_of(&meta)),
+                .map(|s| {
+                    let spec = s.spec.as_ref();
+                    snapshot_of(
+                        &s.metadata,
+                        spec.and_then(|s| s.replicas),
+                        spec.map(|s| &s.template),
+                    )
+                }),
         }
     }
 }
@@ -106,18 +144,32 @@ pub fn start_workload_cache(client: &Client) -> (WorkloadCache, impl Future<Outp
     let deployment_stream = reflector::reflector(
         deployment_writer,
         watcher::watcher(
-            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            Api::<Deployment>::all(client.clone()),
             watcher::Config::default(),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(|deployment: &mut Deployment| {
+            deployment.status = None;
+            if let Some(spec) = deployment.spec.as_mut() {
+                slim_template(&mut deployment.metadata, &mut spec.template);
+                spec.strategy = None;
+            }
+        }),
     );
     let statefulset_stream = reflector::reflector(
         statefulset_writer,
         watcher::watcher(
-            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+            Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(|statefulset: &mut StatefulSet| {
+            statefulset.status = None;
+            if let Some(spec) = statefulset.spec.as_mut() {
+                slim_template(&mut statefulset.metadata, &mut spec.template);
+                spec.volume_claim_templates = None;
+            }
+        }),
     );
     tokio::spawn(resilient(deployment_stream, "deployments").for_each(|_| async {}));
     tokio::spawn(resilient(statefulset_stream, "statefulsets").for_each(|_| async {}));
@@ -301,22 +353,15 @@ pub async fn watch_configmaps(
 /// How long `serve` waits for the first list before it reports not ready and keeps trying.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Stamps `slo-guard.io/last-agent-change` on workloads agents scale through the
-/// subresource, so the cooldown holds across slo-guard replicas and restarts, and
-/// records denials as Events on the objects judged.
+/// Records denials as Events on the objects judged.
 pub struct ClusterEffects {
-    client: Client,
     events: EventRecorder,
     workloads: WorkloadCache,
 }
 
 impl ClusterEffects {
-    pub fn new(client: Client, events: EventRecorder, workloads: WorkloadCache) -> Self {
-        Self {
-            client,
-            events,
-            workloads,
-        }
+    pub fn new(events: EventRecorder, workloads: WorkloadCache) -> Self {
+        Self { events, workloads }
     }
 
     /// The object a denial's Event is about (a scale request's is its workload), and the
@@ -357,6 +402,19 @@ impl ClusterEffects {
                 ),
                 scaled.map(workload),
             )),
+            (TargetKind::PodMaker(kind), _) => Some((
+                reference(
+                    if kind == crate::admission::PodMakerKind::Pod {
+                        "v1"
+                    } else {
+                        "apps/v1"
+                    },
+                    kind.as_str(),
+                    &change.object_name,
+                    change.object_uid.clone(),
+                ),
+                None,
+            )),
             (TargetKind::Workload(_), None) => None,
         }
     }
@@ -391,44 +449,6 @@ impl crate::guard::AdmissionEffects for ClusterEffects {
                 change.requester.username,
                 decision.actor.as_str()
             ),
-        });
-    }
-
-    fn record_agent_scale(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) {
-        let client = self.client.clone();
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        tokio::spawn(async move {
-            let patch = serde_json::json!({
-                "metadata": {"annotations": {crate::annotations::LAST_AGENT_CHANGE: stamp}}
-            });
-            let params = kube::api::PatchParams::default();
-            let result = match kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client, &namespace)
-                    .patch_metadata(&name, &params, &kube::api::Patch::Merge(&patch))
-                    .await
-                    .map(|_| ()),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &namespace)
-                    .patch_metadata(&name, &params, &kube::api::Patch::Merge(&patch))
-                    .await
-                    .map(|_| ()),
-            };
-            match result {
-                Ok(()) => {
-                    tracing::debug!(workload = %format!("{namespace}/{name}"), "recorded agent scale for the cooldown")
-                }
-                Err(error) => tracing::error!(
-                    workload = %format!("{namespace}/{name}"),
-                    %error,
-                    "could not record an agent scale; the cooldown will not see it"
-                ),
-            }
         });
     }
 }

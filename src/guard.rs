@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::admission::{
-    ActorKind, AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadKind, WorkloadLookup,
-    classify, parse_review,
+    ActorKind, AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadLookup, classify,
+    parse_review,
 };
+use crate::ledger::{ChangeLedger, LedgerError, LedgerKey, LedgerRecord};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicySet, PolicyStore};
-use crate::rules::{Decision, DecisionContext, classify_actor, decide, figures_needed};
+use crate::rules::{
+    Decision, DecisionContext, Finding, Rule, classify_actor, decide, figures_needed,
+};
 use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
 use crate::{mutation, verdict};
 
@@ -45,27 +48,20 @@ pub struct Guard {
     pub metrics: Arc<Metrics>,
     /// Where SLO figures come from. [`SloSource::Off`] unless set with [`Guard::with_slo`].
     pub slo: SloSource,
-    /// Writes that admitting a change needs beyond the response (the cooldown stamp on a
-    /// workload scaled through its subresource). None outside a cluster.
+    /// What admitting a change records beyond the response (denial Events). None outside
+    /// a cluster.
     pub effects: Option<Arc<dyn AdmissionEffects>>,
+    /// The change ledger cooldowns and approvals are kept in. None outside a cluster,
+    /// where cooldowns read the `last-agent-change` stamp and approvals are not spent.
+    pub ledger: Option<Arc<dyn ChangeLedger>>,
     /// slo-guard's own username in the cluster, whose writes are not re-stamped.
     pub own_username: Option<String>,
     plans: PlanCache,
 }
 
-/// What admitting a change may need done in the cluster. Called only for requests that
-/// are not dry runs, and never awaited by the admission answer.
+/// What a decision may need done in the cluster. Called only for requests that are not
+/// dry runs, and never awaited by the admission answer.
 pub trait AdmissionEffects: Send + Sync {
-    /// An agent scaled `kind namespace/name` through the scale subresource at `at`; the
-    /// Scale itself cannot carry the cooldown stamp, so it goes on the workload.
-    fn record_agent_scale(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-        at: DateTime<Utc>,
-    );
-
     /// slo-guard denied `change` (not a dry run): record a Kubernetes Event on the object
     /// it judged, so `kubectl describe` and `kubectl get events` show who was stopped and
     /// why. Must not block: the event is sent in the background.
@@ -79,7 +75,15 @@ struct Prepared {
     policies: Arc<PolicySet>,
     /// One plan per gated policy, with that policy's `prometheus.timeout`.
     plans: Vec<(Arc<QueryPlan>, Duration)>,
+    /// The workload whose change ledger the decision reads: set for an agent's change
+    /// under a policy whose cooldown or approvals turn on what was admitted before.
+    ledger_key: Option<LedgerKey>,
 }
+
+/// How often a decision is taken again after another admission wrote the ledger record
+/// it was based on. Each round is lost only to an admission that succeeded, so a few
+/// are plenty.
+const LEDGER_ROUNDS: usize = 5;
 
 enum Stage {
     /// slo-guard does not govern the request: the answer is already known.
@@ -99,6 +103,7 @@ impl Guard {
             metrics,
             slo: SloSource::Off,
             effects: None,
+            ledger: None,
             own_username: None,
             plans: PlanCache::default(),
         }
@@ -111,6 +116,11 @@ impl Guard {
     ) -> Self {
         self.effects = Some(effects);
         self.own_username = own_username;
+        self
+    }
+
+    pub fn with_ledger(mut self, ledger: Arc<dyn ChangeLedger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -136,7 +146,8 @@ impl Guard {
             .iter()
             .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
             .collect();
-        self.finish(endpoint, *prepared, &observations, Duration::ZERO, now)
+        let decision = decide_once(&prepared, &observations, None, now);
+        self.finish(endpoint, *prepared, decision, Duration::ZERO, now)
     }
 
     /// Judges a review, asking Prometheus first when a matching policy gates the change.
@@ -164,7 +175,14 @@ impl Guard {
             asked.elapsed()
         };
         let observations: Observations = gathered.into_iter().collect();
-        self.finish(endpoint, *prepared, &observations, slo_time, now)
+        let decision = match (&self.ledger, &prepared.ledger_key, endpoint) {
+            // Only the validating answer admits; the mutating one stamps what it is sent.
+            (Some(ledger), Some(key), Endpoint::Validate) => {
+                decide_recorded(ledger.as_ref(), key, &prepared, &observations, now).await
+            }
+            _ => decide_once(&prepared, &observations, None, now),
+        };
+        self.finish(endpoint, *prepared, decision, slo_time, now)
     }
 
     fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {
@@ -179,9 +197,13 @@ impl Guard {
         };
         let policies = self.policies.snapshot();
         let mut plans = Vec::new();
+        let mut ledger_key = None;
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
+                if actor == ActorKind::Agent && ledger_key.is_none() && reads_ledger(&change, &policy.spec) {
+                    ledger_key = LedgerKey::of(&change);
+                }
                 if let Some(scope) = figures_needed(&change, &policy.spec, actor) {
                     plans.push((
                         self.plans.plan(&policies, policy, &change.target, scope),
@@ -195,6 +217,7 @@ impl Guard {
             change,
             policies,
             plans,
+            ledger_key,
         })))
     }
 
@@ -202,24 +225,13 @@ impl Guard {
         &self,
         endpoint: Endpoint,
         prepared: Prepared,
-        observations: &Observations,
+        decision: Decision,
         slo_time: Duration,
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
         let Prepared {
-            started,
-            change,
-            policies,
-            ..
+            started, change, ..
         } = prepared;
-        let decision = decide(
-            &change,
-            &DecisionContext {
-                policies: &policies,
-                now,
-                observations,
-            },
-        );
         let response = match endpoint {
             Endpoint::Validate => verdict::review_response(&change.uid, &decision),
             // The validating webhook gives the denial; the mutating one always stamps,
@@ -247,7 +259,7 @@ impl Guard {
                 );
                 let mut response = ReviewResponse::allow(&change.uid)
                     .with_patch(&patch)
-                    .map_err(|e| AdmissionError::Malformed(format!("cannot encode patch: {e}")))?;
+                    .map_err(|e| AdmissionError::Internal(format!("cannot encode patch: {e}")))?;
                 if let Some(clamp) = &decision.clamp {
                     response.warnings.push(verdict::clip(&format!(
                         "slo-guard: replicas lowered from {} to the cap of {} ({} scaling.onExceed: clamp)",
@@ -268,19 +280,6 @@ impl Guard {
         }
         if endpoint == Endpoint::Validate {
             self.count(&decision, verdict);
-            if let (Some(effects), Some(kind)) = (&self.effects, change.target.workload_kind)
-                && decision.allowed()
-                && decision.actor == ActorKind::Agent
-                && change.scale_subresource
-                && !change.dry_run
-            {
-                effects.record_agent_scale(
-                    kind,
-                    &change.target.namespace,
-                    &change.target.name,
-                    now,
-                );
-            }
         }
         // The decision log line is built only when it will be written.
         if tracing::enabled!(target: "slo_guard::decision", tracing::Level::INFO) {
@@ -349,6 +348,90 @@ impl Guard {
                 .inc();
         }
     }
+}
+
+/// Whether an agent's change under `spec` is judged on what was admitted before: a
+/// cooldown, or an approval that may be spent.
+fn reads_ledger(change: &Change, spec: &crate::policy::PolicySpec) -> bool {
+    matches!(
+        change.class,
+        ChangeClass::Create | ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Autoscaling
+    ) && (spec.scaling.as_ref().is_some_and(|s| s.cooldown.is_some())
+        || spec.approval.is_some()
+        || spec.autonomy.is_some())
+}
+
+fn decide_once(
+    prepared: &Prepared,
+    observations: &Observations,
+    ledger: Option<&LedgerRecord>,
+    now: DateTime<Utc>,
+) -> Decision {
+    decide(
+        &prepared.change,
+        &DecisionContext {
+            policies: &prepared.policies,
+            now,
+            observations,
+            ledger,
+        },
+    )
+}
+
+/// Decides on the ledger record as it stands and, if the change is admitted, writes the
+/// record that admitting it makes, on the version the decision read. When another
+/// admission wrote first, the change is judged again on the record that won: so of two
+/// racing changes only one takes a cooldown's slot, and a retry of the admitted change
+/// finds itself in the record and passes. A dry run reads but never writes.
+async fn decide_recorded(
+    ledger: &dyn ChangeLedger,
+    key: &LedgerKey,
+    prepared: &Prepared,
+    observations: &Observations,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut last_error = None;
+    for _ in 0..LEDGER_ROUNDS {
+        let read = match ledger.read(key).await {
+            Ok(read) => read,
+            Err(error) => {
+                last_error = Some(error);
+                break;
+            }
+        };
+        let mut decision = decide_once(prepared, observations, Some(&read.record), now);
+        let Some(record) = decision.record.take() else {
+            return decision;
+        };
+        if prepared.change.dry_run {
+            return decision;
+        }
+        match ledger.write(key, &record, read.version.as_deref()).await {
+            Ok(()) => return decision,
+            Err(error @ LedgerError::Conflict(_)) => last_error = Some(error),
+            Err(error) => {
+                last_error = Some(error);
+                break;
+            }
+        }
+    }
+    let mut decision = decide_once(prepared, observations, None, now);
+    let cause = last_error.map_or_else(|| "no answer".to_string(), |e| e.to_string());
+    tracing::error!(workload = %prepared.change.target.describe(), %cause, "change ledger not written; the agent change is denied");
+    decision.findings.insert(0, Finding {
+        source: "slo-guard".to_string(),
+        rule: Rule::ChangeRecord,
+        mode: crate::policy::Mode::Enforce,
+        headline: format!(
+            "{} of {} blocked: slo-guard could not record the change in its change ledger, which cooldowns and approvals are kept in ({cause})",
+            prepared.change.class,
+            prepared.change.describe()
+        ),
+        remedy: "Retry in a moment; if this persists, check slo-guard's access to Leases in its namespace".to_string(),
+        brief: format!("change ledger unavailable: {cause}"),
+    });
+    decision.record = None;
+    decision
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod guard;
+pub mod ledger;
 pub mod metrics;
 pub mod mutation;
 pub mod policy;

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
+use crate::admission::{ActorKind, Change, ChangeClass, ConfigKind, TargetKind};
 use crate::annotations::{
     APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE, LAST_ROLLOUT, THRESHOLDS,
+    WRITTEN_BY,
 };
 use crate::policy::AgentAnnotation;
 use crate::rules::Decision;
@@ -32,6 +33,13 @@ pub struct StampContext<'a> {
 /// Builds the patch for an admitted change. Changes that are not to a workload object
 /// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
 pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>) -> Patch {
+    if change.config_after == Some(ConfigKind::Reflection) && change.object.is_some() {
+        // Who wrote the reflection in force, so that agents may change only their own.
+        let current = change.annotations.clone().unwrap_or_default();
+        let mut desired = current.clone();
+        desired.insert(WRITTEN_BY.to_string(), change.requester.username.clone());
+        return annotation_patch(change.annotations_map_present, &current, &desired);
+    }
     if context.own_username == Some(change.requester.username.as_str()) {
         return Patch(Vec::new());
     }

@@ -69,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
                         policies: set,
                         now,
                         observations,
+                        ledger: None,
                     },
                 );
                 for finding in &decision.findings {

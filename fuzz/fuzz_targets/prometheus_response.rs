@@ -66,6 +66,7 @@ fn judge(value: Option<f64>) {
                     policies: &set,
                     now,
                     observations: &observations,
+                    ledger: None,
                 },
             );
             for finding in &decision.findings {

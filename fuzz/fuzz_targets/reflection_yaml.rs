@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                             policies: &set,
                             now,
                             observations: &observations,
+                            ledger: None,
                         },
                     );
                     for finding in &decision.findings {

@@ -98,6 +98,7 @@ pub fn workloads() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>
             ),
             WorkloadSnapshot {
                 labels: map(&metadata["labels"]),
+                pod_labels: BTreeMap::new(),
                 annotations: map(&metadata["annotations"]),
                 replicas: Some(3),
             },
@@ -110,6 +111,7 @@ pub fn workloads() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>
             ),
             WorkloadSnapshot {
                 labels: BTreeMap::from([("app".to_string(), "ledger".to_string())]),
+                pod_labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
                 replicas: Some(3),
             },

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AdmissionError;
-use super::review::{Operation, ReviewObject, ReviewRequest};
+use super::review::{Operation, OwnerReference, ReviewObject, ReviewRequest};
 
 pub const POLICY_LABEL: &str = "slo-guard.io/policy";
 pub const REFLECTION_LABEL: &str = "slo-guard.io/reflection";
@@ -124,6 +124,33 @@ pub enum TargetKind {
     /// An HPA, judged for the workload its `scaleTargetRef` names.
     HorizontalPodAutoscaler,
     ConfigMap(ConfigKind),
+    /// A ReplicaSet or a bare Pod: objects that make pods, or are pods, outside the
+    /// workloads policies name. Judged for the workloads whose pods they would serve.
+    PodMaker(PodMakerKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodMakerKind {
+    ReplicaSet,
+    Pod,
+}
+
+impl PodMakerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodMakerKind::ReplicaSet => "ReplicaSet",
+            PodMakerKind::Pod => "Pod",
+        }
+    }
+}
+
+/// The labels that decide which policies govern an object: its own, and those of the
+/// pods it makes (a Service selects pods by these, so a workload whose pods carry a
+/// guarded workload's labels serves the guarded workload's traffic).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelState {
+    pub labels: BTreeMap<String, String>,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,20 +169,62 @@ pub struct Target {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// The labels of the pods it makes (`spec.template.metadata.labels`; a Pod's own).
+    pub pod_labels: BTreeMap<String, String>,
+    /// The labels before the change (an UPDATE or DELETE): a change is judged under the
+    /// policies of what the object was as well as of what it becomes, so no change can
+    /// carry a workload out of its policy.
+    pub before: Option<LabelState>,
     /// False when the labels could not be read (a scale request whose parent workload is
     /// not in the watch cache), so matching must not rely on them.
     pub labels_known: bool,
+    /// The owners a Pod or ReplicaSet names, before and after the change.
+    pub owners: Vec<OwnerReference>,
 }
 
 impl Target {
+    /// A target known by its labels alone (no pod template, nothing before).
+    pub fn new(
+        kind: TargetKind,
+        workload_kind: Option<WorkloadKind>,
+        namespace: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            kind,
+            workload_kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            labels,
+            pod_labels: BTreeMap::new(),
+            before: None,
+            labels_known: true,
+            owners: Vec::new(),
+        }
+    }
+
+    /// Every label set the object had or will have, for matching selectors.
+    pub fn label_sets(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
+        [&self.labels, &self.pod_labels]
+            .into_iter()
+            .chain(self.before.iter().flat_map(|b| [&b.labels, &b.pod_labels]))
+    }
+
     /// "Deployment payments/checkout", as denials name it.
     pub fn describe(&self) -> String {
         let kind = match self.kind {
             TargetKind::Workload(kind) => kind.as_str(),
             TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             TargetKind::ConfigMap(_) => "ConfigMap",
+            TargetKind::PodMaker(kind) => kind.as_str(),
         };
-        format!("{kind} {}/{}", self.namespace, self.name)
+        format!("{kind} {}", self.describe_name())
+    }
+
+    /// "payments/checkout".
+    pub fn describe_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 }
 
@@ -178,6 +247,8 @@ pub struct HpaBounds {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkloadSnapshot {
     pub labels: BTreeMap<String, String>,
+    /// `spec.template.metadata.labels`.
+    pub pod_labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub replicas: Option<u32>,
 }
@@ -223,6 +294,13 @@ pub struct Change {
     /// The ConfigMap's data, for policy and reflection ConfigMaps that are in force after
     /// the change; `None` when the change deletes, parks or unlabels one.
     pub config_data: Option<BTreeMap<String, String>>,
+    /// What a policy or reflection ConfigMap is after the change; `None` when the change
+    /// deletes, parks or unlabels it. `target.kind` is what it was or becomes, a policy
+    /// if either is one: turning a policy into anything else removes a policy.
+    pub config_after: Option<ConfigKind>,
+    /// For an HPA whose `scaleTargetRef` changes: the workload it scaled before, which
+    /// loses its autoscaler (judged as a delete for that workload).
+    pub retargeted_from: Option<Target>,
     /// A request to the `scale` subresource: its object is a Scale, not the workload.
     pub scale_subresource: bool,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
@@ -256,6 +334,47 @@ impl Change {
             }
             _ => self.target.describe(),
         }
+    }
+}
+
+impl Change {
+    /// What the change sets, as 16 hex digits of a SHA-256 over the target and the
+    /// content: the new spec for a create, the spec but replicas (and the replicas if they
+    /// move) for a rollout, the replicas for a scale by either route, the bounds for an
+    /// HPA. An approval names this digest, so it approves this change and no other; a
+    /// retry of the same change has the same digest.
+    pub fn content_digest(&self) -> String {
+        let spec = self.object.as_ref().and_then(|o| o.get("spec"));
+        let content = match self.class {
+            ChangeClass::Create => spec.cloned().unwrap_or(Value::Null),
+            ChangeClass::Rollout => {
+                let mut spec = spec.cloned().unwrap_or(Value::Null);
+                if let Some(fields) = spec.as_object_mut() {
+                    fields.remove("replicas");
+                }
+                serde_json::json!({"spec": spec, "replicas": self.replicas.map(|r| r.new)})
+            }
+            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas.map(|r| r.new)}),
+            ChangeClass::Autoscaling => serde_json::json!({
+                "min": self.hpa.map(|h| h.min),
+                "max": self.hpa.map(|h| h.max),
+                "hpa": self.object_name,
+            }),
+            ChangeClass::Delete => Value::from("delete"),
+            ChangeClass::Metadata => Value::from("metadata"),
+            ChangeClass::Config => serde_json::json!(self.config_data),
+        };
+        let identity = serde_json::json!({
+            "target": self.target.describe(),
+            "class": self.class.as_str(),
+            "content": content,
+        });
+        // serde_json's map is ordered by key, so equal content serializes equally.
+        let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
+        digest.as_ref()[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 }
 
@@ -306,6 +425,8 @@ fn classify_borrowed(
         annotations,
         old_annotations: old_object.map(annotations_of).unwrap_or_default(),
         config_data: None,
+        config_after: None,
+        retargeted_from: None,
         scale_subresource: sub_resource == "scale",
         object_name: object
             .or(old_object)
@@ -350,17 +471,18 @@ fn classify_borrowed(
             let old = old_object
                 .and_then(|scale| replicas_at(&scale.body, "spec"))
                 .or_else(|| parent.as_ref().and_then(|p| p.replicas));
-            let target = Target {
-                kind: TargetKind::Workload(kind),
-                workload_kind: Some(kind),
-                namespace,
-                name: request.name.clone(),
-                labels: parent
-                    .as_ref()
-                    .map(|p| p.labels.clone())
-                    .unwrap_or_default(),
-                labels_known: parent.is_some(),
-            };
+            let mut target = Target::new(
+                TargetKind::Workload(kind),
+                Some(kind),
+                &namespace,
+                &request.name,
+                BTreeMap::new(),
+            );
+            if let Some(parent) = &parent {
+                target.labels = parent.labels.clone();
+                target.pod_labels = parent.pod_labels.clone();
+            }
+            target.labels_known = parent.is_some();
             let mut change = base(ChangeClass::Scale, target, parent.map(|p| p.annotations));
             change.replicas = Some(ReplicaChange { old, new });
             Ok(Some(change))
@@ -369,18 +491,19 @@ fn classify_borrowed(
             let kind = WorkloadKind::from_resource(resource)
                 .ok_or_else(|| unreachable_resource(resource))?;
             let current = current()?;
-            let target = Target {
-                kind: TargetKind::Workload(kind),
-                workload_kind: Some(kind),
-                namespace,
-                name: current
-                    .metadata
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| request.name.clone()),
-                labels: current.metadata.labels.clone().unwrap_or_default(),
-                labels_known: true,
-            };
+            let name = current
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| request.name.clone());
+            let mut target = Target::new(
+                TargetKind::Workload(kind),
+                Some(kind),
+                &namespace,
+                &name,
+                BTreeMap::new(),
+            );
+            set_labels(&mut target, object, old_object, request.operation);
             let class = match request.operation {
                 Operation::Create => ChangeClass::Create,
                 Operation::Delete => ChangeClass::Delete,
@@ -405,29 +528,16 @@ fn classify_borrowed(
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
             let current = current()?;
-            let scale_target = current.body.pointer("/spec/scaleTargetRef");
-            let target_kind = scale_target
-                .and_then(|r| r.get("kind"))
-                .and_then(Value::as_str)
-                .and_then(WorkloadKind::from_kind);
-            let target_name = scale_target
-                .and_then(|r| r.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let parent =
-                target_kind.and_then(|kind| workloads.workload(kind, &namespace, &target_name));
-            let (labels, labels_known) = match &parent {
-                Some(parent) => (parent.labels.clone(), true),
-                None => (current.metadata.labels.clone().unwrap_or_default(), false),
-            };
-            let target = Target {
-                kind: TargetKind::HorizontalPodAutoscaler,
-                workload_kind: target_kind,
-                namespace,
-                name: target_name,
-                labels,
-                labels_known,
+            let (target_kind, target_name) = scale_target_of(current);
+            let target = hpa_target(current, target_kind, &target_name, &namespace, workloads);
+            // Pointing an HPA elsewhere takes autoscaling away from the workload it scaled.
+            let retargeted_from = match (request.operation, old_object) {
+                (Operation::Update, Some(old)) => {
+                    let (old_kind, old_name) = scale_target_of(old);
+                    (old_kind != target_kind || old_name != target_name)
+                        .then(|| hpa_target(old, old_kind, &old_name, &namespace, workloads))
+                }
+                _ => None,
             };
             let class = match request.operation {
                 Operation::Delete => ChangeClass::Delete,
@@ -435,6 +545,7 @@ fn classify_borrowed(
                 _ => ChangeClass::Autoscaling,
             };
             let mut change = base(class, target, object.map(annotations_of));
+            change.retargeted_from = retargeted_from;
             if let Some(new) = object {
                 let max = replicas_field(&new.body, "/spec/maxReplicas").ok_or_else(|| {
                     AdmissionError::Malformed(
@@ -476,32 +587,188 @@ fn classify_borrowed(
             let after = object
                 .filter(|_| request.operation != Operation::Delete)
                 .and_then(|o| config_kind_of(o).map(|kind| (o, kind)));
-            // A change that deletes, parks or unlabels a guardrail is judged as well, for
-            // the kind it was before.
-            let Some(config_kind) = after
-                .map(|(_, kind)| kind)
-                .or_else(|| old_object.and_then(config_kind_of))
+            let before = old_object.and_then(config_kind_of);
+            // A change is judged for what the ConfigMap was and what it becomes; a policy
+            // if either is one, so that turning a policy into a reflection (or into nothing)
+            // is judged as removing a policy.
+            let Some(config_kind) = [after.map(|(_, kind)| kind), before]
+                .into_iter()
+                .flatten()
+                .min_by_key(|kind| *kind != ConfigKind::Policy)
             else {
                 return Ok(None);
             };
-            let target = Target {
-                kind: TargetKind::ConfigMap(config_kind),
-                workload_kind: None,
-                namespace,
-                name: current
-                    .metadata
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| request.name.clone()),
-                labels: current.metadata.labels.clone().unwrap_or_default(),
-                labels_known: true,
-            };
+            let name = current
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| request.name.clone());
+            let mut target = Target::new(
+                TargetKind::ConfigMap(config_kind),
+                None,
+                &namespace,
+                &name,
+                current.metadata.labels.clone().unwrap_or_default(),
+            );
+            target.before = old_object.map(|o| LabelState {
+                labels: o.metadata.labels.clone().unwrap_or_default(),
+                pod_labels: BTreeMap::new(),
+            });
             let mut change = base(ChangeClass::Config, target, object.map(annotations_of));
             change.config_data = after.map(|(o, _)| config_data_of(&o.body)).transpose()?;
+            change.config_after = after.map(|(_, kind)| kind);
+            Ok(Some(change))
+        }
+        ("apps", "replicasets", "scale") => {
+            let new = object
+                .and_then(|scale| replicas_at(&scale.body, "spec"))
+                .ok_or_else(|| {
+                    AdmissionError::Malformed("Scale object has no spec.replicas".into())
+                })?;
+            let mut target = Target::new(
+                TargetKind::PodMaker(PodMakerKind::ReplicaSet),
+                None,
+                &namespace,
+                &request.name,
+                BTreeMap::new(),
+            );
+            target.labels_known = false;
+            let mut change = base(ChangeClass::Scale, target, None);
+            change.replicas = Some(ReplicaChange {
+                old: old_object.and_then(|scale| replicas_at(&scale.body, "spec")),
+                new,
+            });
+            Ok(Some(change))
+        }
+        ("apps", "replicasets", "") | ("", "pods", "") => {
+            let kind = if resource == "pods" {
+                PodMakerKind::Pod
+            } else {
+                PodMakerKind::ReplicaSet
+            };
+            let current = current()?;
+            let name = current
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| request.name.clone());
+            let mut target =
+                Target::new(TargetKind::PodMaker(kind), None, &namespace, &name, BTreeMap::new());
+            set_labels(&mut target, object, old_object, request.operation);
+            if kind == PodMakerKind::Pod {
+                // A Pod's own labels are what a Service selects.
+                target.pod_labels = target.labels.clone();
+                if let Some(before) = target.before.as_mut() {
+                    before.pod_labels = before.labels.clone();
+                }
+            }
+            target.owners = [object, old_object]
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o.metadata.owner_references.iter().cloned())
+                .collect();
+            let class = match request.operation {
+                Operation::Create => ChangeClass::Create,
+                Operation::Delete => ChangeClass::Delete,
+                Operation::Update => match (object, old_object) {
+                    (Some(new), Some(old)) => update_class(&new.body, &old.body),
+                    _ => {
+                        return Err(AdmissionError::Malformed(
+                            "UPDATE request needs object and oldObject".into(),
+                        ));
+                    }
+                },
+                Operation::Connect => return Ok(None),
+            };
+            let mut change = base(class, target, object.map(annotations_of));
+            if let Some(new) = object.and_then(|o| replicas_at(&o.body, "spec")) {
+                let old = old_object.and_then(|o| replicas_at(&o.body, "spec"));
+                if old != Some(new) {
+                    change.replicas = Some(ReplicaChange { old, new });
+                }
+            }
             Ok(Some(change))
         }
         _ => Ok(None),
     }
+}
+
+/// The labels of a workload or ReplicaSet after the change (before it, for a DELETE),
+/// and before it for an UPDATE.
+fn set_labels(
+    target: &mut Target,
+    object: Option<&ReviewObject>,
+    old_object: Option<&ReviewObject>,
+    operation: Operation,
+) {
+    let state = |o: &ReviewObject| LabelState {
+        labels: o.metadata.labels.clone().unwrap_or_default(),
+        pod_labels: o
+            .body
+            .pointer("/spec/template/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let after = object.filter(|_| operation != Operation::Delete).or(old_object);
+    if let Some(after) = after {
+        let LabelState { labels, pod_labels } = state(after);
+        target.labels = labels;
+        target.pod_labels = pod_labels;
+    }
+    if operation == Operation::Update {
+        target.before = old_object.map(state);
+    }
+}
+
+/// The kind and name an HPA's `spec.scaleTargetRef` names.
+fn scale_target_of(hpa: &ReviewObject) -> (Option<WorkloadKind>, String) {
+    let scale_target = hpa.body.pointer("/spec/scaleTargetRef");
+    let kind = scale_target
+        .and_then(|r| r.get("kind"))
+        .and_then(Value::as_str)
+        .and_then(WorkloadKind::from_kind);
+    let name = scale_target
+        .and_then(|r| r.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    (kind, name)
+}
+
+/// The workload an HPA scales, as policies match it: by the workload's labels from the
+/// watch cache, else by the HPA's own labels, without trusting them for selectors.
+fn hpa_target(
+    hpa: &ReviewObject,
+    kind: Option<WorkloadKind>,
+    name: &str,
+    namespace: &str,
+    workloads: &dyn WorkloadLookup,
+) -> Target {
+    let parent = kind.and_then(|kind| workloads.workload(kind, namespace, name));
+    let mut target = Target::new(
+        TargetKind::HorizontalPodAutoscaler,
+        kind,
+        namespace,
+        name,
+        BTreeMap::new(),
+    );
+    match parent {
+        Some(parent) => {
+            target.labels = parent.labels;
+            target.pod_labels = parent.pod_labels;
+        }
+        None => {
+            target.labels = hpa.metadata.labels.clone().unwrap_or_default();
+            target.labels_known = false;
+        }
+    }
+    target
 }
 
 fn unreachable_resource(resource: &str) -> AdmissionError {

@@ -6,13 +6,14 @@ mod response;
 mod review;
 
 pub use change::{
-    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, POLICY_LABEL, REFLECTION_LABEL,
+    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, LabelState, POLICY_LABEL, PodMakerKind,
+    REFLECTION_LABEL,
     ReplicaChange, Requester, Target, TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot,
     classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
 pub use review::{
-    GroupResource, ObjectMetadata, Operation, RequestOptions, ReviewObject, ReviewRequest, UserInfo,
+    GroupResource, ObjectMetadata, Operation, OwnerReference, RequestOptions, ReviewObject, ReviewRequest, UserInfo,
 };
 
 use review::{ReviewEnvelope, TypeFields};
@@ -35,6 +36,9 @@ pub enum AdmissionError {
     MissingUid,
     #[error("{0}")]
     Malformed(String),
+    /// slo-guard failed on a request it read: its own fault, not the sender's.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Parses an AdmissionReview v1 body and returns its request.

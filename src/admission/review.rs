@@ -88,8 +88,20 @@ pub struct ObjectMetadata {
     pub uid: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
     pub annotations: Option<BTreeMap<String, String>>,
+    /// `ownerReferences`, read for Pods and ReplicaSets: an object that names a controller
+    /// as its owner belongs to that controller's workload.
+    pub owner_references: Vec<OwnerReference>,
     /// How many fields the metadata had, read or skipped: 0 when it is absent or `{}`.
     pub field_count: usize,
+}
+
+/// One `metadata.ownerReferences` entry, reduced to what names the owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct OwnerReference {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
 }
 
 /// An object of a review: its metadata, and every other field except apiVersion and kind.
@@ -119,6 +131,10 @@ impl<'de> Deserialize<'de> for ObjectMetadata {
                         "uid" => metadata.uid = map.next_value()?,
                         "labels" => metadata.labels = map.next_value()?,
                         "annotations" => metadata.annotations = map.next_value()?,
+                        "ownerReferences" => {
+                            metadata.owner_references =
+                                map.next_value::<Option<Vec<OwnerReference>>>()?.unwrap_or_default();
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

@@ -59,6 +59,7 @@ fn read_workloads(
         .map(|w| {
             let snapshot = WorkloadSnapshot {
                 labels: w.labels,
+                pod_labels: w.pod_labels,
                 annotations: w.annotations,
                 replicas: w.replicas,
             };

@@ -68,23 +68,34 @@ pub fn run(args: ReflectArgs) -> ExitCode {
 
 async fn cluster_workloads(client: &Client) -> anyhow::Result<Vec<WorkloadState>> {
     let mut workloads = Vec::new();
-    let state = |kind, meta: kube::api::ObjectMeta, replicas: Option<i32>| WorkloadState {
-        kind,
-        namespace: meta.namespace.unwrap_or_default(),
-        name: meta.name.unwrap_or_default(),
-        labels: meta.labels.unwrap_or_default(),
-        annotations: meta.annotations.unwrap_or_default(),
-        replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+    let state = |kind,
+                 meta: kube::api::ObjectMeta,
+                 replicas: Option<i32>,
+                 template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        WorkloadState {
+            kind,
+            namespace: meta.namespace.unwrap_or_default(),
+            name: meta.name.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default(),
+            pod_labels: template
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default(),
+            annotations: meta.annotations.unwrap_or_default(),
+            replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+        }
     };
     for deployment in Api::<Deployment>::all(client.clone())
         .list(&ListParams::default())
         .await?
     {
         let replicas = deployment.spec.as_ref().and_then(|s| s.replicas);
+        let template = deployment.spec.as_ref().map(|s| &s.template);
         workloads.push(state(
             WorkloadKind::Deployment,
-            deployment.metadata,
+            deployment.metadata.clone(),
             replicas,
+            template,
         ));
     }
     for statefulset in Api::<StatefulSet>::all(client.clone())
@@ -92,10 +103,12 @@ async fn cluster_workloads(client: &Client) -> anyhow::Result<Vec<WorkloadState>
         .await?
     {
         let replicas = statefulset.spec.as_ref().and_then(|s| s.replicas);
+        let template = statefulset.spec.as_ref().map(|s| &s.template);
         workloads.push(state(
             WorkloadKind::StatefulSet,
-            statefulset.metadata,
+            statefulset.metadata.clone(),
             replicas,
+            template,
         ));
     }
     Ok(workloads)

@@ -255,12 +255,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
         cluster_sync.push(synced_rx);
         cluster_effects = Some((
-            Arc::new(cluster::ClusterEffects::new(
-                client.clone(),
-                events.clone(),
-                cache.clone(),
-            )),
+            Arc::new(cluster::ClusterEffects::new(events.clone(), cache.clone())),
             own_username,
+            Arc::new(crate::ledger::lease::LeaseLedger::new(
+                client.clone(),
+                &args.policies.namespace,
+            )),
         ));
         event_recorder = Some(events);
         Arc::new(cache)
@@ -278,8 +278,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let mut guard = Guard::new(store.clone(), workloads, metrics).with_slo(slo);
-    if let Some((effects, own_username)) = cluster_effects {
-        guard = guard.with_effects(effects, own_username);
+    if let Some((effects, own_username, ledger)) = cluster_effects {
+        guard = guard.with_effects(effects, own_username).with_ledger(ledger);
     }
     let guard = Arc::new(guard);
     let state = AppState {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use super::{ConfigMapDocument, Policy, PolicyError, PolicyRef, parse_policy_configmap};
+use super::{ConfigMapDocument, LabelSelector, Policy, PolicyError, PolicyRef, parse_policy_configmap};
 use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Target};
 use crate::reflection::{Reflection, parse_reflection_configmap};
 
@@ -28,6 +28,9 @@ pub enum MatchBasis {
     /// The selector could not be checked because the target's labels are unknown; the
     /// policy is applied anyway, since guarding too much is safer than too little.
     Assumed,
+    /// Only the labels the target had before the change satisfy the selector: the change
+    /// would carry it out of the policy.
+    Before,
 }
 
 impl PolicySet {
@@ -39,41 +42,85 @@ impl PolicySet {
         }
     }
 
-    /// The policies that govern `target`, in a stable order.
+    /// The policies that govern `target`, in a stable order: those whose selector its
+    /// labels or its pods' labels satisfy, after the change or before it.
     pub fn matching<'a>(
         &'a self,
         target: &'a Target,
     ) -> impl Iterator<Item = (&'a Policy, MatchBasis)> + 'a {
         self.policies.iter().filter_map(move |policy| {
-            let matcher = &policy.spec.matcher;
             let kind = target.workload_kind?;
-            if !matcher.kinds.contains(&kind) {
+            if !policy.spec.matcher.kinds.contains(&kind) {
                 return None;
             }
-            let namespace_governed = if matcher.namespaces.is_empty() {
-                policy.id.namespace == target.namespace
-            } else {
-                policy.id.namespace == self.guard_namespace
-                    && matcher
-                        .namespaces
-                        .iter()
-                        .any(|p| p.matches(&target.namespace))
-            };
-            if !namespace_governed {
-                return None;
-            }
-            if !matcher.names.is_empty() && !matcher.names.contains(&target.name) {
-                return None;
-            }
-            match &matcher.selector {
-                None => Some((policy.as_ref(), MatchBasis::Labels)),
-                Some(_) if !target.labels_known => Some((policy.as_ref(), MatchBasis::Assumed)),
-                Some(selector) if selector.matches(&target.labels) => {
-                    Some((policy.as_ref(), MatchBasis::Labels))
-                }
-                Some(_) => None,
-            }
+            self.governs_by_labels(policy, target)
+                .map(|basis| (policy.as_ref(), basis))
         })
+    }
+
+    /// Whether `policy` governs `target`'s namespace and name, and by which labels; the
+    /// workload kind is the caller's to check.
+    pub fn governs_by_labels(&self, policy: &Policy, target: &Target) -> Option<MatchBasis> {
+        let matcher = &policy.spec.matcher;
+        if !self.governs_namespace(policy, &target.namespace)
+            || (!matcher.names.is_empty() && !matcher.names.contains(&target.name))
+        {
+            return None;
+        }
+        match &matcher.selector {
+            None => Some(MatchBasis::Labels),
+            Some(selector) => label_basis(selector, target),
+        }
+    }
+
+    /// Like [`PolicySet::governs_by_labels`], for objects policies do not name (Pods,
+    /// ReplicaSets): the namespace and the labels decide. A policy that names its
+    /// workloads and has no selector governs no such object by its labels.
+    pub fn governs_by_labels_only(&self, policy: &Policy, target: &Target) -> Option<MatchBasis> {
+        let matcher = &policy.spec.matcher;
+        if !self.governs_namespace(policy, &target.namespace) {
+            return None;
+        }
+        match &matcher.selector {
+            None => matcher.names.is_empty().then_some(MatchBasis::Labels),
+            Some(selector) => label_basis(selector, target),
+        }
+    }
+
+    /// Whether `policy` governs workloads in `namespace`: its own, or those it lists when
+    /// it lives in slo-guard's namespace.
+    pub fn governs_namespace(&self, policy: &Policy, namespace: &str) -> bool {
+        let matcher = &policy.spec.matcher;
+        if matcher.namespaces.is_empty() {
+            policy.id.namespace == namespace
+        } else {
+            policy.id.namespace == self.guard_namespace
+                && matcher.namespaces.iter().any(|p| p.matches(namespace))
+        }
+    }
+}
+
+/// Which of `target`'s label sets satisfy `selector`: its own or its pods', after the
+/// change or only before it.
+fn label_basis(selector: &LabelSelector, target: &Target) -> Option<MatchBasis> {
+    if !target.labels_known {
+        return Some(MatchBasis::Assumed);
+    }
+    // An empty pod label set is no label set: a selector of only NotIn terms must not
+    // match a ConfigMap or an HPA through it.
+    let matches = |labels: &BTreeMap<String, String>, pod_labels: &BTreeMap<String, String>| {
+        selector.matches(labels) || (!pod_labels.is_empty() && selector.matches(pod_labels))
+    };
+    if matches(&target.labels, &target.pod_labels) {
+        Some(MatchBasis::Labels)
+    } else if target
+        .before
+        .as_ref()
+        .is_some_and(|before| matches(&before.labels, &before.pod_labels))
+    {
+        Some(MatchBasis::Before)
+    } else {
+        None
     }
 }
 

@@ -298,6 +298,9 @@ mod matching {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             labels_known,
+            pod_labels: Default::default(),
+            before: None,
+            owners: Vec::new(),
         }
     }
 

@@ -244,6 +244,9 @@ mod tests {
             name: "checkout".into(),
             labels: Default::default(),
             labels_known: true,
+            pod_labels: Default::default(),
+            before: None,
+            owners: Vec::new(),
         }
     }
 

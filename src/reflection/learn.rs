@@ -34,20 +34,23 @@ pub struct WorkloadState {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// `spec.template.metadata.labels`.
+    pub pod_labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub replicas: Option<u32>,
 }
 
 impl WorkloadState {
     pub fn target(&self) -> Target {
-        Target {
-            kind: TargetKind::Workload(self.kind),
-            workload_kind: Some(self.kind),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            labels: self.labels.clone(),
-            labels_known: true,
-        }
+        let mut target = Target::new(
+            TargetKind::Workload(self.kind),
+            Some(self.kind),
+            &self.namespace,
+            &self.name,
+            self.labels.clone(),
+        );
+        target.pod_labels = self.pod_labels.clone();
+        target
     }
 
     pub fn describe(&self) -> String {
@@ -95,6 +98,10 @@ pub fn read_workload_manifests(paths: &[std::path::PathBuf]) -> Result<Vec<Workl
                 .unwrap_or_else(|| "default".into()),
             name: text_of("name"),
             labels: map("labels"),
+            pod_labels: object
+                .pointer("/spec/template/metadata/labels")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
             annotations: map("annotations"),
             replicas: object
                 .pointer("/spec/replicas")
@@ -408,6 +415,7 @@ mod tests {
             namespace: "payments".into(),
             name: "checkout".into(),
             labels: BTreeMap::new(),
+            pod_labels: BTreeMap::new(),
             annotations: annotations
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

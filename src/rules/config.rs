@@ -4,6 +4,7 @@
 use crate::admission::{
     ActorKind, Change, ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Requester, TargetKind,
 };
+use crate::annotations::WRITTEN_BY;
 use crate::policy::{ConfigMapDocument, Mode, PolicyRef, PolicySet};
 use crate::reflection::parse_reflection_configmap;
 
@@ -45,13 +46,79 @@ pub(super) fn agent_policy_change(change: &Change, agent_under: &PolicyRef) -> O
     })
 }
 
+/// A reflection keeps its author: an agent may change or delete a reflection only if the
+/// version in force was written by that agent, as slo-guard stamped it. A reflection
+/// written by a person or another identity (or before slo-guard stamped authors) is
+/// theirs.
+pub(super) fn agent_reflection_change(change: &Change, agent_under: &PolicyRef) -> Option<Finding> {
+    if change.target.kind != TargetKind::ConfigMap(ConfigKind::Reflection) {
+        return None;
+    }
+    let was_reflection = change.target.before.as_ref().is_some_and(|before| {
+        before
+            .labels
+            .get(REFLECTION_LABEL)
+            .is_some_and(|value| value != "false")
+    });
+    if !was_reflection {
+        return None;
+    }
+    let user = &change.requester.username;
+    let author = change.old_annotations.get(WRITTEN_BY);
+    if author == Some(user) {
+        return None;
+    }
+    let id = format!("{}/{}", change.target.namespace, change.target.name);
+    let author_text = author.map_or_else(
+        || "someone slo-guard did not record".to_string(),
+        |author| author.clone(),
+    );
+    Some(Finding {
+        source: id.clone(),
+        rule: Rule::ReflectionAuthor,
+        mode: Mode::Enforce,
+        headline: format!(
+            "reflection ConfigMap {id} not changed: it was written by {author_text}, and agents may change or delete only reflections they wrote; {user} is an agent under policy {agent_under}"
+        ),
+        remedy: format!(
+            "Write your own reflection ConfigMap, or ask {author_text} or a platform engineer to change this one"
+        ),
+        brief: format!("{user} (agent) may not change a reflection by {author_text}"),
+    })
+}
+
+/// slo-guard stamps who wrote a reflection; a version in force must carry the stamp of
+/// the identity that wrote it, which no client can set for another.
+pub(super) fn check_written_by(change: &Change) -> Option<Finding> {
+    if change.config_after != Some(ConfigKind::Reflection) {
+        return None;
+    }
+    let user = &change.requester.username;
+    let stamped = change.annotations.as_ref().and_then(|a| a.get(WRITTEN_BY));
+    if stamped == Some(user) {
+        return None;
+    }
+    let id = format!("{}/{}", change.target.namespace, change.target.name);
+    Some(Finding {
+        source: id.clone(),
+        rule: Rule::ReflectionAuthor,
+        mode: Mode::Enforce,
+        headline: format!(
+            "reflection ConfigMap {id} not changed: {WRITTEN_BY} is stamped by slo-guard from the writer's identity ({user}), and this request carries {}",
+            stamped.map_or_else(|| "none".to_string(), |s| format!("{s:?}"))
+        ),
+        remedy: format!(
+            "Leave {WRITTEN_BY} alone; if this persists, the slo-guard mutating webhook is not running"
+        ),
+        brief: format!("{WRITTEN_BY} is stamped by slo-guard only"),
+    })
+}
+
 /// The checks of a policy or reflection ConfigMap that is in force after the change: its
 /// label's value, and its schema. A change that deletes, parks or unlabels one has nothing
 /// to check.
 pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
-    let TargetKind::ConfigMap(kind) = change.target.kind else {
-        return None;
-    };
+    let kind = change.config_after?;
     change.config_data.as_ref()?;
     let id = PolicyRef {
         namespace: change.target.namespace.clone(),
@@ -126,6 +193,7 @@ mod tests {
             "policy.yaml".to_string(),
             yaml.to_string(),
         )]));
+        change.config_after = Some(ConfigKind::Policy);
         change
     }
 
@@ -204,6 +272,7 @@ mod tests {
         // Deleted, parked or unlabelled: nothing is in force after the change.
         let mut removal = policy_configmap("");
         removal.config_data = None;
+        removal.config_after = None;
         removal
             .target
             .labels
@@ -214,16 +283,101 @@ mod tests {
         assert!(person.findings.is_empty(), "{:?}", person.findings);
     }
 
-    #[test]
-    fn agents_may_write_reflections() {
-        let mut change = by(policy_configmap(""), AGENT);
+    const REFLECTION: &str = "target: {kind: Deployment, name: checkout}\nthresholds: {scaling.maxReplicas: 12}\nreason: INC-1\nsource: agent\nexpires: 2099-01-01T00:00:00Z\n";
+
+    /// A reflection ConfigMap written by `username`, with slo-guard's stamp for them, over
+    /// a stored version written by `stored_author` (`None`: a create).
+    fn reflection_by(username: &str, stored_author: Option<&str>) -> Change {
+        let mut change = by(policy_configmap(""), username);
         change.target.kind = TargetKind::ConfigMap(ConfigKind::Reflection);
-        change.target.labels = BTreeMap::from([(REFLECTION_LABEL.to_string(), "true".to_string())]);
+        let labels = BTreeMap::from([(REFLECTION_LABEL.to_string(), "true".to_string())]);
+        change.target.labels = labels.clone();
         change.config_data = Some(BTreeMap::from([(
             "checkout.yaml".to_string(),
-            "target: {kind: Deployment, name: checkout}\nthresholds: {scaling.maxReplicas: 12}\nreason: INC-1\nsource: agent\nexpires: 2099-01-01T00:00:00Z\n".to_string(),
+            REFLECTION.to_string(),
         )]));
+        change.config_after = Some(ConfigKind::Reflection);
+        change.annotations = Some(BTreeMap::from([(
+            WRITTEN_BY.to_string(),
+            username.to_string(),
+        )]));
+        if let Some(author) = stored_author {
+            change.target.before = Some(crate::admission::LabelState {
+                labels,
+                pod_labels: BTreeMap::new(),
+            });
+            change.old_annotations =
+                BTreeMap::from([(WRITTEN_BY.to_string(), author.to_string())]);
+        }
+        change
+    }
+
+    #[test]
+    fn agents_may_write_and_rewrite_their_own_reflections() {
+        for stored in [None, Some(AGENT)] {
+            let decision = judge(AGENTS_POLICY, &reflection_by(AGENT, stored));
+            assert!(decision.findings.is_empty(), "{stored:?}: {:?}", decision.findings);
+        }
+    }
+
+    #[test]
+    fn a_reflection_keeps_its_author_against_agents() {
+        let decision = judge(AGENTS_POLICY, &reflection_by(AGENT, Some(PERSON)));
+        let finding = only_finding(&decision, Rule::ReflectionAuthor);
+        assert_eq!(
+            finding.message(),
+            format!(
+                "[payments/checkout:reflection-author] reflection ConfigMap payments/checkout not changed: it was written by {PERSON}, and agents may change or delete only reflections they wrote; {AGENT} is an agent under policy payments/checkout. Write your own reflection ConfigMap, or ask {PERSON} or a platform engineer to change this one."
+            )
+        );
+        // Deleting it: nothing is in force after the change, and the author still holds.
+        let mut delete = reflection_by(AGENT, Some(PERSON));
+        delete.config_after = None;
+        delete.config_data = None;
+        delete.annotations = None;
+        only_finding(&judge(AGENTS_POLICY, &delete), Rule::ReflectionAuthor);
+        // A reflection without a recorded author is not the agent's either.
+        let mut unstamped = reflection_by(AGENT, Some(PERSON));
+        unstamped.old_annotations.clear();
+        assert!(
+            only_finding(&judge(AGENTS_POLICY, &unstamped), Rule::ReflectionAuthor)
+                .headline
+                .contains("written by someone slo-guard did not record")
+        );
+        // A person may change anyone's reflection.
+        let person = judge(AGENTS_POLICY, &reflection_by(PERSON, Some(AGENT)));
+        assert!(person.findings.is_empty(), "{:?}", person.findings);
+    }
+
+    #[test]
+    fn the_author_stamp_cannot_be_written_for_someone_else() {
+        let mut forged = reflection_by(AGENT, None);
+        forged.annotations = Some(BTreeMap::from([(
+            WRITTEN_BY.to_string(),
+            PERSON.to_string(),
+        )]));
+        let decision = judge(AGENTS_POLICY, &forged);
+        assert!(
+            only_finding(&decision, Rule::ReflectionAuthor)
+                .headline
+                .contains("is stamped by slo-guard from the writer's identity")
+        );
+    }
+
+    #[test]
+    fn turning_a_policy_into_a_reflection_is_removing_a_policy() {
+        // What classify makes of it: a policy before, a reflection after.
+        let mut change = reflection_by(AGENT, None);
+        change.target.kind = TargetKind::ConfigMap(ConfigKind::Policy);
         let decision = judge(AGENTS_POLICY, &change);
-        assert!(decision.findings.is_empty(), "{:?}", decision.findings);
+        assert!(
+            decision
+                .findings
+                .iter()
+                .any(|f| f.rule == Rule::PolicyChange),
+            "{:?}",
+            decision.findings
+        );
+        assert!(!decision.allowed());
     }
 }

@@ -270,8 +270,9 @@ pub(super) fn check_tier(
         )),
         Tier::Approval => {
             let remedy = format!(
-                "Ask an SRE to approve: kubectl annotate {} {APPROVE}={id_text} --overwrite",
-                kubectl_resource(input)
+                "Ask an SRE to approve this change and no other: kubectl annotate {} {APPROVE}={id_text}@{} --overwrite",
+                kubectl_resource(input),
+                input.identity.digest()
             );
             let problem = approval_problem(input, now, decision_id.as_deref())?;
             Some(input.finding(
@@ -296,7 +297,14 @@ pub(super) fn approved(input: &RuleInput<'_>, now: DateTime<Utc>) -> bool {
     decision_id.is_some() && approval_problem(input, now, decision_id.map(String::as_str)).is_none()
 }
 
-/// Why the stored approval does not cover this change, or `None` when it does.
+/// The approval stored on the workload (`<decision-id>@<digest>`), if any.
+pub(super) fn stored_approval<'a>(input: &RuleInput<'a>) -> Option<&'a str> {
+    stored_annotations(input)?.get(APPROVE).map(String::as_str)
+}
+
+/// Why the stored approval does not cover this change, or `None` when it does. An
+/// approval names a decision and the digest of one change's content, and admits that
+/// change once: the change ledger remembers the approvals that admitted a change.
 fn approval_problem(
     input: &RuleInput<'_>,
     now: DateTime<Utc>,
@@ -309,13 +317,31 @@ fn approval_problem(
         ));
     };
     let stored = stored_annotations(input);
-    let Some(approved) = stored.and_then(|a| a.get(APPROVE)) else {
+    let Some(approval) = stored.and_then(|a| a.get(APPROVE)) else {
         return Some(format!("decision {decision_id} has no approval"));
+    };
+    let (approved, approved_digest) = match approval.rsplit_once('@') {
+        Some((decision, digest)) => (decision, Some(digest)),
+        None => (approval.as_str(), None),
     };
     if approved != decision_id {
         return Some(format!(
             "the approval is for decision {approved}, not {decision_id}"
         ));
+    }
+    let digest = input.identity.digest();
+    match approved_digest {
+        None => {
+            return Some(format!(
+                "the approval of {decision_id} names no change; an approval names the change it approves ({decision_id}@{digest})"
+            ));
+        }
+        Some(approved_digest) if approved_digest != digest => {
+            return Some(format!(
+                "the approval of {decision_id} is for change {approved_digest}, not this change ({digest})"
+            ));
+        }
+        Some(_) => {}
     }
     let stored = stored?;
     let Some(by) = stored.get(APPROVED_BY) else {
@@ -359,26 +385,64 @@ fn approval_problem(
             human(max_age)
         ));
     }
+    // Spent by another change; the change that spent it, retried, still passes.
+    if let Some(spent) = input.ledger.and_then(|ledger| ledger.spent(approval))
+        && spent.fingerprint != input.identity.fingerprint()
+    {
+        return Some(format!(
+            "the approval {approval} was spent by the change admitted at {}; an approval admits one change",
+            spent.at.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
     None
 }
 
-/// A minimum time between agent changes of one workload. The time of the last one lives
-/// on the workload itself (`slo-guard.io/last-agent-change`), so the cooldown holds
-/// across slo-guard replicas and restarts.
-pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
-    let cooldown: &PromDuration = input.policy.spec.scaling.as_ref()?.cooldown.as_ref()?;
-    if input.actor != ActorKind::Agent
-        || !matches!(
+/// Whether a cooldown holds this agent change: the classes it covers, under a policy
+/// that sets one.
+pub(super) fn cooldown_applies(input: &RuleInput<'_>) -> bool {
+    input.actor == ActorKind::Agent
+        && matches!(
             input.change.class,
             ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Autoscaling
         )
-    {
+        && input
+            .policy
+            .spec
+            .scaling
+            .as_ref()
+            .is_some_and(|scaling| scaling.cooldown.is_some())
+}
+
+/// A minimum time between agent changes of one workload. The last one is read from the
+/// change ledger, which every replica shares and writes with optimistic concurrency, so
+/// that of two racing changes only one is admitted; where there is no ledger (offline),
+/// from the `slo-guard.io/last-agent-change` stamp on the workload. The change the ledger
+/// holds is never held up by its own record: a retry of it passes.
+pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+    if !cooldown_applies(input) {
         return None;
     }
-    let stored = stored_annotations(input)?;
-    let last = DateTime::parse_from_rfc3339(stored.get(LAST_AGENT_CHANGE)?)
-        .ok()?
-        .with_timezone(&Utc);
+    let cooldown: &PromDuration = input.policy.spec.scaling.as_ref()?.cooldown.as_ref()?;
+    let stamped = stored_annotations(input)
+        .and_then(|stored| stored.get(LAST_AGENT_CHANGE))
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&Utc));
+    let recorded = input.ledger.and_then(|l| l.last_agent_change.as_ref());
+    // The ledger is written after the stamp's request is judged, so it is the newer
+    // of the two unless the stamp comes from a change the ledger never saw.
+    let last = match (recorded, stamped) {
+        (Some(recorded), Some(stamped)) if stamped > recorded.at + chrono::Duration::seconds(1) => {
+            stamped
+        }
+        (Some(recorded), _) => {
+            if recorded.fingerprint == input.identity.fingerprint() {
+                return None;
+            }
+            recorded.at
+        }
+        (None, Some(stamped)) => stamped,
+        (None, None) => return None,
+    };
     let elapsed = since(now, last);
     if elapsed >= cooldown.duration() {
         return None;
@@ -529,8 +593,15 @@ mod tests {
         ])
     }
 
-    fn agent_rollout_with_stored(stored: BTreeMap<String, String>) -> crate::admission::Change {
+    /// An agent rollout over a stored approval; an approval without a digest is given
+    /// the digest of this rollout.
+    fn agent_rollout_with_stored(mut stored: BTreeMap<String, String>) -> crate::admission::Change {
         let mut change = rollout_by(AGENT).with_annotations(&full_context());
+        if let Some(approval) = stored.get_mut(APPROVE)
+            && !approval.contains('@')
+        {
+            *approval = format!("{approval}@{}", change.content_digest());
+        }
         change.old_annotations = stored.clone();
         let mut annotations = full_context();
         annotations.extend(stored);
@@ -548,8 +619,100 @@ mod tests {
         assert_eq!(
             finding.message(),
             format!(
-                "[payments/checkout:approval] rollout of Deployment payments/checkout blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision {DECISION} has no approval. Ask an SRE to approve: kubectl annotate deployment/checkout -n payments slo-guard.io/approve={DECISION} --overwrite."
+                "[payments/checkout:approval] rollout of Deployment payments/checkout blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision {DECISION} has no approval. Ask an SRE to approve this change and no other: kubectl annotate deployment/checkout -n payments slo-guard.io/approve={DECISION}@{} --overwrite.",
+                rollout_by(AGENT).content_digest()
             )
+        );
+    }
+
+    fn with_image(mut change: crate::admission::Change, image: &str) -> crate::admission::Change {
+        change.object = Some(serde_json::json!({
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}
+        }));
+        change
+    }
+
+    #[test]
+    fn an_approval_approves_one_content_and_names_it() {
+        let approved_change = with_image(rollout_by(AGENT), "checkout:1.4.1");
+        let digest = approved_change.content_digest();
+        let stored = approved(
+            "alice@example.com",
+            "2026-11-18T09:30:00Z",
+            &format!("{DECISION}@{digest}"),
+        );
+        let mut other = with_image(agent_rollout_with_stored(stored.clone()), "checkout:6.6.6");
+        other.old_annotations = stored.clone();
+        let finding = only_finding(&judge(APPROVAL_POLICY, &other), Rule::Approval).clone();
+        assert!(
+            finding.headline.contains(&format!(
+                "the approval of {DECISION} is for change {digest}, not this change ({})",
+                other.content_digest()
+            )),
+            "{}",
+            finding.headline
+        );
+        let mut same = with_image(agent_rollout_with_stored(stored.clone()), "checkout:1.4.1");
+        same.old_annotations = stored;
+        assert!(judge(APPROVAL_POLICY, &same).findings.is_empty());
+        // An approval that names no change approves none.
+        let mut bare = same.clone();
+        for annotations in [&mut bare.old_annotations, bare.annotations.as_mut().expect("set")] {
+            annotations.insert(APPROVE.to_string(), DECISION.to_string());
+        }
+        assert!(
+            only_finding(&judge(APPROVAL_POLICY, &bare), Rule::Approval)
+                .headline
+                .contains("names no change")
+        );
+    }
+
+    fn judge_with_ledger(
+        policy: &str,
+        change: &crate::admission::Change,
+        ledger: &crate::ledger::LedgerRecord,
+    ) -> crate::rules::Decision {
+        let policies = crate::policy::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let observations = crate::slo::Observations::new();
+        crate::rules::decide(
+            change,
+            &crate::rules::DecisionContext {
+                policies: &policies,
+                now: test_now(),
+                observations: &observations,
+                ledger: Some(ledger),
+            },
+        )
+    }
+
+    #[test]
+    fn an_approval_admits_one_change_once_and_its_retry() {
+        let change = agent_rollout_with_stored(approved(
+            "alice@example.com",
+            "2026-11-18T09:30:00Z",
+            DECISION,
+        ));
+        let empty = crate::ledger::LedgerRecord::default();
+        let first = judge_with_ledger(APPROVAL_POLICY, &change, &empty);
+        assert!(first.allowed(), "{:?}", first.findings);
+        let record = first.record.expect("the spent approval is recorded");
+        let approval = change.old_annotations[APPROVE].clone();
+        assert!(record.spent(&approval).is_some());
+        // The same change again (a retry, or the apiserver after a conflict) passes and
+        // needs no new record.
+        let retry = judge_with_ledger(APPROVAL_POLICY, &change, &record);
+        assert!(retry.allowed(), "{:?}", retry.findings);
+        assert_eq!(retry.record, None);
+        // The same content by another decision or another agent is another change.
+        let mut other_agent = change.clone();
+        other_agent.requester.username = "system:serviceaccount:ai-agents:other".into();
+        let decision = judge_with_ledger(APPROVAL_POLICY, &other_agent, &record);
+        assert!(
+            only_finding(&decision, Rule::Approval)
+                .headline
+                .contains("was spent by the change admitted at 2026-11-18T10:00:00Z"),
+            "{:?}",
+            decision.findings
         );
     }
 
@@ -696,6 +859,37 @@ mod tests {
     }
 
     #[test]
+    fn the_ledger_holds_the_cooldown_for_other_changes_but_not_for_a_retry() {
+        let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\nscaling: {cooldown: 5m}";
+        let first = scale_by(AGENT, Some(3), 4);
+        let empty = crate::ledger::LedgerRecord::default();
+        let admitted = judge_with_ledger(policy, &first, &empty);
+        assert!(admitted.allowed());
+        let record = admitted.record.expect("a cooldown needs the change recorded");
+        assert_eq!(
+            record.last_agent_change.as_ref().map(|c| c.at),
+            Some(test_now())
+        );
+        // Racing with it: another change, judged on the record that won, is held.
+        let racing = scale_by(AGENT, Some(3), 5);
+        let decision = judge_with_ledger(policy, &racing, &record);
+        assert_eq!(
+            only_finding(&decision, Rule::Cooldown).headline,
+            "scale of Deployment payments/checkout blocked: the last agent change was 0s ago (at 10:00:00Z), inside the 5m cooldown"
+        );
+        // The admitted change retried after a write conflict (the old state moved on) is
+        // recognized and passes, without a new record.
+        let retried = scale_by(AGENT, Some(5), 4);
+        let decision = judge_with_ledger(policy, &retried, &record);
+        assert!(decision.allowed(), "{:?}", decision.findings);
+        assert_eq!(decision.record, None);
+        // People are not agents: nothing to record.
+        let person = judge_with_ledger(policy, &scale_by(PERSON, Some(3), 5), &record);
+        assert!(person.allowed());
+        assert_eq!(person.record, None);
+    }
+
+    #[test]
     fn cooldown_holds_until_it_has_passed() {
         let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\nscaling: {cooldown: 5m}";
         let mut change = scale_by(AGENT, Some(3), 4);
@@ -740,6 +934,7 @@ mod tests {
                 policies: &policies,
                 now,
                 observations: &observations,
+                ledger: None,
             },
         );
         decision

@@ -5,17 +5,20 @@ mod actor;
 mod agent;
 mod config;
 mod governance;
+mod pods;
 mod scaling;
 mod scope;
 mod slo;
 
 pub use actor::classify_actor;
 
+use std::cell::OnceCell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::admission::{ActorKind, Change, ChangeClass};
+use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
+use crate::ledger::{LedgerRecord, fingerprint};
 use crate::policy::PolicySpec;
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
 use crate::reflection::{Provenance, Threshold, ThresholdPath, effective_policy};
@@ -53,6 +56,10 @@ pub enum Rule {
     DiffScope,
     GitOps,
     PolicyChange,
+    PolicyScope,
+    PodRoute,
+    ReflectionAuthor,
+    ChangeRecord,
 }
 
 impl Rule {
@@ -78,6 +85,10 @@ impl Rule {
             Rule::DiffScope => "diff-scope",
             Rule::GitOps => "gitops",
             Rule::PolicyChange => "policy-change",
+            Rule::PolicyScope => "policy-scope",
+            Rule::PodRoute => "pod-route",
+            Rule::ReflectionAuthor => "reflection-author",
+            Rule::ChangeRecord => "change-record",
         }
     }
 }
@@ -139,6 +150,10 @@ pub struct Decision {
     /// The effective thresholds by policy, each with where it came from. Kept typed: only
     /// the mutating patch renders them, so the validating path pays no JSON for them.
     pub thresholds: Vec<PolicyThresholds>,
+    /// The change ledger's record once this change is admitted, when a cooldown or a
+    /// spent approval needs it written: the guard writes it, on the version it read,
+    /// before it answers. `None` when nothing needs recording.
+    pub record: Option<LedgerRecord>,
 }
 
 impl Decision {
@@ -165,6 +180,37 @@ pub struct DecisionContext<'a> {
     pub now: DateTime<Utc>,
     /// The SLO figures gathered for this change, by policy (empty when none is gated).
     pub observations: &'a Observations,
+    /// What slo-guard admitted before for the workload, from the change ledger; `None`
+    /// where there is no ledger (offline) or no record yet.
+    pub ledger: Option<&'a LedgerRecord>,
+}
+
+/// What identifies a change, computed once and only for the changes that need it.
+pub(crate) struct ChangeIdentity<'a> {
+    change: &'a Change,
+    digest: OnceCell<String>,
+    fingerprint: OnceCell<String>,
+}
+
+impl<'a> ChangeIdentity<'a> {
+    fn new(change: &'a Change) -> Self {
+        Self {
+            change,
+            digest: OnceCell::new(),
+            fingerprint: OnceCell::new(),
+        }
+    }
+
+    /// [`Change::content_digest`].
+    pub fn digest(&self) -> &str {
+        self.digest.get_or_init(|| self.change.content_digest())
+    }
+
+    /// [`crate::ledger::fingerprint`].
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint
+            .get_or_init(|| fingerprint(self.change, self.digest()))
+    }
 }
 
 /// The facts a rule needs about the policy it is checking on behalf of.
@@ -175,6 +221,8 @@ pub(crate) struct RuleInput<'a> {
     pub actor: ActorKind,
     /// Which thresholds reflections set, and why.
     pub provenance: &'a [Provenance],
+    pub identity: &'a ChangeIdentity<'a>,
+    pub ledger: Option<&'a LedgerRecord>,
 }
 
 impl RuleInput<'_> {
@@ -291,6 +339,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         figures: Vec::new(),
         clamp: None,
         thresholds: Vec::new(),
+        record: None,
     };
     if change.class == ChangeClass::Config {
         if let Some(agent) = config::agent_under(&change.requester, context.policies) {
@@ -298,13 +347,64 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             decision
                 .findings
                 .extend(config::agent_policy_change(change, agent));
+            decision
+                .findings
+                .extend(config::agent_reflection_change(change, agent));
         }
+        decision
+            .findings
+            .extend(config::check_written_by(change));
         decision
             .findings
             .extend(config::check(change, context.policies));
         return decision;
     }
-    let mut first_policy = true;
+    if let TargetKind::PodMaker(_) = change.target.kind {
+        let (actor, findings) = pods::check(change, context.policies);
+        decision.actor = actor;
+        decision.findings = findings;
+        return decision;
+    }
+    let identity = ChangeIdentity::new(change);
+    let mut judged = Judged::default();
+    judge_target(change, &identity, context, &mut decision, &mut judged);
+    // An HPA pointed elsewhere stops autoscaling the workload it scaled: for that
+    // workload's policies, the change is a delete of its HPA.
+    if let Some(previous) = &change.retargeted_from {
+        let mut away = change.clone();
+        away.class = ChangeClass::Delete;
+        away.target = previous.clone();
+        away.retargeted_from = None;
+        let away_identity = ChangeIdentity::new(&away);
+        let mut ignored = Judged::default();
+        judge_target(&away, &away_identity, context, &mut decision, &mut ignored);
+        decision.notes.push(format!(
+            "the HPA's scaleTargetRef moved from {} to {}: judged as a delete for the former",
+            previous.describe(),
+            change.target.describe()
+        ));
+    }
+    decision.record = record_after(change, &identity, context, &decision, &judged);
+    decision
+}
+
+/// What judging a change under its policies found that the ledger needs.
+#[derive(Default)]
+struct Judged {
+    /// A policy holds agents to a cooldown for this class of change.
+    cooldown: bool,
+    /// The approval (`<decision-id>@<digest>`) that covers this exact change.
+    approval: Option<String>,
+}
+
+fn judge_target(
+    change: &Change,
+    identity: &ChangeIdentity<'_>,
+    context: &DecisionContext<'_>,
+    decision: &mut Decision,
+    judged: &mut Judged,
+) {
+    let mut first_policy = decision.policies.is_empty();
     for (policy, basis) in context.policies.matching(&change.target) {
         let effective = effective_policy(
             policy,
@@ -330,7 +430,9 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             decision.actor = actor;
         }
         first_policy = false;
-        decision.policies.push(policy.id.to_string());
+        if !decision.policies.contains(&policy.id.to_string()) {
+            decision.policies.push(policy.id.to_string());
+        }
         if basis == MatchBasis::Assumed {
             decision.notes.push(format!(
                 "labels of {} unknown; {} applied without its selector",
@@ -343,8 +445,13 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             policy,
             actor,
             provenance,
+            identity,
+            ledger: context.ledger,
         };
         // Most decisive first: kubectl users read the first line.
+        if basis == MatchBasis::Before {
+            decision.findings.extend(scope::check_policy_scope(&input));
+        }
         decision.findings.extend(agent::check_forbidden(&input));
         decision.findings.extend(scaling::check(&input));
         if let Some(clamp) = scaling::clamp(&input) {
@@ -363,10 +470,14 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         decision
             .findings
             .extend(governance::check_cooldown(&input, context.now));
+        judged.cooldown |= governance::cooldown_applies(&input);
         let budget_left = budget_left_for(policy, context.observations, context.now);
         decision
             .findings
             .extend(governance::check_tier(&input, context.now, budget_left));
+        if actor == ActorKind::Agent && governance::approved(&input, context.now) {
+            judged.approval = governance::stored_approval(&input).map(str::to_string);
+        }
         decision.findings.extend(scope::check(&input));
         decision.findings.extend(governance::check_gitops(&input));
         let slo = slo::check(&input, context.observations.get(&policy.id), context.now);
@@ -377,7 +488,37 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         }
         decision.findings.extend(agent::check_annotations(&input));
     }
-    decision
+}
+
+/// The ledger record to write when an agent's change is admitted and a cooldown or an
+/// approval turns on it. A change the ledger already holds (a retry) needs no write.
+fn record_after(
+    change: &Change,
+    identity: &ChangeIdentity<'_>,
+    context: &DecisionContext<'_>,
+    decision: &Decision,
+    judged: &Judged,
+) -> Option<LedgerRecord> {
+    if decision.actor != ActorKind::Agent
+        || !decision.allowed()
+        || (!judged.cooldown && judged.approval.is_none())
+    {
+        return None;
+    }
+    let previous = context.ledger.cloned().unwrap_or_default();
+    let fingerprint = identity.fingerprint();
+    let already_recorded = previous
+        .last_agent_change
+        .as_ref()
+        .is_some_and(|last| last.fingerprint == fingerprint)
+        && judged
+            .approval
+            .as_deref()
+            .is_none_or(|approval| previous.spent(approval).is_some());
+    if already_recorded {
+        return None;
+    }
+    Some(previous.after(change, fingerprint, judged.approval.as_deref(), context.now))
 }
 
 #[cfg(test)]

@@ -216,6 +216,44 @@ fn secret_like_literals(input: &RuleInput<'_>, old: &Value, new: &Value) -> Vec<
     found
 }
 
+/// A workload stays under the policies that governed it: an agent's change after which
+/// a policy's selector no longer matches the workload's labels or its pods' labels would
+/// take it (and every later change to it) out of that policy's reach. People may relabel.
+pub(super) fn check_policy_scope(input: &RuleInput<'_>) -> Option<Finding> {
+    if input.actor != ActorKind::Agent {
+        return None;
+    }
+    let target = &input.change.target;
+    let show = |labels: &std::collections::BTreeMap<String, String>| {
+        if labels.is_empty() {
+            "none".to_string()
+        } else {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    let before = target.before.as_ref()?;
+    Some(input.finding(
+        Rule::PolicyScope,
+        format!(
+            "the change takes it out of policy {}: its labels go from {} to {} and its pods' labels from {} to {}, which the policy's selector no longer matches",
+            input.policy.id,
+            show(&before.labels),
+            show(&target.labels),
+            show(&before.pod_labels),
+            show(&target.pod_labels)
+        ),
+        format!(
+            "Keep the labels policy {} selects; a person may relabel the workload",
+            input.policy.id
+        ),
+        format!("agents may not move a workload out of policy {}", input.policy.id),
+    ))
+}
+
 pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
     let change = input.change;
     if input.actor != ActorKind::Agent

@@ -551,7 +551,11 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         approved.old_annotations = [
             (
                 "slo-guard.io/approve",
-                "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f",
+                format!(
+                    "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f@{}",
+                    approved.content_digest()
+                )
+                .as_str(),
             ),
             ("slo-guard.io/approved-by", "alice@example.com"),
             ("slo-guard.io/approved-at", "2026-11-18T09:50:00Z"),

@@ -39,6 +39,7 @@ pub fn judge_with(policy: &str, change: &Change, observations: &Observations) ->
             policies: &policies,
             now: test_now(),
             observations,
+            ledger: None,
         },
     )
 }
@@ -82,6 +83,7 @@ pub fn judge_with_reflections(
             policies: &policies,
             now: Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap(),
             observations: &observations,
+            ledger: None,
         },
     )
 }
@@ -120,14 +122,13 @@ fn change(username: &str, class: ChangeClass) -> Change {
     Change {
         uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
         class,
-        target: Target {
-            kind: TargetKind::Workload(WorkloadKind::Deployment),
-            workload_kind: Some(WorkloadKind::Deployment),
-            namespace: "payments".into(),
-            name: "checkout".into(),
-            labels: BTreeMap::from([("app".to_string(), "checkout".to_string())]),
-            labels_known: true,
-        },
+        target: Target::new(
+            TargetKind::Workload(WorkloadKind::Deployment),
+            Some(WorkloadKind::Deployment),
+            "payments",
+            "checkout",
+            BTreeMap::from([("app".to_string(), "checkout".to_string())]),
+        ),
         requester: Requester {
             username: username.into(),
             groups: vec!["system:authenticated".into()],
@@ -139,6 +140,8 @@ fn change(username: &str, class: ChangeClass) -> Change {
         annotations: Some(BTreeMap::new()),
         old_annotations: BTreeMap::new(),
         config_data: None,
+        config_after: None,
+        retargeted_from: None,
         scale_subresource: false,
         object_name: "checkout".into(),
         object_uid: None,

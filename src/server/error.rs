@@ -30,6 +30,7 @@ impl HttpError {
                 | AdmissionError::MissingUid
                 | AdmissionError::Malformed(_),
             ) => StatusCode::BAD_REQUEST,
+            HttpError::Admission(AdmissionError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -46,6 +47,7 @@ impl HttpError {
             HttpError::Admission(AdmissionError::MissingRequest) => "missing_request",
             HttpError::Admission(AdmissionError::MissingUid) => "missing_uid",
             HttpError::Admission(AdmissionError::Malformed(_)) => "malformed",
+            HttpError::Admission(AdmissionError::Internal(_)) => "internal",
         }
     }
 }

@@ -373,6 +373,9 @@ traffic:
             name: "checkout".into(),
             labels: Default::default(),
             labels_known: true,
+            pod_labels: Default::default(),
+            before: None,
+            owners: Vec::new(),
         }
     }
 

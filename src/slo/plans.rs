@@ -114,6 +114,9 @@ mod tests {
             name: name.into(),
             labels: Default::default(),
             labels_known: true,
+            pod_labels: Default::default(),
+            before: None,
+            owners: Vec::new(),
         }
     }
 

@@ -69,6 +69,7 @@ pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadS
         ),
         WorkloadSnapshot {
             labels: map(&metadata["labels"]),
+            pod_labels: map(&create["request"]["object"]["spec"]["template"]["metadata"]["labels"]),
             annotations: map(&metadata["annotations"]),
             replicas: Some(3),
         },

@@ -1,0 +1,233 @@
+//! Pods and ReplicaSets are their controllers' to make. An agent that makes them itself,
+//! with a governed workload's pod labels or under its name, gets pods that serve the
+//! workload's Service outside every rule its policy sets; so in a namespace a policy
+//! governs, agents may not create or change such Pods and ReplicaSets, nor scale any
+//! ReplicaSet. The Deployment and ReplicaSet controllers are never agents, and the
+//! webhook's match conditions keep their requests from reaching slo-guard at all.
+
+use std::collections::BTreeMap;
+
+use crate::admission::{ActorKind, Change, ChangeClass, PodMakerKind, TargetKind, WorkloadKind};
+use crate::policy::{MatchBasis, Policy, PolicySet};
+
+use super::{Finding, Rule, classify_actor};
+
+pub(super) fn check(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Finding>) {
+    let mut actor = classify_actor(&change.requester, None);
+    let mut findings = Vec::new();
+    let TargetKind::PodMaker(kind) = change.target.kind else {
+        return (actor, findings);
+    };
+    for policy in &policies.policies {
+        if !policies.governs_namespace(policy, &change.target.namespace) {
+            continue;
+        }
+        let policy_actor = classify_actor(&change.requester, Some(&policy.spec));
+        if policy_actor != ActorKind::Agent {
+            continue;
+        }
+        actor = ActorKind::Agent;
+        if change.class == ChangeClass::Delete {
+            // Deleting a pod restarts it; its controller makes another.
+            continue;
+        }
+        let Some(reason) = reason(change, kind, policy, policies) else {
+            continue;
+        };
+        let what = format!("{} {}", kind.as_str(), change.target.describe_name());
+        findings.push(Finding {
+            source: policy.id.to_string(),
+            rule: Rule::PodRoute,
+            mode: policy.spec.action,
+            headline: format!("{} of {what} blocked: {reason}", change.class),
+            remedy: format!(
+                "Change the workload policy {} governs instead (kubectl scale, set image, or apply its Deployment or StatefulSet); its controller makes the pods",
+                policy.id
+            ),
+            brief: format!(
+                "agents may not make pods outside policy {}: {reason}",
+                policy.id
+            ),
+        });
+    }
+    (actor, findings)
+}
+
+fn reason(
+    change: &Change,
+    kind: PodMakerKind,
+    policy: &Policy,
+    policies: &PolicySet,
+) -> Option<String> {
+    let target = &change.target;
+    if change.scale_subresource {
+        return Some(format!(
+            "agents may not scale ReplicaSets in namespace {}, which policy {} governs",
+            target.namespace, policy.id
+        ));
+    }
+    let matched = match policies.governs_by_labels_only(policy, target) {
+        Some(MatchBasis::Before) => Some(format!(
+            "it carried the pod labels of workloads policy {} governs ({}) before the change",
+            policy.id,
+            selector_labels(target.before.as_ref().map(|b| &b.pod_labels))
+        )),
+        Some(_) if policy.spec.matcher.selector.is_none() => Some(format!(
+            "policy {} governs every workload in namespace {}, so the {} would serve them outside it",
+            policy.id,
+            target.namespace,
+            kind.as_str()
+        )),
+        Some(_) => Some(format!(
+            "it carries the pod labels of workloads policy {} governs ({})",
+            policy.id,
+            selector_labels(Some(&target.pod_labels))
+        )),
+        None => None,
+    };
+    matched.or_else(|| {
+        let owner = target
+            .owners
+            .iter()
+            .find(|owner| owned_workload(policy, &owner.kind, &owner.name))?;
+        Some(format!(
+            "it names {} {} as its owner, a workload policy {} governs",
+            owner.kind, owner.name, policy.id
+        ))
+    })
+}
+
+fn selector_labels(labels: Option<&BTreeMap<String, String>>) -> String {
+    labels
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an owner reference names a workload `policy` governs by name: the workload
+/// itself, or a ReplicaSet the Deployment controller made for it (`<deployment>-<hash>`).
+fn owned_workload(policy: &Policy, kind: &str, name: &str) -> bool {
+    let matcher = &policy.spec.matcher;
+    let named = |workload: &str| matcher.names.is_empty() || matcher.names.iter().any(|n| n == workload);
+    match kind {
+        "Deployment" => matcher.kinds.contains(&WorkloadKind::Deployment) && named(name),
+        "StatefulSet" => matcher.kinds.contains(&WorkloadKind::StatefulSet) && named(name),
+        "ReplicaSet" => {
+            matcher.kinds.contains(&WorkloadKind::Deployment)
+                && name
+                    .rsplit_once('-')
+                    .is_some_and(|(deployment, _)| named(deployment))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::admission::{LabelState, OwnerReference, Target};
+    use crate::rules::testing::*;
+
+    const POLICY: &str = "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
+
+    fn pod_by(username: &str, labels: &[(&str, &str)]) -> Change {
+        let mut change = create_by(username, 1);
+        change.replicas = None;
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        change.target = Target::new(
+            TargetKind::PodMaker(PodMakerKind::Pod),
+            None,
+            "payments",
+            "intruder",
+            labels.clone(),
+        );
+        change.target.pod_labels = labels;
+        change
+    }
+
+    #[test]
+    fn an_agent_pod_with_a_governed_workloads_labels_is_denied() {
+        let decision = judge(POLICY, &pod_by(AGENT, &[("app", "checkout")]));
+        let finding = only_finding(&decision, Rule::PodRoute);
+        assert_eq!(
+            finding.message(),
+            "[payments/checkout:pod-route] create of Pod payments/intruder blocked: it carries the pod labels of workloads policy payments/checkout governs (app=checkout). Change the workload policy payments/checkout governs instead (kubectl scale, set image, or apply its Deployment or StatefulSet); its controller makes the pods."
+        );
+        assert!(!decision.allowed());
+    }
+
+    #[test]
+    fn people_controllers_and_unrelated_pods_pass() {
+        assert!(judge(POLICY, &pod_by(PERSON, &[("app", "checkout")])).allowed());
+        let controller = "system:serviceaccount:kube-system:replicaset-controller";
+        assert!(judge(POLICY, &pod_by(controller, &[("app", "checkout")])).allowed());
+        assert!(judge(POLICY, &pod_by(AGENT, &[("app", "debug")])).allowed());
+    }
+
+    #[test]
+    fn relabelling_a_pod_into_or_out_of_a_workload_is_denied() {
+        let mut into = pod_by(AGENT, &[("app", "checkout")]);
+        into.class = ChangeClass::Metadata;
+        into.target.before = Some(LabelState {
+            labels: BTreeMap::from([("app".into(), "debug".into())]),
+            pod_labels: BTreeMap::from([("app".into(), "debug".into())]),
+        });
+        assert_eq!(only_finding(&judge(POLICY, &into), Rule::PodRoute).rule, Rule::PodRoute);
+        let mut out_of = pod_by(AGENT, &[("app", "debug")]);
+        out_of.class = ChangeClass::Metadata;
+        out_of.target.before = Some(LabelState {
+            labels: BTreeMap::from([("app".into(), "checkout".into())]),
+            pod_labels: BTreeMap::from([("app".into(), "checkout".into())]),
+        });
+        let decision = judge(POLICY, &out_of);
+        assert!(
+            only_finding(&decision, Rule::PodRoute)
+                .headline
+                .contains("before the change"),
+            "{:?}",
+            decision.findings
+        );
+    }
+
+    #[test]
+    fn a_claimed_owner_under_a_named_policy_and_any_replicaset_scale_are_denied() {
+        let named = "match: {kinds: [Deployment], names: [checkout]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
+        let mut owned = pod_by(AGENT, &[("pod-template-hash", "5d8f")]);
+        owned.target.owners = vec![OwnerReference {
+            kind: "ReplicaSet".into(),
+            name: "checkout-5d8f".into(),
+        }];
+        assert!(
+            only_finding(&judge(named, &owned), Rule::PodRoute)
+                .headline
+                .contains("it names ReplicaSet checkout-5d8f as its owner")
+        );
+        owned.target.owners[0].name = "search-5d8f".into();
+        assert!(judge(named, &owned).allowed());
+
+        let mut scale = scale_by(AGENT, Some(3), 30);
+        scale.target = Target::new(
+            TargetKind::PodMaker(PodMakerKind::ReplicaSet),
+            None,
+            "payments",
+            "anything-7c9",
+            BTreeMap::new(),
+        );
+        scale.target.labels_known = false;
+        assert!(
+            only_finding(&judge(POLICY, &scale), Rule::PodRoute)
+                .headline
+                .starts_with("scale of ReplicaSet payments/anything-7c9 blocked: agents may not scale ReplicaSets")
+        );
+    }
+}
