@@ -234,6 +234,13 @@ matchConditions:
   - name: not-skipped-users
     expression: {{ printf "!(request.userInfo.username in %s)" ($root.Values.webhooks.skipUsernames | toJson) | include "slo-guard.yamlSingleQuote" }}
   {{- end }}
+  {{- if .skipControllers }}
+  # The ReplicaSet and Deployment controllers (and kubelets' mirror pods) make
+  # pods all day; slo-guard never judges them as agents, so their requests need
+  # not leave the API server.
+  - name: not-controllers
+    expression: '!(request.userInfo.username == "system:kube-controller-manager" || request.userInfo.username.startsWith("system:serviceaccount:kube-system:") || request.userInfo.username.startsWith("system:node:"))'
+  {{- end }}
 {{- end }}
 {{- end }}
 
