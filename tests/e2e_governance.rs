@@ -184,10 +184,11 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "--as",
         AGENT,
     ];
-    assert_denied(
+    let denial = assert_denied(
         &cluster.kubectl(&rollout),
-        "[payments/inventory:approval] rollout of Deployment payments/inventory blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision d1-inventory-rollout has no approval. Ask an SRE to approve: kubectl annotate deployment/inventory -n payments slo-guard.io/approve=d1-inventory-rollout --overwrite.",
+        "[payments/inventory:approval] rollout of Deployment payments/inventory blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision d1-inventory-rollout has no approval. Ask an SRE to approve this change and no other: kubectl annotate deployment/inventory -n payments slo-guard.io/approve=d1-inventory-rollout@",
     );
+    let approval_d1 = format!("slo-guard.io/approve={}", approval_in(&denial));
 
     // The agent approves in a separate request; so does another agent identity.
     let approve_d1 = [
@@ -195,7 +196,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "deploy/inventory",
         "-n",
         "payments",
-        "slo-guard.io/approve=d1-inventory-rollout",
+        approval_d1.as_str(),
         "--overwrite",
     ];
     let output = cluster.kubectl(&[&approve_d1[..], &["--as", AGENT]].concat());
@@ -276,6 +277,19 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
 
     // --- A stale approval (maxAge 2s) no longer counts.
     cluster.apply(&deployment("billing", &[]));
+    let stale = agent_patch("d2-billing", "fix-image", image("billing", "1.0.1"));
+    let stale_patch = [
+        "patch",
+        "deploy/billing",
+        "-n",
+        "payments",
+        "-p",
+        stale.as_str(),
+        "--as",
+        AGENT,
+    ];
+    let denial = assert_denied(&cluster.kubectl(&stale_patch), "has no approval");
+    let approval_d2 = format!("slo-guard.io/approve={}", approval_in(&denial));
     assert_allowed(
         &cluster.kubectl(
             &[
@@ -284,7 +298,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
                     "deploy/billing",
                     "-n",
                     "payments",
-                    "slo-guard.io/approve=d2-billing",
+                    approval_d2.as_str(),
                     "--overwrite",
                 ][..],
                 &ALICE[..],
@@ -293,18 +307,8 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         ),
     );
     std::thread::sleep(Duration::from_secs(3));
-    let stale = agent_patch("d2-billing", "fix-image", image("billing", "1.0.1"));
     assert_denied(
-        &cluster.kubectl(&[
-            "patch",
-            "deploy/billing",
-            "-n",
-            "payments",
-            "-p",
-            &stale,
-            "--as",
-            AGENT,
-        ]),
+        &cluster.kubectl(&stale_patch),
         "old, older than the 2s limit",
     );
 
@@ -457,15 +461,24 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
             }
         },
     );
-    // slo-guard records the scale on the Deployment itself (a Scale carries no annotations).
-    retry_until("cooldown stamp on search", Duration::from_secs(15), || {
-        let stamp = annotation(cluster, "search", "slo-guard.io/last-agent-change");
-        if stamp.is_empty() {
-            Err("no stamp yet".into())
-        } else {
-            Ok(())
-        }
-    });
+    // slo-guard records the scale in its change ledger, a Lease in its own namespace that
+    // every replica reads (a Scale carries no annotations).
+    let leases = cluster.kubectl(&[
+        "get",
+        "leases",
+        "-n",
+        "slo-guard",
+        "-l",
+        "slo-guard.io/ledger=true",
+        "-o",
+        "jsonpath={.items[*].metadata.annotations.slo-guard\\.io/workload}",
+    ]);
+    assert!(
+        text(&leases.stdout).contains("Deployment payments/search"),
+        "{}{}",
+        text(&leases.stdout),
+        text(&leases.stderr)
+    );
     let second_scale = [
         "scale",
         "deploy/search",
@@ -581,4 +594,18 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
             }
         },
     );
+}
+
+/// The approval value (`<decision-id>@<digest>`) in a denial's remedy, which names the
+/// exact command that approves the denied change.
+fn approval_in(denial: &str) -> String {
+    let start = denial
+        .find("slo-guard.io/approve=")
+        .map(|at| at + "slo-guard.io/approve=".len())
+        .unwrap_or_else(|| panic!("no approve command in: {denial}"));
+    denial[start..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -106,7 +106,8 @@ async fn a_low_budget_stops_agents_but_not_people() {
     let left = number_after(&message, "error budget ");
     assert!((9.0..=11.0).contains(&left), "{message}");
     assert!(
-        message.contains("% left, below the 25% floor for agent changes (SLO 99.9% over 30d). Ask an SRE to approve decision 7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f or wait for the budget to recover above 25%."),
+        message.contains("% left, below the 25% floor for agent changes (SLO 99.9% over 30d). Ask an SRE to approve decision 7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f (kubectl annotate deployment/budget-low -n shop slo-guard.io/approve=7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f@")
+            && message.contains(" --overwrite) or wait for the budget to recover above 25%."),
         "{message}"
     );
     assert_allowed(&validate(&server, rollout("budget-low", false)).await);

@@ -270,9 +270,8 @@ pub(super) fn check_tier(
         )),
         Tier::Approval => {
             let remedy = format!(
-                "Ask an SRE to approve this change and no other: kubectl annotate {} {APPROVE}={id_text}@{} --overwrite",
-                kubectl_resource(input),
-                input.identity.digest()
+                "Ask an SRE to approve this change and no other: {}",
+                approve_command(input, &id_text)
             );
             let problem = approval_problem(input, now, decision_id.as_deref())?;
             Some(input.finding(
@@ -283,6 +282,15 @@ pub(super) fn check_tier(
             ))
         }
     }
+}
+
+/// The command a person runs to approve this change, and no other, under `decision_id`.
+pub(super) fn approve_command(input: &RuleInput<'_>, decision_id: &str) -> String {
+    format!(
+        "kubectl annotate {} {APPROVE}={decision_id}@{} --overwrite",
+        kubectl_resource(input),
+        input.identity.digest()
+    )
 }
 
 /// Whether a person's valid approval covers this agent change (its decision id, stamped

@@ -171,7 +171,7 @@ pub(super) fn check(
                 if input.actor == ActorKind::Agent {
                     format!(
                         "{}, or wait until the burn rate is at most the factor in either window",
-                        approve_remedy(input.change)
+                        approve_remedy(input)
                     )
                 } else {
                     "Wait until the burn rate is at most the factor in either window".to_string()
@@ -294,7 +294,7 @@ fn budget_finding(
                     "agent changes",
                     format!(
                         "{} or wait for the budget to recover above {}",
-                        approve_remedy(input.change),
+                        approve_remedy(input),
                         threshold_percent(agents)
                     ),
                 )
@@ -320,15 +320,20 @@ fn budget_finding(
     ));
 }
 
-/// "Ask an SRE to approve decision 7f3a…", naming the agent's decision when it has one.
-fn approve_remedy(change: &Change) -> String {
-    match change
+/// "Ask an SRE to approve decision 7f3a… (kubectl annotate …)", naming the agent's
+/// decision when it has one, and the command that approves this change and no other.
+fn approve_remedy(input: &RuleInput<'_>) -> String {
+    match input
+        .change
         .annotations
         .as_ref()
         .and_then(|a| a.get(DECISION_ID))
         .filter(|id| !id.trim().is_empty())
     {
-        Some(id) => format!("Ask an SRE to approve decision {id}"),
+        Some(id) => format!(
+            "Ask an SRE to approve decision {id} ({})",
+            super::governance::approve_command(input, id)
+        ),
         None => "Ask an SRE to approve the change".to_string(),
     }
 }
@@ -594,7 +599,10 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         let decision = judge_figures(POLICY, &agent_rollout(), &low);
         assert_eq!(
             only_finding(&decision, Rule::ErrorBudget).message(),
-            "[payments/checkout:error-budget] rollout of Deployment payments/checkout blocked: error budget 4.2% left, below the 25% floor for agent changes (SLO 99.9% over 30d). Ask an SRE to approve decision 7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f or wait for the budget to recover above 25%."
+            format!(
+                "[payments/checkout:error-budget] rollout of Deployment payments/checkout blocked: error budget 4.2% left, below the 25% floor for agent changes (SLO 99.9% over 30d). Ask an SRE to approve decision 7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f (kubectl annotate deployment/checkout -n payments slo-guard.io/approve=7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f@{} --overwrite) or wait for the budget to recover above 25%.",
+                agent_rollout().content_digest()
+            )
         );
         assert!(!decision.allowed());
         // People keep the budget down to freezeBelow.
