@@ -404,11 +404,7 @@ impl ClusterEffects {
             )),
             (TargetKind::PodMaker(kind), _) => Some((
                 reference(
-                    if kind == crate::admission::PodMakerKind::Pod {
-                        "v1"
-                    } else {
-                        "apps/v1"
-                    },
+                    kind.api_version(),
                     kind.as_str(),
                     &change.object_name,
                     change.object_uid.clone(),

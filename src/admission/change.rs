@@ -133,6 +133,10 @@ pub enum TargetKind {
 pub enum PodMakerKind {
     ReplicaSet,
     Pod,
+    DaemonSet,
+    Job,
+    CronJob,
+    ReplicationController,
 }
 
 impl PodMakerKind {
@@ -140,6 +144,39 @@ impl PodMakerKind {
         match self {
             PodMakerKind::ReplicaSet => "ReplicaSet",
             PodMakerKind::Pod => "Pod",
+            PodMakerKind::DaemonSet => "DaemonSet",
+            PodMakerKind::Job => "Job",
+            PodMakerKind::CronJob => "CronJob",
+            PodMakerKind::ReplicationController => "ReplicationController",
+        }
+    }
+
+    /// The API group and version of the kind, for Events.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            PodMakerKind::Pod | PodMakerKind::ReplicationController => "v1",
+            PodMakerKind::ReplicaSet | PodMakerKind::DaemonSet => "apps/v1",
+            PodMakerKind::Job | PodMakerKind::CronJob => "batch/v1",
+        }
+    }
+
+    fn from_resource(group: &str, resource: &str) -> Option<Self> {
+        match (group, resource) {
+            ("", "pods") => Some(PodMakerKind::Pod),
+            ("", "replicationcontrollers") => Some(PodMakerKind::ReplicationController),
+            ("apps", "replicasets") => Some(PodMakerKind::ReplicaSet),
+            ("apps", "daemonsets") => Some(PodMakerKind::DaemonSet),
+            ("batch", "jobs") => Some(PodMakerKind::Job),
+            ("batch", "cronjobs") => Some(PodMakerKind::CronJob),
+            _ => None,
+        }
+    }
+
+    /// Where the labels of the pods it makes are.
+    fn pod_template_labels(self) -> &'static str {
+        match self {
+            PodMakerKind::CronJob => "/spec/jobTemplate/spec/template/metadata/labels",
+            _ => "/spec/template/metadata/labels",
         }
     }
 }
@@ -619,14 +656,16 @@ fn classify_borrowed(
             change.config_after = after.map(|(_, kind)| kind);
             Ok(Some(change))
         }
-        ("apps", "replicasets", "scale") => {
+        ("apps", "replicasets", "scale") | ("", "replicationcontrollers", "scale") => {
+            let kind = PodMakerKind::from_resource(group, resource)
+                .ok_or_else(|| unreachable_resource(resource))?;
             let new = object
                 .and_then(|scale| replicas_at(&scale.body, "spec"))
                 .ok_or_else(|| {
                     AdmissionError::Malformed("Scale object has no spec.replicas".into())
                 })?;
             let mut target = Target::new(
-                TargetKind::PodMaker(PodMakerKind::ReplicaSet),
+                TargetKind::PodMaker(kind),
                 None,
                 &namespace,
                 &request.name,
@@ -640,12 +679,11 @@ fn classify_borrowed(
             });
             Ok(Some(change))
         }
-        ("apps", "replicasets", "") | ("", "pods", "") => {
-            let kind = if resource == "pods" {
-                PodMakerKind::Pod
-            } else {
-                PodMakerKind::ReplicaSet
-            };
+        ("apps", "replicasets" | "daemonsets", "")
+        | ("", "pods" | "replicationcontrollers", "")
+        | ("batch", "jobs" | "cronjobs", "") => {
+            let kind = PodMakerKind::from_resource(group, resource)
+                .ok_or_else(|| unreachable_resource(resource))?;
             let current = current()?;
             let name = current
                 .metadata
@@ -654,7 +692,13 @@ fn classify_borrowed(
                 .unwrap_or_else(|| request.name.clone());
             let mut target =
                 Target::new(TargetKind::PodMaker(kind), None, &namespace, &name, BTreeMap::new());
-            set_labels(&mut target, object, old_object, request.operation);
+            set_labels_at(
+                &mut target,
+                object,
+                old_object,
+                request.operation,
+                kind.pod_template_labels(),
+            );
             if kind == PodMakerKind::Pod {
                 // A Pod's own labels are what a Service selects.
                 target.pod_labels = target.labels.clone();
@@ -693,19 +737,36 @@ fn classify_borrowed(
     }
 }
 
-/// The labels of a workload or ReplicaSet after the change (before it, for a DELETE),
-/// and before it for an UPDATE.
+/// The labels of a workload after the change (before it, for a DELETE), and before it
+/// for an UPDATE.
 fn set_labels(
     target: &mut Target,
     object: Option<&ReviewObject>,
     old_object: Option<&ReviewObject>,
     operation: Operation,
 ) {
+    set_labels_at(
+        target,
+        object,
+        old_object,
+        operation,
+        "/spec/template/metadata/labels",
+    );
+}
+
+/// [`set_labels`] for an object whose pod template is at `template_labels`.
+fn set_labels_at(
+    target: &mut Target,
+    object: Option<&ReviewObject>,
+    old_object: Option<&ReviewObject>,
+    operation: Operation,
+    template_labels: &str,
+) {
     let state = |o: &ReviewObject| LabelState {
         labels: o.metadata.labels.clone().unwrap_or_default(),
         pod_labels: o
             .body
-            .pointer("/spec/template/metadata/labels")
+            .pointer(template_labels)
             .and_then(Value::as_object)
             .map(|labels| {
                 labels
@@ -839,7 +900,103 @@ fn config_data_of(data: &Value) -> Result<BTreeMap<String, String>, AdmissionErr
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::admission::parse_review;
     use crate::rules::testing::{AGENT, hpa_by};
+
+    fn review(resource: (&str, &str, &str), operation: &str, object: Value, old: Value) -> Change {
+        let (group, version, plural) = resource;
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0c1d",
+                "kind": {"group": group, "version": version, "kind": "X"},
+                "resource": {"group": group, "version": version, "resource": plural},
+                "name": "x",
+                "namespace": "payments",
+                "operation": operation,
+                "userInfo": {"username": AGENT},
+                "object": object,
+                "oldObject": old,
+                "dryRun": false,
+            }
+        });
+        let request = parse_review(body.to_string().as_bytes()).expect("a review");
+        classify(request, &()).expect("classified").expect("judged")
+    }
+
+    #[test]
+    fn a_cronjob_is_judged_by_the_labels_of_the_pods_it_makes() {
+        let cronjob = serde_json::json!({
+            "metadata": {"name": "x", "labels": {"app": "batch"}},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": {"app": "checkout"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}
+            }}}}
+        });
+        let change = review(("batch", "v1", "cronjobs"), "CREATE", cronjob, Value::Null);
+        assert_eq!(change.target.kind, TargetKind::PodMaker(PodMakerKind::CronJob));
+        assert_eq!(change.target.pod_labels["app"], "checkout");
+        assert_eq!(change.class, ChangeClass::Create);
+    }
+
+    #[test]
+    fn a_relabelled_pod_carries_its_labels_before_and_after_and_its_owner() {
+        let pod = |app: &str| {
+            serde_json::json!({
+                "metadata": {"name": "x", "labels": {"app": app},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-5d8f", "uid": "u", "controller": true}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}
+            })
+        };
+        let change = review(("", "v1", "pods"), "UPDATE", pod("debug"), pod("checkout"));
+        assert_eq!(change.class, ChangeClass::Metadata);
+        assert_eq!(change.target.pod_labels["app"], "debug");
+        let before = change.target.before.as_ref().expect("before");
+        assert_eq!(before.pod_labels["app"], "checkout");
+        assert_eq!(change.target.owners[0].name, "checkout-5d8f");
+    }
+
+    #[test]
+    fn a_policy_turned_into_a_reflection_is_judged_as_a_policy() {
+        let configmap = |label: &str| {
+            serde_json::json!({
+                "metadata": {"name": "x", "labels": {label: "true"}},
+                "data": {"checkout.yaml": "x"}
+            })
+        };
+        let change = review(
+            ("", "v1", "configmaps"),
+            "UPDATE",
+            configmap(REFLECTION_LABEL),
+            configmap(POLICY_LABEL),
+        );
+        assert_eq!(change.target.kind, TargetKind::ConfigMap(ConfigKind::Policy));
+        assert_eq!(change.config_after, Some(ConfigKind::Reflection));
+    }
+
+    #[test]
+    fn an_hpa_pointed_elsewhere_remembers_the_workload_it_scaled() {
+        let hpa = |target: &str| {
+            serde_json::json!({
+                "metadata": {"name": "x"},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                         "minReplicas": 1, "maxReplicas": 5}
+            })
+        };
+        let change = review(
+            ("autoscaling", "v2", "horizontalpodautoscalers"),
+            "UPDATE",
+            hpa("other"),
+            hpa("checkout"),
+        );
+        assert_eq!(change.target.name, "other");
+        assert_eq!(
+            change.retargeted_from.as_ref().map(|t| t.name.as_str()),
+            Some("checkout")
+        );
+    }
 
     #[test]
     fn an_hpa_is_named_with_the_workload_it_scales_when_their_names_differ() {

@@ -1,9 +1,10 @@
-//! Pods and ReplicaSets are their controllers' to make. An agent that makes them itself,
-//! with a governed workload's pod labels or under its name, gets pods that serve the
-//! workload's Service outside every rule its policy sets; so in a namespace a policy
-//! governs, agents may not create or change such Pods and ReplicaSets, nor scale any
-//! ReplicaSet. The Deployment and ReplicaSet controllers are never agents, and the
-//! webhook's match conditions keep their requests from reaching slo-guard at all.
+//! Pods are their controllers' to make. An agent that makes pods itself (a Pod, or a
+//! ReplicaSet, DaemonSet, Job, CronJob or ReplicationController) with a governed
+//! workload's pod labels or under its name gets pods that serve the workload's Service
+//! outside every rule its policy sets; so in a namespace a policy governs, agents may not
+//! create or change such objects, nor scale any ReplicaSet or ReplicationController. The
+//! controllers are never agents, and the webhook's match conditions keep their requests
+//! from reaching slo-guard at all.
 
 use std::collections::BTreeMap;
 
@@ -62,8 +63,10 @@ fn reason(
     let target = &change.target;
     if change.scale_subresource {
         return Some(format!(
-            "agents may not scale ReplicaSets in namespace {}, which policy {} governs",
-            target.namespace, policy.id
+            "agents may not scale {}s in namespace {}, which policy {} governs",
+            kind.as_str(),
+            target.namespace,
+            policy.id
         ));
     }
     let matched = match policies.governs_by_labels_only(policy, target) {
