@@ -77,13 +77,13 @@ impl WorkloadLookup for WorkloadCache {
                 .deployments
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(|d| {
-                let spec = d.spec.as_ref();
-                snapshot_of(
-                    &d.metadata,
-                    spec.and_then(|s| s.replicas),
-                    spec.map(|s| &s.template),
-                )
-            }),
+                    let spec = d.spec.as_ref();
+                    snapshot_of(
+                        &d.metadata,
+                        spec.and_then(|s| s.replicas),
+                        spec.map(|s| &s.template),
+                    )
+                }),
             WorkloadKind::StatefulSet => self
                 .statefulsets
                 .get(&ObjectRef::new(name).within(namespace))

@@ -201,7 +201,10 @@ impl Guard {
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
-                if actor == ActorKind::Agent && ledger_key.is_none() && reads_ledger(&change, &policy.spec) {
+                if actor == ActorKind::Agent
+                    && ledger_key.is_none()
+                    && reads_ledger(&change, &policy.spec)
+                {
                     ledger_key = LedgerKey::of(&change);
                 }
                 if let Some(scope) = figures_needed(&change, &policy.spec, actor) {

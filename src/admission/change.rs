@@ -690,8 +690,13 @@ fn classify_borrowed(
                 .name
                 .clone()
                 .unwrap_or_else(|| request.name.clone());
-            let mut target =
-                Target::new(TargetKind::PodMaker(kind), None, &namespace, &name, BTreeMap::new());
+            let mut target = Target::new(
+                TargetKind::PodMaker(kind),
+                None,
+                &namespace,
+                &name,
+                BTreeMap::new(),
+            );
             set_labels_at(
                 &mut target,
                 object,
@@ -776,7 +781,9 @@ fn set_labels_at(
             })
             .unwrap_or_default(),
     };
-    let after = object.filter(|_| operation != Operation::Delete).or(old_object);
+    let after = object
+        .filter(|_| operation != Operation::Delete)
+        .or(old_object);
     if let Some(after) = after {
         let LabelState { labels, pod_labels } = state(after);
         target.labels = labels;
@@ -936,7 +943,10 @@ mod tests {
             }}}}
         });
         let change = review(("batch", "v1", "cronjobs"), "CREATE", cronjob, Value::Null);
-        assert_eq!(change.target.kind, TargetKind::PodMaker(PodMakerKind::CronJob));
+        assert_eq!(
+            change.target.kind,
+            TargetKind::PodMaker(PodMakerKind::CronJob)
+        );
         assert_eq!(change.target.pod_labels["app"], "checkout");
         assert_eq!(change.class, ChangeClass::Create);
     }
@@ -972,7 +982,10 @@ mod tests {
             configmap(REFLECTION_LABEL),
             configmap(POLICY_LABEL),
         );
-        assert_eq!(change.target.kind, TargetKind::ConfigMap(ConfigKind::Policy));
+        assert_eq!(
+            change.target.kind,
+            TargetKind::ConfigMap(ConfigKind::Policy)
+        );
         assert_eq!(change.config_after, Some(ConfigKind::Reflection));
     }
 

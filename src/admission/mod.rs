@@ -7,13 +7,13 @@ mod review;
 
 pub use change::{
     ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, LabelState, POLICY_LABEL, PodMakerKind,
-    REFLECTION_LABEL,
-    ReplicaChange, Requester, Target, TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot,
-    classify,
+    REFLECTION_LABEL, ReplicaChange, Requester, Target, TargetKind, WorkloadKind, WorkloadLookup,
+    WorkloadSnapshot, classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
 pub use review::{
-    GroupResource, ObjectMetadata, Operation, OwnerReference, RequestOptions, ReviewObject, ReviewRequest, UserInfo,
+    GroupResource, ObjectMetadata, Operation, OwnerReference, RequestOptions, ReviewObject,
+    ReviewRequest, UserInfo,
 };
 
 use review::{ReviewEnvelope, TypeFields};

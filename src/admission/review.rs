@@ -132,8 +132,9 @@ impl<'de> Deserialize<'de> for ObjectMetadata {
                         "labels" => metadata.labels = map.next_value()?,
                         "annotations" => metadata.annotations = map.next_value()?,
                         "ownerReferences" => {
-                            metadata.owner_references =
-                                map.next_value::<Option<Vec<OwnerReference>>>()?.unwrap_or_default();
+                            metadata.owner_references = map
+                                .next_value::<Option<Vec<OwnerReference>>>()?
+                                .unwrap_or_default();
                         }
                         _ => {
                             map.next_value::<IgnoredAny>()?;

@@ -279,7 +279,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut guard = Guard::new(store.clone(), workloads, metrics).with_slo(slo);
     if let Some((effects, own_username, ledger)) = cluster_effects {
-        guard = guard.with_effects(effects, own_username).with_ledger(ledger);
+        guard = guard
+            .with_effects(effects, own_username)
+            .with_ledger(ledger);
     }
     let guard = Arc::new(guard);
     let state = AppState {

@@ -212,6 +212,9 @@ mod tests {
         assert!(record.spent("d@39").is_some());
         assert!(record.spent("d@0").is_none());
         let again = record.after(&change, "g", Some("d@39"), now);
-        assert_eq!(again.spent("d@39").map(|s| s.fingerprint.as_str()), Some("f"));
+        assert_eq!(
+            again.spent("d@39").map(|s| s.fingerprint.as_str()),
+            Some("f")
+        );
     }
 }

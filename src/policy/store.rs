@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use super::{ConfigMapDocument, LabelSelector, Policy, PolicyError, PolicyRef, parse_policy_configmap};
+use super::{
+    ConfigMapDocument, LabelSelector, Policy, PolicyError, PolicyRef, parse_policy_configmap,
+};
 use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Target};
 use crate::reflection::{Reflection, parse_reflection_configmap};
 

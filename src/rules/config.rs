@@ -306,8 +306,7 @@ mod tests {
                 labels,
                 pod_labels: BTreeMap::new(),
             });
-            change.old_annotations =
-                BTreeMap::from([(WRITTEN_BY.to_string(), author.to_string())]);
+            change.old_annotations = BTreeMap::from([(WRITTEN_BY.to_string(), author.to_string())]);
         }
         change
     }
@@ -316,7 +315,11 @@ mod tests {
     fn agents_may_write_and_rewrite_their_own_reflections() {
         for stored in [None, Some(AGENT)] {
             let decision = judge(AGENTS_POLICY, &reflection_by(AGENT, stored));
-            assert!(decision.findings.is_empty(), "{stored:?}: {:?}", decision.findings);
+            assert!(
+                decision.findings.is_empty(),
+                "{stored:?}: {:?}",
+                decision.findings
+            );
         }
     }
 

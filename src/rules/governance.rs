@@ -665,7 +665,10 @@ mod tests {
         assert!(judge(APPROVAL_POLICY, &same).findings.is_empty());
         // An approval that names no change approves none.
         let mut bare = same.clone();
-        for annotations in [&mut bare.old_annotations, bare.annotations.as_mut().expect("set")] {
+        for annotations in [
+            &mut bare.old_annotations,
+            bare.annotations.as_mut().expect("set"),
+        ] {
             annotations.insert(APPROVE.to_string(), DECISION.to_string());
         }
         assert!(
@@ -873,7 +876,9 @@ mod tests {
         let empty = crate::ledger::LedgerRecord::default();
         let admitted = judge_with_ledger(policy, &first, &empty);
         assert!(admitted.allowed());
-        let record = admitted.record.expect("a cooldown needs the change recorded");
+        let record = admitted
+            .record
+            .expect("a cooldown needs the change recorded");
         assert_eq!(
             record.last_agent_change.as_ref().map(|c| c.at),
             Some(test_now())

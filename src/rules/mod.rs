@@ -351,9 +351,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
                 .findings
                 .extend(config::agent_reflection_change(change, agent));
         }
-        decision
-            .findings
-            .extend(config::check_written_by(change));
+        decision.findings.extend(config::check_written_by(change));
         decision
             .findings
             .extend(config::check(change, context.policies));

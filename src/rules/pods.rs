@@ -116,7 +116,8 @@ fn selector_labels(labels: Option<&BTreeMap<String, String>>) -> String {
 /// itself, or a ReplicaSet the Deployment controller made for it (`<deployment>-<hash>`).
 fn owned_workload(policy: &Policy, kind: &str, name: &str) -> bool {
     let matcher = &policy.spec.matcher;
-    let named = |workload: &str| matcher.names.is_empty() || matcher.names.iter().any(|n| n == workload);
+    let named =
+        |workload: &str| matcher.names.is_empty() || matcher.names.iter().any(|n| n == workload);
     match kind {
         "Deployment" => matcher.kinds.contains(&WorkloadKind::Deployment) && named(name),
         "StatefulSet" => matcher.kinds.contains(&WorkloadKind::StatefulSet) && named(name),
@@ -185,7 +186,10 @@ mod tests {
             labels: BTreeMap::from([("app".into(), "debug".into())]),
             pod_labels: BTreeMap::from([("app".into(), "debug".into())]),
         });
-        assert_eq!(only_finding(&judge(POLICY, &into), Rule::PodRoute).rule, Rule::PodRoute);
+        assert_eq!(
+            only_finding(&judge(POLICY, &into), Rule::PodRoute).rule,
+            Rule::PodRoute
+        );
         let mut out_of = pod_by(AGENT, &[("app", "debug")]);
         out_of.class = ChangeClass::Metadata;
         out_of.target.before = Some(LabelState {
