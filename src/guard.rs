@@ -201,10 +201,7 @@ impl Guard {
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
-                if actor == ActorKind::Agent
-                    && ledger_key.is_none()
-                    && reads_ledger(&change, &policy.spec)
-                {
+                if actor == ActorKind::Agent && ledger_key.is_none() && reads_ledger(&change) {
                     ledger_key = LedgerKey::of(&change);
                 }
                 if let Some(scope) = figures_needed(&change, &policy.spec, actor) {
@@ -353,15 +350,15 @@ impl Guard {
     }
 }
 
-/// Whether an agent's change under `spec` is judged on what was admitted before: a
-/// cooldown, or an approval that may be spent.
-fn reads_ledger(change: &Change, spec: &crate::policy::PolicySpec) -> bool {
+/// Whether an agent's change is judged on what was admitted before: a cooldown (which a
+/// reflection may add to a policy that has none), or an approval that may be spent. Read
+/// for every agent change of these classes, since only the decision, on the effective
+/// policy, knows whether it needs the record.
+fn reads_ledger(change: &Change) -> bool {
     matches!(
         change.class,
         ChangeClass::Create | ChangeClass::Rollout | ChangeClass::Scale | ChangeClass::Autoscaling
-    ) && (spec.scaling.as_ref().is_some_and(|s| s.cooldown.is_some())
-        || spec.approval.is_some()
-        || spec.autonomy.is_some())
+    )
 }
 
 fn decide_once(
@@ -526,5 +523,155 @@ mod tests {
             "a budget from an hour-old sample is not trusted: {:?}",
             stale.findings
         );
+    }
+
+    /// A change ledger in memory with the Lease's semantics: a write must name the
+    /// version it read. `interloper` is written by "another replica" between this
+    /// replica's first read and its first write.
+    #[derive(Default)]
+    struct MemoryLedger {
+        state: std::sync::Mutex<(crate::ledger::LedgerRecord, u64)>,
+        interloper: std::sync::Mutex<Option<crate::ledger::LedgerRecord>>,
+        unavailable: bool,
+    }
+
+    impl ChangeLedger for MemoryLedger {
+        fn read<'a>(
+            &'a self,
+            _: &'a LedgerKey,
+        ) -> crate::ledger::LedgerFuture<'a, crate::ledger::Versioned> {
+            Box::pin(async move {
+                if self.unavailable {
+                    return Err(LedgerError::Unavailable("connection refused".into()));
+                }
+                let (record, version) = self.state.lock().expect("lock").clone();
+                Ok(crate::ledger::Versioned {
+                    record,
+                    version: (version > 0).then(|| version.to_string()),
+                })
+            })
+        }
+
+        fn write<'a>(
+            &'a self,
+            _: &'a LedgerKey,
+            record: &'a crate::ledger::LedgerRecord,
+            expected: Option<&'a str>,
+        ) -> crate::ledger::LedgerFuture<'a, ()> {
+            Box::pin(async move {
+                let mut state = self.state.lock().expect("lock");
+                if let Some(other) = self.interloper.lock().expect("lock").take() {
+                    *state = (other, state.1 + 1);
+                }
+                let current = (state.1 > 0).then(|| state.1.to_string());
+                if current.as_deref() != expected {
+                    return Err(LedgerError::Conflict("payments/checkout".into()));
+                }
+                *state = (record.clone(), state.1 + 1);
+                Ok(())
+            })
+        }
+    }
+
+    fn cooldown_guard(ledger: Arc<MemoryLedger>) -> Guard {
+        let policy = "match: {kinds: [Deployment]}\n\
+                      agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
+                      scaling: {cooldown: 5m}\n";
+        let store = Arc::new(PolicyStore::new("slo-guard"));
+        store.replace_all(
+            None,
+            &[ConfigMapDocument {
+                namespace: "payments".into(),
+                name: "checkout".into(),
+                labels: BTreeMap::from([(POLICY_LABEL.into(), "true".into())]),
+                data: BTreeMap::from([("policy.yaml".into(), policy.into())]),
+                origin: "test".into(),
+            }],
+        );
+        Guard::new(store, Arc::new(()), Arc::new(Metrics::new())).with_ledger(ledger)
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
+    }
+
+    async fn validate(guard: &Guard, body: &str) -> Decision {
+        guard
+            .review_async(Endpoint::Validate, body.as_bytes(), now())
+            .await
+            .expect("review")
+            .decision
+            .expect("governed")
+    }
+
+    #[tokio::test]
+    async fn an_admitted_agent_change_is_recorded_and_its_retry_passes() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let guard = cooldown_guard(ledger.clone());
+        let first = validate(&guard, SCALE_UP).await;
+        assert!(first.allowed(), "{:?}", first.findings);
+        let (record, version) = ledger.state.lock().expect("lock").clone();
+        assert_eq!(version, 1, "the record was written once");
+        assert!(record.last_agent_change.is_some());
+        // The same request again (the apiserver's retry after a conflict) passes, with no
+        // second write.
+        let retry = validate(&guard, SCALE_UP).await;
+        assert!(retry.allowed(), "{:?}", retry.findings);
+        assert_eq!(ledger.state.lock().expect("lock").1, 1);
+        // Another change inside the cooldown is held.
+        let other = SCALE_UP.replace("\"replicas\": 4", "\"replicas\": 5");
+        assert_ne!(other, SCALE_UP, "the fixture scales to 4");
+        let held = validate(&guard, &other).await;
+        assert!(
+            held.findings.iter().any(|f| f.rule == Rule::Cooldown),
+            "{:?}",
+            held.findings
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_that_loses_the_race_is_judged_on_the_record_that_won() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let guard = cooldown_guard(ledger.clone());
+        // Another replica admits a different agent change between our read and our write.
+        let winner = crate::ledger::LedgerRecord {
+            last_agent_change: Some(crate::ledger::AdmittedChange {
+                at: now(),
+                fingerprint: "another-change".into(),
+                user: "system:serviceaccount:ai-agents:fixer".into(),
+                decision_id: None,
+                class: "scale".into(),
+            }),
+            spent_approvals: Vec::new(),
+        };
+        *ledger.interloper.lock().expect("lock") = Some(winner.clone());
+        let lost = validate(&guard, SCALE_UP).await;
+        assert!(
+            lost.findings.iter().any(|f| f.rule == Rule::Cooldown),
+            "{:?}",
+            lost.findings
+        );
+        assert_eq!(ledger.state.lock().expect("lock").0, winner);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_ledger_denies_the_agent_change_and_names_the_cause() {
+        let ledger = Arc::new(MemoryLedger {
+            unavailable: true,
+            ..MemoryLedger::default()
+        });
+        let guard = cooldown_guard(ledger);
+        let decision = validate(&guard, SCALE_UP).await;
+        let finding = decision
+            .findings
+            .iter()
+            .find(|f| f.rule == Rule::ChangeRecord)
+            .expect("denied for the ledger");
+        assert!(
+            finding.headline.contains("connection refused"),
+            "{}",
+            finding.headline
+        );
+        assert!(!decision.allowed());
     }
 }
