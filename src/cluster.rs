@@ -76,30 +76,63 @@ impl WorkloadLookup for WorkloadCache {
             WorkloadKind::Deployment => self
                 .deployments
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|d| {
-                    let spec = d.spec.as_ref();
-                    snapshot_of(
-                        &d.metadata,
-                        spec.and_then(|s| s.replicas),
-                        spec.map(|s| &s.template),
-                    )
-                }),
+                .map(|d| Self::snapshot_of_deployment(&d)),
             WorkloadKind::StatefulSet => self
                 .statefulsets
                 .get(&ObjectRef::new(name).within(namespace))
-                .map(|s| {
-                    let spec = s.spec.as_ref();
-                    snapshot_of(
-                        &s.metadata,
-                        spec.and_then(|s| s.replicas),
-                        spec.map(|s| &s.template),
-                    )
-                }),
+                .map(|s| Self::snapshot_of_statefulset(&s)),
         }
+    }
+
+    fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        let in_namespace = |metadata: &ObjectMeta| metadata.namespace.as_deref() == Some(namespace);
+        let deployments = self
+            .deployments
+            .state()
+            .into_iter()
+            .filter(|d| in_namespace(&d.metadata))
+            .map(|d| {
+                (
+                    WorkloadKind::Deployment,
+                    d.metadata.name.clone().unwrap_or_default(),
+                    Self::snapshot_of_deployment(&d),
+                )
+            });
+        let statefulsets = self
+            .statefulsets
+            .state()
+            .into_iter()
+            .filter(|s| in_namespace(&s.metadata))
+            .map(|s| {
+                (
+                    WorkloadKind::StatefulSet,
+                    s.metadata.name.clone().unwrap_or_default(),
+                    Self::snapshot_of_statefulset(&s),
+                )
+            });
+        deployments.chain(statefulsets).collect()
     }
 }
 
 impl WorkloadCache {
+    fn snapshot_of_deployment(deployment: &Deployment) -> WorkloadSnapshot {
+        let spec = deployment.spec.as_ref();
+        snapshot_of(
+            &deployment.metadata,
+            spec.and_then(|s| s.replicas),
+            spec.map(|s| &s.template),
+        )
+    }
+
+    fn snapshot_of_statefulset(statefulset: &StatefulSet) -> WorkloadSnapshot {
+        let spec = statefulset.spec.as_ref();
+        snapshot_of(
+            &statefulset.metadata,
+            spec.and_then(|s| s.replicas),
+            spec.map(|s| &s.template),
+        )
+    }
+
     /// The workload's uid, so an Event names the very object (`kubectl describe` matches
     /// Events by uid). None for a workload the cache has not seen (a denied create).
     pub fn uid(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<String> {
@@ -406,6 +439,15 @@ impl ClusterEffects {
                 reference(
                     kind.api_version(),
                     kind.as_str(),
+                    &change.object_name,
+                    change.object_uid.clone(),
+                ),
+                None,
+            )),
+            (TargetKind::Service, _) => Some((
+                reference(
+                    "v1",
+                    "Service",
                     &change.object_name,
                     change.object_uid.clone(),
                 ),

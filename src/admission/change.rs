@@ -127,6 +127,8 @@ pub enum TargetKind {
     /// A ReplicaSet or a bare Pod: objects that make pods, or are pods, outside the
     /// workloads policies name. Judged for the workloads whose pods they would serve.
     PodMaker(PodMakerKind),
+    /// A Service: judged for the workloads whose pods it selects, before or after.
+    Service,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +257,7 @@ impl Target {
             TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             TargetKind::ConfigMap(_) => "ConfigMap",
             TargetKind::PodMaker(kind) => kind.as_str(),
+            TargetKind::Service => "Service",
         };
         format!("{kind} {}", self.describe_name())
     }
@@ -294,11 +297,19 @@ pub struct WorkloadSnapshot {
 pub trait WorkloadLookup: Send + Sync {
     fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str)
     -> Option<WorkloadSnapshot>;
+
+    /// Every workload the cache holds in `namespace`, for a Service change, which is
+    /// judged for the workloads whose pods it selects.
+    fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)>;
 }
 
 impl WorkloadLookup for () {
     fn workload(&self, _: WorkloadKind, _: &str, _: &str) -> Option<WorkloadSnapshot> {
         None
+    }
+
+    fn workloads_in(&self, _: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        Vec::new()
     }
 }
 
@@ -311,6 +322,13 @@ impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapsho
     ) -> Option<WorkloadSnapshot> {
         self.get(&(kind, namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        self.iter()
+            .filter(|((_, ns, _), _)| ns == namespace)
+            .map(|((kind, _, name), snapshot)| (*kind, name.clone(), snapshot.clone()))
+            .collect()
     }
 }
 
@@ -338,6 +356,9 @@ pub struct Change {
     /// For an HPA whose `scaleTargetRef` changes: the workload it scaled before, which
     /// loses its autoscaler (judged as a delete for that workload).
     pub retargeted_from: Option<Target>,
+    /// For a Service: the workloads (from the watch cache) whose pods its selector picks,
+    /// before or after the change.
+    pub served_workloads: Vec<Target>,
     /// A request to the `scale` subresource: its object is a Scale, not the workload.
     pub scale_subresource: bool,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
@@ -464,6 +485,7 @@ fn classify_borrowed(
         config_data: None,
         config_after: None,
         retargeted_from: None,
+        served_workloads: Vec::new(),
         scale_subresource: sub_resource == "scale",
         object_name: object
             .or(old_object)
@@ -738,6 +760,78 @@ fn classify_borrowed(
             }
             Ok(Some(change))
         }
+        ("", "services", "") => {
+            let current = current()?;
+            let name = current
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| request.name.clone());
+            let selector_of = |o: &ReviewObject| -> BTreeMap<String, String> {
+                o.body
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let after = object
+                .filter(|_| request.operation != Operation::Delete)
+                .map(selector_of);
+            let before = old_object.map(selector_of);
+            let class = match request.operation {
+                Operation::Create => ChangeClass::Create,
+                Operation::Delete => ChangeClass::Delete,
+                Operation::Update if after == before => ChangeClass::Metadata,
+                Operation::Update => ChangeClass::Rollout,
+                Operation::Connect => return Ok(None),
+            };
+            let mut target = Target::new(
+                TargetKind::Service,
+                None,
+                &namespace,
+                &name,
+                current.metadata.labels.clone().unwrap_or_default(),
+            );
+            target.pod_labels = after.clone().unwrap_or_default();
+            target.before = before.clone().map(|selector| LabelState {
+                labels: BTreeMap::new(),
+                pod_labels: selector,
+            });
+            // A selector picks a pod when the pod carries every pair; an empty one picks
+            // none (a Service without selector, whose endpoints are managed by hand).
+            let picks = |selector: &BTreeMap<String, String>, pods: &BTreeMap<String, String>| {
+                !selector.is_empty() && selector.iter().all(|(k, v)| pods.get(k) == Some(v))
+            };
+            let served_workloads = workloads
+                .workloads_in(&namespace)
+                .into_iter()
+                .filter(|(_, _, snapshot)| {
+                    [after.as_ref(), before.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|selector| picks(selector, &snapshot.pod_labels))
+                })
+                .map(|(kind, name, snapshot)| {
+                    let mut served = Target::new(
+                        TargetKind::Workload(kind),
+                        Some(kind),
+                        &namespace,
+                        &name,
+                        snapshot.labels,
+                    );
+                    served.pod_labels = snapshot.pod_labels;
+                    served
+                })
+                .collect();
+            let mut change = base(class, target, object.map(annotations_of));
+            change.served_workloads = served_workloads;
+            Ok(Some(change))
+        }
         _ => Ok(None),
     }
 }
@@ -931,6 +1025,84 @@ mod tests {
         });
         let request = parse_review(body.to_string().as_bytes()).expect("a review");
         classify(request, &()).expect("classified").expect("judged")
+    }
+
+    #[test]
+    fn a_service_is_judged_for_the_workloads_whose_pods_it_selects_before_or_after() {
+        let workloads = BTreeMap::from([
+            (
+                (
+                    WorkloadKind::Deployment,
+                    "payments".to_string(),
+                    "checkout".to_string(),
+                ),
+                WorkloadSnapshot {
+                    pod_labels: BTreeMap::from([
+                        ("app".to_string(), "checkout".to_string()),
+                        ("tier".to_string(), "web".to_string()),
+                    ]),
+                    ..WorkloadSnapshot::default()
+                },
+            ),
+            (
+                (
+                    WorkloadKind::Deployment,
+                    "payments".to_string(),
+                    "shadow".to_string(),
+                ),
+                WorkloadSnapshot {
+                    pod_labels: BTreeMap::from([("app".to_string(), "shadow".to_string())]),
+                    ..WorkloadSnapshot::default()
+                },
+            ),
+            (
+                (
+                    WorkloadKind::Deployment,
+                    "other".to_string(),
+                    "checkout".to_string(),
+                ),
+                WorkloadSnapshot {
+                    pod_labels: BTreeMap::from([("app".to_string(), "checkout".to_string())]),
+                    ..WorkloadSnapshot::default()
+                },
+            ),
+        ]);
+        let service = |app: &str| {
+            serde_json::json!({
+                "metadata": {"name": "checkout"},
+                "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}
+            })
+        };
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0c1d",
+                "kind": {"group": "", "version": "v1", "kind": "Service"},
+                "resource": {"group": "", "version": "v1", "resource": "services"},
+                "name": "checkout",
+                "namespace": "payments",
+                "operation": "UPDATE",
+                "userInfo": {"username": AGENT},
+                "object": service("shadow"),
+                "oldObject": service("checkout"),
+            }
+        });
+        let request = parse_review(body.to_string().as_bytes()).expect("a review");
+        let change = classify(request, &workloads)
+            .expect("classified")
+            .expect("judged");
+        assert_eq!(change.class, ChangeClass::Rollout);
+        let served: Vec<&str> = change
+            .served_workloads
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            served,
+            ["checkout", "shadow"],
+            "only payments' workloads, before and after"
+        );
     }
 
     #[test]

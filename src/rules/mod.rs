@@ -58,6 +58,7 @@ pub enum Rule {
     PolicyChange,
     PolicyScope,
     PodRoute,
+    ServiceRoute,
     ReflectionAuthor,
     ChangeRecord,
 }
@@ -87,6 +88,7 @@ impl Rule {
             Rule::PolicyChange => "policy-change",
             Rule::PolicyScope => "policy-scope",
             Rule::PodRoute => "pod-route",
+            Rule::ServiceRoute => "service-route",
             Rule::ReflectionAuthor => "reflection-author",
             Rule::ChangeRecord => "change-record",
         }
@@ -357,7 +359,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
             .extend(config::check(change, context.policies));
         return decision;
     }
-    if let TargetKind::PodMaker(_) = change.target.kind {
+    if let TargetKind::PodMaker(_) | TargetKind::Service = change.target.kind {
         let (actor, findings) = pods::check(change, context.policies);
         decision.actor = actor;
         decision.findings = findings;

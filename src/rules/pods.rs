@@ -16,8 +16,10 @@ use super::{Finding, Rule, classify_actor};
 pub(super) fn check(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Finding>) {
     let mut actor = classify_actor(&change.requester, None);
     let mut findings = Vec::new();
-    let TargetKind::PodMaker(kind) = change.target.kind else {
-        return (actor, findings);
+    let kind = match change.target.kind {
+        TargetKind::PodMaker(kind) => kind,
+        TargetKind::Service => return check_service(change, policies),
+        _ => return (actor, findings),
     };
     for policy in &policies.policies {
         if !policies.governs_namespace(policy, &change.target.namespace) {
@@ -50,6 +52,69 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Fi
                 policy.id
             ),
         });
+    }
+    (actor, findings)
+}
+
+/// A Service decides which pods get a workload's traffic. An agent that changes the
+/// selector of a Service serving a governed workload's pods (or deletes it) moves that
+/// traffic to pods no policy holds, or takes it away; a selector change toward them sends
+/// them traffic they were not sized for. Creating a Service, or changing its metadata,
+/// moves nothing.
+fn check_service(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Finding>) {
+    let mut actor = classify_actor(&change.requester, None);
+    let mut findings: Vec<Finding> = Vec::new();
+    for served in &change.served_workloads {
+        for (policy, _) in policies.matching(served) {
+            if classify_actor(&change.requester, Some(&policy.spec)) != ActorKind::Agent {
+                continue;
+            }
+            actor = ActorKind::Agent;
+            if !matches!(change.class, ChangeClass::Rollout | ChangeClass::Delete)
+                || findings.iter().any(|f| f.source == policy.id.to_string())
+            {
+                continue;
+            }
+            let show = |labels: &BTreeMap<String, String>| {
+                if labels.is_empty() {
+                    "none".to_string()
+                } else {
+                    selector_labels(Some(labels))
+                }
+            };
+            let what = match change.class {
+                ChangeClass::Delete => "deleting it takes that traffic away".to_string(),
+                _ => format!(
+                    "its selector changes from {} to {}, which moves that traffic",
+                    show(
+                        &change
+                            .target
+                            .before
+                            .as_ref()
+                            .map(|b| b.pod_labels.clone())
+                            .unwrap_or_default()
+                    ),
+                    show(&change.target.pod_labels)
+                ),
+            };
+            let reason = format!(
+                "it sends traffic to the pods of {}, which policy {} governs, and {what}",
+                served.describe(),
+                policy.id
+            );
+            findings.push(Finding {
+                source: policy.id.to_string(),
+                rule: Rule::ServiceRoute,
+                mode: policy.spec.action,
+                headline: format!(
+                    "{} of Service {} blocked: {reason}",
+                    change.class,
+                    change.target.describe_name()
+                ),
+                remedy: "Ask a person to change the Service; agents change the workloads policies govern, not where their traffic goes".to_string(),
+                brief: format!("agents may not redirect the traffic of workloads policy {} governs", policy.id),
+            });
+        }
     }
     (actor, findings)
 }
@@ -203,6 +268,77 @@ mod tests {
                 .contains("before the change"),
             "{:?}",
             decision.findings
+        );
+    }
+
+    fn service_by(username: &str, class: ChangeClass, before: &str, after: &str) -> Change {
+        let mut change = create_by(username, 1);
+        change.class = class;
+        change.replicas = None;
+        change.target = Target::new(
+            TargetKind::Service,
+            None,
+            "payments",
+            "checkout",
+            BTreeMap::new(),
+        );
+        change.target.pod_labels = BTreeMap::from([("app".into(), after.into())]);
+        change.target.before = Some(LabelState {
+            labels: BTreeMap::new(),
+            pod_labels: BTreeMap::from([("app".into(), before.into())]),
+        });
+        let mut served = Target::new(
+            TargetKind::Workload(WorkloadKind::Deployment),
+            Some(WorkloadKind::Deployment),
+            "payments",
+            "checkout",
+            BTreeMap::from([("app".into(), "checkout".into())]),
+        );
+        served.pod_labels = BTreeMap::from([("app".into(), "checkout".into())]);
+        change.served_workloads = vec![served];
+        change
+    }
+
+    #[test]
+    fn an_agent_may_not_redirect_or_remove_a_governed_workloads_service() {
+        let moved = judge(
+            POLICY,
+            &service_by(AGENT, ChangeClass::Rollout, "checkout", "shadow"),
+        );
+        assert_eq!(
+            only_finding(&moved, Rule::ServiceRoute).message(),
+            "[payments/checkout:service-route] rollout of Service payments/checkout blocked: it sends traffic to the pods of Deployment payments/checkout, which policy payments/checkout governs, and its selector changes from app=checkout to app=shadow, which moves that traffic. Ask a person to change the Service; agents change the workloads policies govern, not where their traffic goes."
+        );
+        let deleted = judge(
+            POLICY,
+            &service_by(AGENT, ChangeClass::Delete, "checkout", "checkout"),
+        );
+        assert!(
+            only_finding(&deleted, Rule::ServiceRoute)
+                .headline
+                .contains("deleting it takes that traffic away")
+        );
+        // People may; a metadata change or a new Service moves nothing.
+        assert!(
+            judge(
+                POLICY,
+                &service_by(PERSON, ChangeClass::Rollout, "checkout", "shadow")
+            )
+            .allowed()
+        );
+        assert!(
+            judge(
+                POLICY,
+                &service_by(AGENT, ChangeClass::Metadata, "checkout", "checkout")
+            )
+            .allowed()
+        );
+        assert!(
+            judge(
+                POLICY,
+                &service_by(AGENT, ChangeClass::Create, "checkout", "checkout")
+            )
+            .allowed()
         );
     }
 

@@ -142,6 +142,7 @@ fn change(username: &str, class: ChangeClass) -> Change {
         config_data: None,
         config_after: None,
         retargeted_from: None,
+        served_workloads: Vec::new(),
         scale_subresource: false,
         object_name: "checkout".into(),
         object_uid: None,
