@@ -138,7 +138,7 @@ fn reason(
         Some(MatchBasis::Before) => Some(format!(
             "it carried the pod labels of workloads policy {} governs ({}) before the change",
             policy.id,
-            selector_labels(target.before.as_ref().map(|b| &b.pod_labels))
+            selected_labels(policy, target.before.as_ref().map(|b| &b.pod_labels))
         )),
         Some(_) if policy.spec.matcher.selector.is_none() => Some(format!(
             "policy {} governs every workload in namespace {}, so the {} would serve them outside it",
@@ -149,7 +149,7 @@ fn reason(
         Some(_) => Some(format!(
             "it carries the pod labels of workloads policy {} governs ({})",
             policy.id,
-            selector_labels(Some(&target.pod_labels))
+            selected_labels(policy, Some(&target.pod_labels))
         )),
         None => None,
     };
@@ -163,6 +163,24 @@ fn reason(
             owner.kind, owner.name, policy.id
         ))
     })
+}
+
+/// The labels among `labels` that the policy's selector names: what made it match.
+fn selected_labels(policy: &Policy, labels: Option<&BTreeMap<String, String>>) -> String {
+    let Some(selector) = &policy.spec.matcher.selector else {
+        return selector_labels(labels);
+    };
+    let named = |key: &str| {
+        selector.match_labels.contains_key(key)
+            || selector.match_expressions.iter().any(|r| r.key == key)
+    };
+    let picked: BTreeMap<String, String> = labels
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| named(key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    selector_labels(Some(&picked))
 }
 
 fn selector_labels(labels: Option<&BTreeMap<String, String>>) -> String {
