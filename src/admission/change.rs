@@ -262,6 +262,15 @@ impl Target {
         format!("{kind} {}", self.describe_name())
     }
 
+    /// The workload a target stands for: "Deployment payments/checkout" for an HPA's
+    /// scale target too.
+    pub fn describe_workload(&self) -> String {
+        match self.workload_kind {
+            Some(kind) => format!("{} {}", kind.as_str(), self.describe_name()),
+            None => self.describe(),
+        }
+    }
+
     /// "payments/checkout".
     pub fn describe_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -402,16 +411,12 @@ impl Change {
     /// HPA. An approval names this digest, so it approves this change and no other; a
     /// retry of the same change has the same digest.
     pub fn content_digest(&self) -> String {
-        let spec = self.object.as_ref().and_then(|o| o.get("spec"));
         let content = match self.class {
-            ChangeClass::Create => spec.cloned().unwrap_or(Value::Null),
-            ChangeClass::Rollout => {
-                let mut spec = spec.cloned().unwrap_or(Value::Null);
-                if let Some(fields) = spec.as_object_mut() {
-                    fields.remove("replicas");
-                }
-                serde_json::json!({"spec": spec, "replicas": self.replicas.map(|r| r.new)})
-            }
+            ChangeClass::Create => spec_of(self.object.as_ref()),
+            ChangeClass::Rollout => serde_json::json!({
+                "spec": spec_without_replicas_of(self.object.as_ref()),
+                "replicas": self.replicas.map(|r| r.new),
+            }),
             ChangeClass::Scale => serde_json::json!({"replicas": self.replicas.map(|r| r.new)}),
             ChangeClass::Autoscaling => serde_json::json!({
                 "min": self.hpa.map(|h| h.min),
@@ -422,6 +427,30 @@ impl Change {
             ChangeClass::Metadata => Value::from("metadata"),
             ChangeClass::Config => serde_json::json!(self.config_data),
         };
+        self.digest_of(content)
+    }
+
+    /// What the change is applied to, digested as [`Change::content_digest`]: the spec
+    /// but replicas before a rollout, the replicas before a scale, the bounds before an
+    /// HPA change. The apiserver's retry after a write conflict (another writer changed
+    /// the status, say) starts from the same base; a replay of the same content after
+    /// someone else changed the workload does not, and is another change.
+    pub fn base_digest(&self) -> String {
+        let base = match self.class {
+            ChangeClass::Rollout => spec_without_replicas_of(self.old_object.as_ref()),
+            ChangeClass::Scale => {
+                serde_json::json!({"replicas": self.replicas.and_then(|r| r.old)})
+            }
+            ChangeClass::Autoscaling => serde_json::json!({
+                "min": self.hpa.and_then(|h| h.old_min),
+                "max": self.hpa.and_then(|h| h.old_max),
+            }),
+            _ => Value::Null,
+        };
+        self.digest_of(base)
+    }
+
+    fn digest_of(&self, content: Value) -> String {
         let identity = serde_json::json!({
             "target": self.target.describe(),
             "class": self.class.as_str(),
@@ -434,6 +463,20 @@ impl Change {
             .map(|byte| format!("{byte:02x}"))
             .collect()
     }
+}
+
+fn spec_of(body: Option<&Value>) -> Value {
+    body.and_then(|o| o.get("spec"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn spec_without_replicas_of(body: Option<&Value>) -> Value {
+    let mut spec = spec_of(body);
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("replicas");
+    }
+    spec
 }
 
 /// Classifies a request. `Ok(None)` means slo-guard does not govern it (for example a

@@ -108,14 +108,16 @@ fn decision_id(change: &Change) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Who made the change, under which decision, and what it sets: a retry of the same
-/// change (by the client, or by the apiserver after a write conflict) has the same
-/// fingerprint, and any other change has another.
+/// Who made the change, under which decision, what it sets and what it sets it over: a
+/// retry of the same change (by the client, or by the apiserver after a write conflict)
+/// has the same fingerprint, and any other change has another, including the same
+/// content replayed after someone else changed the workload.
 pub fn fingerprint(change: &Change, content_digest: &str) -> String {
     let identity = serde_json::json!({
         "user": change.requester.username,
         "decision": decision_id(change),
         "content": content_digest,
+        "base": change.base_digest(),
     });
     let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
     digest.as_ref()[..12]
@@ -182,15 +184,18 @@ mod tests {
     #[test]
     fn the_same_change_has_the_same_fingerprint_and_another_change_another() {
         let change = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
-        let again = scale_by(AGENT, Some(5), 7).with_annotations(&scale_context());
+        let again = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
         let other = scale_by(AGENT, Some(4), 8).with_annotations(&scale_context());
+        let replayed = scale_by(AGENT, Some(9), 7).with_annotations(&scale_context());
         let print = |c: &Change| fingerprint(c, &c.content_digest());
-        assert_eq!(
-            print(&change),
-            print(&again),
-            "a retry after a conflict sees another old state, and is the same change"
-        );
+        assert_eq!(print(&change), print(&again), "a retry from the same base");
         assert_ne!(print(&change), print(&other));
+        assert_ne!(
+            print(&change),
+            print(&replayed),
+            "the same content over a base someone else changed is another change"
+        );
+        assert_eq!(change.content_digest(), replayed.content_digest());
         let mut by_other_decision = change.clone();
         by_other_decision
             .annotations

@@ -398,7 +398,7 @@ fn approval_problem(
         && spent.fingerprint != input.identity.fingerprint()
     {
         return Some(format!(
-            "the approval {approval} was spent by the change admitted at {}; an approval admits one change",
+            "the approval {approval} was used up by the change admitted at {}; an approval admits one change",
             spent.at.format("%Y-%m-%dT%H:%M:%SZ")
         ));
     }
@@ -721,7 +721,7 @@ mod tests {
         assert!(
             only_finding(&decision, Rule::Approval)
                 .headline
-                .contains("was spent by the change admitted at 2026-11-18T10:00:00Z"),
+                .contains("was used up by the change admitted at 2026-11-18T10:00:00Z"),
             "{:?}",
             decision.findings
         );
@@ -890,12 +890,17 @@ mod tests {
             only_finding(&decision, Rule::Cooldown).headline,
             "scale of Deployment payments/checkout blocked: the last agent change was 0s ago (at 10:00:00Z), inside the 5m cooldown"
         );
-        // The admitted change retried after a write conflict (the old state moved on) is
-        // recognized and passes, without a new record.
-        let retried = scale_by(AGENT, Some(5), 4);
+        // The admitted change retried (by the client, or by the apiserver after a write
+        // conflict from a status update: the same base) is recognized and passes, without
+        // a new record.
+        let retried = scale_by(AGENT, Some(3), 4);
         let decision = judge_with_ledger(policy, &retried, &record);
         assert!(decision.allowed(), "{:?}", decision.findings);
         assert_eq!(decision.record, None);
+        // The same content replayed over a base someone else changed is another change.
+        let replayed = scale_by(AGENT, Some(9), 4);
+        let decision = judge_with_ledger(policy, &replayed, &record);
+        only_finding(&decision, Rule::Cooldown);
         // People are not agents: nothing to record.
         let person = judge_with_ledger(policy, &scale_by(PERSON, Some(3), 5), &record);
         assert!(person.allowed());

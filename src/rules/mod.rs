@@ -380,8 +380,8 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         judge_target(&away, &away_identity, context, &mut decision, &mut ignored);
         decision.notes.push(format!(
             "the HPA's scaleTargetRef moved from {} to {}: judged as a delete for the former",
-            previous.describe(),
-            change.target.describe()
+            previous.describe_workload(),
+            change.target.describe_workload()
         ));
     }
     decision.record = record_after(change, &identity, context, &decision, &judged);
@@ -436,7 +436,7 @@ fn judge_target(
         if basis == MatchBasis::Assumed {
             decision.notes.push(format!(
                 "labels of {} unknown; {} applied without its selector",
-                change.target.describe(),
+                change.target.describe_workload(),
                 policy.id
             ));
         }

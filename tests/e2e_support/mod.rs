@@ -392,3 +392,18 @@ pub fn make_certs(cluster: &Cluster, dir: &Path) -> String {
     assert!(made.status.success(), "{}", text(&made.stderr));
     text(&made.stdout).trim().to_string()
 }
+
+impl Cluster {
+    /// Records a kubectl run made outside [`Cluster::kubectl`] (e.g. several at once from
+    /// [`Cluster::command`]) in the transcript, as `kubectl` would.
+    pub fn record(&mut self, args: &[&str], output: &Output) {
+        let _ = writeln!(
+            self.transcript,
+            "$ kubectl {}\n{}{}[exit {}]\n",
+            args.join(" "),
+            text(&output.stdout),
+            text(&output.stderr),
+            output.status.code().unwrap_or(-1)
+        );
+    }
+}
