@@ -637,7 +637,11 @@ mod tests {
         let winner = crate::ledger::LedgerRecord {
             last_agent_change: Some(crate::ledger::AdmittedChange {
                 at: now(),
-                fingerprint: "another-change".into(),
+                mark: crate::ledger::ChangeMark {
+                    fingerprint: "another-change".into(),
+                    base: "b".into(),
+                    result: "r".into(),
+                },
                 user: "system:serviceaccount:ai-agents:fixer".into(),
                 decision_id: None,
                 class: "scale".into(),

@@ -450,6 +450,21 @@ impl Change {
         self.digest_of(base)
     }
 
+    /// The state the change leaves, in the form of [`Change::base_digest`]: a retry of
+    /// the change after it landed starts from it.
+    pub fn result_digest(&self) -> String {
+        let result = match self.class {
+            ChangeClass::Rollout => spec_without_replicas_of(self.object.as_ref()),
+            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas.map(|r| r.new)}),
+            ChangeClass::Autoscaling => serde_json::json!({
+                "min": self.hpa.map(|h| h.min),
+                "max": self.hpa.map(|h| h.max),
+            }),
+            _ => Value::Null,
+        };
+        self.digest_of(result)
+    }
+
     fn digest_of(&self, content: Value) -> String {
         let identity = serde_json::json!({
             "target": self.target.describe(),
@@ -606,26 +621,11 @@ fn classify_borrowed(
                 BTreeMap::new(),
             );
             set_labels(&mut target, object, old_object, request.operation);
-            let class = match request.operation {
-                Operation::Create => ChangeClass::Create,
-                Operation::Delete => ChangeClass::Delete,
-                Operation::Update => match (object, old_object) {
-                    (Some(new), Some(old)) => update_class(&new.body, &old.body),
-                    _ => {
-                        return Err(AdmissionError::Malformed(
-                            "UPDATE request needs object and oldObject".into(),
-                        ));
-                    }
-                },
-                Operation::Connect => return Ok(None),
+            let Some(class) = object_class(request.operation, object, old_object)? else {
+                return Ok(None);
             };
             let mut change = base(class, target, object.map(annotations_of));
-            if let Some(new) = object.and_then(|o| replicas_at(&o.body, "spec")) {
-                let old = old_object.and_then(|o| replicas_at(&o.body, "spec"));
-                if old != Some(new) {
-                    change.replicas = Some(ReplicaChange { old, new });
-                }
-            }
+            change.replicas = replica_change(object, old_object);
             Ok(Some(change))
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
@@ -744,8 +744,11 @@ fn classify_borrowed(
             });
             Ok(Some(change))
         }
+        // An ephemeral container runs another image in a live Pod: judged as a change of
+        // that Pod.
         ("apps", "replicasets" | "daemonsets", "")
         | ("", "pods" | "replicationcontrollers", "")
+        | ("", "pods", "ephemeralcontainers")
         | ("batch", "jobs" | "cronjobs", "") => {
             let kind = PodMakerKind::from_resource(group, resource)
                 .ok_or_else(|| unreachable_resource(resource))?;
@@ -781,26 +784,11 @@ fn classify_borrowed(
                 .flatten()
                 .flat_map(|o| o.metadata.owner_references.iter().cloned())
                 .collect();
-            let class = match request.operation {
-                Operation::Create => ChangeClass::Create,
-                Operation::Delete => ChangeClass::Delete,
-                Operation::Update => match (object, old_object) {
-                    (Some(new), Some(old)) => update_class(&new.body, &old.body),
-                    _ => {
-                        return Err(AdmissionError::Malformed(
-                            "UPDATE request needs object and oldObject".into(),
-                        ));
-                    }
-                },
-                Operation::Connect => return Ok(None),
+            let Some(class) = object_class(request.operation, object, old_object)? else {
+                return Ok(None);
             };
             let mut change = base(class, target, object.map(annotations_of));
-            if let Some(new) = object.and_then(|o| replicas_at(&o.body, "spec")) {
-                let old = old_object.and_then(|o| replicas_at(&o.body, "spec"));
-                if old != Some(new) {
-                    change.replicas = Some(ReplicaChange { old, new });
-                }
-            }
+            change.replicas = replica_change(object, old_object);
             Ok(Some(change))
         }
         ("", "services", "") => {
@@ -877,6 +865,38 @@ fn classify_borrowed(
         }
         _ => Ok(None),
     }
+}
+
+/// The class of a change to an object that holds a spec: a create, a delete, or by what
+/// an update changes. `None` for a CONNECT, which slo-guard does not judge.
+fn object_class(
+    operation: Operation,
+    object: Option<&ReviewObject>,
+    old_object: Option<&ReviewObject>,
+) -> Result<Option<ChangeClass>, AdmissionError> {
+    Ok(Some(match operation {
+        Operation::Create => ChangeClass::Create,
+        Operation::Delete => ChangeClass::Delete,
+        Operation::Update => match (object, old_object) {
+            (Some(new), Some(old)) => update_class(&new.body, &old.body),
+            _ => {
+                return Err(AdmissionError::Malformed(
+                    "UPDATE request needs object and oldObject".into(),
+                ));
+            }
+        },
+        Operation::Connect => return Ok(None),
+    }))
+}
+
+/// `spec.replicas` before and after, when the change sets it to something new.
+fn replica_change(
+    object: Option<&ReviewObject>,
+    old_object: Option<&ReviewObject>,
+) -> Option<ReplicaChange> {
+    let new = object.and_then(|o| replicas_at(&o.body, "spec"))?;
+    let old = old_object.and_then(|o| replicas_at(&o.body, "spec"));
+    (old != Some(new)).then_some(ReplicaChange { old, new })
 }
 
 /// The labels of a workload after the change (before it, for a DELETE), and before it
@@ -1164,6 +1184,40 @@ mod tests {
         );
         assert_eq!(change.target.pod_labels["app"], "checkout");
         assert_eq!(change.class, ChangeClass::Create);
+    }
+
+    #[test]
+    fn an_ephemeral_container_is_a_change_of_its_pod() {
+        let pod = |ephemeral: Value| {
+            serde_json::json!({
+                "metadata": {"name": "x", "labels": {"app": "checkout"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}], "ephemeralContainers": ephemeral}
+            })
+        };
+        let mut body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0c1d",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": "ephemeralcontainers",
+                "name": "x",
+                "namespace": "payments",
+                "operation": "UPDATE",
+                "userInfo": {"username": AGENT},
+                "object": pod(serde_json::json!([{"name": "debug", "image": "evil:1"}])),
+                "oldObject": pod(serde_json::json!([])),
+            }
+        });
+        let request = parse_review(body.to_string().as_bytes()).expect("a review");
+        let change = classify(request, &()).expect("classified").expect("judged");
+        assert_eq!(change.target.kind, TargetKind::PodMaker(PodMakerKind::Pod));
+        assert_eq!(change.class, ChangeClass::Rollout);
+        assert_eq!(change.target.pod_labels["app"], "checkout");
+        body["request"]["subResource"] = Value::from("status");
+        let request = parse_review(body.to_string().as_bytes()).expect("a review");
+        assert!(classify(request, &()).expect("classified").is_none());
     }
 
     #[test]

@@ -34,12 +34,43 @@ pub struct LedgerRecord {
     pub spent_approvals: Vec<SpentApproval>,
 }
 
+/// What identifies one admitted change: who made it under which decision and what it
+/// sets ([`fingerprint`]), the state it was applied to ([`Change::base_digest`]) and the
+/// state it leaves ([`Change::result_digest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeMark {
+    pub fingerprint: String,
+    pub base: String,
+    pub result: String,
+}
+
+impl ChangeMark {
+    pub fn of(change: &Change, content_digest: &str) -> Self {
+        Self {
+            fingerprint: fingerprint(change, content_digest),
+            base: change.base_digest(),
+            result: change.result_digest(),
+        }
+    }
+
+    /// Whether `other` is this change again: the same fingerprint, applied to the same
+    /// state (the apiserver's retry after a write conflict, a second replica judging the
+    /// same request) or to the state this change left (a client's retry after it
+    /// landed). The same content replayed over a state someone else made is another
+    /// change.
+    pub fn recognizes(&self, other: &ChangeMark) -> bool {
+        self.fingerprint == other.fingerprint
+            && (other.base == self.base || other.base == self.result)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmittedChange {
     pub at: DateTime<Utc>,
-    /// [`fingerprint`] of the change: the same change retried has the same one.
-    pub fingerprint: String,
+    #[serde(flatten)]
+    pub mark: ChangeMark,
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_id: Option<String>,
@@ -52,7 +83,8 @@ pub struct SpentApproval {
     /// The `slo-guard.io/approve` value, `<decision-id>@<digest>`.
     pub approval: String,
     /// The change it admitted.
-    pub fingerprint: String,
+    #[serde(flatten)]
+    pub mark: ChangeMark,
     pub at: DateTime<Utc>,
 }
 
@@ -65,19 +97,19 @@ impl LedgerRecord {
             .find(|spent| spent.approval == approval)
     }
 
-    /// This record after admitting `change`, whose fingerprint is `fingerprint`, at
-    /// `now`, spending `approval` if one admitted it.
+    /// This record after admitting `change`, marked `mark`, at `now`, spending
+    /// `approval` if one admitted it.
     pub fn after(
         &self,
         change: &Change,
-        fingerprint: &str,
+        mark: &ChangeMark,
         approval: Option<&str>,
         now: DateTime<Utc>,
     ) -> LedgerRecord {
         let mut next = self.clone();
         next.last_agent_change = Some(AdmittedChange {
             at: now,
-            fingerprint: fingerprint.to_string(),
+            mark: mark.clone(),
             user: change.requester.username.clone(),
             decision_id: decision_id(change).map(str::to_string),
             class: change.class.as_str().to_string(),
@@ -87,7 +119,7 @@ impl LedgerRecord {
         {
             next.spent_approvals.push(SpentApproval {
                 approval: approval.to_string(),
-                fingerprint: fingerprint.to_string(),
+                mark: mark.clone(),
                 at: now,
             });
             let excess = next
@@ -108,16 +140,12 @@ fn decision_id(change: &Change) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Who made the change, under which decision, what it sets and what it sets it over: a
-/// retry of the same change (by the client, or by the apiserver after a write conflict)
-/// has the same fingerprint, and any other change has another, including the same
-/// content replayed after someone else changed the workload.
+/// Who made the change, under which decision, and what it sets.
 pub fn fingerprint(change: &Change, content_digest: &str) -> String {
     let identity = serde_json::json!({
         "user": change.requester.username,
         "decision": decision_id(change),
         "content": content_digest,
-        "base": change.base_digest(),
     });
     let digest = ring::digest::digest(&ring::digest::SHA256, identity.to_string().as_bytes());
     digest.as_ref()[..12]
@@ -182,43 +210,54 @@ mod tests {
     use crate::rules::testing::{AGENT, WithAnnotations, scale_by, scale_context};
 
     #[test]
-    fn the_same_change_has_the_same_fingerprint_and_another_change_another() {
-        let change = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
-        let again = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
-        let other = scale_by(AGENT, Some(4), 8).with_annotations(&scale_context());
-        let replayed = scale_by(AGENT, Some(9), 7).with_annotations(&scale_context());
-        let print = |c: &Change| fingerprint(c, &c.content_digest());
-        assert_eq!(print(&change), print(&again), "a retry from the same base");
-        assert_ne!(print(&change), print(&other));
-        assert_ne!(
-            print(&change),
-            print(&replayed),
-            "the same content over a base someone else changed is another change"
+    fn a_change_is_recognized_from_its_base_or_its_result_and_not_over_anothers() {
+        let mark = |old: u32, new: u32| {
+            let change = scale_by(AGENT, Some(old), new).with_annotations(&scale_context());
+            ChangeMark::of(&change, &change.content_digest())
+        };
+        let admitted = mark(4, 7);
+        assert!(admitted.recognizes(&mark(4, 7)), "the apiserver's retry");
+        assert!(
+            admitted.recognizes(&mark(7, 7)),
+            "a client's retry after it landed"
         );
-        assert_eq!(change.content_digest(), replayed.content_digest());
+        assert!(!admitted.recognizes(&mark(4, 8)), "other content");
+        assert!(
+            !admitted.recognizes(&mark(9, 7)),
+            "the same content over a state someone else made"
+        );
+        let change = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
         let mut by_other_decision = change.clone();
         by_other_decision
             .annotations
             .as_mut()
             .expect("annotations")
             .insert("slo-guard.io/decision-id".into(), "another-decision".into());
-        assert_ne!(print(&change), print(&by_other_decision));
+        assert!(!admitted.recognizes(&ChangeMark::of(
+            &by_other_decision,
+            &by_other_decision.content_digest()
+        )));
     }
 
     #[test]
     fn an_approval_is_spent_once_and_old_ones_are_forgotten_in_order() {
         let change = scale_by(AGENT, Some(4), 7).with_annotations(&scale_context());
         let now = crate::rules::testing::test_now();
+        let mark = |fingerprint: &str| ChangeMark {
+            fingerprint: fingerprint.into(),
+            base: "b".into(),
+            result: "r".into(),
+        };
         let mut record = LedgerRecord::default();
         for n in 0..40 {
-            record = record.after(&change, "f", Some(&format!("d@{n}")), now);
+            record = record.after(&change, &mark("f"), Some(&format!("d@{n}")), now);
         }
         assert_eq!(record.spent_approvals.len(), SPENT_APPROVALS_KEPT);
         assert!(record.spent("d@39").is_some());
         assert!(record.spent("d@0").is_none());
-        let again = record.after(&change, "g", Some("d@39"), now);
+        let again = record.after(&change, &mark("g"), Some("d@39"), now);
         assert_eq!(
-            again.spent("d@39").map(|s| s.fingerprint.as_str()),
+            again.spent("d@39").map(|s| s.mark.fingerprint.as_str()),
             Some("f")
         );
     }

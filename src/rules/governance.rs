@@ -395,7 +395,7 @@ fn approval_problem(
     }
     // Spent by another change; the change that spent it, retried, still passes.
     if let Some(spent) = input.ledger.and_then(|ledger| ledger.spent(approval))
-        && spent.fingerprint != input.identity.fingerprint()
+        && !spent.mark.recognizes(input.identity.mark())
     {
         return Some(format!(
             "the approval {approval} was used up by the change admitted at {}; an approval admits one change",
@@ -443,7 +443,7 @@ pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Optio
             stamped
         }
         (Some(recorded), _) => {
-            if recorded.fingerprint == input.identity.fingerprint() {
+            if recorded.mark.recognizes(input.identity.mark()) {
                 return None;
             }
             recorded.at
@@ -897,6 +897,10 @@ mod tests {
         let decision = judge_with_ledger(policy, &retried, &record);
         assert!(decision.allowed(), "{:?}", decision.findings);
         assert_eq!(decision.record, None);
+        // So is its retry after it landed, from the state it left.
+        let landed = scale_by(AGENT, Some(4), 4);
+        let decision = judge_with_ledger(policy, &landed, &record);
+        assert!(decision.allowed(), "{:?}", decision.findings);
         // The same content replayed over a base someone else changed is another change.
         let replayed = scale_by(AGENT, Some(9), 4);
         let decision = judge_with_ledger(policy, &replayed, &record);

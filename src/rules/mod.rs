@@ -18,7 +18,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
-use crate::ledger::{LedgerRecord, fingerprint};
+use crate::ledger::{ChangeMark, LedgerRecord};
 use crate::policy::PolicySpec;
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
 use crate::reflection::{Provenance, Threshold, ThresholdPath, effective_policy};
@@ -191,7 +191,7 @@ pub struct DecisionContext<'a> {
 pub(crate) struct ChangeIdentity<'a> {
     change: &'a Change,
     digest: OnceCell<String>,
-    fingerprint: OnceCell<String>,
+    mark: OnceCell<ChangeMark>,
 }
 
 impl<'a> ChangeIdentity<'a> {
@@ -199,7 +199,7 @@ impl<'a> ChangeIdentity<'a> {
         Self {
             change,
             digest: OnceCell::new(),
-            fingerprint: OnceCell::new(),
+            mark: OnceCell::new(),
         }
     }
 
@@ -208,10 +208,10 @@ impl<'a> ChangeIdentity<'a> {
         self.digest.get_or_init(|| self.change.content_digest())
     }
 
-    /// [`crate::ledger::fingerprint`].
-    pub fn fingerprint(&self) -> &str {
-        self.fingerprint
-            .get_or_init(|| fingerprint(self.change, self.digest()))
+    /// [`ChangeMark::of`] the change.
+    pub fn mark(&self) -> &ChangeMark {
+        self.mark
+            .get_or_init(|| ChangeMark::of(self.change, self.digest()))
     }
 }
 
@@ -506,11 +506,11 @@ fn record_after(
         return None;
     }
     let previous = context.ledger.cloned().unwrap_or_default();
-    let fingerprint = identity.fingerprint();
+    let mark = identity.mark();
     let already_recorded = previous
         .last_agent_change
         .as_ref()
-        .is_some_and(|last| last.fingerprint == fingerprint)
+        .is_some_and(|last| last.mark.recognizes(mark))
         && judged
             .approval
             .as_deref()
@@ -518,7 +518,7 @@ fn record_after(
     if already_recorded {
         return None;
     }
-    Some(previous.after(change, fingerprint, judged.approval.as_deref(), context.now))
+    Some(previous.after(change, mark, judged.approval.as_deref(), context.now))
 }
 
 #[cfg(test)]
