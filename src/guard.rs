@@ -395,6 +395,12 @@ async fn decide_recorded(
         let read = match ledger.read(key).await {
             Ok(read) => read,
             Err(error) => {
+                // A decision that records nothing (no cooldown, no approval) does not
+                // need the ledger: it stands, denial or not.
+                let decision = decide_once(prepared, observations, None, now);
+                if decision.record.is_none() {
+                    return decision;
+                }
                 last_error = Some(error);
                 break;
             }
@@ -573,10 +579,8 @@ mod tests {
         }
     }
 
-    fn cooldown_guard(ledger: Arc<MemoryLedger>) -> Guard {
-        let policy = "match: {kinds: [Deployment]}\n\
-                      agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
-                      scaling: {cooldown: 5m}\n";
+    /// A guard with one policy, `payments/checkout`, and the change ledger `ledger`.
+    fn guard_with(policy: &str, ledger: Arc<MemoryLedger>) -> Guard {
         let store = Arc::new(PolicyStore::new("slo-guard"));
         store.replace_all(
             None,
@@ -588,7 +592,17 @@ mod tests {
                 origin: "test".into(),
             }],
         );
+        assert_eq!(store.snapshot().policies.len(), 1, "{:?}", store.errors());
         Guard::new(store, Arc::new(()), Arc::new(Metrics::new())).with_ledger(ledger)
+    }
+
+    fn cooldown_guard(ledger: Arc<MemoryLedger>) -> Guard {
+        guard_with(
+            "match: {kinds: [Deployment]}\n\
+             agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
+             scaling: {cooldown: 5m}\n",
+            ledger,
+        )
     }
 
     fn now() -> DateTime<Utc> {
@@ -656,6 +670,20 @@ mod tests {
             lost.findings
         );
         assert_eq!(ledger.state.lock().expect("lock").0, winner);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_ledger_holds_up_only_changes_that_need_it() {
+        let ledger = Arc::new(MemoryLedger {
+            unavailable: true,
+            ..MemoryLedger::default()
+        });
+        let guard = guard_with(
+            "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\nscaling: {maxReplicas: 10}\n",
+            ledger,
+        );
+        let decision = validate(&guard, SCALE_UP).await;
+        assert!(decision.allowed(), "{:?}", decision.findings);
     }
 
     #[tokio::test]
