@@ -247,7 +247,7 @@ async fn unreadable_requests_get_4xx_with_the_reason_and_the_server_keeps_servin
     assert_eq!((status, text.as_str()), (200, "ok"));
     let (_, metrics) = server.get("/metrics").await;
     assert!(
-        metrics.contains("slo_guard_bad_requests_total{reason=\"not_a_review\"} 1"),
+        metrics.contains("slo_guard_bad_requests_total{reason=\"not_json\"} 1"),
         "{metrics}"
     );
     assert!(

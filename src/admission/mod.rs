@@ -26,8 +26,14 @@ pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 pub enum AdmissionError {
     #[error("request body is {size} bytes, above the {MAX_REVIEW_BYTES}-byte limit")]
     TooLarge { size: usize },
+    #[error("request body is not an AdmissionReview: it is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error(
+        "request body is not an AdmissionReview: its JSON nests deeper than the 128 levels slo-guard reads"
+    )]
+    TooDeep,
     #[error("request body is not an AdmissionReview: {0}")]
-    NotAReview(#[source] serde_json::Error),
+    NotAReview(String),
     #[error("AdmissionReview apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
     UnsupportedVersion(String),
     #[error("AdmissionReview has no request")]
@@ -47,8 +53,19 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, AdmissionError> {
         return Err(AdmissionError::TooLarge { size: body.len() });
     }
     let review: ReviewEnvelope = serde_json::from_slice(body).map_err(|error| {
-        // Only on the error path: say "wrong version" rather than a field error when the
-        // body is a review of another version.
+        // Only on the error path: name what is wrong. serde_json reports its nesting limit
+        // as a syntax error, which would read as "not JSON".
+        if error.to_string().starts_with("recursion limit exceeded") {
+            return AdmissionError::TooDeep;
+        }
+        if matches!(
+            error.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        ) {
+            return AdmissionError::NotJson(error);
+        }
+        // "Wrong version" rather than a field error when the body is a review of another
+        // version.
         match serde_json::from_slice::<TypeFields>(body) {
             Ok(types)
                 if types.kind == "AdmissionReview"
@@ -56,9 +73,14 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, AdmissionError> {
             {
                 AdmissionError::UnsupportedVersion(format!("{}/{}", types.api_version, types.kind))
             }
-            _ => AdmissionError::NotAReview(error),
+            _ => AdmissionError::NotAReview(error.to_string()),
         }
     })?;
+    if review.api_version.is_empty() && review.kind.is_empty() {
+        return Err(AdmissionError::NotAReview(
+            "it has no apiVersion and kind; send an admission.k8s.io/v1 AdmissionReview".into(),
+        ));
+    }
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(AdmissionError::UnsupportedVersion(format!(
             "{}/{}",
@@ -70,4 +92,45 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, AdmissionError> {
         return Err(AdmissionError::MissingUid);
     }
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> String {
+        parse_review(body.as_bytes())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_refused_body_is_named_for_what_is_wrong_with_it() {
+        assert!(refusal("{\"hello\": ").contains("it is not JSON: EOF while parsing"));
+        assert!(refusal("not json").contains("it is not JSON"));
+        let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deep_object = format!(
+            "{{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": \"AdmissionReview\", \"request\": {{\"object\": {{\"spec\": {}}}}}}}",
+            deep(200)
+        );
+        assert_eq!(
+            refusal(&deep_object),
+            "request body is not an AdmissionReview: its JSON nests deeper than the 128 levels slo-guard reads"
+        );
+        // Nesting in a field slo-guard skips is skipped, not read: what is wrong is the rest.
+        let deep_elsewhere = format!("{{\"x\": {}}}", deep(200));
+        assert_eq!(
+            refusal(&deep_elsewhere),
+            "request body is not an AdmissionReview: it has no apiVersion and kind; send an admission.k8s.io/v1 AdmissionReview"
+        );
+        assert_eq!(
+            refusal(
+                "{\"apiVersion\": \"admission.k8s.io/v1beta1\", \"kind\": \"AdmissionReview\"}"
+            ),
+            "AdmissionReview apiVersion \"admission.k8s.io/v1beta1/AdmissionReview\" is not supported: send admission.k8s.io/v1"
+        );
+        assert!(
+            refusal("[1, 2]").starts_with("request body is not an AdmissionReview: invalid type")
+        );
+    }
 }

@@ -25,6 +25,8 @@ impl HttpError {
             HttpError::Admission(AdmissionError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::Admission(
                 AdmissionError::NotAReview(_)
+                | AdmissionError::NotJson(_)
+                | AdmissionError::TooDeep
                 | AdmissionError::UnsupportedVersion(_)
                 | AdmissionError::MissingRequest
                 | AdmissionError::MissingUid
@@ -43,6 +45,8 @@ impl HttpError {
             HttpError::Body(_) => "unreadable_body",
             HttpError::Admission(AdmissionError::TooLarge { .. }) => "too_large",
             HttpError::Admission(AdmissionError::NotAReview(_)) => "not_a_review",
+            HttpError::Admission(AdmissionError::NotJson(_)) => "not_json",
+            HttpError::Admission(AdmissionError::TooDeep) => "too_deep",
             HttpError::Admission(AdmissionError::UnsupportedVersion(_)) => "unsupported_version",
             HttpError::Admission(AdmissionError::MissingRequest) => "missing_request",
             HttpError::Admission(AdmissionError::MissingUid) => "missing_uid",
