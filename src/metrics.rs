@@ -50,6 +50,20 @@ pub struct Metrics {
     pub policies_loaded: Gauge,
     pub policies_rejected: Gauge,
     pub events: Family<EventLabels, Counter>,
+    /// Connections closed unserved because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// Connections open on the webhook port.
+    pub open_connections: Gauge,
+    /// Connections closed for taking too long, by phase (`tls_handshake`,
+    /// `request_start`).
+    pub connection_timeouts: Family<PhaseLabels, Counter>,
+    /// Requests not read and answered within `--request-timeout`.
+    pub request_timeouts: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
 }
 
 impl Default for Metrics {
@@ -109,6 +123,30 @@ impl Metrics {
             "Kubernetes Events recorded on judged objects and policy ConfigMaps, by reason and result",
             events.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed unserved because the connection limit was reached",
+            connections_refused.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Connections open on the webhook port",
+            open_connections.clone(),
+        );
+        let connection_timeouts = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "connection_timeouts",
+            "Connections closed for not finishing a phase in time: tls_handshake, request_start",
+            connection_timeouts.clone(),
+        );
+        let request_timeouts = Counter::default();
+        registry.register(
+            "request_timeouts",
+            "Requests not read and answered within the request timeout",
+            request_timeouts.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -118,6 +156,10 @@ impl Metrics {
             policies_loaded,
             policies_rejected,
             events,
+            connections_refused,
+            open_connections,
+            connection_timeouts,
+            request_timeouts,
         }
     }
 
@@ -127,6 +169,15 @@ impl Metrics {
             .get_or_create(&EventLabels {
                 reason: reason.to_string(),
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed for not finishing `phase` in time.
+    pub fn connection_timeout(&self, phase: &str) {
+        self.connection_timeouts
+            .get_or_create(&PhaseLabels {
+                phase: phase.to_string(),
             })
             .inc();
     }

@@ -15,6 +15,9 @@ use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manifest_text};
+use crate::server::limits::{
+    CountedAcceptor, Limits, RequestLimits, RequestStartAcceptor, request_deadline,
+};
 use crate::server::{AppState, router, tls};
 use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
 
@@ -52,6 +55,64 @@ pub struct ServeArgs {
     /// Worker threads (defaults to the number of CPUs).
     #[arg(long, env = "SLO_GUARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one client may hold of the webhook port (see `server::limits`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Open connections at most; more are closed as soon as they are accepted, before
+    /// any TLS work. The apiserver needs a handful per replica.
+    #[arg(long, env = "SLO_GUARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time for a client's TLS handshake.
+    #[arg(long, env = "SLO_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Time from the handshake (or the last answer on a keep-alive connection) to a
+    /// request's complete header; an idle HTTP/1 connection is closed after it too.
+    #[arg(long, env = "SLO_GUARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time to read a request's body and answer it (the apiserver waits at most 30s).
+    #[arg(long, env = "SLO_GUARD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(
+        long,
+        env = "SLO_GUARD_H2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 250
+    )]
+    pub h2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list, in bytes.
+    #[arg(
+        long,
+        env = "SLO_GUARD_H2_MAX_HEADER_LIST_SIZE",
+        default_value_t = 65536
+    )]
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2 streams a client may reset before they are served before its connection
+    /// is closed (the rapid-reset attack).
+    #[arg(
+        long,
+        env = "SLO_GUARD_H2_MAX_PENDING_RESET_STREAMS",
+        default_value_t = 20
+    )]
+    pub h2_max_pending_reset_streams: usize,
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(args: &LimitArgs) -> Self {
+        Limits {
+            max_connections: args.max_connections,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+            h2_max_header_list_size: args.h2_max_header_list_size,
+            h2_max_pending_reset_streams: args.h2_max_pending_reset_streams,
+            ..Limits::default()
+        }
+    }
 }
 
 /// How to reach Prometheus, Thanos or Mimir for the SLO gate (shared by `serve` and `check`).
@@ -277,7 +338,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(())
     };
 
-    let mut guard = Guard::new(store.clone(), workloads, metrics).with_slo(slo);
+    let mut guard = Guard::new(store.clone(), workloads, metrics.clone()).with_slo(slo);
     if let Some((effects, own_username, ledger)) = cluster_effects {
         guard = guard
             .with_effects(effects, own_username)
@@ -289,15 +350,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let handle: Handle<SocketAddr> = Handle::new();
+    let limits = Limits::from(&args.limits);
     // Without TCP_NODELAY the first answer on a new connection can wait out the peer's
-    // delayed ACK (40 ms on Linux), because it is written in more than one segment.
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let server = axum_server::bind(args.listen)
+    // delayed ACK (40 ms on Linux), because it is written in more than one segment. The
+    // connection bound comes first, so a refused connection costs no TLS work.
+    let acceptor = RequestStartAcceptor::new(
+        axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
+            .handshake_timeout(limits.tls_handshake_timeout)
+            .acceptor(CountedAcceptor::new(
+                axum_server::accept::NoDelayAcceptor::new(),
+                limits.max_connections,
+                metrics.clone(),
+            )),
+        limits.header_read_timeout,
+        metrics.clone(),
+    );
+    let mut server = axum_server::bind(args.listen)
         .acceptor(acceptor)
-        .handle(handle.clone())
-        .serve(router(state.clone()).into_make_service());
-    let server = tokio::spawn(server);
+        .handle(handle.clone());
+    let http = server.http_builder();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+        // A peer that stops answering pings is gone, or holding the connection hostage.
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        RequestLimits {
+            timeout: limits.request_timeout,
+            metrics: metrics.clone(),
+        },
+        request_deadline,
+    ));
+    let server = tokio::spawn(server.serve(app.into_make_service()));
 
     let listening = handle
         .listening()

@@ -2,6 +2,7 @@
 //! reload. [`router`] is public so tests drive the exact service `serve` runs.
 
 mod error;
+pub mod limits;
 pub mod tls;
 
 pub use error::HttpError;

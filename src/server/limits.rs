@@ -1,0 +1,320 @@
+//! What one client may hold of the webhook port. Inside a cluster any pod that reaches
+//! the Service can connect, and with `failurePolicy: Fail` a starved slo-guard blocks
+//! every governed change; so every phase of a connection has a deadline, and the number
+//! of open connections a bound.
+//!
+//! hyper and axum-server bring most of it: the TLS handshake timeout
+//! (`RustlsAcceptor::handshake_timeout`), HTTP/1's header read timeout (which also closes
+//! a keep-alive connection idle that long), and HTTP/2's stream, header-list and reset
+//! limits and keep-alive pings (set in `cli::serve`). What they leave open is written
+//! here: the bound on connections, refused before any TLS work; the time from the
+//! handshake to the first bytes of a request (hyper-util's protocol detection waits for
+//! them without a deadline); and the time to read a request's body and answer it.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_server::accept::Accept;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+
+use crate::metrics::Metrics;
+
+/// The limits of the webhook port. The defaults suit a webhook the apiserver calls with
+/// a timeout of at most 30 s.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at most; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    /// From the end of the TLS handshake to a request's complete header, and the longest
+    /// an HTTP/1 keep-alive connection may wait idle for its next request.
+    pub header_read_timeout: Duration,
+    /// To read a request's body and answer it.
+    pub request_timeout: Duration,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_header_list_size: u32,
+    /// Streams a client may open and reset before they are served (the rapid-reset
+    /// attack, CVE-2023-44487) before the connection is closed.
+    pub h2_max_pending_reset_streams: usize,
+    /// Streams slo-guard may reset for a client's protocol errors before it closes the
+    /// connection.
+    pub h2_max_local_error_reset_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            tls_handshake_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            h2_max_concurrent_streams: 250,
+            h2_max_header_list_size: 64 * 1024,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_error_reset_streams: 256,
+        }
+    }
+}
+
+/// Bytes after the TLS handshake by which hyper-util tells HTTP/1 from HTTP/2 (the
+/// HTTP/2 preface); from there on hyper's own header deadline and pings apply.
+const REQUEST_START_BYTES: usize = 24;
+
+/// Holds one of `max_connections` permits for each connection, and refuses the
+/// connection (closes it, before TLS) when none is left.
+#[derive(Clone)]
+pub struct CountedAcceptor<A> {
+    inner: A,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> CountedAcceptor<A> {
+    pub fn new(inner: A, max_connections: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            metrics,
+        }
+    }
+}
+
+impl<A, I, S> Accept<I, S> for CountedAcceptor<A>
+where
+    A: Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Counted<A::Stream>;
+    type Service = A::Service;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.metrics.connections_refused.inc();
+            drop(stream);
+            return Box::pin(std::future::ready(Err(io::Error::other(
+                "connection limit reached",
+            ))));
+        };
+        let accepted = self.inner.accept(stream, service);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            metrics.open_connections.inc();
+            Ok((
+                Counted {
+                    inner: stream,
+                    _permit: permit,
+                    metrics,
+                },
+                service,
+            ))
+        })
+    }
+}
+
+/// A connection holding its permit until it is dropped.
+pub struct Counted<S> {
+    inner: S,
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        self.metrics.open_connections.dec();
+    }
+}
+
+/// Gives a connection [`Limits::header_read_timeout`] after its TLS handshake to send
+/// the first bytes of a request, and counts TLS handshakes that timed out.
+#[derive(Clone)]
+pub struct RequestStartAcceptor<A> {
+    inner: A,
+    deadline: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> RequestStartAcceptor<A> {
+    pub fn new(inner: A, deadline: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            deadline,
+            metrics,
+        }
+    }
+}
+
+impl<A, I, S> Accept<I, S> for RequestStartAcceptor<A>
+where
+    A: Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = RequestStart<A::Stream>;
+    type Service = A::Service;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let accepted = self.inner.accept(stream, service);
+        let metrics = self.metrics.clone();
+        let deadline = self.deadline;
+        Box::pin(async move {
+            match accepted.await {
+                Ok((stream, service)) => Ok((
+                    RequestStart {
+                        inner: stream,
+                        deadline: Some(Box::pin(tokio::time::sleep(deadline))),
+                        awaiting: REQUEST_START_BYTES,
+                        metrics,
+                    },
+                    service,
+                )),
+                Err(error) => {
+                    if error.kind() == io::ErrorKind::TimedOut {
+                        metrics.connection_timeout("tls_handshake");
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+/// A connection that must send [`REQUEST_START_BYTES`] before its deadline.
+pub struct RequestStart<S> {
+    inner: S,
+    deadline: Option<Pin<Box<Sleep>>>,
+    awaiting: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for RequestStart<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let filled = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - filled;
+                this.awaiting = this.awaiting.saturating_sub(read);
+                if this.awaiting == 0 {
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                this.deadline = None;
+                this.metrics.connection_timeout("request_start");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the header read timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+macro_rules! delegate_write {
+    ($wrapper:ident) => {
+        impl<S: AsyncWrite + Unpin> AsyncWrite for $wrapper<S> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Pin::new(&mut self.inner).poll_write(cx, data)
+            }
+
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                Pin::new(&mut self.inner).poll_write_vectored(cx, data)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.inner).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.inner).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
+delegate_write!(Counted);
+delegate_write!(RequestStart);
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// Answers 408 when a request's body is not read and answered within the request
+/// timeout (a client trickling its body holds a connection and a task otherwise).
+pub async fn request_deadline(
+    State(limits): State<RequestLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            limits.metrics.request_timeouts.inc();
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                axum::Json(serde_json::json!({
+                    "error": format!("request not read and answered within {:?}", limits.timeout)
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What [`request_deadline`] needs.
+#[derive(Clone)]
+pub struct RequestLimits {
+    pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
