@@ -666,33 +666,62 @@ async fn exchange(
     Ok((status, body))
 }
 
-async fn get_readyz(
-    tls: &Tls,
-    addr: SocketAddr,
-    connected: &mut Option<Instant>,
-) -> Result<u16, BoxError> {
-    let mut sender = connect(tls, addr, Proto::H1).await?;
-    connected.get_or_insert_with(Instant::now);
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri("/readyz")
-        .header(HOST, addr.to_string())
-        .body(Full::new(Bytes::new()))?;
-    Ok(exchange(&mut sender, request).await?.0)
+/// Where a server answers `/readyz`: slo-guard on its operations port (plain HTTP), the
+/// ceiling on its one TLS port.
+#[derive(Clone, Copy)]
+enum ReadyProbe<'a> {
+    Plain(SocketAddr),
+    Tls(&'a Tls, SocketAddr),
 }
 
-/// Polls `/readyz` (a fresh TLS connection every try, every 1 ms) until it answers 200.
-/// Returns when the first TLS connection was accepted and when `/readyz` said 200, both
+async fn get_readyz(
+    probe: ReadyProbe<'_>,
+    connected: &mut Option<Instant>,
+) -> Result<u16, BoxError> {
+    match probe {
+        ReadyProbe::Tls(tls, addr) => {
+            let mut sender = connect(tls, addr, Proto::H1).await?;
+            connected.get_or_insert_with(Instant::now);
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri("/readyz")
+                .header(HOST, addr.to_string())
+                .body(Full::new(Bytes::new()))?;
+            Ok(exchange(&mut sender, request).await?.0)
+        }
+        ReadyProbe::Plain(addr) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            connected.get_or_insert_with(Instant::now);
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: slo-guard\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            let status = String::from_utf8_lossy(&answer)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            Ok(status)
+        }
+    }
+}
+
+/// Polls `/readyz` (a fresh connection every try, every 1 ms) until it answers 200.
+/// Returns when the first connection was accepted and when `/readyz` said 200, both
 /// from `since`.
 async fn wait_ready(
-    tls: &Tls,
-    addr: SocketAddr,
+    probe: ReadyProbe<'_>,
     since: Instant,
     limit: Duration,
 ) -> (Duration, Duration) {
     let mut connected = None;
+    let addr = match probe {
+        ReadyProbe::Plain(addr) | ReadyProbe::Tls(_, addr) => addr,
+    };
     loop {
-        if let Ok(200) = get_readyz(tls, addr, &mut connected).await {
+        if let Ok(200) = get_readyz(probe, &mut connected).await {
             let now = Instant::now();
             return (connected.unwrap_or(now) - since, now - since);
         }
@@ -1512,13 +1541,16 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             let certs = make_certs(&bin);
             let tls = Tls::new(&certs.ca);
             let (prometheus, stand) = start_prometheus(&root().join(ANSWERS)).await;
-            let start = |threads: usize| -> Server {
+            let start = |threads: usize| -> (Server, SocketAddr) {
                 let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
+                let ops = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
                 let mut command = Command::new(&bin);
                 command
                     .arg("serve")
                     .arg("--listen")
                     .arg(addr.to_string())
+                    .arg("--metrics-listen")
+                    .arg(ops.to_string())
                     .arg("--tls-cert")
                     .arg(&certs.cert)
                     .arg("--tls-key")
@@ -1530,16 +1562,16 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
                     .arg("--worker-threads")
                     .arg(threads.to_string())
                     .args(&o.server_args);
-                spawn_logged("slo-guard", command, server_cpu, addr)
+                (spawn_logged("slo-guard", command, server_cpu, addr), ops)
             };
             // Every start but the last is only timed; the last one serves the load.
             let mut kept = None;
             for round in 0..o.starts.max(1) {
                 let since = Instant::now();
-                let server = start(o.server_threads);
+                let (server, ops) = start(o.server_threads);
                 let spawned = since.elapsed();
                 let (connected, ready) =
-                    wait_ready(&tls, server.addr, since, Duration::from_secs(60)).await;
+                    wait_ready(ReadyProbe::Plain(ops), since, Duration::from_secs(60)).await;
                 ready_times.push(ready);
                 start_detail.push((spawned, connected));
                 logged_ready.push(server.ready_ms_logged());
@@ -1599,7 +1631,12 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
             .arg(o.server_threads.to_string())
             .arg(&o.ceiling_parse);
         let server = spawn_logged("ceiling", command, server_cpu, addr);
-        wait_ready(&tls, addr, Instant::now(), Duration::from_secs(60)).await;
+        wait_ready(
+            ReadyProbe::Tls(&tls, addr),
+            Instant::now(),
+            Duration::from_secs(60),
+        )
+        .await;
         Some(server)
     } else {
         None
@@ -1767,7 +1804,7 @@ async fn run(o: Options, server_cpu: Option<usize>, client_cpu: Option<usize>, c
                 .join(", ")
         );
         println!(
-            "  per start: spawn() returned / first TLS connection accepted, ms after spawning: {}",
+            "  per start: spawn() returned / first connection to the operations port accepted, ms after spawning: {}",
             start_detail
                 .iter()
                 .map(|(spawned, connected)| format!("{}/{}", ms(*spawned), ms(*connected)))

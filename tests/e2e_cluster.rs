@@ -327,6 +327,49 @@ fn helm_chart_lints_and_renders_what_the_apiserver_accepts() {
             text(&output.stderr)
         );
     }
+    // The NetworkPolicy: the webhook port from the sources a user names (anywhere by
+    // default), the metrics port from Prometheus only; and none when disabled.
+    let network_policy = |sets: &[&str]| -> Option<serde_json::Value> {
+        let mut args = vec![
+            "template",
+            "slo-guard",
+            "charts/slo-guard",
+            "--namespace",
+            "slo-guard",
+            "--show-only",
+            "templates/networkpolicy.yaml",
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let rendered = helm(&cluster, &args);
+        if !rendered.status.success() {
+            assert!(
+                text(&rendered.stderr).contains("could not find template"),
+                "{}",
+                text(&rendered.stderr)
+            );
+            return None;
+        }
+        Some(serde_yaml::from_str(&text(&rendered.stdout)).expect("a NetworkPolicy"))
+    };
+    let default = network_policy(&[]).expect("on by default");
+    let ingress = &default["spec"]["ingress"];
+    assert_eq!(ingress[0]["ports"][0]["port"], "https");
+    assert!(ingress[0].get("from").is_none(), "{ingress}");
+    assert_eq!(ingress[1]["ports"][0]["port"], "metrics");
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let restricted = network_policy(&["networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/28"])
+        .expect("rendered");
+    assert_eq!(
+        restricted["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+        "10.0.0.0/28"
+    );
+    assert!(network_policy(&["networkPolicy.enabled=false"]).is_none());
+
     // The plain manifests are the chart's render, and the apiserver accepts them.
     let check = cluster
         .command("bash")
@@ -347,6 +390,7 @@ fn helm_chart_lints_and_renders_what_the_apiserver_accepts() {
         "deployment",
         "service",
         "pdb",
+        "networkpolicy",
         "validating-webhook",
         "mutating-webhook",
         "reflect-cronjob",

@@ -16,9 +16,16 @@ use rustls::pki_types::ServerName;
 
 const GENEROUS: Duration = Duration::from_secs(20);
 
+#[derive(Clone, Copy)]
+enum Port {
+    Webhook,
+    Operations,
+}
+
 struct Serve {
     child: Child,
     port: u16,
+    ops_port: u16,
     log: std::path::PathBuf,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -26,10 +33,12 @@ struct Serve {
 impl Serve {
     fn start(work: &Path, args: &[&str]) -> Self {
         let port = e2e_support::free_port();
+        let ops_port = e2e_support::free_port();
         let certs = work.join("certs");
         let log = work.join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
             .arg("--cert-dir")
             .arg(&certs)
             .args(args)
@@ -59,6 +68,7 @@ impl Serve {
         Self {
             child,
             port,
+            ops_port,
             log,
             tls,
         }
@@ -87,16 +97,23 @@ impl Serve {
         stream
     }
 
-    /// One request on a new connection; the status line's code.
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = self.tls();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
+    /// One GET on a new connection, to the webhook port (TLS) or the operations port.
+    fn get(&self, port: Port, path: &str) -> (u16, String) {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
+        match port {
+            Port::Webhook => {
+                let mut stream = self.tls();
+                stream.write_all(request.as_bytes()).expect("request");
+                let _ = stream.read_to_string(&mut text);
+            }
+            Port::Operations => {
+                let mut stream = TcpStream::connect(("127.0.0.1", self.ops_port)).expect("connect");
+                stream.write_all(request.as_bytes()).expect("request");
+                let _ = stream.read_to_string(&mut text);
+            }
+        }
         let status = text
             .split_whitespace()
             .nth(1)
@@ -106,7 +123,7 @@ impl Serve {
     }
 
     fn metric(&self, series: &str) -> f64 {
-        let (_, text) = self.get("/metrics");
+        let (_, text) = self.get(Port::Operations, "/metrics");
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
@@ -182,11 +199,15 @@ fn every_phase_of_a_connection_has_a_deadline() {
     // A keep-alive connection left idle after an answer is closed too.
     let mut keep_alive = serve.tls();
     keep_alive
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
         .expect("request");
     let mut first = [0u8; 512];
     let read = keep_alive.read(&mut first).expect("an answer");
-    assert!(String::from_utf8_lossy(&first[..read]).starts_with("HTTP/1.1 200"));
+    assert!(
+        String::from_utf8_lossy(&first[..read]).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&first[..read])
+    );
     assert!(closed_after(&mut keep_alive) < GENEROUS);
 
     // A body trickled slower than the request timeout gets 408, and the connection goes.
@@ -207,7 +228,19 @@ fn every_phase_of_a_connection_has_a_deadline() {
     assert_eq!(serve.metric("slo_guard_request_timeouts_total"), 1.0);
 
     // And through all of it the server answers.
-    assert_eq!(serve.get("/healthz").0, 200);
+    assert_eq!(serve.get(Port::Operations, "/healthz").0, 200);
+}
+
+#[test]
+fn the_webhook_and_the_operations_routes_are_on_separate_ports() {
+    let work = tempfile::tempdir().expect("work dir");
+    let serve = Serve::start(work.path(), &[]);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(serve.get(Port::Operations, path).0, 200, "{path}");
+        assert_eq!(serve.get(Port::Webhook, path).0, 404, "{path}");
+    }
+    let (status, text) = serve.get(Port::Operations, "/validate");
+    assert_eq!(status, 404, "{text}");
 }
 
 #[test]
@@ -231,8 +264,9 @@ fn connections_past_the_bound_are_refused_and_the_rest_served() {
     // With the holders gone the server serves again, and counts what it refused.
     let deadline = Instant::now() + GENEROUS;
     loop {
-        let (status, _) = serve.get("/healthz");
-        if status == 200 {
+        let (status, _) = serve.get(Port::Webhook, "/validate");
+        // GET of a POST route: 405, answered by the webhook port once it serves again.
+        if status == 405 {
             break;
         }
         assert!(Instant::now() < deadline, "never served again");

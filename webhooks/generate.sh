@@ -58,6 +58,7 @@ awk -v dir="$tmp" '
         if (src ~ /\/validatingwebhookconfiguration\.yaml$/) return "validating-webhook.yaml"
         if (src ~ /\/mutatingwebhookconfiguration\.yaml$/) return "mutating-webhook.yaml"
         if (src ~ /\/reflect-cronjob\.yaml$/) return "reflect-cronjob.yaml"
+        if (src ~ /\/networkpolicy\.yaml$/) return "networkpolicy.yaml"
         return ""
     }
     /^---$/ { out = ""; next }
@@ -91,14 +92,15 @@ EOF
 
 title_rbac="ServiceAccount and least-privilege RBAC of the slo-guard server."
 title_deployment="The slo-guard server: 2 replicas, restricted security context, HTTPS on 8443. Needs Secret slo-guard-tls."
-title_service="Service the API server calls the webhooks through (443 -> 8443)."
+title_service="Service the API server calls the webhooks through (443 -> 8443), and the metrics port (8080)."
 title_pdb="Keeps one slo-guard replica up during node drains."
 title_validating="Validating webhooks. Replace \${CA_BUNDLE} with envsubst before applying."
 title_mutating="Mutating webhook. Replace \${CA_BUNDLE} with envsubst before applying."
 
 title_reflect="CronJob that learns from outcomes (slo-guard reflect): tightening proposals."
+title_networkpolicy="Only the API server may reach the webhook port, only Prometheus the metrics port. Set the webhook port's sources for your cluster (webhooks/README.md)."
 
-for f in rbac deployment service pdb validating-webhook mutating-webhook reflect-cronjob; do
+for f in rbac deployment service pdb validating-webhook mutating-webhook reflect-cronjob networkpolicy; do
     [ -s "$tmp/$f.yaml.body" ] || { echo "generate.sh: the render has no $f.yaml" >&2; exit 1; }
     case "$f" in
         rbac) t="$title_rbac" ;;
@@ -108,11 +110,12 @@ for f in rbac deployment service pdb validating-webhook mutating-webhook reflect
         validating-webhook) t="$title_validating" ;;
         mutating-webhook) t="$title_mutating" ;;
         reflect-cronjob) t="$title_reflect" ;;
+        networkpolicy) t="$title_networkpolicy" ;;
     esac
     { header "$t"; cat "$tmp/$f.yaml.body"; } > "$tmp/$f.yaml"
 done
 
-files="namespace.yaml rbac.yaml deployment.yaml service.yaml pdb.yaml validating-webhook.yaml mutating-webhook.yaml reflect-cronjob.yaml"
+files="namespace.yaml rbac.yaml deployment.yaml service.yaml pdb.yaml networkpolicy.yaml validating-webhook.yaml mutating-webhook.yaml reflect-cronjob.yaml"
 if [ "$check" -eq 1 ]; then
     rc=0
     for f in $files; do

@@ -18,13 +18,18 @@ use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manife
 use crate::server::limits::{
     CountedAcceptor, Limits, RequestLimits, RequestStartAcceptor, request_deadline,
 };
-use crate::server::{AppState, router, tls};
+use crate::server::{AppState, ops_router, router, tls};
 use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// The webhook port (HTTPS): /validate and /mutate, for the apiserver.
     #[arg(long, env = "SLO_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
+    /// The operations port (plain HTTP): /metrics, /healthz and /readyz, for Prometheus
+    /// and the kubelet. Kept apart so each port can be opened to only its client.
+    #[arg(long, env = "SLO_GUARD_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub metrics_listen: SocketAddr,
     /// PEM serving certificate. Without --tls-cert/--tls-key a self-signed CA and
     /// certificate are generated in --cert-dir.
     #[arg(long, env = "SLO_GUARD_TLS_CERT", requires = "tls_key")]
@@ -394,7 +399,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .listening()
         .await
         .ok_or_else(|| anyhow::anyhow!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %listening, "listening");
+    let ops_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (--metrics-listen): {e}",
+                args.metrics_listen
+            )
+        })?;
+    let ops_address = ops_listener.local_addr()?;
+    let ops = ops_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(ops_listener, ops).await {
+            tracing::error!(%error, "the operations port stopped");
+        }
+    });
+    tracing::info!(address = %listening, metrics_address = %ops_address, "listening");
 
     let ready = state.ready.clone();
     tokio::spawn(async move {

@@ -1,5 +1,8 @@
-//! The HTTPS edge: axum routes over rustls, readiness, graceful shutdown and certificate
-//! reload. [`router`] is public so tests drive the exact service `serve` runs.
+//! The HTTP edges: the webhook routes over rustls ([`router`]: what the apiserver
+//! calls), and the operations routes on their own port ([`ops_router`]: metrics, health
+//! and readiness, for Prometheus and the kubelet), so that each port can be opened to
+//! only the client that needs it. Both are public so tests drive the services `serve`
+//! runs.
 
 mod error;
 pub mod limits;
@@ -31,14 +34,21 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The webhook port's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(state)
+}
+
+/// The operations port's routes: `/metrics`, `/healthz`, `/readyz`.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(state)
 }
 

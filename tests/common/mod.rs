@@ -15,7 +15,7 @@ use slo_guard::certs::{CertRequest, generate};
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
 use slo_guard::policy::{PolicyStore, StoreEvent, read_manifests};
-use slo_guard::server::{AppState, router};
+use slo_guard::server::{AppState, ops_router, router};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -110,7 +110,13 @@ impl TlsServer {
         let handle: Handle<SocketAddr> = Handle::new();
         let server = axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), config)
             .handle(handle.clone())
-            .serve(router(state).into_make_service());
+            // `serve` puts these on two ports (tests/hostile_clients.rs shows the split);
+            // handler tests reach both through one.
+            .serve(
+                router(state.clone())
+                    .merge(ops_router(state))
+                    .into_make_service(),
+            );
         tokio::spawn(server);
         let address = handle.listening().await.expect("listening");
         let client = reqwest::Client::builder()

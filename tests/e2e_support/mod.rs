@@ -161,6 +161,8 @@ impl Drop for Cluster {
 pub struct SloGuard {
     child: Child,
     log: PathBuf,
+    /// The operations port: /metrics, /healthz, /readyz over plain HTTP.
+    pub metrics_port: u16,
 }
 
 impl SloGuard {
@@ -177,6 +179,7 @@ impl SloGuard {
         env: &[(&str, &str)],
     ) -> Self {
         let log_file = std::fs::File::create(&log).expect("log file");
+        let metrics_port = free_port();
         let child = cluster
             .command(env!("CARGO_BIN_EXE_slo-guard"))
             .envs(env.iter().copied())
@@ -185,6 +188,8 @@ impl SloGuard {
                 "--watch-configmaps",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
             ])
             .arg("--tls-cert")
             .arg(certs.join("tls.crt"))
@@ -194,7 +199,11 @@ impl SloGuard {
             .stderr(log_file)
             .spawn()
             .expect("slo-guard starts");
-        let guard = Self { child, log };
+        let guard = Self {
+            child,
+            log,
+            metrics_port,
+        };
         guard.wait_for_log("\"message\":\"ready\"", Duration::from_secs(60));
         guard
     }
