@@ -323,7 +323,7 @@ mod tests {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nmetadata: {name: b}\n",
         )
         .unwrap();
-        let error = read_manifests(&[file.clone()], &mut Stdin::default())
+        let error = read_manifests(std::slice::from_ref(&file), &mut Stdin::default())
             .unwrap_err()
             .to_string();
         assert!(
