@@ -529,24 +529,43 @@ fn workload_flags_read_multi_document_files_directories_and_stdin() {
             "{workload}: {stderr}"
         );
     }
-    // reflect --workload reads the same files (and fails later only for want of Prometheus).
-    let output = slo_guard(
-        &[
-            "reflect",
-            "--dry-run",
-            "--policies",
-            "policies",
-            "--workload",
-            with_service.to_str().unwrap(),
-            "--now",
-            WEDNESDAY,
-        ],
-        None,
+    // reflect --workload reads the same files: a file of no workload is refused by name,
+    // the Deployment-and-Service file is read (reflect then fails only on Prometheus,
+    // which listens nowhere here).
+    let reflect = |workload: &str| {
+        let output = slo_guard(
+            &[
+                "reflect",
+                "--dry-run",
+                "--policies",
+                "policies",
+                "--workload",
+                workload,
+                "--prometheus-url",
+                "http://127.0.0.1:1",
+                "--now",
+                WEDNESDAY,
+            ],
+            None,
+        );
+        text(&output.stderr)
+    };
+    let service_only = dir.path().join("service-only.yml");
+    std::fs::write(
+        &service_only,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: checkout}\n",
+    )
+    .unwrap();
+    let stderr = reflect(service_only.to_str().unwrap());
+    assert!(
+        stderr.contains("expected a Deployment or StatefulSet, found Service"),
+        "{stderr}"
     );
-    let stderr = text(&output.stderr);
+    let stderr = reflect(with_service.to_str().unwrap());
     assert!(!stderr.contains("more than one document"), "{stderr}");
     assert!(
         !stderr.contains("expected a Deployment or StatefulSet"),
         "{stderr}"
     );
+    assert!(!stderr.contains("document has no kind"), "{stderr}");
 }
