@@ -38,6 +38,9 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
+step "policy test suites (policies/tests)"
+cargo run --quiet --locked -- test policies/tests --junit target/slo-guard-junit.xml
+
 step "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -1,10 +1,13 @@
 //! The `slo-guard` command line. Every flag has an environment variable.
 
 mod certs;
-mod check;
+pub mod check;
 mod lint;
+pub mod manifests;
 mod reflect;
+pub mod request;
 mod serve;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,8 +46,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS.
     Serve(serve::ServeArgs),
-    /// Judge one AdmissionReview file offline; exit 0 allowed, 1 denied, 2 unusable input.
+    /// Judge a change offline in the apiserver's order (mutate, patch, validate), from an
+    /// AdmissionReview file or manifests; exit 0 allowed, 1 denied, 2 unusable input.
     Check(check::CheckArgs),
+    /// Run declarative policy test suites (slo-guard-test.yaml); exit 0 when every case
+    /// gets what it expects, 1 on a mismatch, 2 on a suite that cannot be read.
+    Test(test::TestArgs),
     /// Validate policy and reflection ConfigMap manifests.
     Lint(lint::LintArgs),
     /// Make a CA and a serving certificate (and optionally install them in the cluster).
@@ -70,6 +77,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
+        Command::Test(args) => test::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Reflect(args) => reflect::run(args),

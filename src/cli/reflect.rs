@@ -163,9 +163,10 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<()> {
     }
     let policies = store.snapshot();
     let workloads = match (&client, args.workloads.is_empty()) {
-        (_, false) => {
-            learn::read_workload_manifests(&args.workloads).map_err(anyhow::Error::msg)?
-        }
+        (_, false) => super::manifests::workloads_of(
+            &args.workloads,
+            &mut super::manifests::Stdin::default(),
+        )?,
         (Some(client), true) => cluster_workloads(client).await?,
         (None, true) => unreachable!("a client exists whenever --workload is empty"),
     };
