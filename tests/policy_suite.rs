@@ -569,3 +569,81 @@ fn workload_flags_read_multi_document_files_directories_and_stdin() {
     );
     assert!(!stderr.contains("document has no kind"), "{stderr}");
 }
+
+/// The suite fields the example suite does not use each change what is judged: a field
+/// manager can make a person's request an agent's; a case's own policies replace the
+/// suite's; and the suite's `namespace` decides which policies may govern other
+/// namespaces.
+#[test]
+fn field_manager_case_policies_and_namespace_change_the_verdict() {
+    let scale_as = |name: &str, who: &str, extra: &str, expect: &str| {
+        format!(
+            "- name: {name}\n  request:\n    object: requests/checkout-25.yaml\n    oldObject: workloads/checkout.yaml\n    subresource: scale\n    as: {who}\n{extra}  expect: {expect}\n"
+        )
+    };
+    let statefulset = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: ledger\n  namespace: team-a\n  labels: {{app: ledger}}\n  annotations:\n    slo-guard.io/decision-id: d-ledger-0001\n    slo-guard.io/reason: queue depth\n    slo-guard.io/confidence: \"0.9\"\n    slo-guard.io/action: scale\nspec:\n  replicas: {replicas}\n  serviceName: ledger\n  selector: {{matchLabels: {{app: ledger}}}}\n  template:\n    metadata: {{labels: {{app: ledger}}}}\n    spec:\n      containers: [{{name: ledger, image: registry.example.com/ledger:1}}]\n"
+        )
+    };
+    let team_scale = "- name: agent scales ledger in team-a to 12\n  policies: PLATFORM\n  request:\n    object: ledger-12.yaml\n    oldObject: ledger-8.yaml\n    as: system:serviceaccount:ai-agents:fixer\n";
+    let suite = |namespace: &str, team_expect: &str| {
+        let mut suite = format!("policies: POLICIES\nnow: {WEDNESDAY}\n{namespace}cases:\n");
+        suite.push_str(&scale_as(
+            "alice scales",
+            "alice@example.com",
+            "",
+            "{verdict: allowed, rules: []}",
+        ));
+        suite.push_str(&scale_as(
+            "alice through kagent",
+            "alice@example.com",
+            "    fieldManager: kagent-remediator\n",
+            "{verdict: denied, rules: [max-replicas, max-step]}",
+        ));
+        suite.push_str(
+            &scale_as(
+                "agent under the platform policy alone",
+                AGENT,
+                "",
+                "{verdict: allowed, rules: []}",
+            )
+            .replace("  request:", "  policies: PLATFORM\n  request:"),
+        );
+        suite.push_str(team_scale);
+        suite.push_str(&format!("  expect: {team_expect}\n"));
+        suite.replace(
+            "PLATFORM",
+            &format!(
+                "[{}]",
+                root().join("policies/platform-defaults.yaml").display()
+            ),
+        )
+    };
+    let write_ledgers = |dir: &Path| {
+        std::fs::write(dir.join("ledger-8.yaml"), statefulset(8)).unwrap();
+        std::fs::write(dir.join("ledger-12.yaml"), statefulset(12)).unwrap();
+    };
+
+    // slo-guard's namespace is `slo-guard` by default, where the platform policy lives:
+    // it governs team-a, and caps the agent at 10.
+    let dir = suite_dir(&suite("", "{verdict: denied, rules: [max-replicas]}"));
+    write_ledgers(dir.path());
+    let (code, stdout, stderr) = run_suite(dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("4 cases, 4 passed, 0 failed"), "{stdout}");
+
+    // Another namespace for slo-guard: a policy in `slo-guard` may no longer govern other
+    // namespaces, so the suite says why instead of judging without it.
+    let dir = suite_dir(&suite(
+        "namespace: platform\n",
+        "{verdict: denied, rules: [max-replicas]}",
+    ));
+    write_ledgers(dir.path());
+    let (code, stdout, stderr) = run_suite(dir.path());
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("only policies in slo-guard's namespace \"platform\" may govern other namespaces; this one is in \"slo-guard\""),
+        "{stdout}{stderr}"
+    );
+}

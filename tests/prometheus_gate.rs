@@ -613,3 +613,41 @@ fn check_reads_live_prometheus_or_canned_answers() {
         "{stderr}"
     );
 }
+
+/// `slo-guard test` with `prometheus: {url: ...}`: a suite judged on the live figures of
+/// the real Prometheus, the way a platform team tests against its own.
+#[test]
+fn a_policy_suite_asks_a_live_prometheus() {
+    let dir = tempfile::tempdir().expect("suite dir");
+    std::fs::write(dir.path().join("policy.yaml"), standard_policy()).expect("policy");
+    std::fs::write(
+        dir.path().join("budget-low.json"),
+        rollout("budget-low", true),
+    )
+    .expect("review");
+    std::fs::write(dir.path().join("healthy.json"), rollout("healthy", true)).expect("review");
+    std::fs::write(
+        dir.path().join("slo-guard-test.yaml"),
+        format!(
+            "policies: policy.yaml\nprometheus: {{url: '{}'}}\nnow: {}\ncases:\n\
+             - name: low budget\n  request: {{review: budget-low.json}}\n  webhook: validate\n  expect: {{verdict: denied, rules: [error-budget], message: [\"below the 25% floor for agent changes\"]}}\n\
+             - name: healthy\n  request: {{review: healthy.json}}\n  webhook: validate\n  expect: {{verdict: allowed, rules: []}}\n",
+            shared().url,
+            chrono::Utc::now().to_rfc3339(),
+        ),
+    )
+    .expect("suite");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_slo-guard"))
+        .arg("test")
+        .arg(dir.path())
+        .output()
+        .expect("slo-guard test runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 cases, 2 passed, 0 failed"), "{stdout}");
+}
