@@ -50,8 +50,9 @@ pub struct Metrics {
     pub policies_loaded: Gauge,
     pub policies_rejected: Gauge,
     pub events: Family<EventLabels, Counter>,
-    /// Connections closed unserved because `--max-connections` were open.
-    pub connections_refused: Counter,
+    /// Connections closed unserved, by reason: `connection_limit` (`--max-connections`
+    /// were open), `per_source_limit` (`--max-connections-per-ip` from its address).
+    pub connections_refused: Family<ReasonLabels, Counter>,
     /// Connections open on the webhook port.
     pub open_connections: Gauge,
     /// Connections closed for taking too long, by phase (`tls_handshake`,
@@ -123,10 +124,10 @@ impl Metrics {
             "Kubernetes Events recorded on judged objects and policy ConfigMaps, by reason and result",
             events.clone(),
         );
-        let connections_refused = Counter::default();
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections_refused",
-            "Connections closed unserved because the connection limit was reached",
+            "Connections closed unserved, by the limit reached: connection_limit, per_source_limit",
             connections_refused.clone(),
         );
         let open_connections = Gauge::default();

@@ -75,7 +75,26 @@ impl Serve {
     }
 
     fn tcp(&self) -> TcpStream {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        self.tcp_from([127, 0, 0, 1])
+    }
+
+    /// A TCP connection from another loopback address, as another client would come.
+    fn tcp_from(&self, source: [u8; 4]) -> TcpStream {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind((std::net::Ipv4Addr::from(source), 0).into())?;
+                socket
+                    .connect(([127, 0, 0, 1], self.port).into())
+                    .await?
+                    .into_std()
+            })
+            .expect("connect");
+        stream.set_nonblocking(false).expect("blocking");
         stream
             .set_read_timeout(Some(GENEROUS))
             .expect("read timeout");
@@ -244,33 +263,57 @@ fn the_webhook_and_the_operations_routes_are_on_separate_ports() {
 }
 
 #[test]
-fn connections_past_the_bound_are_refused_and_the_rest_served() {
+fn connections_past_the_bounds_are_refused_and_the_rest_served() {
     let work = tempfile::tempdir().expect("work dir");
     let serve = Serve::start(
         work.path(),
-        &["--max-connections", "4", "--tls-handshake-timeout", "30s"],
+        &[
+            "--max-connections",
+            "4",
+            "--max-connections-per-ip",
+            "2",
+            "--tls-handshake-timeout",
+            "30s",
+        ],
     );
-    // Four connections that never handshake hold every permit.
-    let holders: Vec<TcpStream> = (0..4).map(|_| serve.tcp()).collect();
+    // One client (127.0.0.2) holds its two connections, never handshaking; its third is
+    // closed at once, while another client (127.0.0.3) is still let in.
+    let flooder: Vec<TcpStream> = (0..2).map(|_| serve.tcp_from([127, 0, 0, 2])).collect();
     // Give the accept loop a moment to take them (the next assertion waits on a close,
     // so this sleep only orders the connections, it times nothing).
     std::thread::sleep(Duration::from_millis(300));
-    let mut refused = serve.tcp();
+    let mut third = serve.tcp_from([127, 0, 0, 2]);
     assert!(
-        closed_after(&mut refused) < GENEROUS,
+        closed_after(&mut third) < GENEROUS,
+        "the flooder's third connection was not closed"
+    );
+    let other: Vec<TcpStream> = (0..2).map(|_| serve.tcp_from([127, 0, 0, 3])).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Now all four are taken: anyone's fifth is refused.
+    let mut fifth = serve.tcp_from([127, 0, 0, 4]);
+    assert!(
+        closed_after(&mut fifth) < GENEROUS,
         "the fifth connection was not closed"
     );
-    drop(holders);
+    drop(flooder);
+    drop(other);
     // With the holders gone the server serves again, and counts what it refused.
     let deadline = Instant::now() + GENEROUS;
     loop {
-        let (status, _) = serve.get(Port::Webhook, "/validate");
         // GET of a POST route: 405, answered by the webhook port once it serves again.
+        let (status, _) = serve.get(Port::Webhook, "/validate");
         if status == 405 {
             break;
         }
         assert!(Instant::now() < deadline, "never served again");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(serve.metric("slo_guard_connections_refused_total") >= 1.0);
+    assert_eq!(
+        serve.metric("slo_guard_connections_refused_total{reason=\"per_source_limit\"}"),
+        1.0
+    );
+    assert_eq!(
+        serve.metric("slo_guard_connections_refused_total{reason=\"connection_limit\"}"),
+        1.0
+    );
 }

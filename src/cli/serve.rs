@@ -71,6 +71,11 @@ pub struct LimitArgs {
     /// any TLS work. The apiserver needs a handful per replica.
     #[arg(long, env = "SLO_GUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections from one source address at most, so that one flooding client
+    /// cannot take the connections the apiserver needs (which opens one per request in
+    /// flight over HTTP/1.1).
+    #[arg(long, env = "SLO_GUARD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
     /// Time for a client's TLS handshake.
     #[arg(long, env = "SLO_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
@@ -109,6 +114,7 @@ impl From<&LimitArgs> for Limits {
     fn from(args: &LimitArgs) -> Self {
         Limits {
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
             tls_handshake_timeout: args.tls_handshake_timeout,
             header_read_timeout: args.header_read_timeout,
             request_timeout: args.request_timeout,
@@ -364,7 +370,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .handshake_timeout(limits.tls_handshake_timeout)
             .acceptor(CountedAcceptor::new(
                 axum_server::accept::NoDelayAcceptor::new(),
-                limits.max_connections,
+                &limits,
                 metrics.clone(),
             )),
         limits.header_read_timeout,

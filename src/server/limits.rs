@@ -11,10 +11,12 @@
 //! handshake to the first bytes of a request (hyper-util's protocol detection waits for
 //! them without a deadline); and the time to read a request's body and answer it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,10 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum_server::accept::Accept;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabels};
 
 /// The limits of the webhook port. The defaults suit a webhook the apiserver calls with
 /// a timeout of at most 30 s.
@@ -36,6 +39,9 @@ use crate::metrics::Metrics;
 pub struct Limits {
     /// Open connections at most; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Open connections from one source address at most, so that one flooding client
+    /// cannot take the connections the apiserver needs.
+    pub max_connections_per_ip: usize,
     pub tls_handshake_timeout: Duration,
     /// From the end of the TLS handshake to a request's complete header, and the longest
     /// an HTTP/1 keep-alive connection may wait idle for its next request.
@@ -56,6 +62,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_ip: 256,
             tls_handshake_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -71,28 +78,83 @@ impl Default for Limits {
 /// HTTP/2 preface); from there on hyper's own header deadline and pings apply.
 const REQUEST_START_BYTES: usize = 24;
 
-/// Holds one of `max_connections` permits for each connection, and refuses the
-/// connection (closes it, before TLS) when none is left.
+/// Holds one of `max_connections` permits for each connection, and one of its source
+/// address's `max_connections_per_ip`, and refuses the connection (closes it, before
+/// TLS) when either is used up.
 #[derive(Clone)]
 pub struct CountedAcceptor<A> {
     inner: A,
     permits: Arc<Semaphore>,
+    per_source: Arc<PerSource>,
     metrics: Arc<Metrics>,
 }
 
-impl<A> CountedAcceptor<A> {
-    pub fn new(inner: A, max_connections: usize, metrics: Arc<Metrics>) -> Self {
-        Self {
-            inner,
-            permits: Arc::new(Semaphore::new(max_connections)),
-            metrics,
+/// Open connections by source address.
+struct PerSource {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerSource {
+    fn take(self: &Arc<Self>, source: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(source).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            source,
+            sources: self.clone(),
+        })
+    }
+}
+
+/// One connection's place in its source's count, given back when dropped.
+struct SourceSlot {
+    source: IpAddr,
+    sources: Arc<PerSource>,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
         }
     }
 }
 
-impl<A, I, S> Accept<I, S> for CountedAcceptor<A>
+impl<A> CountedAcceptor<A> {
+    pub fn new(inner: A, limits: &Limits, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            per_source: Arc::new(PerSource {
+                limit: limits.max_connections_per_ip,
+                open: Mutex::new(HashMap::new()),
+            }),
+            metrics,
+        }
+    }
+
+    fn refuse(&self, why: &'static str) -> io::Error {
+        self.metrics
+            .connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: why.to_string(),
+            })
+            .inc();
+        io::Error::other(why)
+    }
+}
+
+impl<A, S> Accept<TcpStream, S> for CountedAcceptor<A>
 where
-    A: Accept<I, S>,
+    A: Accept<TcpStream, S>,
     A::Future: Send + 'static,
     A::Stream: Send + 'static,
     A::Service: Send + 'static,
@@ -101,13 +163,15 @@ where
     type Service = A::Service;
     type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
 
-    fn accept(&self, stream: I, service: S) -> Self::Future {
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let source = stream
+            .peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip());
+        let Some(slot) = self.per_source.take(source) else {
+            return Box::pin(std::future::ready(Err(self.refuse("per_source_limit"))));
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.metrics.connections_refused.inc();
-            drop(stream);
-            return Box::pin(std::future::ready(Err(io::Error::other(
-                "connection limit reached",
-            ))));
+            return Box::pin(std::future::ready(Err(self.refuse("connection_limit"))));
         };
         let accepted = self.inner.accept(stream, service);
         let metrics = self.metrics.clone();
@@ -118,6 +182,7 @@ where
                 Counted {
                     inner: stream,
                     _permit: permit,
+                    _slot: slot,
                     metrics,
                 },
                 service,
@@ -126,10 +191,11 @@ where
     }
 }
 
-/// A connection holding its permit until it is dropped.
+/// A connection holding its permits until it is dropped.
 pub struct Counted<S> {
     inner: S,
     _permit: OwnedSemaphorePermit,
+    _slot: SourceSlot,
     metrics: Arc<Metrics>,
 }
 
