@@ -1,0 +1,519 @@
+//! Hostile-client benchmark (issue 16): the steady load an apiserver sends, once alone and
+//! once while hostile clients flood the webhook port, side by side in one run.
+//!
+//!     cargo bench --bench hostile                     # 2,000 reviews/s; 10,000 stalled clients
+//!     cargo bench --bench hostile -- --seconds 30 --rate 2000 --stalled 10000
+//!
+//! All on loopback, bounded in time, stopping by itself:
+//! - starts `slo-guard serve` (the embedded example policies, default limits, one worker
+//!   thread) with a certificate made by `slo-guard certs`;
+//! - the apiserver stand-in, from 127.0.0.1: `--rate` reviews/s of the captured
+//!   Deployment CREATE (8,650 bytes) to `/validate` over `--connections` (16) keep-alive
+//!   HTTP/1.1 TLS connections, each request on a fixed schedule; latency counts from the
+//!   scheduled send (a request that waits for its connection counts the wait);
+//! - phase "quiet": that load alone for `--seconds`;
+//! - phase "hostile": the same load while
+//!   - `--stalled` (10,000) clients from 127.0.0.2 each keep trying to hold a connection:
+//!     TCP, TLS, half a request header, then silence until the server closes it (a
+//!     refused client tries again a second later);
+//!   - a churn client from 127.0.0.3 opens and drops TCP connections as fast as it can;
+//! - reports, per phase: reviews sent and answered, failures, latency p50/p99/max, the
+//!   server's peak RSS; for the stalled clients: connections held, the longest any was held
+//!   after its handshake (the header deadline bounds it), connections refused by reason
+//!   (from slo-guard's /metrics), churn connections made.
+//!
+//! The clients share this process (one tokio runtime, every core): on a 2-core machine the
+//! flood competes with the server for CPU, which is part of what is measured. Without
+//! `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few seconds
+//! with a small flood, checking only that every review is answered.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+
+const REVIEW: &str = "tests/fixtures/captured/deployment-create.json";
+
+struct Options {
+    full: bool,
+    seconds: f64,
+    rate: f64,
+    connections: usize,
+    stalled: usize,
+}
+
+fn die(message: &str) -> ! {
+    eprintln!("hostile: {message}");
+    std::process::exit(2)
+}
+
+impl Options {
+    fn parse() -> Options {
+        let args: Vec<String> = std::env::args().collect();
+        let full = args.iter().any(|a| a == "--bench");
+        let mut o = if full {
+            Options {
+                full,
+                seconds: 30.0,
+                rate: 2000.0,
+                connections: 16,
+                stalled: 10_000,
+            }
+        } else {
+            Options {
+                full,
+                seconds: 2.0,
+                rate: 100.0,
+                connections: 2,
+                stalled: 20,
+            }
+        };
+        let mut it = args.iter().skip(1);
+        while let Some(arg) = it.next() {
+            let mut number = |name: &str| -> f64 {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| die(&format!("{name} needs a number")))
+            };
+            match arg.as_str() {
+                "--seconds" => o.seconds = number("--seconds"),
+                "--rate" => o.rate = number("--rate"),
+                "--connections" => o.connections = number("--connections") as usize,
+                "--stalled" => o.stalled = number("--stalled") as usize,
+                _ => {}
+            }
+        }
+        if !(0.5..=600.0).contains(&o.seconds) || !(1.0..=20_000.0).contains(&o.rate) {
+            die("--seconds in [0.5, 600], --rate in [1, 20000]");
+        }
+        if o.connections == 0 || o.connections > 256 || o.stalled > 15_000 {
+            die("--connections in 1..=256, --stalled at most 15000");
+        }
+        o
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| die(&format!("free port: {e}")))
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    ops: SocketAddr,
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_slo-guard"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| die(&format!("tempdir: {e}")));
+        let certs = dir.path().join("certs");
+        let made = Command::new(&bin)
+            .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
+            .arg(&certs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| die(&format!("slo-guard certs: {e}")));
+        if !made.success() {
+            die("slo-guard certs failed");
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.path().join("serve.log"))
+            .unwrap_or_else(|e| die(&format!("log: {e}")));
+        let child = Command::new(&bin)
+            .args(["serve", "--worker-threads", "1", "--log-level", "warn"])
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--metrics-listen")
+            .arg(ops.to_string())
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("slo-guard serve: {e}")));
+        Server {
+            child,
+            addr,
+            ops,
+            ca: certs.join("ca.crt"),
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn ops_get(ops: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(ops).await.ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+fn tls_connector(ca: &PathBuf) -> TlsConnector {
+    let pem = std::fs::read(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.unwrap_or_else(|e| die(&format!("CA: {e}"))))
+            .unwrap_or_else(|e| die(&format!("CA: {e}")));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tcp_from(source: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(to).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// What one phase of the steady load saw.
+#[derive(Default)]
+struct Phase {
+    sent: u64,
+    answered: u64,
+    failed: u64,
+    first_failure: Option<String>,
+    latencies: Vec<Duration>,
+    peak_rss_kib: u64,
+}
+
+impl Phase {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index]
+    }
+}
+
+/// The apiserver stand-in: `rate` reviews/s over `connections` keep-alive connections,
+/// each request on its schedule, for `seconds`.
+async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -> Phase {
+    let started = Instant::now() + Duration::from_millis(200);
+    let interval = Duration::from_secs_f64(1.0 / o.rate);
+    let total = (o.rate * o.seconds) as u64;
+    let per_connection = o.connections as u64;
+    let mut tasks = Vec::new();
+    for lane in 0..per_connection {
+        let tls = tls.clone();
+        let body = body.clone();
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut phase = Phase::default();
+            let mut sender = None;
+            let mut index = lane;
+            while index < total {
+                let scheduled = started + interval * index as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                phase.sent += 1;
+                let outcome = async {
+                    if sender.is_none() {
+                        let tcp = tcp_from(Ipv4Addr::LOCALHOST, addr).await?;
+                        let stream = tls
+                            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                            .await?;
+                        let (s, connection) =
+                            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                        tokio::spawn(connection);
+                        sender = Some(s);
+                    }
+                    let s = sender.as_mut().expect("connected");
+                    s.ready().await?;
+                    let request = Request::post("/validate")
+                        .header("host", "slo-guard")
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))?;
+                    let response = s.send_request(request).await?;
+                    let status = response.status();
+                    let answer = response.into_body().collect().await?.to_bytes();
+                    if status != 200 || !answer.starts_with(b"{\"apiVersion\"") {
+                        return Err::<(), Box<dyn std::error::Error + Send + Sync>>(
+                            format!("status {status}: {}", String::from_utf8_lossy(&answer)).into(),
+                        );
+                    }
+                    Ok(())
+                }
+                .await;
+                match outcome {
+                    Ok(()) => {
+                        phase.answered += 1;
+                        phase.latencies.push(scheduled.elapsed());
+                    }
+                    Err(error) => {
+                        phase.failed += 1;
+                        phase.first_failure.get_or_insert(error.to_string());
+                        sender = None;
+                    }
+                }
+                index += per_connection;
+            }
+            phase
+        }));
+    }
+    let pid = server.pid();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(rss) = status_kib(pid, "VmRSS:") {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut phase = Phase::default();
+    for task in tasks {
+        let lane = task.await.unwrap_or_else(|e| die(&format!("lane: {e}")));
+        phase.sent += lane.sent;
+        phase.answered += lane.answered;
+        phase.failed += lane.failed;
+        if phase.first_failure.is_none() {
+            phase.first_failure = lane.first_failure;
+        }
+        phase.latencies.extend(lane.latencies);
+    }
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.await;
+    phase.peak_rss_kib = peak.load(Ordering::Relaxed);
+    phase
+}
+
+/// What the flood saw.
+#[derive(Default)]
+struct Flood {
+    held: AtomicU64,
+    refused: AtomicU64,
+    longest_held_ms: AtomicU64,
+    still_open_at_end: AtomicU64,
+    churned: AtomicU64,
+}
+
+/// `stalled` clients each trying to hold a connection with half a header, and a churn
+/// client, until `stop`.
+fn flood(
+    o: &Options,
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Flood>, Vec<tokio::task::JoinHandle<()>>) {
+    let seen = Arc::new(Flood::default());
+    let mut tasks = Vec::new();
+    for client in 0..o.stalled {
+        let (tls, stop, seen) = (tls.clone(), stop.clone(), seen.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread the first connections over a second.
+            tokio::time::sleep(Duration::from_micros((client as u64 * 1_000_000) / 10_000)).await;
+            while !stop.load(Ordering::Relaxed) {
+                let held = async {
+                    let tcp = tcp_from(Ipv4Addr::new(127, 0, 0, 2), addr).await.ok()?;
+                    let mut stream = tls
+                        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                        .await
+                        .ok()?;
+                    stream
+                        .write_all(b"POST /validate HTTP/1.1\r\nHost: slo-guard\r\nContent-Ty")
+                        .await
+                        .ok()?;
+                    stream.flush().await.ok()?;
+                    Some(stream)
+                }
+                .await;
+                let Some(mut stream) = held else {
+                    seen.refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                seen.held.fetch_add(1, Ordering::Relaxed);
+                let since = Instant::now();
+                let mut buffer = [0u8; 256];
+                loop {
+                    tokio::select! {
+                        read = stream.read(&mut buffer) => match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stop.load(Ordering::Relaxed) {
+                                seen.still_open_at_end.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                }
+                seen.longest_held_ms
+                    .fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    let (stop_churn, seen_churn) = (stop.clone(), seen.clone());
+    tasks.push(tokio::spawn(async move {
+        while !stop_churn.load(Ordering::Relaxed) {
+            if tcp_from(Ipv4Addr::new(127, 0, 0, 3), addr).await.is_ok() {
+                seen_churn.churned.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }));
+    (seen, tasks)
+}
+
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn report(name: &str, phase: &Phase) {
+    println!(
+        "{name:8} sent {:>6}  answered {:>6}  failed {:>4}  p50 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  peak RSS {:>6.1} MiB",
+        phase.sent,
+        phase.answered,
+        phase.failed,
+        phase.percentile(0.50).as_secs_f64() * 1e3,
+        phase.percentile(0.99).as_secs_f64() * 1e3,
+        phase.percentile(1.0).as_secs_f64() * 1e3,
+        phase.peak_rss_kib as f64 / 1024.0
+    );
+    if let Some(failure) = &phase.first_failure {
+        println!("         first failure: {failure}");
+    }
+}
+
+fn main() {
+    let o = Options::parse();
+    let body =
+        std::fs::read(root().join(REVIEW)).unwrap_or_else(|e| die(&format!("{REVIEW}: {e}")));
+    let body: serde_json::Value =
+        serde_json::from_slice(&body).unwrap_or_else(|e| die(&format!("{e}")));
+    let body = Bytes::from(serde_json::to_vec(&body).expect("JSON"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| die(&format!("runtime: {e}")));
+    runtime.block_on(async {
+        let server = Server::start();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ops_get(server.ops, "/readyz")
+            .await
+            .is_some_and(|t| t.starts_with("HTTP/1.1 200"))
+        {
+            if Instant::now() > deadline {
+                die("slo-guard never became ready");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tls = tls_connector(&server.ca);
+        println!(
+            "hostile: {} s per phase, {} reviews/s over {} connections ({} bytes each); flood: {} stalled clients + churn",
+            o.seconds,
+            o.rate,
+            o.connections,
+            body.len(),
+            o.stalled
+        );
+        let quiet = steady(&o, &server, &tls, body.clone()).await;
+        report("quiet", &quiet);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, flooders) = flood(&o, server.addr, &tls, stop.clone());
+        // Let the flood reach the server's limits before the measured phase.
+        tokio::time::sleep(Duration::from_secs(if o.full { 2 } else { 1 })).await;
+        let hostile = steady(&o, &server, &tls, body.clone()).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in flooders {
+            let _ = task.await;
+        }
+        report("hostile", &hostile);
+        let metrics = ops_get(server.ops, "/metrics").await.unwrap_or_default();
+        println!(
+            "flood:   connections held {}  refused or failed at connect {}  longest held {} ms (header read timeout 10000 ms, TLS handshake 5000 ms)  still open at the end {}  churn connections {}",
+            seen.held.load(Ordering::Relaxed),
+            seen.refused.load(Ordering::Relaxed),
+            seen.longest_held_ms.load(Ordering::Relaxed),
+            seen.still_open_at_end.load(Ordering::Relaxed),
+            seen.churned.load(Ordering::Relaxed),
+        );
+        println!(
+            "server:  refused per_source_limit {}  connection_limit {}  timeouts request_start {}  tls_handshake {}  VmHWM {:.1} MiB",
+            metric(&metrics, "slo_guard_connections_refused_total{reason=\"per_source_limit\"}"),
+            metric(&metrics, "slo_guard_connections_refused_total{reason=\"connection_limit\"}"),
+            metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"request_start\"}"),
+            metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"tls_handshake\"}"),
+            status_kib(server.pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        );
+        for (name, phase) in [("quiet", &quiet), ("hostile", &hostile)] {
+            if phase.failed > 0 || phase.answered == 0 {
+                die(&format!("{name}: {} reviews failed", phase.failed));
+            }
+        }
+    });
+}
