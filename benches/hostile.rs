@@ -2,7 +2,7 @@
 //! once while hostile clients flood the webhook port, side by side in one run.
 //!
 //!     cargo bench --bench hostile                     # 2,000 reviews/s; 10,000 stalled clients
-//!     cargo bench --bench hostile -- --seconds 30 --rate 2000 --stalled 10000
+//!     cargo bench --bench hostile -- --seconds 30 --rate 2000 --stalled 10000 --server-threads 2
 //!
 //! All on loopback, bounded in time, stopping by itself:
 //! - starts `slo-guard serve` (the embedded example policies, default limits, one worker
@@ -15,7 +15,7 @@
 //! - phase "hostile": the same load while
 //!   - `--stalled` (10,000) clients from 127.0.0.2 each keep trying to hold a connection:
 //!     TCP, TLS, half a request header, then silence until the server closes it (a
-//!     refused client tries again a second later);
+//!     refused client tries again `--retry-after` seconds later, 1 by default);
 //!   - a churn client from 127.0.0.3 opens and drops TCP connections as fast as it can;
 //! - reports, per phase: reviews sent and answered, failures, latency p50/p99/max, the
 //!   server's peak RSS; for the stalled clients: connections held, the longest any was held
@@ -51,6 +51,10 @@ struct Options {
     rate: f64,
     connections: usize,
     stalled: usize,
+    /// `serve --worker-threads` (1 by default, as in the load bench).
+    server_threads: usize,
+    /// How long a refused stalled client waits before it tries again.
+    retry_after: f64,
 }
 
 fn die(message: &str) -> ! {
@@ -69,6 +73,8 @@ impl Options {
                 rate: 2000.0,
                 connections: 16,
                 stalled: 10_000,
+                server_threads: 1,
+                retry_after: 1.0,
             }
         } else {
             Options {
@@ -77,6 +83,8 @@ impl Options {
                 rate: 100.0,
                 connections: 2,
                 stalled: 20,
+                server_threads: 1,
+                retry_after: 1.0,
             }
         };
         let mut it = args.iter().skip(1);
@@ -91,6 +99,8 @@ impl Options {
                 "--rate" => o.rate = number("--rate"),
                 "--connections" => o.connections = number("--connections") as usize,
                 "--stalled" => o.stalled = number("--stalled") as usize,
+                "--server-threads" => o.server_threads = number("--server-threads") as usize,
+                "--retry-after" => o.retry_after = number("--retry-after"),
                 _ => {}
             }
         }
@@ -124,7 +134,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(threads: usize) -> Server {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_slo-guard"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| die(&format!("tempdir: {e}")));
         let certs = dir.path().join("certs");
@@ -143,7 +153,8 @@ impl Server {
         let log = std::fs::File::create(dir.path().join("serve.log"))
             .unwrap_or_else(|e| die(&format!("log: {e}")));
         let child = Command::new(&bin)
-            .args(["serve", "--worker-threads", "1", "--log-level", "warn"])
+            .args(["serve", "--log-level", "warn", "--worker-threads"])
+            .arg(threads.to_string())
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--metrics-listen")
@@ -236,19 +247,40 @@ struct Phase {
     failed: u64,
     first_failure: Option<String>,
     latencies: Vec<Duration>,
+    /// How late this client woke for each request's slot: what the client itself added,
+    /// on a machine whose cores the flood shares.
+    lateness: Vec<Duration>,
     peak_rss_kib: u64,
+    /// The server's CPU time during the phase, in seconds.
+    server_cpu: f64,
 }
 
 impl Phase {
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted[index]
+        percentile(&self.latencies, p)
     }
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// utime + stime of a process, in seconds (`/proc/<pid>/stat`, 100 ticks a second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
 }
 
 /// The apiserver stand-in: `rate` reviews/s over `connections` keep-alive connections,
@@ -269,7 +301,14 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
             let mut index = lane;
             while index < total {
                 let scheduled = started + interval * index as u32;
-                tokio::time::sleep_until(scheduled.into()).await;
+                // Only a wait that began before the slot says how late this client woke;
+                // a slot already past is the previous answer's doing.
+                let lateness = if Instant::now() < scheduled {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    scheduled.elapsed()
+                } else {
+                    Duration::ZERO
+                };
                 phase.sent += 1;
                 let outcome = async {
                     if sender.is_none() {
@@ -303,6 +342,7 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
                     Ok(()) => {
                         phase.answered += 1;
                         phase.latencies.push(scheduled.elapsed());
+                        phase.lateness.push(lateness);
                     }
                     Err(error) => {
                         phase.failed += 1;
@@ -316,6 +356,7 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
         }));
     }
     let pid = server.pid();
+    let cpu_before = cpu_seconds(pid);
     let sampling = Arc::new(AtomicBool::new(true));
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -339,7 +380,9 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
             phase.first_failure = lane.first_failure;
         }
         phase.latencies.extend(lane.latencies);
+        phase.lateness.extend(lane.lateness);
     }
+    phase.server_cpu = cpu_seconds(pid) - cpu_before;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     phase.peak_rss_kib = peak.load(Ordering::Relaxed);
@@ -366,6 +409,7 @@ fn flood(
 ) -> (Arc<Flood>, Vec<tokio::task::JoinHandle<()>>) {
     let seen = Arc::new(Flood::default());
     let mut tasks = Vec::new();
+    let retry_after = Duration::from_secs_f64(o.retry_after);
     for client in 0..o.stalled {
         let (tls, stop, seen) = (tls.clone(), stop.clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
@@ -388,7 +432,7 @@ fn flood(
                 .await;
                 let Some(mut stream) = held else {
                     seen.refused.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(retry_after).await;
                     continue;
                 };
                 seen.held.fetch_add(1, Ordering::Relaxed);
@@ -434,14 +478,20 @@ fn metric(metrics: &str, series: &str) -> f64 {
 
 fn report(name: &str, phase: &Phase) {
     println!(
-        "{name:8} sent {:>6}  answered {:>6}  failed {:>4}  p50 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  peak RSS {:>6.1} MiB",
+        "{name:8} sent {:>6}  answered {:>6}  failed {:>4}  p50 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  peak RSS {:>6.1} MiB  server CPU {:>5.2} s",
         phase.sent,
         phase.answered,
         phase.failed,
         phase.percentile(0.50).as_secs_f64() * 1e3,
         phase.percentile(0.99).as_secs_f64() * 1e3,
         phase.percentile(1.0).as_secs_f64() * 1e3,
-        phase.peak_rss_kib as f64 / 1024.0
+        phase.peak_rss_kib as f64 / 1024.0,
+        phase.server_cpu,
+    );
+    println!(
+        "         this client woke late for its slot: p50 {:.3} ms  p99 {:.3} ms",
+        percentile(&phase.lateness, 0.50).as_secs_f64() * 1e3,
+        percentile(&phase.lateness, 0.99).as_secs_f64() * 1e3,
     );
     if let Some(failure) = &phase.first_failure {
         println!("         first failure: {failure}");
@@ -460,7 +510,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| die(&format!("runtime: {e}")));
     runtime.block_on(async {
-        let server = Server::start();
+        let server = Server::start(o.server_threads);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ops_get(server.ops, "/readyz")
             .await
@@ -473,12 +523,13 @@ fn main() {
         }
         let tls = tls_connector(&server.ca);
         println!(
-            "hostile: {} s per phase, {} reviews/s over {} connections ({} bytes each); flood: {} stalled clients + churn",
+            "hostile: {} s per phase, {} reviews/s over {} connections ({} bytes each); flood: {} stalled clients + churn; server worker threads: {}",
             o.seconds,
             o.rate,
             o.connections,
             body.len(),
-            o.stalled
+            o.stalled,
+            o.server_threads
         );
         let quiet = steady(&o, &server, &tls, body.clone()).await;
         report("quiet", &quiet);

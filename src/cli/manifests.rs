@@ -91,26 +91,10 @@ fn is_stdin(path: &Path) -> bool {
 
 /// The files a path stands for: itself, or a directory's manifest files, sorted.
 fn files_of(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_error = |e: std::io::Error| ManifestError::Read {
+    crate::policy::manifest_files(path).map_err(|e| ManifestError::Read {
         path: path.display().to_string(),
         cause: e.to_string(),
-    };
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(read_error)? {
-        let file = entry.map_err(read_error)?.path();
-        let manifest = file
-            .extension()
-            .and_then(|ext| ext.to_str())
-            .is_some_and(|ext| matches!(ext, "yaml" | "yml" | "json"));
-        if manifest && file.is_file() {
-            files.push(file);
-        }
-    }
-    files.sort();
-    Ok(files)
+    })
 }
 
 /// Every document in `text`, Lists expanded; empty documents skipped.

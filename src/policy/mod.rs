@@ -11,7 +11,8 @@ mod store;
 pub use duration::PromDuration;
 pub use model::*;
 pub use source::{
-    ConfigMapDocument, SourceError, load_directory, parse_manifest_text, read_manifests,
+    ConfigMapDocument, SourceError, load_directory, manifest_files, parse_manifest_text,
+    read_manifests,
 };
 pub use store::{
     MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate,

@@ -71,6 +71,27 @@ pub enum SourceError {
     },
 }
 
+/// The files a path stands for: itself, or a directory's `.yaml`, `.yml` and `.json`
+/// files, sorted (not recursive), as `kubectl apply -f` reads them.
+pub fn manifest_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let file = entry?.path();
+        let manifest = file
+            .extension()
+            .and_then(|ext| ext.to_str())
+            .is_some_and(|ext| matches!(ext, "yaml" | "yml" | "json"));
+        if manifest && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Reads every ConfigMap in a file or, for a directory, in its `.yaml`, `.yml` and `.json`
 /// files (sorted, not recursive). Other kinds of documents are errors, since a policy
 /// directory that holds something else is almost certainly a mistake.
@@ -78,26 +99,10 @@ pub fn read_manifests(
     path: &Path,
     default_namespace: &str,
 ) -> Result<Vec<ConfigMapDocument>, SourceError> {
-    let io_error = |source| SourceError::Io {
+    let files = manifest_files(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut files = Vec::new();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).map_err(io_error)? {
-            let file = entry.map_err(io_error)?.path();
-            let manifest = file
-                .extension()
-                .and_then(|ext| ext.to_str())
-                .is_some_and(|ext| matches!(ext, "yaml" | "yml" | "json"));
-            if manifest && file.is_file() {
-                files.push(file);
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
+    })?;
     let mut documents = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| SourceError::Io {
