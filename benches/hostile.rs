@@ -540,6 +540,12 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(if o.full { 2 } else { 1 })).await;
         let hostile = steady(&o, &server, &tls, body.clone()).await;
         stop.store(true, Ordering::Relaxed);
+        // Held connections see the stop within 200 ms and count themselves; refused
+        // clients may be asleep for their whole retry interval, so they are cut short.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for task in &flooders {
+            task.abort();
+        }
         for task in flooders {
             let _ = task.await;
         }
