@@ -58,60 +58,6 @@ impl WorkloadState {
     }
 }
 
-/// Reads Deployment and StatefulSet manifests (what `kubectl get -o yaml` prints), for
-/// offline runs of `check` and `reflect`.
-pub fn read_workload_manifests(paths: &[std::path::PathBuf]) -> Result<Vec<WorkloadState>, String> {
-    let mut workloads = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let object: serde_json::Value = serde_yaml::from_str(&text)
-            .map_err(|e| format!("{}: not a manifest: {e}", path.display()))?;
-        let kind = match object.get("kind").and_then(|k| k.as_str()) {
-            Some("Deployment") => WorkloadKind::Deployment,
-            Some("StatefulSet") => WorkloadKind::StatefulSet,
-            other => {
-                return Err(format!(
-                    "{}: expected a Deployment or StatefulSet, found {other:?}",
-                    path.display()
-                ));
-            }
-        };
-        let metadata = object.get("metadata").cloned().unwrap_or_default();
-        let text_of = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let map = |key: &str| -> BTreeMap<String, String> {
-            metadata
-                .get(key)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
-        };
-        workloads.push(WorkloadState {
-            kind,
-            namespace: Some(text_of("namespace"))
-                .filter(|ns| !ns.is_empty())
-                .unwrap_or_else(|| "default".into()),
-            name: text_of("name"),
-            labels: map("labels"),
-            pod_labels: object
-                .pointer("/spec/template/metadata/labels")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default(),
-            annotations: map("annotations"),
-            replicas: object
-                .pointer("/spec/replicas")
-                .and_then(|r| r.as_u64())
-                .and_then(|r| u32::try_from(r).ok()),
-        });
-    }
-    Ok(workloads)
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChangeKind {
     Rollout { actor: String, user: String },
