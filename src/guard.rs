@@ -75,8 +75,8 @@ struct Prepared {
     policies: Arc<PolicySet>,
     /// One plan per gated policy, with that policy's `prometheus.timeout`.
     plans: Vec<(Arc<QueryPlan>, Duration)>,
-    /// The workload whose change ledger the decision reads: set for an agent's change
-    /// under a policy whose cooldown or approvals turn on what was admitted before.
+    /// The workload whose change ledger the decision reads: set for an agent's change of
+    /// a class the ledger records ([`reads_ledger`]) under a policy that matches it.
     ledger_key: Option<LedgerKey>,
 }
 

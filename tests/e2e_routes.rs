@@ -182,7 +182,8 @@ fn an_agent_cannot_move_a_governed_workloads_traffic() {
 }
 
 /// Pods made under other kinds of objects are judged like ReplicaSets: an agent's
-/// DaemonSet, Job or CronJob whose pods carry a governed workload's labels is denied;
+/// DaemonSet, Job, CronJob, or a StatefulSet the policy does not list, whose pods carry a
+/// governed workload's labels is denied;
 /// the same objects with their own labels, and a person's, are admitted.
 #[test]
 fn an_agent_cannot_run_a_governed_workloads_pods_under_another_kind() {
@@ -219,6 +220,26 @@ fn an_agent_cannot_run_a_governed_workloads_pods_under_another_kind() {
         })
         .to_string()
     };
+    // Another kind of workload than the policy lists, with the governed pods' labels.
+    let statefulset = |name: &str, app: &str| {
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": "payments", "labels": {"app": "sts"}},
+            "spec": {"replicas": 50, "serviceName": name, "selector": {"matchLabels": {"app": app}}, "template": pod_template(app, "Always")}
+        })
+        .to_string()
+    };
+    assert_denied(
+        &cluster.kubectl_with_stdin(
+            &as_agent(&["create", "-f", "-"]),
+            Some(&statefulset("checkout-sts", "checkout")),
+        ),
+        "[payments/checkout:pod-route] create of StatefulSet payments/checkout-sts blocked: its pods carry the pod labels of workloads policy payments/checkout governs (app=checkout), and the policy does not govern StatefulSets",
+    );
+    assert_allowed(&cluster.kubectl_with_stdin(
+        &as_agent(&["create", "-f", "-"]),
+        Some(&statefulset("ledger-sts", "ledger")),
+    ));
     for (manifest, kind) in [
         (daemonset("checkout-everywhere", "checkout"), "DaemonSet"),
         (job("checkout-burst", "checkout"), "Job"),

@@ -368,6 +368,11 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
     let identity = ChangeIdentity::new(change);
     let mut judged = Judged::default();
     judge_target(change, &identity, context, &mut decision, &mut judged);
+    let unlisted = pods::check_unlisted_kind(change, context.policies);
+    if !unlisted.is_empty() {
+        decision.actor = ActorKind::Agent;
+        decision.findings.extend(unlisted);
+    }
     // An HPA pointed elsewhere stops autoscaling the workload it scaled: for that
     // workload's policies, the change is a delete of its HPA.
     if let Some(previous) = &change.retargeted_from {
@@ -430,8 +435,9 @@ fn judge_target(
             decision.actor = actor;
         }
         first_policy = false;
-        if !decision.policies.contains(&policy.id.to_string()) {
-            decision.policies.push(policy.id.to_string());
+        let id = policy.id.to_string();
+        if !decision.policies.contains(&id) {
+            decision.policies.push(id);
         }
         if basis == MatchBasis::Assumed {
             decision.notes.push(format!(

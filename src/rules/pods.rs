@@ -56,6 +56,59 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Fi
     (actor, findings)
 }
 
+/// A Deployment or StatefulSet of a kind a policy does not list, whose pods carry the
+/// labels the policy's selector picks, serves the governed workloads' traffic outside
+/// the policy as surely as a bare Pod does: for agents it is a pod route too.
+pub(super) fn check_unlisted_kind(change: &Change, policies: &PolicySet) -> Vec<Finding> {
+    let Some(kind) = change.target.workload_kind else {
+        return Vec::new();
+    };
+    if change.class == ChangeClass::Delete {
+        return Vec::new();
+    }
+    policies
+        .policies
+        .iter()
+        .filter(|policy| {
+            !policy.spec.matcher.kinds.contains(&kind)
+                && policy.spec.matcher.selector.is_some()
+                && classify_actor(&change.requester, Some(&policy.spec)) == ActorKind::Agent
+        })
+        .filter_map(|policy| {
+            let basis = policies.governs_by_labels_only(policy, &change.target)?;
+            let (when, labels) = match basis {
+                MatchBasis::Before => (
+                    " before the change",
+                    change.target.before.as_ref().map(|b| &b.pod_labels),
+                ),
+                _ => ("", Some(&change.target.pod_labels)),
+            };
+            Some(Finding {
+                source: policy.id.to_string(),
+                rule: Rule::PodRoute,
+                mode: policy.spec.action,
+                headline: format!(
+                    "{} of {} blocked: its pods carry the pod labels of workloads policy {} governs ({}){when}, and the policy does not govern {}s",
+                    change.class,
+                    change.describe(),
+                    policy.id,
+                    selected_labels(policy, labels),
+                    kind.as_str()
+                ),
+                remedy: format!(
+                    "Give its pods labels of their own, or ask a platform engineer to add {} to match.kinds of policy {}",
+                    kind.as_str(),
+                    policy.id
+                ),
+                brief: format!(
+                    "agents may not make pods outside policy {} under another kind",
+                    policy.id
+                ),
+            })
+        })
+        .collect()
+}
+
 /// A Service decides which pods get a workload's traffic. An agent that changes the
 /// selector of a Service serving a governed workload's pods (or deletes it) moves that
 /// traffic to pods no policy holds, or takes it away; a selector change toward them sends
@@ -358,6 +411,30 @@ mod tests {
             )
             .allowed()
         );
+    }
+
+    #[test]
+    fn a_workload_of_a_kind_the_policy_does_not_list_with_its_pod_labels_is_a_pod_route() {
+        let mut change = create_by(AGENT, 50);
+        change.target = Target::new(
+            TargetKind::Workload(WorkloadKind::StatefulSet),
+            Some(WorkloadKind::StatefulSet),
+            "payments",
+            "checkout-sts",
+            BTreeMap::from([("app".into(), "sts".into())]),
+        );
+        change.target.pod_labels = BTreeMap::from([("app".into(), "checkout".into())]);
+        let decision = judge(POLICY, &change);
+        assert_eq!(
+            only_finding(&decision, Rule::PodRoute).headline,
+            "create of StatefulSet payments/checkout-sts blocked: its pods carry the pod labels of workloads policy payments/checkout governs (app=checkout), and the policy does not govern StatefulSets"
+        );
+        // Its own pod labels, or a person: nothing to say.
+        change.target.pod_labels = BTreeMap::from([("app".into(), "sts".into())]);
+        assert!(judge(POLICY, &change).allowed());
+        change.target.pod_labels = BTreeMap::from([("app".into(), "checkout".into())]);
+        change.requester.username = PERSON.into();
+        assert!(judge(POLICY, &change).allowed());
     }
 
     #[test]
