@@ -75,7 +75,10 @@ pub(super) fn check_unlisted_kind(change: &Change, policies: &PolicySet) -> Vec<
                 && classify_actor(&change.requester, Some(&policy.spec)) == ActorKind::Agent
         })
         .filter_map(|policy| {
-            let basis = policies.governs_by_labels_only(policy, &change.target)?;
+            // Unknown labels (a scale whose parent is not cached) say nothing about pods.
+            let basis = policies
+                .governs_by_labels_only(policy, &change.target)
+                .filter(|basis| *basis != MatchBasis::Assumed)?;
             let (when, labels) = match basis {
                 MatchBasis::Before => (
                     " before the change",
