@@ -3,6 +3,9 @@
 # from pinned Go modules (no prebuilt binaries are downloaded or committed):
 #
 #   kube-apiserver, kubectl  <- tests/e2e/tools/go.mod       (k8s.io/kubernetes v1.34.x)
+#   kubelet, kube-controller-manager, kube-scheduler
+#                            <- tests/e2e/tools/node/go.mod  (the same k8s.io/kubernetes, with
+#                               the kubelet's own dependencies: cadvisor, CSI, dbus, ...)
 #   etcd                     <- tests/e2e/tools/etcd/go.mod  (go.etcd.io/etcd/server/v3 v3.6.x)
 #   helm                     <- tests/e2e/tools/helm/go.mod  (helm.sh/helm/v3 v3.19.x)
 #
@@ -54,7 +57,7 @@ ETCD_LDFLAGS="-s -w"
 # Build key: every go.mod/go.sum, the Go toolchain, target platform, flags, and this script.
 KEY="$(
   {
-    for f in go.mod go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum; do
+    for f in go.mod go.sum node/go.mod node/go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum; do
       [ -f "$TOOLS/$f" ] || die "missing $TOOLS/$f"
       echo "== $f"; cat "$TOOLS/$f"
     done
@@ -64,7 +67,7 @@ KEY="$(
   } | sha256sum | cut -c1-16
 )"
 
-BINARIES=(kube-apiserver kubectl etcd helm)
+BINARIES=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler etcd helm)
 
 have_all() {
   [ -f "$BIN/.build-key" ] && [ "$(cat "$BIN/.build-key")" = "$KEY" ] || return 1
@@ -91,6 +94,8 @@ build() { # <module dir> <ldflags> <package>...
 }
 
 build "$TOOLS"      "$K8S_LDFLAGS"  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+build "$TOOLS/node" "$K8S_LDFLAGS"  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler
 build "$TOOLS/etcd" "$ETCD_LDFLAGS" go.etcd.io/etcd/server/v3
 # go.etcd.io/etcd/server/v3 is the etcd main package; go names its binary "server".
 for n in server v3; do [ -x "$STAGE/$n" ] && mv "$STAGE/$n" "$STAGE/etcd"; done
@@ -101,6 +106,9 @@ for b in "${BINARIES[@]}"; do
 done
 "$STAGE/kube-apiserver" --version >&2 || die "built kube-apiserver does not run"
 "$STAGE/kubectl" version --client >&2 || die "built kubectl does not run"
+for b in kubelet kube-controller-manager kube-scheduler; do
+  "$STAGE/$b" --version >&2 || die "built $b does not run"
+done
 "$STAGE/etcd" --version >&2 || die "built etcd does not run"
 "$STAGE/helm" version --short >&2 || die "built helm does not run"
 

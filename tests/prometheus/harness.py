@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real-Prometheus harness for slo-guard integration tests (Python 3.11 stdlib only).
 
-  harness.py start DIR [--port N] [--horizon-hours H] [--anchor EPOCH] [--parent-pid PID]
+  harness.py start DIR [--host ADDR] [--port N] [--horizon-hours H] [--anchor EPOCH] [--parent-pid PID]
   harness.py stop DIR
   harness.py figures URL [--json]     # query every scenario, print the SLO figures
   harness.py check [DIR]              # start, query, assert ranges, stop
@@ -113,9 +113,9 @@ def scalar(url: str, promql: str, at: float | None = None) -> tuple[float | None
 # start / stop
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -206,8 +206,8 @@ def cmd_start(a) -> int:
     proc = None
     url = None
     for attempt in range(5):
-        port = a.port or free_port()
-        url = f"http://127.0.0.1:{port}"
+        port = a.port or free_port(a.host)
+        url = f"http://{a.host}:{port}"
         log = open(log_path, "ab")
         proc = subprocess.Popen(
             [prom,
@@ -215,7 +215,7 @@ def cmd_start(a) -> int:
              f"--storage.tsdb.path={data}",
              # retention counts back from the newest block; keep everything
              "--storage.tsdb.retention.time=3650d",
-             f"--web.listen-address=127.0.0.1:{port}",
+             f"--web.listen-address={a.host}:{port}",
              "--web.enable-lifecycle",
              "--log.level=info"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -591,6 +591,8 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start", help="backfill and start Prometheus in DIR")
     s.add_argument("dir")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on: loopback, or one the caller made (the real-cluster test's pod bridge)")
     s.add_argument("--port", type=int, default=int(os.environ.get("PROM_HARNESS_PORT", "0")),
                    help="listen port (default: a free one)")
     s.add_argument("--horizon-hours", type=float,

@@ -269,3 +269,17 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+KUBERNETES_SERVICE_HOST/PORT for every slo-guard container, when
+kubernetesService.host is set (clusters whose pods cannot reach the
+`kubernetes` Service's ClusterIP). Rendered as env list items.
+*/}}
+{{- define "slo-guard.kubernetesServiceEnv" -}}
+{{- with .Values.kubernetesService.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ default "443" $.Values.kubernetesService.port | toString | quote }}
+{{- end }}
+{{- end }}
