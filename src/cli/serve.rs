@@ -265,9 +265,15 @@ const EVENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let metrics = Arc::new(Metrics::new());
     let store = Arc::new(PolicyStore::new(args.policies.namespace.clone()));
     let slo = args.prometheus.source()?;
+    let mut metrics = Metrics::new();
+    if let SloSource::Live(prometheus) = &slo {
+        metrics
+            .registry
+            .register_collector(Box::new(prometheus.collector()));
+    }
+    let metrics = Arc::new(metrics);
     match &slo {
         SloSource::Live(prometheus) => tracing::info!(
             prometheus = prometheus.url(),

@@ -7,7 +7,7 @@
 //! Prometheus for a routine refresh. A renewal that fails changes nothing: the answer
 //! still expires at the end of its interval, and the next caller asks Prometheus itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +17,10 @@ use tokio::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 
 use super::client::{Answer, QueryError};
 
@@ -35,13 +39,22 @@ enum Slot {
     },
 }
 
-/// Counters for tests, the storm benchmark and logs.
+/// Counters for `/metrics`, tests and the storm benchmark.
 #[derive(Debug, Default)]
 struct Counters {
     fetches: AtomicU64,
     renewals: AtomicU64,
     hits: AtomicU64,
     joined: AtomicU64,
+    /// Failed calls by [`QueryError::reason`]. Rare, so a lock is cheap enough.
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Counters {
+    fn count_error(&self, error: &QueryError) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        *errors.entry(error.reason()).or_default() += 1;
+    }
 }
 
 /// A snapshot of the cache counters.
@@ -110,6 +123,13 @@ impl QueryCache {
             renewals: c.renewals.load(Ordering::Relaxed),
             hits: c.hits.load(Ordering::Relaxed),
             joined: c.joined.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Exports the counters on every scrape of slo-guard's `/metrics`.
+    pub fn collector(&self) -> CacheCollector {
+        CacheCollector {
+            inner: self.inner.clone(),
         }
     }
 
@@ -193,6 +213,9 @@ impl QueryCache {
                     // always finds its own Pending slot (unless `clear` raced it).
                     let task = tokio::spawn(async move {
                         let result = call.await;
+                        if let Err(error) = &result {
+                            inner.counters.count_error(error);
+                        }
                         let mut slots = inner.slots();
                         let ours = matches!(
                             slots.get(&owned_key),
@@ -251,6 +274,9 @@ impl QueryCache {
         let owned_key = key.to_string();
         tokio::spawn(async move {
             let result = call.await;
+            if let Err(error) = &result {
+                inner.counters.count_error(error);
+            }
             let mut slots = inner.slots();
             if let Some(Slot::Ready {
                 answer,
@@ -265,6 +291,60 @@ impl QueryCache {
                 }
             }
         });
+    }
+}
+
+/// The query cache's counters as metrics, read on each scrape:
+/// `prometheus_lookups_total{result}` (hit: a fresh cached answer; joined: a call
+/// already in flight; fetched: a new call to Prometheus), `prometheus_renewals_total`
+/// (background renewals of a served answer) and `prometheus_query_errors_total{reason}`.
+#[derive(Debug)]
+pub struct CacheCollector {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryCache").finish_non_exhaustive()
+    }
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.inner.counters;
+        let fetches = c.fetches.load(Ordering::Relaxed);
+        let renewals = c.renewals.load(Ordering::Relaxed);
+        let lookups = [
+            ("hit", c.hits.load(Ordering::Relaxed)),
+            ("joined", c.joined.load(Ordering::Relaxed)),
+            ("fetched", fetches.saturating_sub(renewals)),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "prometheus_lookups",
+            "SLO query lookups by result: hit (a fresh cached answer), joined (a call in flight), fetched (a new call to Prometheus)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, count) in lookups {
+            ConstCounter::new(count).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        ConstCounter::new(renewals).encode(encoder.encode_descriptor(
+            "prometheus_renewals",
+            "Background renewals of a cached answer that was still served",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let errors = c.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut family = encoder.encode_descriptor(
+            "prometheus_query_errors",
+            "Failed calls to Prometheus, by reason (refused, connect, timeout, prometheus_error, http_status, bad_response, partial_response, bad_query, too_large, transport, credentials, internal)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in errors {
+            ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -400,5 +480,36 @@ mod tests {
             answer(7.0)
         );
         assert_eq!(cache.stats().fetches, 1);
+    }
+
+    #[tokio::test]
+    async fn the_collector_exports_lookups_and_errors_by_reason() {
+        let cache = QueryCache::new(Duration::from_secs(60));
+        let ok = cache.get("up", || async { Ok(answer(1.0)) }).await;
+        assert!(ok.is_ok());
+        let hit = cache.get("up", || async { Ok(answer(2.0)) }).await;
+        assert_eq!(hit.ok(), Some(answer(1.0)));
+        let failed = cache
+            .get("down", || async {
+                Err(QueryError::Timeout {
+                    timeout: "2s".into(),
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+
+        let mut registry = prometheus_client::registry::Registry::with_prefix("slo_guard");
+        registry.register_collector(Box::new(cache.collector()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for line in [
+            "slo_guard_prometheus_lookups_total{result=\"hit\"} 1",
+            "slo_guard_prometheus_lookups_total{result=\"joined\"} 0",
+            "slo_guard_prometheus_lookups_total{result=\"fetched\"} 2",
+            "slo_guard_prometheus_renewals_total 0",
+            "slo_guard_prometheus_query_errors_total{reason=\"timeout\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::cache::{CacheStats, QueryCache};
+use super::cache::{CacheCollector, CacheStats, QueryCache};
 
 /// A Prometheus answer slo-guard reads: one number, or an empty result.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,26 @@ pub enum QueryError {
     Credentials { path: String, cause: String },
     #[error("{0}")]
     Internal(String),
+}
+
+impl QueryError {
+    /// A short, stable name for the metrics label `reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            QueryError::Refused { .. } => "refused",
+            QueryError::Connect { .. } => "connect",
+            QueryError::Timeout { .. } => "timeout",
+            QueryError::Prometheus { .. } => "prometheus_error",
+            QueryError::Http { .. } | QueryError::HttpBody { .. } => "http_status",
+            QueryError::NotJson { .. } | QueryError::BadJson(_) => "bad_response",
+            QueryError::Warnings(_) => "partial_response",
+            QueryError::ManySeries(_) | QueryError::RangeVector => "bad_query",
+            QueryError::TooLarge(_) => "too_large",
+            QueryError::Transport(_) => "transport",
+            QueryError::Credentials { .. } => "credentials",
+            QueryError::Internal(_) => "internal",
+        }
+    }
 }
 
 /// Why a client cannot be built from its settings.
@@ -215,6 +235,11 @@ impl Prometheus {
 
     pub fn stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// The query counters in Prometheus' exposition format, for slo-guard's `/metrics`.
+    pub fn collector(&self) -> CacheCollector {
+        self.cache.collector()
     }
 
     pub fn refresh_interval(&self) -> Duration {

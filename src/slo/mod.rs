@@ -11,7 +11,7 @@ mod plan;
 mod plans;
 mod source;
 
-pub use cache::CacheStats;
+pub use cache::{CacheCollector, CacheStats};
 pub use canned::{CannedAnswer, CannedAnswers, CannedError};
 pub use client::{
     Answer, ConfigError, Prometheus, PrometheusConfig, QueryError, parse_header, parse_response,
