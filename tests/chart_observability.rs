@@ -201,7 +201,18 @@ fn scrape() -> String {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let metrics = Arc::new(Metrics::new());
+        // Prometheus on a port nothing listens on: connection refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let (prometheus, slo) =
+            support::live(&format!("http://{closed}"), Duration::from_millis(1));
+        // As `serve` does: the query cache's counters on the same /metrics.
+        let mut metrics = Metrics::new();
+        metrics
+            .registry
+            .register_collector(Box::new(prometheus.collector()));
+        let metrics = Arc::new(metrics);
         // The baseline policy (payments/checkout), an SLO-gated one (shop/shop, onError:
         // deny) and one that does not parse, reported as `serve` reports them.
         let store = PolicyStore::new("slo-guard");
@@ -229,11 +240,6 @@ fn scrape() -> String {
         for event in &events {
             slo_guard::cluster::report(event, &metrics);
         }
-        // Prometheus on a port nothing listens on: connection refused.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port");
-        let (_, slo) = support::live(&format!("http://{closed}"), Duration::from_millis(1));
         let guard = Guard::new(
             Arc::new(store),
             Arc::new(checkout_workload()),
@@ -993,10 +999,11 @@ fn dashboard_queries_are_promql_that_promtool_accepts() {
 // ---------------------------------------------------------------------------------------
 // The PrometheusRule
 
-const ALERTS: [&str; 4] = [
+const ALERTS: [&str; 5] = [
     "SloGuardUnavailable",
     "SloGuardLatencyNearTimeout",
     "SloGuardSloDataUnavailable",
+    "SloGuardPrometheusErrors",
     "SloGuardPolicyRejected",
 ];
 
@@ -1059,7 +1066,7 @@ fn alerts_use_only_what_slo_guard_exposes_and_fire_in_promtool_tests() {
     .unwrap();
     let check = promtool(&["check", "rules", "slo-guard-rules.yaml"], dir.path());
     assert!(
-        check.status.success() && text(&check.stdout).contains("SUCCESS: 4 rules found"),
+        check.status.success() && text(&check.stdout).contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
         "promtool check rules:\n{}{}",
         text(&check.stdout),
         text(&check.stderr)
@@ -1189,6 +1196,7 @@ fn dashboard_and_rule_are_off_by_default_and_follow_their_values() {
         [
             "SloGuardUnavailable",
             "SloGuardSloDataUnavailable",
+            "SloGuardPrometheusErrors",
             "SloGuardPolicyRejected"
         ]
     );

@@ -509,7 +509,10 @@ mod tests {
             "slo_guard_prometheus_renewals_total 0",
             "slo_guard_prometheus_query_errors_total{reason=\"timeout\"} 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
         }
     }
 }
