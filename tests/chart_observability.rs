@@ -1066,7 +1066,8 @@ fn alerts_use_only_what_slo_guard_exposes_and_fire_in_promtool_tests() {
     .unwrap();
     let check = promtool(&["check", "rules", "slo-guard-rules.yaml"], dir.path());
     assert!(
-        check.status.success() && text(&check.stdout).contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+        check.status.success()
+            && text(&check.stdout).contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
         "promtool check rules:\n{}{}",
         text(&check.stdout),
         text(&check.stderr)
