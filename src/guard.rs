@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::admission::{
-    ActorKind, AdmissionError, Change, ChangeClass, ReviewResponse, WorkloadLookup, classify,
-    parse_review,
+    ActorKind, AdmissionError, Change, ChangeClass, ConfigKind, ReviewResponse, WorkloadLookup,
+    classify, parse_review,
 };
 use crate::ledger::{ChangeLedger, LedgerError, LedgerKey, LedgerRecord};
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::{PolicySet, PolicyStore};
+use crate::policy::{PolicyRef, PolicySet, PolicyStore, parse_policy_configmap};
 use crate::rules::{
     Decision, DecisionContext, Finding, Rule, classify_actor, decide, figures_needed,
 };
 use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
+use crate::webhook_scope::Governed;
+use crate::webhook_scope::manager::ScopeWidener;
 use crate::{mutation, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,9 @@ pub struct Guard {
     /// The change ledger cooldowns and approvals are kept in. None outside a cluster,
     /// where cooldowns read the `last-agent-change` stamp and approvals are not spent.
     pub ledger: Option<Arc<dyn ChangeLedger>>,
+    /// Widens the workload webhooks' scope as policies are admitted. None unless slo-guard
+    /// manages its webhook configurations (`--webhook-scope policies`).
+    pub scope: Option<Arc<dyn ScopeWidener>>,
     /// slo-guard's own username in the cluster, whose writes are not re-stamped.
     pub own_username: Option<String>,
     plans: PlanCache,
@@ -104,6 +109,7 @@ impl Guard {
             slo: SloSource::Off,
             effects: None,
             ledger: None,
+            scope: None,
             own_username: None,
             plans: PlanCache::default(),
         }
@@ -121,6 +127,13 @@ impl Guard {
 
     pub fn with_ledger(mut self, ledger: Arc<dyn ChangeLedger>) -> Self {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Widen the workload webhooks' scope for each policy ConfigMap admitted, before it is
+    /// stored (see `webhook_scope`).
+    pub fn with_scope(mut self, scope: Arc<dyn ScopeWidener>) -> Self {
+        self.scope = Some(scope);
         self
     }
 
@@ -181,6 +194,18 @@ impl Guard {
                 decide_recorded(ledger.as_ref(), key, &prepared, &observations, now).await
             }
             _ => decide_once(&prepared, &observations, None, now),
+        };
+        let decision = match (&self.scope, endpoint) {
+            (Some(scope), Endpoint::Validate) => {
+                widen_for_policy(
+                    scope.as_ref(),
+                    &prepared.change,
+                    decision,
+                    self.policies.guard_namespace(),
+                )
+                .await
+            }
+            _ => decision,
         };
         self.finish(endpoint, *prepared, decision, slo_time, now)
     }
@@ -437,6 +462,51 @@ async fn decide_recorded(
         brief: format!("change ledger unavailable: {cause}"),
     });
     decision.record = None;
+    decision
+}
+
+/// A policy ConfigMap about to be admitted: the namespaces it governs are added to the
+/// workload webhooks' scope first, so no policy is ever in force where the apiserver does
+/// not send its changes. If that cannot be written, the policy is not admitted. A dry run
+/// and a policy removal change nothing here (narrowing is the reconciler's, after a grace).
+async fn widen_for_policy(
+    scope: &dyn ScopeWidener,
+    change: &Change,
+    mut decision: Decision,
+    guard_namespace: &str,
+) -> Decision {
+    if change.class != ChangeClass::Config
+        || change.config_after != Some(ConfigKind::Policy)
+        || change.dry_run
+        || !decision.allowed()
+    {
+        return decision;
+    }
+    let id = PolicyRef {
+        namespace: change.target.namespace.clone(),
+        name: change.target.name.clone(),
+    };
+    let Some(policy) = change
+        .config_data
+        .as_ref()
+        .and_then(|data| parse_policy_configmap(&id, data).ok())
+    else {
+        return decision;
+    };
+    let governed = Governed::of_policy(&policy, guard_namespace);
+    if let Err(cause) = scope.widen(&governed).await {
+        tracing::error!(policy = %id, %cause, "webhook scope not widened; the policy is not admitted");
+        decision.findings.insert(0, Finding {
+            source: id.to_string(),
+            rule: Rule::WebhookScope,
+            mode: crate::policy::Mode::Enforce,
+            headline: format!(
+                "policy ConfigMap {id} not admitted: slo-guard could not extend its webhooks to the namespaces this policy governs, so the policy would not see their changes ({cause})"
+            ),
+            remedy: "Retry in a moment; if this persists, check slo-guard's access to its webhook configurations (get, update), or run it with --webhook-scope static".to_string(),
+            brief: format!("webhook scope not widened: {cause}"),
+        });
+    }
     decision
 }
 
@@ -705,5 +775,82 @@ mod tests {
             finding.headline
         );
         assert!(!decision.allowed());
+    }
+
+    /// A scope that records what it was asked to widen, or fails.
+    #[derive(Default)]
+    struct RecordingScope {
+        widened: std::sync::Mutex<Vec<Governed>>,
+        failing: bool,
+    }
+
+    impl ScopeWidener for RecordingScope {
+        fn widen<'a>(
+            &'a self,
+            governed: &'a Governed,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::webhook_scope::manager::ScopeError>>
+        {
+            Box::pin(async move {
+                if self.failing {
+                    return Err(crate::webhook_scope::manager::ScopeError::Write {
+                        what: "ValidatingWebhookConfiguration slo-guard".into(),
+                        cause: "forbidden".into(),
+                    });
+                }
+                self.widened.lock().expect("lock").push(governed.clone());
+                Ok(())
+            })
+        }
+    }
+
+    const POLICY_CREATE: &str =
+        include_str!("../tests/fixtures/captured/configmap-policy-create.json");
+
+    fn scoped_guard(scope: Arc<RecordingScope>) -> Guard {
+        Guard::new(
+            Arc::new(PolicyStore::new("slo-guard")),
+            Arc::new(()),
+            Arc::new(Metrics::new()),
+        )
+        .with_scope(scope)
+    }
+
+    #[tokio::test]
+    async fn an_admitted_policy_widens_the_scope_first_and_a_dry_run_does_not() {
+        let scope = Arc::new(RecordingScope::default());
+        let guard = scoped_guard(scope.clone());
+        let admitted = validate(&guard, POLICY_CREATE).await;
+        assert!(admitted.allowed(), "{:?}", admitted.findings);
+        assert_eq!(
+            *scope.widened.lock().expect("lock"),
+            vec![Governed::Namespaces(["payments".to_string()].into())]
+        );
+        let dry_run = POLICY_CREATE.replacen("\"dryRun\": false", "\"dryRun\": true", 1);
+        assert_ne!(dry_run, POLICY_CREATE, "the fixture has a dryRun field");
+        assert!(validate(&guard, &dry_run).await.allowed());
+        // Nor does the mutating call, which does not admit.
+        guard
+            .review_async(Endpoint::Mutate, POLICY_CREATE.as_bytes(), now())
+            .await
+            .expect("review");
+        assert_eq!(scope.widened.lock().expect("lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_policy_whose_scope_cannot_be_widened_is_not_admitted() {
+        let scope = Arc::new(RecordingScope {
+            failing: true,
+            ..RecordingScope::default()
+        });
+        let denied = validate(&scoped_guard(scope), POLICY_CREATE).await;
+        assert!(!denied.allowed());
+        let finding = &denied.findings[0];
+        assert_eq!(finding.rule, Rule::WebhookScope);
+        assert!(
+            finding.headline.contains("payments/checkout not admitted")
+                && finding.headline.contains("forbidden"),
+            "{}",
+            finding.headline
+        );
     }
 }

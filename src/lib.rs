@@ -19,3 +19,4 @@ pub mod rules;
 pub mod server;
 pub mod slo;
 pub mod verdict;
+pub mod webhook_scope;

@@ -60,6 +60,18 @@ pub struct Metrics {
     pub connection_timeouts: Family<PhaseLabels, Counter>,
     /// Requests not read and answered within `--request-timeout`.
     pub request_timeouts: Counter,
+    /// 1 while slo-guard keeps its webhooks' scope in step with the policies, 0 when it
+    /// cannot (or is not asked to: `--webhook-scope static`).
+    pub webhook_scope_managed: Gauge,
+    /// Namespaces the workload webhooks are sent for; -1 for all of them.
+    pub webhook_scope_namespaces: Gauge,
+    /// Scope changes written (widened, narrowed) and failed attempts.
+    pub webhook_scope_updates: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +160,25 @@ impl Metrics {
             "Requests not read and answered within the request timeout",
             request_timeouts.clone(),
         );
+        let webhook_scope_managed = Gauge::default();
+        registry.register(
+            "webhook_scope_managed",
+            "1 while the workload webhooks' namespaceSelector follows the policies in force, 0 when it cannot or is static",
+            webhook_scope_managed.clone(),
+        );
+        let webhook_scope_namespaces = Gauge::default();
+        registry.register(
+            "webhook_scope_namespaces",
+            "Namespaces the workload webhooks are sent for (-1: all)",
+            webhook_scope_namespaces.clone(),
+        );
+        webhook_scope_namespaces.set(-1);
+        let webhook_scope_updates = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_scope_updates",
+            "Webhook scope changes written (widened, narrowed) and failed attempts",
+            webhook_scope_updates.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -161,6 +192,9 @@ impl Metrics {
             open_connections,
             connection_timeouts,
             request_timeouts,
+            webhook_scope_managed,
+            webhook_scope_namespaces,
+            webhook_scope_updates,
         }
     }
 

@@ -38,8 +38,8 @@ fn identity() -> String {
     format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
 }
 
-/// (apiGroup, resource, verb)
-type Grant = (String, String, String);
+/// (apiGroup, resource, verb, resource name or "" for any)
+type Grant = (String, String, String, String);
 
 fn expand(rules: &Value) -> BTreeSet<Grant> {
     let list = |rule: &Value, key: &str| -> Vec<String> {
@@ -55,14 +55,21 @@ fn expand(rules: &Value) -> BTreeSet<Grant> {
     };
     let mut grants = BTreeSet::new();
     for rule in rules.as_array().into_iter().flatten() {
-        assert!(
-            rule.get("resourceNames").is_none_or(|n| n.is_null()),
-            "resourceNames are not expected: {rule}"
-        );
+        let mut names = list(rule, "resourceNames");
+        if names.is_empty() {
+            names.push(String::new());
+        }
         for group in list(rule, "apiGroups") {
             for resource in list(rule, "resources") {
                 for verb in list(rule, "verbs") {
-                    grants.insert((group.clone(), resource.clone(), verb));
+                    for name in &names {
+                        grants.insert((
+                            group.clone(),
+                            resource.clone(),
+                            verb.clone(),
+                            name.clone(),
+                        ));
+                    }
                 }
             }
         }
@@ -271,6 +278,22 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
         ("update", "leases.coordination.k8s.io", own),
         ("create", "events.events.k8s.io", payments),
         ("patch", "events.events.k8s.io", payments),
+        // webhooks.scope=policies: its own two webhook configurations, by name.
+        (
+            "get",
+            "validatingwebhookconfigurations/slo-guard",
+            cluster_scoped,
+        ),
+        (
+            "update",
+            "validatingwebhookconfigurations/slo-guard",
+            cluster_scoped,
+        ),
+        (
+            "update",
+            "mutatingwebhookconfigurations/slo-guard",
+            cluster_scoped,
+        ),
     ] {
         assert!(
             can_i(&mut cluster, verb, resource, scope),
@@ -312,6 +335,17 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
         ("list", "namespaces", cluster_scoped),
         ("list", "nodes", cluster_scoped),
         ("patch", "validatingwebhookconfigurations", cluster_scoped),
+        ("update", "validatingwebhookconfigurations", cluster_scoped),
+        (
+            "update",
+            "validatingwebhookconfigurations/another",
+            cluster_scoped,
+        ),
+        (
+            "patch",
+            "validatingwebhookconfigurations/slo-guard",
+            cluster_scoped,
+        ),
         ("delete", "validatingwebhookconfigurations", cluster_scoped),
         ("patch", "mutatingwebhookconfigurations", cluster_scoped),
         (

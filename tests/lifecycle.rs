@@ -778,20 +778,7 @@ fn wait_for_event(
 }
 
 fn metrics(guarded: &e2e_support::Guarded) -> String {
-    let output = Command::new("curl")
-        .args(["-sS", "--noproxy", "*"])
-        .arg(format!(
-            "http://127.0.0.1:{}/metrics",
-            guarded.guard().metrics_port
-        ))
-        .output()
-        .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        e2e_support::text(&output.stderr)
-    );
-    e2e_support::text(&output.stdout)
+    guarded.guard().metrics_text()
 }
 
 fn metric_value(metrics: &str, series: &str) -> Option<f64> {

@@ -20,6 +20,7 @@ use crate::server::limits::{
 };
 use crate::server::{AppState, ops_router, router, tls};
 use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
+use crate::webhook_scope::manager::{ScopeSettings, WebhookScope};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -62,6 +63,58 @@ pub struct ServeArgs {
     pub worker_threads: Option<usize>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+/// Whether the workload webhooks' namespaceSelector follows the policies in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeMode {
+    /// slo-guard keeps the workload webhooks' namespaceSelector to the namespaces its
+    /// policies govern (needs --watch-configmaps and get/update on its webhook
+    /// configurations).
+    Policies,
+    /// The webhook configurations stay as installed.
+    Static,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScopeArgs {
+    /// `policies`: requests in namespaces no policy governs never leave the apiserver,
+    /// and an outage of slo-guard blocks only governed namespaces. `static`: every
+    /// namespace the installed selector allows is sent.
+    #[arg(long, env = "SLO_GUARD_WEBHOOK_SCOPE", value_enum, default_value_t = ScopeMode::Static)]
+    pub webhook_scope: ScopeMode,
+    /// The ValidatingWebhookConfiguration whose workload webhooks are scoped.
+    #[arg(
+        long,
+        env = "SLO_GUARD_VALIDATING_WEBHOOK_CONFIGURATION",
+        default_value = "slo-guard"
+    )]
+    pub validating_webhook_configuration: String,
+    /// The MutatingWebhookConfiguration whose workload webhooks are scoped ("" for none).
+    #[arg(
+        long,
+        env = "SLO_GUARD_MUTATING_WEBHOOK_CONFIGURATION",
+        default_value = "slo-guard"
+    )]
+    pub mutating_webhook_configuration: String,
+    /// The webhooks, by name, whose namespaceSelector is scoped. Never the policy or
+    /// reflection ConfigMap webhooks, which must see every namespace.
+    #[arg(
+        long,
+        env = "SLO_GUARD_SCOPED_WEBHOOKS",
+        value_delimiter = ',',
+        default_value = "validate.slo-guard.io,pods.slo-guard.io,mutate.slo-guard.io"
+    )]
+    pub scoped_webhooks: Vec<String>,
+    /// How long a namespace stays in scope after the last policy governing it is gone
+    /// (longer than the apiserver's request timeout: see `webhook_scope`).
+    #[arg(long, env = "SLO_GUARD_WEBHOOK_SCOPE_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub webhook_scope_grace: Duration,
+    /// How often the scope is reconciled with the policies in force.
+    #[arg(long, env = "SLO_GUARD_WEBHOOK_SCOPE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub webhook_scope_interval: Duration,
 }
 
 /// What one client may hold of the webhook port (see `server::limits`).
@@ -297,6 +350,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let mut cluster_sync = Vec::new();
+    let mut webhook_scope: Option<Arc<WebhookScope>> = None;
+    if args.scope.webhook_scope == ScopeMode::Policies && !args.watch_configmaps {
+        anyhow::bail!(
+            "--webhook-scope policies needs --watch-configmaps: the scope follows the policies in the cluster"
+        );
+    }
     let mut cluster_effects = None;
     let mut event_recorder = None;
     let workloads: Arc<dyn WorkloadLookup> = if args.watch_configmaps {
@@ -341,6 +400,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )),
         ));
         event_recorder = Some(events);
+        if args.scope.webhook_scope == ScopeMode::Policies {
+            let settings = ScopeSettings {
+                validating: args.scope.validating_webhook_configuration.clone(),
+                mutating: Some(args.scope.mutating_webhook_configuration.clone())
+                    .filter(|name| !name.is_empty()),
+                webhooks: args.scope.scoped_webhooks.clone(),
+                grace: args.scope.webhook_scope_grace,
+                interval: args.scope.webhook_scope_interval,
+            };
+            if let Some(forbidden) = settings
+                .webhooks
+                .iter()
+                .find(|name| name.starts_with("config.") || name.contains(".config."))
+            {
+                anyhow::bail!(
+                    "--scoped-webhooks lists {forbidden}: the policy and reflection ConfigMap webhooks must see every namespace"
+                );
+            }
+            webhook_scope = Some(Arc::new(WebhookScope::new(
+                client.clone(),
+                settings,
+                &args.policies.namespace,
+                metrics.clone(),
+            )));
+        }
         Arc::new(cache)
     } else {
         let documents = if args.policies.policies.is_empty() {
@@ -360,6 +444,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         guard = guard
             .with_effects(effects, own_username)
             .with_ledger(ledger);
+    }
+    if let Some(scope) = &webhook_scope {
+        guard = guard.with_scope(scope.clone());
     }
     let guard = Arc::new(guard);
     let state = AppState {
@@ -446,6 +533,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rejected = store.errors().len(),
             "ready"
         );
+        // Only once the policies are loaded: the scope follows them.
+        if let Some(scope) = webhook_scope {
+            scope.run(store).await;
+        }
     });
 
     shutdown_signal().await;

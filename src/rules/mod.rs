@@ -61,6 +61,7 @@ pub enum Rule {
     ServiceRoute,
     ReflectionAuthor,
     ChangeRecord,
+    WebhookScope,
 }
 
 impl Rule {
@@ -91,6 +92,7 @@ impl Rule {
             Rule::ServiceRoute => "service-route",
             Rule::ReflectionAuthor => "reflection-author",
             Rule::ChangeRecord => "change-record",
+            Rule::WebhookScope => "webhook-scope",
         }
     }
 }

@@ -231,6 +231,17 @@ impl SloGuard {
         panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
     }
 
+    /// Its `/metrics` text, from the operations port.
+    pub fn metrics_text(&self) -> String {
+        let output = Command::new("curl")
+            .args(["-sS", "--noproxy", "*"])
+            .arg(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    }
+
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

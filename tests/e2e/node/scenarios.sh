@@ -29,10 +29,9 @@ image: {repository: $IMAGE_REPO, tag: $1, pullPolicy: Never}
 prometheus: {url: "$PROM_URL"}
 # No kube-proxy on this node: the pods reach the API server at its address.
 kubernetesService: {host: "$NODE_IP", port: "$APISERVER_PORT"}
-# Only labelled namespaces are sent to the webhooks, so an outage of slo-guard
-# blocks the namespaces it governs and no others.
-webhooks:
-  namespaceSelector: {matchLabels: {slo-guard.io/enabled: "true"}}
+# The chart's default webhooks.scope=policies: the workload webhooks are sent
+# only the namespaces a policy governs.
+webhooks: {scope: policies}
 EOF
   echo "$STATE/values.yaml"
 }
@@ -70,10 +69,22 @@ counter_over_pods() { # <metric name> <label regex>
   local pod total=0 n
   for pod in $(kubectl get pods -n "$GUARD_NS" -l app.kubernetes.io/name=slo-guard,app.kubernetes.io/component=webhook -o jsonpath='{.items[*].metadata.name}'); do
     n="$(kubectl get --raw "/api/v1/namespaces/$GUARD_NS/pods/http:$pod:8080/proxy/metrics" \
-      | grep -E "^$1\\{" | grep -E -- "$2" | awk '{s += $2} END {print s + 0}')"
+      | grep -E "^$1[{ ]" | grep -E -- "$2" | awk '{s += $2} END {print s + 0}')"
     total=$((total + ${n%.*}))
   done
   echo "$total"
+}
+
+# The namespaces the validating and mutating workload webhooks are sent, as JSON.
+scope_of() { # <kind> <webhook>
+  kubectl get "$1" "$RELEASE" -o json | jq -c --arg w "$2" \
+    '[.webhooks[] | select(.name == $w) | .namespaceSelector.matchExpressions // [] | .[]
+      | select(.key == "kubernetes.io/metadata.name" and .operator == "In") | .values[]]'
+}
+scope_is() { # <json list>: validate, pods and mutate all sent exactly these namespaces
+  [ "$(scope_of validatingwebhookconfiguration validate.slo-guard.io)" = "$1" ] &&
+  [ "$(scope_of validatingwebhookconfiguration pods.slo-guard.io)" = "$1" ] &&
+  [ "$(scope_of mutatingwebhookconfiguration mutate.slo-guard.io)" = "$1" ]
 }
 
 scenario_install() {
@@ -96,6 +107,10 @@ scenario_install() {
     bash -c "[ \"\$(kubectl get pdb $RELEASE -n $GUARD_NS -o jsonpath='{.spec.minAvailable}/{.status.disruptionsAllowed}')\" = 1/1 ]"
   check "1. /metrics scraped through the Service" bash -c 'kubectl get --raw "$1" | grep -q "^slo_guard_open_connections"' _ \
     "/api/v1/namespaces/$GUARD_NS/services/http:$RELEASE:metrics/proxy/metrics"
+  check "1. with no policy, the workload webhooks are narrowed to no namespace" \
+    wait_for 30 "the scope narrowed" scope_is '["none.slo-guard.io"]'
+  check "1. slo_guard_webhook_scope_managed is 1 on both pods" \
+    test "$(counter_over_pods slo_guard_webhook_scope_managed .)" = 2
   check "1. pods run as 65532 with a read-only root filesystem" bash -c "
     kubectl get pods -n $GUARD_NS -l app.kubernetes.io/name=slo-guard,app.kubernetes.io/component=webhook -o json \
       | jq -e '[.items[].spec.containers[0].securityContext | .runAsUser == 65532 and .readOnlyRootFilesystem] | all and length == 2' >/dev/null"
@@ -104,7 +119,6 @@ scenario_install() {
 scenario_denials() {
   log "scenario 2: the README's kubectl scenarios through the Service"
   k create namespace payments >/dev/null
-  k label namespace payments slo-guard.io/enabled=true >/dev/null
   k create namespace ai-agents >/dev/null
   k create serviceaccount fixer -n ai-agents >/dev/null
   k create rolebinding fixer-edit -n payments --clusterrole edit --serviceaccount ai-agents:fixer >/dev/null
@@ -138,6 +152,12 @@ data:
     approval: {requiredFor: [rollout], maxAge: 1h}
     prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
 EOF
+  check "2. the policy's namespace is in the workload webhooks' scope as soon as it is admitted" \
+    scope_is '["payments"]'
+  check "2. ... and the ConfigMap webhooks still see every namespace" bash -c "
+    kubectl get validatingwebhookconfiguration $RELEASE -o json | jq -e '
+      [.webhooks[] | select(.name | startswith(\"config.\") or startswith(\"reflection.\"))
+       | .namespaceSelector.matchExpressions // [] | .[] | select(.operator == \"In\")] == []' >/dev/null"
   # The guard reloads policies from its ConfigMap watch.
   sleep 3
   local out

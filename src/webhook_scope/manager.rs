@@ -1,0 +1,369 @@
+//! Reads and writes the scope on slo-guard's own webhook configurations: widening while a
+//! policy is admitted, and reconciling with the policies in force in the background.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+
+use super::{Governed, SCOPE_ANNOTATION, ScopeRecord};
+use crate::admission::POLICY_LABEL;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyRef, PolicyStore, parse_policy_configmap};
+
+/// Conditional writes that lost to another writer are tried again this many times.
+const WRITE_ROUNDS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("cannot read {what}: {cause}")]
+    Read { what: String, cause: String },
+    #[error("cannot write {what}: {cause}")]
+    Write { what: String, cause: String },
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error("{0} kept changing while slo-guard wrote it ({WRITE_ROUNDS} tries)")]
+    Contended(String),
+}
+
+/// Extends the webhooks' scope before a policy is admitted (the guard's side of it, so
+/// tests can stand in for the cluster).
+pub trait ScopeWidener: Send + Sync {
+    fn widen<'a>(&'a self, governed: &'a Governed) -> BoxFuture<'a, Result<(), ScopeError>>;
+}
+
+/// Which configurations and webhooks to scope, and how patiently.
+#[derive(Debug, Clone)]
+pub struct ScopeSettings {
+    pub validating: String,
+    pub mutating: Option<String>,
+    /// The webhooks (by name, in either configuration) whose namespaceSelector follows the
+    /// policies. Policy and reflection ConfigMap webhooks must never be listed.
+    pub webhooks: Vec<String>,
+    /// How long a namespace no policy governs any more stays in scope.
+    pub grace: Duration,
+    /// How often the scope is reconciled with the policies in force.
+    pub interval: Duration,
+}
+
+pub struct WebhookScope {
+    validating: Api<ValidatingWebhookConfiguration>,
+    mutating: Api<MutatingWebhookConfiguration>,
+    configmaps: Api<ConfigMap>,
+    settings: ScopeSettings,
+    guard_namespace: String,
+    metrics: Arc<Metrics>,
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    Unchanged,
+    Widened,
+    Narrowed,
+}
+
+impl WebhookScope {
+    pub fn new(
+        client: Client,
+        settings: ScopeSettings,
+        guard_namespace: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            validating: Api::all(client.clone()),
+            mutating: Api::all(client.clone()),
+            configmaps: Api::all(client),
+            settings,
+            guard_namespace: guard_namespace.to_string(),
+            metrics,
+        }
+    }
+
+    fn validating_name(&self) -> String {
+        format!(
+            "ValidatingWebhookConfiguration {}",
+            self.settings.validating
+        )
+    }
+
+    async fn read_record(
+        &self,
+    ) -> Result<(ValidatingWebhookConfiguration, ScopeRecord), ScopeError> {
+        let what = self.validating_name();
+        let configuration = self
+            .validating
+            .get_opt(&self.settings.validating)
+            .await
+            .map_err(|e| ScopeError::Read {
+                what: what.clone(),
+                cause: e.to_string(),
+            })?
+            .ok_or(ScopeError::Missing(what))?;
+        let record = ScopeRecord::from_annotation(
+            configuration
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SCOPE_ANNOTATION))
+                .map(String::as_str),
+        );
+        Ok((configuration, record))
+    }
+
+    /// Writes the record `next_of` makes from the one in force (none: leave it), retrying
+    /// on conflicts; then brings the mutating configuration in line. Returns the record in
+    /// force afterwards.
+    async fn update(
+        &self,
+        next_of: impl Fn(&ScopeRecord) -> Option<ScopeRecord>,
+    ) -> Result<ScopeRecord, ScopeError> {
+        let what = self.validating_name();
+        for _ in 0..WRITE_ROUNDS {
+            let (mut configuration, record) = self.read_record().await?;
+            let next = next_of(&record).unwrap_or_else(|| record.clone());
+            // The selectors are compared too: an installer (`helm upgrade`) may have put
+            // the installed selector back under an unchanged record.
+            let mut changed = next != record;
+            if changed {
+                configuration
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(SCOPE_ANNOTATION.to_string(), next.to_annotation());
+            }
+            for webhook in configuration.webhooks.iter_mut().flatten() {
+                if self.settings.webhooks.contains(&webhook.name) {
+                    let scoped = next.apply_to(webhook.namespace_selector.as_ref());
+                    if webhook.namespace_selector.as_ref() != Some(&scoped) {
+                        webhook.namespace_selector = Some(scoped);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                self.sync_mutating(&record).await?;
+                return Ok(record);
+            }
+            match self
+                .validating
+                .replace(
+                    &self.settings.validating,
+                    &PostParams::default(),
+                    &configuration,
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.sync_mutating(&next).await?;
+                    self.observe(&next);
+                    return Ok(next);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => {
+                    return Err(ScopeError::Write {
+                        what,
+                        cause: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(ScopeError::Contended(what))
+    }
+
+    async fn sync_mutating(&self, record: &ScopeRecord) -> Result<(), ScopeError> {
+        let Some(name) = &self.settings.mutating else {
+            return Ok(());
+        };
+        let what = format!("MutatingWebhookConfiguration {name}");
+        for _ in 0..WRITE_ROUNDS {
+            let Some(mut configuration) =
+                self.mutating
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| ScopeError::Read {
+                        what: what.clone(),
+                        cause: e.to_string(),
+                    })?
+            else {
+                // Installed without the mutating webhook: nothing to scope.
+                return Ok(());
+            };
+            let mut changed = false;
+            for webhook in configuration.webhooks.iter_mut().flatten() {
+                if self.settings.webhooks.contains(&webhook.name) {
+                    let scoped: LabelSelector =
+                        record.apply_to(webhook.namespace_selector.as_ref());
+                    if webhook.namespace_selector.as_ref() != Some(&scoped) {
+                        webhook.namespace_selector = Some(scoped);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+            match self
+                .mutating
+                .replace(name, &PostParams::default(), &configuration)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => {
+                    return Err(ScopeError::Write {
+                        what,
+                        cause: e.to_string(),
+                    });
+                }
+            }
+        }
+        Err(ScopeError::Contended(what))
+    }
+
+    fn observe(&self, record: &ScopeRecord) {
+        self.metrics.webhook_scope_managed.set(1);
+        self.metrics
+            .webhook_scope_namespaces
+            .set(record.sent().map_or(-1, |names| names.len() as i64));
+    }
+
+    /// The namespaces the policy ConfigMaps in the apiserver govern now (a consistent
+    /// list, not a cache): the check before any namespace leaves the scope. ConfigMaps
+    /// that do not parse govern nothing here; the store keeps their last good version.
+    async fn listed_governance(&self) -> Result<Governed, ScopeError> {
+        let listed = self
+            .configmaps
+            .list(&ListParams::default().labels(&format!("{POLICY_LABEL}=true")))
+            .await
+            .map_err(|e| ScopeError::Read {
+                what: "policy ConfigMaps".to_string(),
+                cause: e.to_string(),
+            })?;
+        Ok(listed
+            .items
+            .iter()
+            .filter_map(|configmap| {
+                let id = PolicyRef {
+                    namespace: configmap.metadata.namespace.clone()?,
+                    name: configmap.metadata.name.clone()?,
+                };
+                let data = configmap.data.clone().unwrap_or_default();
+                parse_policy_configmap(&id, &data).ok()
+            })
+            .fold(Governed::none(), |governed, policy| {
+                governed.union(Governed::of_policy(&policy, &self.guard_namespace))
+            }))
+    }
+
+    /// Brings the scope in line with the policies in force in `store`; a namespace leaves
+    /// only if the apiserver's own list agrees that nothing governs it.
+    pub async fn reconcile(
+        &self,
+        store: &PolicyStore,
+    ) -> Result<(Reconciled, ScopeRecord), ScopeError> {
+        let grace = chrono::Duration::from_std(self.settings.grace)
+            .unwrap_or_else(|_| chrono::Duration::minutes(5));
+        let mut governed = Governed::of_set(&store.snapshot());
+        let (_, record) = self.read_record().await?;
+        if record.narrows_to(&record.reconciled(&governed, Utc::now(), grace)) {
+            governed = governed.union(self.listed_governance().await?);
+        }
+        let before = record;
+        let after = self
+            .update(|current| {
+                let next = current.reconciled(&governed, Utc::now(), grace);
+                (next != *current).then_some(next)
+            })
+            .await?;
+        self.observe(&after);
+        let outcome = if after == before {
+            Reconciled::Unchanged
+        } else if before.narrows_to(&after) {
+            Reconciled::Narrowed
+        } else {
+            Reconciled::Widened
+        };
+        Ok((outcome, after))
+    }
+
+    /// Reconciles every `interval`, for as long as the server runs. Failures are logged and counted; the scope then stays
+    /// as it is, which is never narrower than a policy admitted through this replica.
+    pub async fn run(self: Arc<Self>, store: Arc<PolicyStore>) {
+        let mut last_error: Option<String> = None;
+        loop {
+            match self.reconcile(&store).await {
+                Ok((outcome, record)) => {
+                    if last_error.take().is_some() {
+                        tracing::info!("webhook scope managed again");
+                    }
+                    if outcome != Reconciled::Unchanged {
+                        self.metrics
+                            .webhook_scope_updates
+                            .get_or_create(&crate::metrics::ResultLabels {
+                                result: match outcome {
+                                    Reconciled::Narrowed => "narrowed",
+                                    _ => "widened",
+                                }
+                                .to_string(),
+                            })
+                            .inc();
+                        tracing::info!(
+                            outcome = ?outcome,
+                            namespaces = %record.sent().map_or_else(|| "all".to_string(), |n| n.join(",")),
+                            "webhook scope reconciled"
+                        );
+                    }
+                }
+                Err(error) => {
+                    self.metrics.webhook_scope_managed.set(0);
+                    self.metrics
+                        .webhook_scope_updates
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "failed".to_string(),
+                        })
+                        .inc();
+                    let message = error.to_string();
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        tracing::error!(
+                            error = %message,
+                            "cannot manage the webhook scope; the webhooks keep the scope they have. \
+                             Grant slo-guard get/update on its webhook configurations, or run with --webhook-scope static"
+                        );
+                    }
+                    last_error = Some(message);
+                }
+            }
+            tokio::time::sleep(self.settings.interval).await;
+        }
+    }
+}
+
+impl ScopeWidener for WebhookScope {
+    fn widen<'a>(&'a self, governed: &'a Governed) -> BoxFuture<'a, Result<(), ScopeError>> {
+        Box::pin(async move {
+            let record = self
+                .update(|current| Some(current.widened(governed, Utc::now())))
+                .await?;
+            self.metrics
+                .webhook_scope_updates
+                .get_or_create(&crate::metrics::ResultLabels {
+                    result: "widened".to_string(),
+                })
+                .inc();
+            tracing::info!(
+                namespaces = %record.sent().map_or_else(|| "all".to_string(), |n| n.join(",")),
+                "webhook scope widened for an admitted policy"
+            );
+            Ok(())
+        })
+    }
+}
