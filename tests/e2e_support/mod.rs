@@ -77,6 +77,15 @@ impl Cluster {
         }
     }
 
+    /// The admin kubeconfig cluster.sh wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.env
+            .iter()
+            .find(|(key, _)| key == "KUBECONFIG")
+            .map(|(_, value)| PathBuf::from(value))
+            .expect("cluster.sh printed KUBECONFIG")
+    }
+
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
         for (key, value) in &self.env {
@@ -229,6 +238,10 @@ impl SloGuard {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its `/metrics` text, from the operations port.
