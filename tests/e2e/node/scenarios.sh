@@ -107,6 +107,14 @@ scenario_install() {
     bash -c "[ \"\$(kubectl get pdb $RELEASE -n $GUARD_NS -o jsonpath='{.spec.minAvailable}/{.status.disruptionsAllowed}')\" = 1/1 ]"
   check "1. /metrics scraped through the Service" bash -c 'kubectl get --raw "$1" | grep -q "^slo_guard_open_connections"' _ \
     "/api/v1/namespaces/$GUARD_NS/services/http:$RELEASE:metrics/proxy/metrics"
+  # The NetworkPolicy is stored and selects the server pods and their named ports. It
+  # is not enforced here: the CNI bridge plugin does not implement NetworkPolicy.
+  check "1. the NetworkPolicy selects both server pods and names ports they expose" bash -c "
+    policy=\$(kubectl get networkpolicy $RELEASE -n $GUARD_NS -o json) || exit 1
+    selector=\$(jq -r '.spec.podSelector.matchLabels | to_entries | map(\"\\(.key)=\\(.value)\") | join(\",\")' <<<\"\$policy\")
+    [ \"\$(kubectl get pods -n $GUARD_NS -l \"\$selector\" -o name | wc -l)\" = 2 ] || exit 1
+    ports=\$(kubectl get pods -n $GUARD_NS -l \"\$selector\" -o json | jq -c '[.items[0].spec.containers[0].ports[].name] | sort')
+    [ \"\$(jq -c '[.spec.ingress[].ports[].port] | sort' <<<\"\$policy\")\" = \"\$ports\" ]"
   check "1. with no policy, the workload webhooks are narrowed to no namespace" \
     wait_for 30 "the scope narrowed" scope_is '["none.slo-guard.io"]'
   check "1. slo_guard_webhook_scope_managed is 1 on both pods" \
