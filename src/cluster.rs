@@ -2,8 +2,8 @@
 //! current. Nothing here judges anything; requests never wait on the API server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PodTemplateSpec};
 use k8s_openapi::api::events::v1::{Event as KubeEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
@@ -28,41 +27,116 @@ use crate::rules::Decision;
 /// scale request is matched and judged by its parent's decision context without an API
 /// call. The watch reads whole objects (a metadata-only watch cannot see the pod
 /// template's labels, by which a policy governs a workload whose pods serve a guarded
-/// one), but the cache keeps only what is read here: each object is cut down before it
-/// is stored.
-#[derive(Clone)]
+/// one), but the cache keeps only what is read here, in a compact form: a cached
+/// Deployment costs a few hundred bytes instead of the kilobytes of its typed object.
+#[derive(Clone, Default)]
 pub struct WorkloadCache {
-    deployments: Store<Deployment>,
-    statefulsets: Store<StatefulSet>,
+    deployments: Arc<RwLock<Shelf>>,
+    statefulsets: Arc<RwLock<Shelf>>,
 }
 
-fn snapshot_of(
-    metadata: &ObjectMeta,
-    replicas: Option<i32>,
-    template: Option<&PodTemplateSpec>,
-) -> WorkloadSnapshot {
-    WorkloadSnapshot {
-        labels: metadata.labels.clone().unwrap_or_default(),
-        pod_labels: template
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default(),
-        annotations: metadata.annotations.clone().unwrap_or_default(),
-        replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+/// Workloads by namespace, then name: a Service change reads one namespace's.
+type Shelf = HashMap<Box<str>, HashMap<Box<str>, Arc<CachedWorkload>>>;
+
+/// Sorted key-value pairs: the smallest form of a label or annotation map.
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+struct CachedWorkload {
+    labels: Pairs,
+    pod_labels: Pairs,
+    annotations: Pairs,
+    replicas: Option<u32>,
+    uid: Option<Box<str>>,
+}
+
+/// Never read by a rule, and often the largest thing on an object: a copy of the whole
+/// manifest as last applied by kubectl.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn pairs(map: Option<BTreeMap<String, String>>) -> Pairs {
+    map.unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key != LAST_APPLIED)
+        .map(|(key, value)| (key.into_boxed_str(), value.into_boxed_str()))
+        .collect()
+}
+
+fn map_of(pairs: &Pairs) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+impl CachedWorkload {
+    fn of(metadata: ObjectMeta, replicas: Option<i32>, template: PodTemplateSpec) -> Self {
+        CachedWorkload {
+            labels: pairs(metadata.labels),
+            pod_labels: pairs(template.metadata.and_then(|m| m.labels)),
+            annotations: pairs(metadata.annotations),
+            replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+            uid: metadata.uid.map(String::into_boxed_str),
+        }
+    }
+
+    fn snapshot(&self) -> WorkloadSnapshot {
+        WorkloadSnapshot {
+            labels: map_of(&self.labels),
+            pod_labels: map_of(&self.pod_labels),
+            annotations: map_of(&self.annotations),
+            replicas: self.replicas,
+        }
     }
 }
 
-/// Keeps what [`snapshot_of`] reads, and the uid; drops the pod spec, status and
-/// managedFields, which are most of a workload's size.
-fn slim_template(metadata: &mut ObjectMeta, template: &mut PodTemplateSpec) {
-    metadata.managed_fields = None;
-    template.spec = None;
-    if let Some(template_metadata) = template.metadata.as_mut() {
-        *template_metadata = ObjectMeta {
-            labels: template_metadata.labels.take(),
-            ..ObjectMeta::default()
-        };
+/// A watched kind the cache keeps: where its name, namespace and cached form come from.
+trait Cacheable:
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    fn into_cached(self) -> (Box<str>, Box<str>, CachedWorkload);
+}
+
+fn identity(metadata: &ObjectMeta) -> (Box<str>, Box<str>) {
+    (
+        metadata
+            .namespace
+            .clone()
+            .unwrap_or_default()
+            .into_boxed_str(),
+        metadata.name.clone().unwrap_or_default().into_boxed_str(),
+    )
+}
+
+impl Cacheable for Deployment {
+    fn into_cached(self) -> (Box<str>, Box<str>, CachedWorkload) {
+        let (namespace, name) = identity(&self.metadata);
+        let spec = self.spec.unwrap_or_default();
+        let cached = CachedWorkload::of(self.metadata, spec.replicas, spec.template);
+        (namespace, name, cached)
     }
+}
+
+impl Cacheable for StatefulSet {
+    fn into_cached(self) -> (Box<str>, Box<str>, CachedWorkload) {
+        let (namespace, name) = identity(&self.metadata);
+        let spec = self.spec.unwrap_or_default();
+        let cached = CachedWorkload::of(self.metadata, spec.replicas, spec.template);
+        (namespace, name, cached)
+    }
+}
+
+// Every write is a single insert, remove or swap, so a poisoned lock holds a consistent
+// map and is safe to keep using.
+fn read(shelf: &RwLock<Shelf>) -> std::sync::RwLockReadGuard<'_, Shelf> {
+    shelf
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(shelf: &RwLock<Shelf>) -> std::sync::RwLockWriteGuard<'_, Shelf> {
+    shelf
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl WorkloadLookup for WorkloadCache {
@@ -72,83 +146,103 @@ impl WorkloadLookup for WorkloadCache {
         namespace: &str,
         name: &str,
     ) -> Option<WorkloadSnapshot> {
-        match kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|d| Self::snapshot_of_deployment(&d)),
-            WorkloadKind::StatefulSet => self
-                .statefulsets
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(|s| Self::snapshot_of_statefulset(&s)),
-        }
+        self.cached(kind, namespace, name).map(|w| w.snapshot())
     }
 
     fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
-        let in_namespace = |metadata: &ObjectMeta| metadata.namespace.as_deref() == Some(namespace);
-        let deployments = self
-            .deployments
-            .state()
-            .into_iter()
-            .filter(|d| in_namespace(&d.metadata))
-            .map(|d| {
-                (
-                    WorkloadKind::Deployment,
-                    d.metadata.name.clone().unwrap_or_default(),
-                    Self::snapshot_of_deployment(&d),
-                )
-            });
-        let statefulsets = self
-            .statefulsets
-            .state()
-            .into_iter()
-            .filter(|s| in_namespace(&s.metadata))
-            .map(|s| {
-                (
-                    WorkloadKind::StatefulSet,
-                    s.metadata.name.clone().unwrap_or_default(),
-                    Self::snapshot_of_statefulset(&s),
-                )
-            });
-        deployments.chain(statefulsets).collect()
+        [
+            (WorkloadKind::Deployment, &self.deployments),
+            (WorkloadKind::StatefulSet, &self.statefulsets),
+        ]
+        .into_iter()
+        .flat_map(|(kind, shelf)| {
+            read(shelf)
+                .get(namespace)
+                .map(|workloads| {
+                    workloads
+                        .iter()
+                        .map(|(name, cached)| (kind, name.to_string(), cached.snapshot()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
     }
 }
 
 impl WorkloadCache {
-    fn snapshot_of_deployment(deployment: &Deployment) -> WorkloadSnapshot {
-        let spec = deployment.spec.as_ref();
-        snapshot_of(
-            &deployment.metadata,
-            spec.and_then(|s| s.replicas),
-            spec.map(|s| &s.template),
-        )
+    fn shelf(&self, kind: WorkloadKind) -> &RwLock<Shelf> {
+        match kind {
+            WorkloadKind::Deployment => &self.deployments,
+            WorkloadKind::StatefulSet => &self.statefulsets,
+        }
     }
 
-    fn snapshot_of_statefulset(statefulset: &StatefulSet) -> WorkloadSnapshot {
-        let spec = statefulset.spec.as_ref();
-        snapshot_of(
-            &statefulset.metadata,
-            spec.and_then(|s| s.replicas),
-            spec.map(|s| &s.template),
-        )
+    fn cached(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<CachedWorkload>> {
+        read(self.shelf(kind)).get(namespace)?.get(name).cloned()
     }
 
     /// The workload's uid, so an Event names the very object (`kubectl describe` matches
     /// Events by uid). None for a workload the cache has not seen (a denied create).
     pub fn uid(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<String> {
-        match kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .get(&ObjectRef::new(name).within(namespace))?
-                .metadata
-                .uid
-                .clone(),
-            WorkloadKind::StatefulSet => self
-                .statefulsets
-                .get(&ObjectRef::new(name).within(namespace))?
-                .metadata
-                .uid
-                .clone(),
+        self.cached(kind, namespace, name)?
+            .uid
+            .as_deref()
+            .map(str::to_string)
+    }
+}
+
+/// Keeps `shelf` in step with a watch of `K`: a relist builds a new shelf and swaps it
+/// in whole, so lookups never see half a list. Sends on `listed` after the first list.
+async fn keep_in_step<K: Cacheable>(
+    api: Api<K>,
+    shelf: Arc<RwLock<Shelf>>,
+    what: &'static str,
+    listed: tokio::sync::oneshot::Sender<()>,
+) {
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(resilient(stream, what));
+    let mut listed = Some(listed);
+    let mut pending: Option<Shelf> = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Init => pending = Some(Shelf::new()),
+            Event::InitApply(object) => {
+                let (namespace, name, cached) = object.into_cached();
+                pending
+                    .get_or_insert_with(Shelf::new)
+                    .entry(namespace)
+                    .or_default()
+                    .insert(name, Arc::new(cached));
+            }
+            Event::InitDone => {
+                *write(&shelf) = pending.take().unwrap_or_default();
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
+            }
+            Event::Apply(object) => {
+                let (namespace, name, cached) = object.into_cached();
+                write(&shelf)
+                    .entry(namespace)
+                    .or_default()
+                    .insert(name, Arc::new(cached));
+            }
+            Event::Delete(object) => {
+                let (namespace, name) = identity(object.meta());
+                let mut shelf = write(&shelf);
+                if let Some(workloads) = shelf.get_mut(&namespace) {
+                    workloads.remove(&name);
+                    if workloads.is_empty() {
+                        shelf.remove(&namespace);
+                    }
+                }
+            }
         }
     }
 }
@@ -172,47 +266,24 @@ where
 /// Starts the workload watches. The returned future resolves once both caches have
 /// their initial list.
 pub fn start_workload_cache(client: &Client) -> (WorkloadCache, impl Future<Output = ()> + use<>) {
-    let (deployments, deployment_writer) = reflector::store();
-    let (statefulsets, statefulset_writer) = reflector::store();
-    let deployment_stream = reflector::reflector(
-        deployment_writer,
-        watcher::watcher(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|deployment: &mut Deployment| {
-            deployment.status = None;
-            if let Some(spec) = deployment.spec.as_mut() {
-                slim_template(&mut deployment.metadata, &mut spec.template);
-                spec.strategy = None;
-            }
-        }),
-    );
-    let statefulset_stream = reflector::reflector(
-        statefulset_writer,
-        watcher::watcher(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|statefulset: &mut StatefulSet| {
-            statefulset.status = None;
-            if let Some(spec) = statefulset.spec.as_mut() {
-                slim_template(&mut statefulset.metadata, &mut spec.template);
-                spec.volume_claim_templates = None;
-            }
-        }),
-    );
-    tokio::spawn(resilient(deployment_stream, "deployments").for_each(|_| async {}));
-    tokio::spawn(resilient(statefulset_stream, "statefulsets").for_each(|_| async {}));
-    let cache = WorkloadCache {
-        deployments: deployments.clone(),
-        statefulsets: statefulsets.clone(),
-    };
+    let cache = WorkloadCache::default();
+    let (deployments_listed, deployments_ready) = tokio::sync::oneshot::channel();
+    let (statefulsets_listed, statefulsets_ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(keep_in_step(
+        Api::<Deployment>::all(client.clone()),
+        cache.deployments.clone(),
+        "deployments",
+        deployments_listed,
+    ));
+    tokio::spawn(keep_in_step(
+        Api::<StatefulSet>::all(client.clone()),
+        cache.statefulsets.clone(),
+        "statefulsets",
+        statefulsets_listed,
+    ));
     let synced = async move {
-        let _ = deployments.wait_until_ready().await;
-        let _ = statefulsets.wait_until_ready().await;
+        let _ = deployments_ready.await;
+        let _ = statefulsets_ready.await;
     };
     (cache, synced)
 }
