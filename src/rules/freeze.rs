@@ -394,7 +394,11 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
                 stamp(end_local),
                 human(max)
             ),
-            format!("change freeze {description} until {}", stamp(end_local)),
+            format!(
+                "change freeze {} until {}",
+                window.name.as_deref().unwrap_or(&description),
+                stamp(end_local)
+            ),
         ));
     }
     None
@@ -651,7 +655,7 @@ mod tests {
         );
         assert_eq!(
             finding.brief,
-            "change freeze holiday-freeze (2026-12-20T00:00:00+01:00 to 2027-01-04T00:00:00+01:00) until 2027-01-04T00:00:00+01:00"
+            "change freeze holiday-freeze until 2027-01-04T00:00:00+01:00"
         );
         // The suggested exception ends with the freeze when that comes first.
         let near_end = frozen(&policy, &change, "2027-01-03T20:00:00Z").unwrap();
@@ -902,7 +906,8 @@ mod tests {
         assert!(decision.findings.is_empty(), "{:#?}", decision.findings);
         // An agent granting, extending, stamping or withdrawing one: denied.
         let extended = "holiday-freeze;until=2026-12-25T18:00:00+01:00;reason=hotfix";
-        let attempts: [(&[(&str, &str)], Vec<(&str, &str)>); 4] = [
+        type Pairs<'a> = Vec<(&'a str, &'a str)>;
+        let attempts: [(&[(&str, &str)], Pairs); 4] = [
             (&[], vec![(FREEZE_EXCEPTION, value)]),
             (
                 &stamped,
