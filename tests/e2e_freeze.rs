@@ -2,7 +2,7 @@
 //! an agent's change in a holiday freeze is denied with the freeze's name, its end and
 //! the command that lifts it; a person runs that command and the agent's change passes;
 //! an agent cannot grant, extend, withdraw or forge an exception; an expired exception
-//! lifts nothing. Identities are impersonated with `kubectl --as`.
+//! lifts nothing; an exception bound to one change lifts the freeze for it alone. Identities are impersonated with `kubectl --as`.
 
 mod e2e_support;
 
@@ -270,12 +270,56 @@ data:
             }
         },
     );
+
+    // --- An exception bound to one change: the denial names the change; a person grants
+    // it for that change; that change passes and another one does not.
+    let denial = assert_denied(
+        &cluster.kubectl(&scale("--replicas=4")),
+        "; for this change only, put ;change=d-ledger-0@",
+    );
+    let start = denial.find(";change=").expect("the binding") + 1;
+    let binding = denial[start..]
+        .split_whitespace()
+        .next()
+        .expect("change=<decision>@<digest>");
+    let bound = format!(
+        "slo-guard.io/freeze-exception=holiday-freeze;until={};{binding};reason=just this scale",
+        rfc3339(Utc::now() + chrono::Duration::minutes(30))
+    );
+    assert_allowed(&cluster.kubectl(&as_alice(&[
+        "annotate",
+        "deploy/ledger",
+        "-n",
+        "payments",
+        &bound,
+        "--overwrite",
+    ])));
+    retry_until(
+        "an exception for one change lifts the freeze for it",
+        Duration::from_secs(15),
+        || {
+            let output = cluster.kubectl(&scale("--replicas=4"));
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(text(&output.stderr))
+            }
+        },
+    );
+    assert_denied(
+        &cluster.kubectl(&scale("--replicas=5")),
+        &format!(
+            "the freeze exception on the workload does not count: it is for change {}",
+            binding.trim_start_matches("change=")
+        ),
+    );
+
     // People are not held by a freeze for agents.
     assert_allowed(&cluster.kubectl(&as_alice(&[
         "scale",
         "deploy/ledger",
         "-n",
         "payments",
-        "--replicas=4",
+        "--replicas=6",
     ])));
 }

@@ -382,6 +382,21 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
         } else {
             "ask a person to make the change, or to lift the freeze for this workload"
         };
+        // An agent's decision can be named, so that the exception lifts the freeze for
+        // this change and no other.
+        let only = input
+            .change
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
+            .filter(|_| input.actor == ActorKind::Agent)
+            .map(|decision| {
+                format!(
+                    "; for this change only, put ;change={decision}@{} before the reason",
+                    input.identity.digest()
+                )
+            })
+            .unwrap_or_default();
         return Some(input.finding(
             Rule::ChangeWindow,
             format!(
@@ -390,7 +405,7 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
                 stamp(end_local),
             ),
             format!(
-                "Wait until {}, or {who} (at most {}): {command}",
+                "Wait until {}, or {who} (at most {}): {command}{only}",
                 stamp(end_local),
                 human(max)
             ),
@@ -651,7 +666,10 @@ mod tests {
         let finding = frozen(&policy, &change, "2026-12-24T12:00:00Z").unwrap();
         assert_eq!(
             finding.message(),
-            "[payments/checkout:change-window] rollout of Deployment payments/checkout blocked: change freeze holiday-freeze (2026-12-20T00:00:00+01:00 to 2027-01-04T00:00:00+01:00) is in force for agent changes; it ends at 2027-01-04T00:00:00+01:00. Wait until 2027-01-04T00:00:00+01:00, or ask a person to make the change, or to lift the freeze for this workload (at most 24h): kubectl annotate deployment/checkout -n payments slo-guard.io/freeze-exception='holiday-freeze;until=2026-12-25T13:00:00+01:00;reason=<why>' --overwrite."
+            format!(
+                "[payments/checkout:change-window] rollout of Deployment payments/checkout blocked: change freeze holiday-freeze (2026-12-20T00:00:00+01:00 to 2027-01-04T00:00:00+01:00) is in force for agent changes; it ends at 2027-01-04T00:00:00+01:00. Wait until 2027-01-04T00:00:00+01:00, or ask a person to make the change, or to lift the freeze for this workload (at most 24h): kubectl annotate deployment/checkout -n payments slo-guard.io/freeze-exception='holiday-freeze;until=2026-12-25T13:00:00+01:00;reason=<why>' --overwrite; for this change only, put ;change=7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f@{} before the reason.",
+                change.content_digest()
+            )
         );
         assert_eq!(
             finding.brief,
@@ -861,6 +879,15 @@ mod tests {
         );
         let bound = exception(&value, ALICE, "2026-12-24T11:30:00Z");
         assert!(frozen(&policy, &bound, "2026-12-24T12:00:00Z").is_none());
+        // The denial of the change names the binding that lifts the freeze for it.
+        let denial = frozen(&policy, &probe, "2026-12-24T12:00:00Z").unwrap();
+        assert!(
+            denial.remedy.ends_with(&format!(
+                "; for this change only, put ;change={decision}@{digest} before the reason"
+            )),
+            "{}",
+            denial.remedy
+        );
         let mut other = bound.clone();
         other
             .annotations
