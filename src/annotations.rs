@@ -7,6 +7,13 @@ pub const APPROVE: &str = "slo-guard.io/approve";
 pub const APPROVED_BY: &str = "slo-guard.io/approved-by";
 /// Stamped by slo-guard's mutating patch when the approval is given.
 pub const APPROVED_AT: &str = "slo-guard.io/approved-at";
+/// Set by a person to lift a change freeze for this workload for a while:
+/// `<freeze name or *>;until=<RFC 3339>[;change=<decision-id>@<digest>];reason=<text>`.
+pub const FREEZE_EXCEPTION: &str = "slo-guard.io/freeze-exception";
+/// Stamped by slo-guard's mutating patch from the granting person's userInfo.
+pub const FREEZE_EXCEPTION_BY: &str = "slo-guard.io/freeze-exception-by";
+/// Stamped by slo-guard's mutating patch when the exception is granted.
+pub const FREEZE_EXCEPTION_AT: &str = "slo-guard.io/freeze-exception-at";
 /// The effective thresholds with their provenance.
 pub const THRESHOLDS: &str = "slo-guard.io/thresholds";
 /// The decision and the figures it saw.
@@ -29,11 +36,17 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// slo-guard may write the other two.
 pub const APPROVAL_KEYS: [&str; 3] = [APPROVE, APPROVED_BY, APPROVED_AT];
 
+/// Keys whose values say who lifted a freeze, until when. Only people may change
+/// `freeze-exception`; only slo-guard may write the other two.
+pub const EXCEPTION_KEYS: [&str; 3] = [FREEZE_EXCEPTION, FREEZE_EXCEPTION_BY, FREEZE_EXCEPTION_AT];
+
 /// Annotations that only slo-guard's own patch may set. A client's value is replaced by
 /// the previous one (or removed), so no client can forge them.
-pub const GUARD_OWNED: [&str; 6] = [
+pub const GUARD_OWNED: [&str; 8] = [
     APPROVED_BY,
     APPROVED_AT,
+    FREEZE_EXCEPTION_BY,
+    FREEZE_EXCEPTION_AT,
     THRESHOLDS,
     VERDICT,
     LAST_AGENT_CHANGE,

@@ -262,13 +262,16 @@ impl Guard {
             // The validating webhook gives the denial; the mutating one always stamps,
             // because what it stamps (an approver's identity) can be what turns a denial
             // into an admission, and a change that is still denied is never stored.
-            // An agent writing approval keys is denied here already: the patch below
-            // would strip what it wrote, and the validating webhook would never see it.
+            // An agent writing approval or freeze-exception keys is denied here already:
+            // the patch below would strip what it wrote, and the validating webhook would
+            // never see it.
             Endpoint::Mutate
                 if decision.actor != ActorKind::Person
                     && decision.findings.iter().any(|f| {
-                        f.rule == crate::rules::Rule::SelfApproval
-                            && f.mode == crate::policy::Mode::Enforce
+                        matches!(
+                            f.rule,
+                            crate::rules::Rule::SelfApproval | crate::rules::Rule::FreezeException
+                        ) && f.mode == crate::policy::Mode::Enforce
                     }) =>
             {
                 verdict::review_response(&change.uid, &decision)

@@ -10,8 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass, ConfigKind, TargetKind};
 use crate::annotations::{
-    APPROVE, APPROVED_AT, APPROVED_BY, GUARD_OWNED, LAST_AGENT_CHANGE, LAST_ROLLOUT, THRESHOLDS,
-    WRITTEN_BY,
+    APPROVE, APPROVED_AT, APPROVED_BY, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
+    GUARD_OWNED, LAST_AGENT_CHANGE, LAST_ROLLOUT, THRESHOLDS, WRITTEN_BY,
 };
 use crate::policy::AgentAnnotation;
 use crate::rules::Decision;
@@ -74,17 +74,23 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     for key in GUARD_OWNED {
         restore(&mut desired, key);
     }
-    // Only people approve: an approval written by anyone else is put back as it was
-    // (the validating webhook denies the request too).
-    if decision.actor != ActorKind::Person {
-        restore(&mut desired, APPROVE);
-    } else if current.get(APPROVE) != old.get(APPROVE) {
-        if current.contains_key(APPROVE) {
-            desired.insert(APPROVED_BY.to_string(), change.requester.username.clone());
-            desired.insert(APPROVED_AT.to_string(), now.clone());
-        } else {
-            desired.remove(APPROVED_BY);
-            desired.remove(APPROVED_AT);
+    // Only people approve, and only people grant freeze exceptions: a value written by
+    // anyone else is put back as it was (both webhooks deny the request too). A person's
+    // is stamped with who and when; withdrawing it withdraws the stamps.
+    for (key, by, at) in [
+        (APPROVE, APPROVED_BY, APPROVED_AT),
+        (FREEZE_EXCEPTION, FREEZE_EXCEPTION_BY, FREEZE_EXCEPTION_AT),
+    ] {
+        if decision.actor != ActorKind::Person {
+            restore(&mut desired, key);
+        } else if current.get(key) != old.get(key) {
+            if current.contains_key(key) {
+                desired.insert(by.to_string(), change.requester.username.clone());
+                desired.insert(at.to_string(), now.clone());
+            } else {
+                desired.remove(by);
+                desired.remove(at);
+            }
         }
     }
     if change.class == ChangeClass::Rollout {
@@ -359,6 +365,54 @@ mod tests {
         let annotations = &patched["metadata"]["annotations"];
         assert!(annotations.get(APPROVE).is_none());
         assert!(annotations.get(APPROVED_BY).is_none());
+    }
+
+    #[test]
+    fn a_persons_freeze_exception_is_stamped_and_an_agents_put_back() {
+        let value = "holiday-freeze;until=2026-11-18T18:00:00+01:00;reason=INC-4711";
+        let granted = BTreeMap::from([
+            (FREEZE_EXCEPTION.to_string(), value.to_string()),
+            // Forged stamps are replaced by slo-guard's.
+            (
+                FREEZE_EXCEPTION_BY.to_string(),
+                "bob@example.com".to_string(),
+            ),
+        ]);
+        let mut change = rollout_by(PERSON);
+        change.class = ChangeClass::Metadata;
+        change.object = Some(deployment(Some(&granted)));
+        change.annotations = Some(granted.clone());
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        let annotations = &patched["metadata"]["annotations"];
+        assert_eq!(annotations[FREEZE_EXCEPTION], value);
+        assert_eq!(annotations[FREEZE_EXCEPTION_BY], PERSON);
+        assert_eq!(annotations[FREEZE_EXCEPTION_AT], "2026-11-18T10:00:00Z");
+
+        // An agent writing or extending one gets the stored value back, stamps and all.
+        let stored = BTreeMap::from([
+            (FREEZE_EXCEPTION.to_string(), value.to_string()),
+            (FREEZE_EXCEPTION_BY.to_string(), PERSON.to_string()),
+            (
+                FREEZE_EXCEPTION_AT.to_string(),
+                "2026-11-18T09:00:00Z".to_string(),
+            ),
+        ]);
+        let mut extended = full_context();
+        extended.insert(
+            FREEZE_EXCEPTION.into(),
+            "*;until=2026-11-30T00:00:00Z;reason=mine".into(),
+        );
+        extended.insert(FREEZE_EXCEPTION_BY.into(), PERSON.into());
+        extended.insert(FREEZE_EXCEPTION_AT.into(), "2026-11-18T10:00:00Z".into());
+        let mut change = agent_rollout(Some(extended));
+        change.old_annotations = stored.clone();
+        let decision = judge(POLICY, &change);
+        let patched = apply(&change, &patch_for(&change, &decision, stamp()));
+        let annotations = &patched["metadata"]["annotations"];
+        for (key, value) in &stored {
+            assert_eq!(annotations[key.as_str()], value.as_str(), "{key}");
+        }
     }
 
     #[test]

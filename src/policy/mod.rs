@@ -195,6 +195,106 @@ fn check_query(field: &str, query: &str, templated: bool) -> Result<(), FieldErr
     Ok(())
 }
 
+/// A freeze is weekly (`days`, `start`/`end`, `timezone`) or dated (`from`, `until`),
+/// never both; names are unique, so that an exception names one freeze.
+fn validate_windows(windows: &WindowsSpec) -> Result<(), FieldError> {
+    let mut names = Vec::<&str>::new();
+    for (index, window) in windows.freeze.iter().enumerate() {
+        let field = format!("windows.freeze[{index}]");
+        if let Some(name) = &window.name {
+            if !valid_window_name(name) {
+                return Err(field_error(
+                    &format!("{field}.name"),
+                    format!(
+                        "{name:?} is not a name: use 1-63 of [A-Za-z0-9._-], starting with a letter or digit"
+                    ),
+                ));
+            }
+            if names.contains(&name.as_str()) {
+                return Err(field_error(
+                    &format!("{field}.name"),
+                    format!("{name:?} names another freeze too: names must be unique"),
+                ));
+            }
+            names.push(name);
+        }
+        if window.is_dated() {
+            let weekly: Vec<&str> = [
+                ("days", !window.days.is_empty()),
+                ("start", window.start.is_some()),
+                ("end", window.end.is_some()),
+                ("timezone", window.timezone.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            if let Some(first) = weekly.first() {
+                return Err(field_error(
+                    &format!("{field}.{first}"),
+                    format!(
+                        "a freeze is either weekly (days, start, end, timezone) or dated (from, until), not both: this one sets from/until and {}",
+                        weekly.join(", ")
+                    ),
+                ));
+            }
+            let (Some(from), Some(until)) = (window.from, window.until) else {
+                let missing = if window.from.is_none() {
+                    "from"
+                } else {
+                    "until"
+                };
+                return Err(field_error(
+                    &format!("{field}.{missing}"),
+                    "a dated freeze needs both from and until (RFC 3339 with an offset)",
+                ));
+            };
+            if from >= until {
+                return Err(field_error(
+                    &format!("{field}.until"),
+                    format!(
+                        "{} is not after from {}: a freeze ends after it starts",
+                        until.to_rfc3339(),
+                        from.to_rfc3339()
+                    ),
+                ));
+            }
+            continue;
+        }
+        if window.days.is_empty() {
+            return Err(field_error(
+                &format!("{field}.days"),
+                "lists no days (a weekly freeze needs days and a timezone; a dated one, from and until)",
+            ));
+        }
+        if window.timezone.is_none() {
+            return Err(field_error(
+                &format!("{field}.timezone"),
+                "is missing: a weekly freeze needs an IANA time zone, such as Europe/Berlin or UTC",
+            ));
+        }
+        for (name, value) in [("start", &window.start), ("end", &window.end)] {
+            if let Some(time) = value
+                && chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err()
+            {
+                return Err(field_error(
+                    &format!("{field}.{name}"),
+                    format!("{time:?} is not HH:MM"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A freeze's name: what an exception names, so no `;`, `=` or spaces.
+pub fn valid_window_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Bounds that serde cannot express. Returns the dotted field path and the reason.
 fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
     if spec.matcher.kinds.is_empty() {
@@ -302,22 +402,7 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         }
     }
     if let Some(windows) = &spec.windows {
-        for (index, window) in windows.freeze.iter().enumerate() {
-            let field = format!("windows.freeze[{index}]");
-            if window.days.is_empty() {
-                return Err(field_error(&format!("{field}.days"), "lists no days"));
-            }
-            for (name, value) in [("start", &window.start), ("end", &window.end)] {
-                if let Some(time) = value
-                    && chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err()
-                {
-                    return Err(field_error(
-                        &format!("{field}.{name}"),
-                        format!("{time:?} is not HH:MM"),
-                    ));
-                }
-            }
-        }
+        validate_windows(windows)?;
     }
     if let Some(approval) = &spec.approval
         && approval.required_for.contains(&ChangeClass::Config)

@@ -637,20 +637,89 @@ pub struct TrafficSpec {
 pub struct WindowsSpec {
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
+    /// The longest freeze exception a person may grant (`slo-guard.io/freeze-exception`),
+    /// from the time slo-guard stamps it to its `until`. Default 24h.
+    #[serde(default)]
+    pub max_exception: Option<PromDuration>,
 }
 
+/// How long a freeze exception may run when the policy sets no `windows.maxException`.
+pub const DEFAULT_MAX_EXCEPTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl WindowsSpec {
+    /// The longest exception a person may grant under this policy.
+    pub fn max_exception(&self) -> std::time::Duration {
+        self.max_exception
+            .as_ref()
+            .map_or(DEFAULT_MAX_EXCEPTION, PromDuration::duration)
+    }
+}
+
+/// A change freeze: either weekly (`days`, optional `start`/`end`, `timezone`), or dated
+/// (`from` and `until`, RFC 3339 with an offset). Validation makes it one or the other.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FreezeWindow {
+    /// Names the freeze in denials, and in the exceptions that lift it.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
     pub days: Vec<chrono::Weekday>,
     /// `HH:MM` local time; absent means the whole day.
     #[serde(default)]
     pub start: Option<String>,
     #[serde(default)]
     pub end: Option<String>,
-    pub timezone: chrono_tz::Tz,
+    /// The IANA time zone of a weekly window.
+    #[serde(default)]
+    pub timezone: Option<chrono_tz::Tz>,
+    /// A dated window's start (inclusive).
+    #[serde(default, with = "rfc3339_option")]
+    pub from: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// A dated window's end (exclusive).
+    #[serde(default, with = "rfc3339_option")]
+    pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[serde(default)]
     pub applies_to: ActorSet,
+}
+
+impl FreezeWindow {
+    /// Whether this is a dated window (`from`/`until`) rather than a weekly one.
+    pub fn is_dated(&self) -> bool {
+        self.from.is_some() || self.until.is_some()
+    }
+}
+
+/// RFC 3339 times with an explicit offset (`2026-12-20T00:00:00+01:00`, or `Z`), kept
+/// with the offset they were written in so that denials print them the same way.
+mod rfc3339_option {
+    use chrono::{DateTime, FixedOffset, SecondsFormat};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(text.trim())
+            .map(Some)
+            .map_err(|error| {
+                D::Error::custom(format!(
+                    "{text:?} is not an RFC 3339 time with an offset, such as 2026-12-20T00:00:00+01:00 ({error})"
+                ))
+            })
+    }
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<DateTime<FixedOffset>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(time) => {
+                serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+            None => serializer.serialize_none(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

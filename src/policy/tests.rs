@@ -41,7 +41,7 @@ fn the_design_example_parses_with_every_section() {
     assert_eq!(spec.prometheus.on_error, OnError::DenyAgents);
     assert_eq!(
         spec.windows.as_ref().unwrap().freeze[0].timezone,
-        chrono_tz::Europe::Berlin
+        Some(chrono_tz::Europe::Berlin)
     );
     assert_eq!(
         spec.approval.as_ref().unwrap().required_for,
@@ -147,6 +147,56 @@ fn errors_name_the_field_and_the_bad_value() {
             "match: {kinds: [Deployment]}\nagents: {forbidden: [explode]}",
             "field `agents.forbidden[0]`",
             "explode",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{from: '2026-12-20T00:00:00+01:00', until: '2026-12-19T00:00:00+01:00'}]}",
+            "field `windows.freeze[0].until`",
+            "2026-12-19T00:00:00+01:00 is not after from 2026-12-20T00:00:00+01:00",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{from: '2026-12-20T00:00:00+01:00', until: '2026-12-20T00:00:00+01:00'}]}",
+            "field `windows.freeze[0].until`",
+            "is not after from",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{from: '2026-12-20T00:00:00', until: '2027-01-04T00:00:00+01:00'}]}",
+            "field `windows.freeze[0].from`",
+            "\"2026-12-20T00:00:00\" is not an RFC 3339 time with an offset",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{from: '2026-12-20T00:00:00Z'}]}",
+            "field `windows.freeze[0].until`",
+            "a dated freeze needs both from and until",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat], timezone: UTC, from: '2026-12-20T00:00:00Z', until: '2026-12-21T00:00:00Z'}]}",
+            "field `windows.freeze[0].days`",
+            "either weekly (days, start, end, timezone) or dated (from, until), not both: this one sets from/until and days, timezone",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{days: [Sat]}]}",
+            "field `windows.freeze[0].timezone`",
+            "a weekly freeze needs an IANA time zone",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{name: x, days: [Sat], timezone: UTC}, {name: x, from: '2026-12-20T00:00:00Z', until: '2026-12-21T00:00:00Z'}]}",
+            "field `windows.freeze[1].name`",
+            "names another freeze too",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{name: 'holiday freeze', days: [Sat], timezone: UTC}]}",
+            "field `windows.freeze[0].name`",
+            "\"holiday freeze\" is not a name",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {maxException: 0s}",
+            "field `windows.maxException`",
+            "must be greater than zero",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nwindows: {freeze: [{from: '2026-12-20T00:00:00Z', until: '2026-12-21T00:00:00Z', tz: UTC}]}",
+            "unknown field `tz`",
+            "",
         ),
         ("[not, a, map]", "", "invalid type"),
         ("", "policy.yaml: is empty", ""),
@@ -360,4 +410,34 @@ mod matching {
         db.namespace = "other".into();
         assert!(matched(&set, &db).is_empty());
     }
+}
+
+#[test]
+fn a_freeze_is_weekly_or_dated() {
+    let spec = parse_policy(
+        POLICY_KEY,
+        "match: {kinds: [Deployment]}\nwindows:\n  maxException: 12h\n  freeze:\n    - {name: weekend, days: [Sat, Sun], timezone: Europe/Berlin}\n    - {name: holiday-freeze, from: 2026-12-20T00:00:00+01:00, until: 2027-01-04T00:00:00+01:00, appliesTo: agents}\n",
+    )
+    .expect("valid");
+    let windows = spec.windows.expect("windows");
+    assert_eq!(
+        windows.max_exception(),
+        std::time::Duration::from_secs(12 * 3600)
+    );
+    assert!(!windows.freeze[0].is_dated());
+    let holiday = &windows.freeze[1];
+    assert!(holiday.is_dated());
+    assert_eq!(
+        holiday.until.map(|t| t.to_rfc3339()),
+        Some("2027-01-04T00:00:00+01:00".to_string())
+    );
+    let default = parse_policy(
+        POLICY_KEY,
+        "match: {kinds: [Deployment]}\nwindows: {freeze: []}",
+    )
+    .expect("valid");
+    assert_eq!(
+        default.windows.expect("windows").max_exception(),
+        std::time::Duration::from_secs(24 * 3600)
+    );
 }

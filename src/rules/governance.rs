@@ -1,10 +1,10 @@
 //! Agent governance: tiered autonomy, approvals no agent can forge, cooldowns, change
-//! windows, and GitOps ownership.
+//! windows (see [`super::freeze`]), and GitOps ownership.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 
 use super::scope::{changed_paths, memory_changes};
 use super::{Finding, Rule, RuleInput, classify_actor};
@@ -36,7 +36,7 @@ fn since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
     (now - then).to_std().unwrap_or_default()
 }
 
-fn kubectl_resource(input: &RuleInput<'_>) -> String {
+pub(super) fn kubectl_resource(input: &RuleInput<'_>) -> String {
     let kind = input
         .change
         .target
@@ -52,7 +52,7 @@ fn kubectl_resource(input: &RuleInput<'_>) -> String {
 }
 
 /// Changes that carry their own object annotations (a Scale or a delete carries none).
-fn carries_annotations(input: &RuleInput<'_>) -> bool {
+pub(super) fn carries_annotations(input: &RuleInput<'_>) -> bool {
     !input.change.scale_subresource
         && input.change.class != ChangeClass::Delete
         && input.change.annotations.is_some()
@@ -124,7 +124,9 @@ pub(super) fn check_approval_keys(input: &RuleInput<'_>, now: DateTime<Utc>) -> 
 /// update, the object as it was before the request, which only a person and slo-guard's
 /// stamps could have written; for a scale, the parent workload in the cache (`None` when
 /// it is not there).
-fn stored_annotations<'a>(input: &RuleInput<'a>) -> Option<&'a BTreeMap<String, String>> {
+pub(super) fn stored_annotations<'a>(
+    input: &RuleInput<'a>,
+) -> Option<&'a BTreeMap<String, String>> {
     if input.change.scale_subresource {
         input.change.annotations.as_ref()
     } else {
@@ -469,75 +471,6 @@ pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Optio
             human(elapsed)
         ),
     ))
-}
-
-fn parse_time(text: &Option<String>) -> Option<NaiveTime> {
-    text.as_deref()
-        .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
-}
-
-/// Freeze windows, evaluated in the window's own time zone so daylight saving time
-/// moves them with the wall clock.
-pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
-    let windows = input.policy.spec.windows.as_ref()?;
-    if matches!(
-        input.change.class,
-        ChangeClass::Metadata | ChangeClass::Config
-    ) {
-        return None;
-    }
-    for window in &windows.freeze {
-        if !window.applies_to.contains(input.actor) {
-            continue;
-        }
-        let local = now.with_timezone(&window.timezone);
-        let time = local.time();
-        let (start, end) = (parse_time(&window.start), parse_time(&window.end));
-        let today = local.weekday();
-        let yesterday = today.pred();
-        let active = match (start, end) {
-            (None, None) => window.days.contains(&today),
-            (Some(start), None) => window.days.contains(&today) && time >= start,
-            (None, Some(end)) => window.days.contains(&today) && time < end,
-            (Some(start), Some(end)) if start < end => {
-                window.days.contains(&today) && time >= start && time < end
-            }
-            // An overnight window belongs to the day it starts on.
-            (Some(start), Some(end)) => {
-                (window.days.contains(&today) && time >= start)
-                    || (window.days.contains(&yesterday) && time < end)
-            }
-        };
-        if !active {
-            continue;
-        }
-        let days: Vec<String> = window.days.iter().map(|d| d.to_string()).collect();
-        let hours = match (&window.start, &window.end) {
-            (None, None) => "all day".to_string(),
-            (start, end) => format!(
-                "{}-{}",
-                start.as_deref().unwrap_or("00:00"),
-                end.as_deref().unwrap_or("24:00")
-            ),
-        };
-        let description = format!("{} {hours} ({})", days.join(", "), window.timezone);
-        let remedy = if window.applies_to.people {
-            "Wait until the freeze ends".to_string()
-        } else {
-            "Wait until the freeze ends, or ask a person to make the change".to_string()
-        };
-        return Some(input.finding(
-            Rule::ChangeWindow,
-            format!(
-                "change freeze {description} is in force for {}; it is {} there",
-                window.applies_to.describe(),
-                local.format("%a %H:%M %Z")
-            ),
-            remedy,
-            format!("change freeze {description}"),
-        ));
-    }
-    None
 }
 
 /// Argo CD and Flux put changes made outside Git back at their next sync.

@@ -4,6 +4,7 @@
 mod actor;
 mod agent;
 mod config;
+mod freeze;
 mod governance;
 mod pods;
 mod scaling;
@@ -51,6 +52,7 @@ pub enum Rule {
     Autonomy,
     Approval,
     SelfApproval,
+    FreezeException,
     Cooldown,
     ChangeWindow,
     DiffScope,
@@ -82,6 +84,7 @@ impl Rule {
             Rule::Autonomy => "autonomy",
             Rule::Approval => "approval",
             Rule::SelfApproval => "self-approval",
+            Rule::FreezeException => "freeze-exception",
             Rule::Cooldown => "cooldown",
             Rule::ChangeWindow => "change-window",
             Rule::DiffScope => "diff-scope",
@@ -474,7 +477,10 @@ fn judge_target(
             .extend(governance::check_approval_keys(&input, context.now));
         decision
             .findings
-            .extend(governance::check_windows(&input, context.now));
+            .extend(freeze::check_exception_keys(&input, context.now));
+        decision
+            .findings
+            .extend(freeze::check_windows(&input, context.now));
         decision
             .findings
             .extend(governance::check_cooldown(&input, context.now));
