@@ -226,7 +226,12 @@ impl Guard {
         if change.class != ChangeClass::Config {
             for (policy, _) in policies.matching(&change.target) {
                 let actor = classify_actor(&change.requester, Some(&policy.spec));
-                if actor == ActorKind::Agent && ledger_key.is_none() && reads_ledger(&change) {
+                if actor == ActorKind::Agent
+                    && ledger_key.is_none()
+                    && reads_ledger(&change)
+                    && (crate::rules::turns_on_ledger(&policy.spec)
+                        || !policies.reflections.is_empty())
+                {
                     ledger_key = LedgerKey::of(&change);
                 }
                 if let Some(scope) = figures_needed(&change, &policy.spec, actor) {
@@ -612,6 +617,7 @@ mod tests {
         state: std::sync::Mutex<(crate::ledger::LedgerRecord, u64)>,
         interloper: std::sync::Mutex<Option<crate::ledger::LedgerRecord>>,
         unavailable: bool,
+        reads: std::sync::atomic::AtomicUsize,
     }
 
     impl ChangeLedger for MemoryLedger {
@@ -619,6 +625,8 @@ mod tests {
             &'a self,
             _: &'a LedgerKey,
         ) -> crate::ledger::LedgerFuture<'a, crate::ledger::Versioned> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Box::pin(async move {
                 if self.unavailable {
                     return Err(LedgerError::Unavailable("connection refused".into()));
@@ -689,6 +697,30 @@ mod tests {
             .expect("review")
             .decision
             .expect("governed")
+    }
+
+    #[tokio::test]
+    async fn the_ledger_is_read_only_under_a_policy_whose_rules_turn_on_it() {
+        let ledger = Arc::new(MemoryLedger::default());
+        let caps_only = guard_with(
+            "match: {kinds: [Deployment]}\n\
+             agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
+             scaling: {maxReplicas: 20}\n",
+            ledger.clone(),
+        );
+        assert!(validate(&caps_only, SCALE_UP).await.allowed());
+        assert_eq!(
+            ledger.reads.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "no cooldown, approval or autonomy: nothing to read"
+        );
+        let ledger = Arc::new(MemoryLedger::default());
+        assert!(
+            validate(&cooldown_guard(ledger.clone()), SCALE_UP)
+                .await
+                .allowed()
+        );
+        assert_eq!(ledger.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

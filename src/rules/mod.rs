@@ -504,6 +504,19 @@ fn judge_target(
     }
 }
 
+/// Whether an agent change under `spec` can turn on the change ledger: a cooldown, an
+/// approval, or autonomy tiers (which ask for approvals). Under any other policy the
+/// decision neither reads nor writes a record, so the guard skips the ledger's round trip
+/// to the apiserver. Reflections can add a cooldown, so the guard also reads it whenever
+/// any are in force.
+pub fn turns_on_ledger(spec: &PolicySpec) -> bool {
+    spec.scaling
+        .as_ref()
+        .is_some_and(|scaling| scaling.cooldown.is_some())
+        || spec.approval.is_some()
+        || spec.autonomy.is_some()
+}
+
 /// The ledger record to write when an agent's change is admitted and a cooldown or an
 /// approval turns on it. A change the ledger already holds (a retry) needs no write.
 fn record_after(
