@@ -4,8 +4,9 @@
 //! governs and in one that no policy governs.
 //!
 //!     cargo bench --bench apiserver
-//!     cargo bench --bench apiserver -- --seconds 10 --concurrency 10,50,200 \
-//!         --setups none,vap,slo-guard,kyverno --workloads create,scale --out FILE
+//!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
+//!         --concurrency 10,50,200 --setups none,vap,slo-guard,kyverno \
+//!         --workloads create,scale --out FILE
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
 //! - a control plane (etcd + kube-apiserver v1.34, built from Go modules by
@@ -25,9 +26,13 @@
 //!   - `scale`: a real merge PATCH of `deployments/bench-<worker>/scale`, alternating
 //!     each worker's own Deployment between 3 and 2 replicas (a step of 1, within every
 //!     cap): 200 or a failure;
-//! - setups, switched between phases; before each phase's first cell a probe (a dry-run
-//!   create of 50 replicas by the agent) must be denied in `bench-governed` and admitted
-//!   in `bench-open` (admitted in both for `none`), so a setup is known to be in force:
+//! - setups: every setup's processes start before the first measurement (so the
+//!   background load is the same for every cell), and its admission is put in force only
+//!   for its own blocks: the VAP and binding created, slo-guard's webhook configurations
+//!   applied, Kyverno's policy created, and removed again after the block. After each
+//!   switch a probe (a dry-run create of 50 replicas by the agent) must be denied in
+//!   `bench-governed` and admitted in `bench-open` (admitted in both when none is in
+//!   force), so the setup measured is known to be the one in force:
 //!   - `none`: no admission beyond the apiserver's built-in plugins;
 //!   - `vap`: a ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) and its
 //!     binding, for `bench-governed` only (namespaceSelector), matching agents
@@ -49,11 +54,15 @@
 //!     module's config/crds, run out of cluster with the admin kubeconfig and its
 //!     webhooks on 127.0.0.1 (`--serverIP`), and a Kyverno `ValidatingPolicy` holding the
 //!     VAP's CEL. A setup that cannot run is printed as `not run: <reason>`;
-//! - cells: for each setup, workload, namespace and concurrency (closed loop: that many
-//!   workers, each with one request in flight), `--warmup` s (1) of warm-up, then
-//!   `--seconds` s (8) measured. Latency is per request, from send to the last byte of
-//!   the answer; throughput is checked requests per second of the cell's wall time.
-//!   Defaults: 4 setups x 2 workloads x 2 namespaces x 3 levels = 48 cells, about 9 min.
+//! - cells: a setup, workload, namespace and concurrency (closed loop: that many workers,
+//!   each with one request in flight). Each cell is measured for `--seconds` (8) in all,
+//!   in `--rounds` (2) slices of equal length, each after `--warmup` s (0.5) at the same
+//!   concurrency. A round runs, per workload, one block per setup (both namespaces, every
+//!   level, alternating governed and ungoverned); odd rounds take the setups in reverse
+//!   order, so a drift in the machine's load weighs on all of them alike. Latency is per
+//!   request, from send to the last byte of the answer; throughput is checked requests
+//!   per second of measured wall time. Defaults: 4 setups x 2 workloads x 2 namespaces x
+//!   3 levels = 48 cells, 96 slices, about 10 min with the control plane's start.
 //!
 //! The apiserver's own metrics, read before and after each measured cell, give the
 //! admission webhook calls per request and their mean round trip as the apiserver saw
@@ -140,6 +149,7 @@ impl Workload {
 struct Options {
     full: bool,
     seconds: f64,
+    rounds: usize,
     warmup: f64,
     concurrency: Vec<usize>,
     setups: Vec<Setup>,
@@ -160,7 +170,8 @@ impl Options {
             Options {
                 full,
                 seconds: 8.0,
-                warmup: 1.0,
+                rounds: 2,
+                warmup: 0.5,
                 concurrency: vec![10, 50, 200],
                 setups: vec![Setup::None, Setup::Vap, Setup::SloGuard, Setup::Kyverno],
                 workloads: vec![Workload::Create, Workload::Scale],
@@ -170,6 +181,7 @@ impl Options {
             Options {
                 full,
                 seconds: 0.3,
+                rounds: 1,
                 warmup: 0.1,
                 concurrency: vec![2],
                 setups: vec![Setup::None, Setup::Vap, Setup::SloGuard],
@@ -191,6 +203,7 @@ impl Options {
             match arg.as_str() {
                 "--seconds" => o.seconds = number("--seconds", value("--seconds")),
                 "--warmup" => o.warmup = number("--warmup", value("--warmup")),
+                "--rounds" => o.rounds = number("--rounds", value("--rounds")) as usize,
                 "--concurrency" => {
                     o.concurrency = value("--concurrency")
                         .split(',')
@@ -217,8 +230,11 @@ impl Options {
                 _ => {}
             }
         }
-        if !(0.1..=600.0).contains(&o.seconds) || !(0.0..=60.0).contains(&o.warmup) {
-            die("--seconds in [0.1, 600], --warmup in [0, 60]");
+        if !(0.1..=600.0).contains(&o.seconds)
+            || !(0.0..=60.0).contains(&o.warmup)
+            || !(1..=20).contains(&o.rounds)
+        {
+            die("--seconds in [0.1, 600], --warmup in [0, 60], --rounds in 1..=20");
         }
         if o.concurrency.is_empty() || o.concurrency.iter().any(|&c| c == 0 || c > 1000) {
             die("--concurrency: a comma-separated list of levels in 1..=1000");
@@ -425,6 +441,15 @@ struct CellResult {
 }
 
 impl CellResult {
+    fn merge(&mut self, other: CellResult) {
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+        self.failures += other.failures;
+        for (kind, n) in other.failure_kinds {
+            *self.failure_kinds.entry(kind).or_default() += n;
+        }
+        self.elapsed += other.elapsed;
+    }
     fn ok(&self) -> usize {
         self.latencies.len()
     }
@@ -656,17 +681,22 @@ fn read_counters(cluster: &Cluster, guard_metrics: Option<u16>) -> Counters {
 // Setups
 // ---------------------------------------------------------------------------------------
 
-/// What is running for the setup in force; dropped (stopped) when the phase ends.
+/// What runs for a setup, from its installation to the end of the run (stopped when
+/// dropped).
 enum Running {
     Nothing,
-    Guard(SloGuard),
+    Guard {
+        guard: SloGuard,
+        port: u16,
+        ca_bundle: String,
+    },
     Kyverno(Child),
 }
 
 impl Running {
     fn guard_metrics(&self) -> Option<u16> {
         match self {
-            Running::Guard(g) => Some(g.metrics_port),
+            Running::Guard { guard, .. } => Some(guard.metrics_port),
             _ => None,
         }
     }
@@ -777,13 +807,10 @@ impl Bench {
         }
     }
 
-    fn start_setup(&mut self, setup: Setup, full: bool) -> Result<Running, String> {
+    /// Starts what a setup needs, without putting it in force.
+    fn install(&mut self, setup: Setup, full: bool) -> Result<Running, String> {
         match setup {
-            Setup::None => Ok(Running::Nothing),
-            Setup::Vap => {
-                apply(&mut self.cluster, &vap_manifest())?;
-                Ok(Running::Nothing)
-            }
+            Setup::None | Setup::Vap => Ok(Running::Nothing),
             Setup::SloGuard => {
                 let certs = self.work.path().join("certs");
                 let ca_bundle = make_certs(&self.cluster, &certs);
@@ -799,8 +826,11 @@ impl Bench {
                     "\"configmap\":\"bench-governed/bench-agents\"",
                     Duration::from_secs(30),
                 );
-                apply(&mut self.cluster, &webhooks(port, &ca_bundle, "Fail"))?;
-                Ok(Running::Guard(guard))
+                Ok(Running::Guard {
+                    guard,
+                    port,
+                    ca_bundle,
+                })
             }
             Setup::Kyverno => {
                 if !full {
@@ -811,8 +841,26 @@ impl Bench {
         }
     }
 
-    fn stop_setup(&mut self, setup: Setup, running: Running) {
-        let _ = match setup {
+    /// Puts a setup in force and waits until the probe shows it.
+    fn activate(&mut self, setup: Setup, running: &Running) -> Result<(), String> {
+        match (setup, running) {
+            (Setup::None, _) => {}
+            (Setup::Vap, _) => apply(&mut self.cluster, &vap_manifest())?,
+            (
+                Setup::SloGuard,
+                Running::Guard {
+                    port, ca_bundle, ..
+                },
+            ) => apply(&mut self.cluster, &webhooks(*port, ca_bundle, "Fail"))?,
+            (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
+            (Setup::SloGuard, _) => return Err("slo-guard is not running".into()),
+        }
+        self.wait_in_force(setup, Duration::from_secs(90))
+    }
+
+    /// Takes a setup out of force and waits until no admission is in force.
+    fn deactivate(&mut self, setup: Setup) -> Result<(), String> {
+        let deleted = match setup {
             Setup::None => Ok(String::new()),
             Setup::Vap => kubectl_ok(
                 &mut self.cluster,
@@ -832,6 +880,7 @@ impl Bench {
                     "--ignore-not-found",
                 ],
             ),
+            // Kyverno drops its webhook for the policy when the policy goes.
             Setup::Kyverno => kubectl_ok(
                 &mut self.cluster,
                 &[
@@ -842,20 +891,9 @@ impl Bench {
                 ],
             ),
         };
-        drop(running);
-        if setup == Setup::Kyverno {
-            // Kyverno leaves its webhook configurations behind when it stops out of cluster.
-            let _ = kubectl_ok(
-                &mut self.cluster,
-                &[
-                    "delete",
-                    "validatingwebhookconfiguration,mutatingwebhookconfiguration",
-                    "-l",
-                    "webhook.kyverno.io/managed-by=kyverno",
-                    "--ignore-not-found",
-                ],
-            );
-        }
+        deleted?;
+        self.wait_in_force(Setup::None, Duration::from_secs(90))
+            .map_err(|e| format!("after taking {} out of force: {e}", setup.name()))
     }
 
     fn start_kyverno(&mut self) -> Result<Running, String> {
@@ -982,7 +1020,6 @@ data: {}
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        apply(&mut self.cluster, &kyverno_policy())?;
         Ok(running)
     }
 }
@@ -1013,17 +1050,95 @@ fn kyverno_args(port: u16, kubeconfig: &str) -> Vec<String> {
 // Report
 // ---------------------------------------------------------------------------------------
 
+/// One cell (a setup, namespace, workload and concurrency), summed over its slices.
 struct Row {
     setup: Setup,
     namespace: &'static str,
     workload: Workload,
     concurrency: usize,
     result: CellResult,
-    calls_per_request: f64,
-    ms_per_call: f64,
+    requests: f64,
+    webhook_calls: f64,
+    webhook_seconds: f64,
     extra_api_requests: f64,
-    guard_reviews_per_request: f64,
-    guard_ms_per_review: f64,
+    guarded: bool,
+    guard_reviews: f64,
+    guard_seconds: f64,
+}
+
+impl Row {
+    fn new(setup: Setup, namespace: &'static str, workload: Workload, concurrency: usize) -> Row {
+        Row {
+            setup,
+            namespace,
+            workload,
+            concurrency,
+            result: CellResult::default(),
+            requests: 0.0,
+            webhook_calls: 0.0,
+            webhook_seconds: 0.0,
+            extra_api_requests: 0.0,
+            guarded: false,
+            guard_reviews: 0.0,
+            guard_seconds: 0.0,
+        }
+    }
+
+    /// Adds one measured slice and the counters read around it.
+    fn add(&mut self, result: CellResult, before: Counters, after: Counters) {
+        let requests = (result.ok() + result.failures) as f64;
+        self.requests += requests;
+        self.webhook_calls += after.webhook_calls - before.webhook_calls;
+        self.webhook_seconds += after.webhook_seconds - before.webhook_seconds;
+        // The apiserver counts the bench's own requests and the one /metrics read that
+        // ended the "before" reading.
+        self.extra_api_requests +=
+            (after.api_requests - before.api_requests - requests - 1.0).max(0.0);
+        self.guard_reviews += after.guard_reviews - before.guard_reviews;
+        self.guard_seconds += after.guard_seconds - before.guard_seconds;
+        self.result.merge(result);
+    }
+
+    fn merge(&mut self, other: Row) {
+        self.requests += other.requests;
+        self.webhook_calls += other.webhook_calls;
+        self.webhook_seconds += other.webhook_seconds;
+        self.extra_api_requests += other.extra_api_requests;
+        self.guard_reviews += other.guard_reviews;
+        self.guard_seconds += other.guard_seconds;
+        self.result.merge(other.result);
+    }
+
+    fn per_request(&self, v: f64) -> f64 {
+        v / self.requests.max(1.0)
+    }
+    fn calls_per_request(&self) -> f64 {
+        self.per_request(self.webhook_calls)
+    }
+    fn ms_per_call(&self) -> f64 {
+        if self.webhook_calls > 0.0 {
+            1000.0 * self.webhook_seconds / self.webhook_calls
+        } else {
+            f64::NAN
+        }
+    }
+    fn extra_api_requests(&self) -> f64 {
+        self.per_request(self.extra_api_requests)
+    }
+    fn guard_reviews_per_request(&self) -> f64 {
+        if self.guarded {
+            self.per_request(self.guard_reviews)
+        } else {
+            f64::NAN
+        }
+    }
+    fn guard_ms_per_review(&self) -> f64 {
+        if self.guard_reviews > 0.0 {
+            1000.0 * self.guard_seconds / self.guard_reviews
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 fn ns_label(namespace: &str) -> &'static str {
@@ -1082,9 +1197,9 @@ fn report(
                 fmt_f(r.avg_ms(), 2),
                 fmt_f(r.percentile_ms(0.95), 2),
                 fmt_f(r.percentile_ms(0.99), 2),
-                fmt_f(row.calls_per_request, 2),
-                fmt_f(row.ms_per_call, 2),
-                fmt_f(row.extra_api_requests, 2),
+                fmt_f(row.calls_per_request(), 2),
+                fmt_f(row.ms_per_call(), 2),
+                fmt_f(row.extra_api_requests(), 2),
             );
         }
     }
@@ -1177,9 +1292,9 @@ fn report(
                 ns_label(row.namespace),
                 row.workload.name(),
                 row.concurrency,
-                fmt_f(row.guard_reviews_per_request, 2),
-                fmt_f(row.guard_ms_per_review, 3),
-                fmt_f(row.ms_per_call, 3),
+                fmt_f(row.guard_reviews_per_request(), 2),
+                fmt_f(row.guard_ms_per_review(), 3),
+                fmt_f(row.ms_per_call(), 3),
             );
         }
     }
@@ -1210,6 +1325,7 @@ fn main() {
     let options = Options::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let started_at = chrono::Utc::now();
+    let load_at_start = load_average();
     let wall = Instant::now();
     let max_concurrency = *options.concurrency.iter().max().expect("a level");
 
@@ -1308,109 +1424,123 @@ fn main() {
         replicas,
     };
 
-    let mut rows = Vec::new();
+    // Every setup's processes start before the first measurement, so the background
+    // load (watches, leader election) is the same for every cell; a setup's admission is
+    // switched on only for its own blocks.
     let mut not_run = BTreeMap::new();
+    let mut installed: Vec<(Setup, Running)> = Vec::new();
     for &setup in &options.setups {
-        eprintln!("apiserver: setup {}", setup.name());
-        let running = match bench.start_setup(setup, options.full) {
-            Ok(running) => running,
+        eprintln!("apiserver: installing {}", setup.name());
+        match bench.install(setup, options.full) {
+            Ok(running) => installed.push((setup, running)),
             Err(reason) => {
                 eprintln!("apiserver: {} not run: {reason}", setup.name());
                 not_run.insert(setup, reason);
-                bench.stop_setup(setup, Running::Nothing);
-                continue;
             }
-        };
-        if let Err(reason) = bench.wait_in_force(setup, Duration::from_secs(90)) {
-            eprintln!("apiserver: {} not run: {reason}", setup.name());
-            not_run.insert(setup, reason);
-            bench.stop_setup(setup, running);
-            continue;
         }
-        let guard_metrics = running.guard_metrics();
+    }
+    if let Err(reason) = bench.wait_in_force(Setup::None, Duration::from_secs(90)) {
+        panic!("no admission should be in force yet: {reason}");
+    }
+    let slice = Duration::from_secs_f64(options.seconds / options.rounds as f64);
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 0..options.rounds {
+        // Odd rounds run the setups in reverse order, so a drift in the machine's load
+        // over the run weighs on every setup alike.
+        let mut order: Vec<usize> = (0..installed.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for &workload in &options.workloads {
-            for namespace in [GOVERNED, OPEN] {
+            for &i in &order {
+                let (setup, running) = (&installed[i].0, &installed[i].1);
+                let setup = *setup;
+                if not_run.contains_key(&setup) {
+                    continue;
+                }
+                eprintln!(
+                    "apiserver: round {}/{}, {} with {}",
+                    round + 1,
+                    options.rounds,
+                    workload.name(),
+                    setup.name()
+                );
+                if let Err(reason) = bench.activate(setup, running) {
+                    eprintln!("apiserver: {} not run: {reason}", setup.name());
+                    not_run.insert(setup, reason);
+                    if let Err(error) = bench.deactivate(setup) {
+                        // A panic, not an exit: the processes and the cluster are stopped
+                        // as it unwinds.
+                        panic!("{error}");
+                    }
+                    continue;
+                }
+                let guard_metrics = running.guard_metrics();
                 for &concurrency in &options.concurrency {
-                    let state = bench.replicas[namespace].clone();
-                    if options.warmup > 0.0 {
-                        bench.runtime.block_on(run_cell(
+                    for namespace in [GOVERNED, OPEN] {
+                        let state = bench.replicas[namespace].clone();
+                        if options.warmup > 0.0 {
+                            bench.runtime.block_on(run_cell(
+                                bench.target.clone(),
+                                workload,
+                                namespace,
+                                concurrency,
+                                Duration::from_secs_f64(options.warmup),
+                                state.clone(),
+                            ));
+                        }
+                        let before = read_counters(&bench.cluster, guard_metrics);
+                        let result = bench.runtime.block_on(run_cell(
                             bench.target.clone(),
                             workload,
                             namespace,
                             concurrency,
-                            Duration::from_secs_f64(options.warmup),
-                            state.clone(),
+                            slice,
+                            state,
                         ));
+                        let after = read_counters(&bench.cluster, guard_metrics);
+                        let mut part = Row::new(setup, namespace, workload, concurrency);
+                        part.guarded = guard_metrics.is_some();
+                        part.add(result, before, after);
+                        eprintln!(
+                            "apiserver: {:9} {:10} {:6} c={:<3} {:8.1} req/s  avg {:7.2} ms  p95 {:7.2}  p99 {:7.2}  failed {}  webhook calls/req {:.2}  other API requests/req {:.2}",
+                            setup.name(),
+                            ns_label(namespace),
+                            workload.name(),
+                            concurrency,
+                            part.result.throughput(),
+                            part.result.avg_ms(),
+                            part.result.percentile_ms(0.95),
+                            part.result.percentile_ms(0.99),
+                            part.result.failures,
+                            part.calls_per_request(),
+                            part.extra_api_requests(),
+                        );
+                        match rows.iter_mut().find(|r| {
+                            r.setup == setup
+                                && r.namespace == namespace
+                                && r.workload == workload
+                                && r.concurrency == concurrency
+                        }) {
+                            Some(row) => row.merge(part),
+                            None => rows.push(part),
+                        }
                     }
-                    let before = read_counters(&bench.cluster, guard_metrics);
-                    let result = bench.runtime.block_on(run_cell(
-                        bench.target.clone(),
-                        workload,
-                        namespace,
-                        concurrency,
-                        Duration::from_secs_f64(options.seconds),
-                        state,
-                    ));
-                    let after = read_counters(&bench.cluster, guard_metrics);
-                    let requests = (result.ok() + result.failures).max(1) as f64;
-                    let calls = after.webhook_calls - before.webhook_calls;
-                    let reviews = after.guard_reviews - before.guard_reviews;
-                    let row = Row {
-                        setup,
-                        namespace,
-                        workload,
-                        concurrency,
-                        calls_per_request: calls / requests,
-                        // The apiserver counts the bench's own requests and the one
-                        // /metrics read that ended the "before" reading.
-                        extra_api_requests: (after.api_requests
-                            - before.api_requests
-                            - requests
-                            - 1.0)
-                            .max(0.0)
-                            / requests,
-                        ms_per_call: if calls > 0.0 {
-                            1000.0 * (after.webhook_seconds - before.webhook_seconds) / calls
-                        } else {
-                            f64::NAN
-                        },
-                        guard_reviews_per_request: if guard_metrics.is_some() {
-                            reviews / requests
-                        } else {
-                            f64::NAN
-                        },
-                        guard_ms_per_review: if reviews > 0.0 {
-                            1000.0 * (after.guard_seconds - before.guard_seconds) / reviews
-                        } else {
-                            f64::NAN
-                        },
-                        result,
-                    };
-                    eprintln!(
-                        "apiserver: {:9} {:10} {:6} c={:<3} {:8.1} req/s  avg {:7.2} ms  p95 {:7.2}  p99 {:7.2}  failed {}  webhook calls/req {:.2}  other API requests/req {:.2}",
-                        setup.name(),
-                        ns_label(namespace),
-                        workload.name(),
-                        concurrency,
-                        row.result.throughput(),
-                        row.result.avg_ms(),
-                        row.result.percentile_ms(0.95),
-                        row.result.percentile_ms(0.99),
-                        row.result.failures,
-                        row.calls_per_request,
-                        row.extra_api_requests,
-                    );
-                    rows.push(row);
+                }
+                if let Err(error) = bench.deactivate(setup) {
+                    panic!("{error}");
                 }
             }
         }
-        bench.stop_setup(setup, running);
     }
+    rows.sort_by_key(|r| (r.setup, r.workload, r.namespace, r.concurrency));
+    drop(installed);
 
     let header = format!(
-        "apiserver benchmark: {} UTC, {:.0} s; kube-apiserver {} + etcd on 127.0.0.1, {} CPUs; {} s per cell after {} s warm-up; agent = system:serviceaccount:ai-agents:{AGENT_SA} (bearer token, one HTTP/2 connection); slo-guard binary {}{}",
+        "apiserver benchmark: {} UTC, {:.0} s, at commit {}; kube-apiserver {} + etcd on 127.0.0.1, {} CPUs; {} s per cell after {} s warm-up; agent = system:serviceaccount:ai-agents:{AGENT_SA} (bearer token, one HTTP/2 connection); slo-guard binary {}; load average (1, 5, 15 min) at the start {load_at_start}, at the end {}",
         started_at.format("%Y-%m-%d %H:%M"),
         wall.elapsed().as_secs_f64(),
+        git_commit(),
         kube_version(&bench.cluster),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -1449,9 +1579,17 @@ fn kube_version(cluster: &Cluster) -> String {
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|s| {
-            let parts: Vec<&str> = s.split_whitespace().take(3).collect();
-            format!("; load average at the end {}", parts.join(" "))
-        })
-        .unwrap_or_default()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| text(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
 }
