@@ -43,7 +43,8 @@
 //!   - `slo-guard`: `slo-guard serve --watch-configmaps` (the binary cargo built with this
 //!     bench: target/release/slo-guard under `cargo bench`) as a local process, its
 //!     webhooks registered from webhooks/local/*.yaml (clientConfig.url on 127.0.0.1,
-//!     failurePolicy Fail), and the policy ConfigMap `bench-governed/bench-agents`:
+//!     failurePolicy Fail) and scoped by slo-guard to the namespaces its policies govern
+//!     (`--webhook-scope policies`, as the chart runs it), and the policy ConfigMap `bench-governed/bench-agents`:
 //!     agents `system:serviceaccount:ai-agents:*`, `minConfidence: 0.7`, the default
 //!     required annotations, `scaling: {minReplicas: 1, maxReplicas: 20, maxStep: 5}`; no
 //!     SLO section (no Prometheus), no cooldown or approval (no change-ledger writes).
@@ -815,11 +816,25 @@ impl Bench {
                 let certs = self.work.path().join("certs");
                 let ca_bundle = make_certs(&self.cluster, &certs);
                 let port = free_port();
-                let guard = SloGuard::start(
+                // As the chart runs it: the workload webhooks' scope follows the policies,
+                // so a request in a namespace no policy governs never leaves the apiserver.
+                let guard = SloGuard::start_with_env(
                     &self.cluster,
                     port,
                     &certs,
                     self.work.path().join("slo-guard.log"),
+                    &[
+                        ("SLO_GUARD_WEBHOOK_SCOPE", "policies"),
+                        (
+                            "SLO_GUARD_VALIDATING_WEBHOOK_CONFIGURATION",
+                            "slo-guard-local",
+                        ),
+                        (
+                            "SLO_GUARD_MUTATING_WEBHOOK_CONFIGURATION",
+                            "slo-guard-local",
+                        ),
+                        ("SLO_GUARD_WEBHOOK_SCOPE_INTERVAL", "1s"),
+                    ],
                 );
                 apply(&mut self.cluster, SLO_GUARD_POLICY)?;
                 guard.wait_for_log(
@@ -851,11 +866,39 @@ impl Bench {
                 Running::Guard {
                     port, ca_bundle, ..
                 },
-            ) => apply(&mut self.cluster, &webhooks(*port, ca_bundle, "Fail"))?,
+            ) => {
+                apply(&mut self.cluster, &webhooks(*port, ca_bundle, "Fail"))?;
+                self.wait_scoped(Duration::from_secs(30))?;
+            }
             (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
             (Setup::SloGuard, _) => return Err("slo-guard is not running".into()),
         }
         self.wait_in_force(setup, Duration::from_secs(90))
+    }
+
+    /// Waits until slo-guard has scoped the freshly applied webhook configurations to the
+    /// governed namespace (its reconciliation runs every second here).
+    fn wait_scoped(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.cluster.kubectl(&[
+                "get",
+                "validatingwebhookconfiguration",
+                "slo-guard-local",
+                "-o",
+                "jsonpath={.webhooks[0].namespaceSelector.matchExpressions[?(@.operator==\"In\")].values}",
+            ]);
+            if text(&output.stdout).contains("bench-governed") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "slo-guard did not scope its webhooks within {timeout:?}: {}",
+                    text(&output.stdout)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Takes a setup out of force and waits until no admission is in force.
