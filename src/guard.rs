@@ -44,6 +44,24 @@ pub struct Judgement {
     pub decision: Option<Decision>,
 }
 
+/// A change judged as admission would judge it, without admitting it: nothing is
+/// written, recorded or counted. What the preflight reads, and what it needs to ask the
+/// same pure core about neighbouring changes (other replica counts, later times).
+#[derive(Debug)]
+pub struct Assessment {
+    pub change: Change,
+    pub policies: Arc<PolicySet>,
+    /// The SLO figures gathered for this change: exactly the queries admission asks, through
+    /// the same source and cache.
+    pub observations: Observations,
+    /// The change ledger's record for the workload, when admission would read it.
+    pub ledger: Option<LedgerRecord>,
+    /// Why the ledger could not be read, when admission would have read it.
+    pub ledger_error: Option<String>,
+    /// The decision admission would take now.
+    pub decision: Decision,
+}
+
 pub struct Guard {
     pub policies: Arc<PolicyStore>,
     pub workloads: Arc<dyn WorkloadLookup>,
@@ -208,6 +226,80 @@ impl Guard {
             _ => decision,
         };
         self.finish(endpoint, *prepared, decision, slo_time, now)
+    }
+
+    /// Judges reviews as the validating webhook would, without admitting them: for the
+    /// preflight. Each review's SLO figures are gathered as admission gathers them (the same
+    /// plans, source and cache); the change ledger is read, never written, once per
+    /// workload. `None` for a review slo-guard does not govern.
+    pub async fn assess(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        let mut ledger_reads: Vec<(LedgerKey, Result<LedgerRecord, String>)> = Vec::new();
+        let mut assessments = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let prepared = match self.prepare(body)? {
+                Stage::Answered(_) => {
+                    assessments.push(None);
+                    continue;
+                }
+                Stage::Prepared(prepared) => prepared,
+            };
+            let gathered = futures::future::join_all(prepared.plans.iter().map(
+                |(plan, timeout)| async move {
+                    (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
+                },
+            ))
+            .await;
+            let observations: Observations = gathered.into_iter().collect();
+            let read = match (&self.ledger, &prepared.ledger_key) {
+                (Some(ledger), Some(key)) => {
+                    match ledger_reads.iter().find(|(read_key, _)| read_key == key) {
+                        Some((_, read)) => Some(read.clone()),
+                        None => {
+                            let read = ledger
+                                .read(key)
+                                .await
+                                .map(|versioned| versioned.record)
+                                .map_err(|error| error.to_string());
+                            ledger_reads.push((key.clone(), read.clone()));
+                            Some(read)
+                        }
+                    }
+                }
+                _ => None,
+            };
+            assessments.push(Some(assess_prepared(*prepared, observations, read, now)));
+        }
+        Ok(assessments)
+    }
+
+    /// [`Guard::assess`] without waiting on I/O: SLO figures from canned answers (or the
+    /// gate off), and no change ledger. For the offline preflight and tests.
+    pub fn assess_now(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        let mut assessments = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let prepared = match self.prepare(body)? {
+                Stage::Answered(_) => {
+                    assessments.push(None);
+                    continue;
+                }
+                Stage::Prepared(prepared) => prepared,
+            };
+            let observations: Observations = prepared
+                .plans
+                .iter()
+                .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
+                .collect();
+            assessments.push(Some(assess_prepared(*prepared, observations, None, now)));
+        }
+        Ok(assessments)
     }
 
     fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {
@@ -411,6 +503,36 @@ fn decide_once(
     )
 }
 
+/// The decision admission would take on `read` (the ledger as it stands, if admission
+/// reads it), as [`decide_recorded`] takes it when its write succeeds.
+fn assess_prepared(
+    prepared: Prepared,
+    observations: Observations,
+    read: Option<Result<LedgerRecord, String>>,
+    now: DateTime<Utc>,
+) -> Assessment {
+    let (ledger, ledger_error) = match read {
+        Some(Ok(record)) => (Some(record), None),
+        Some(Err(cause)) => (None, Some(cause)),
+        None => (None, None),
+    };
+    let mut decision = decide_once(&prepared, &observations, ledger.as_ref(), now);
+    if let Some(cause) = &ledger_error
+        && decision.record.is_some()
+    {
+        decision = ledger_failure(&prepared, &observations, now, cause);
+    }
+    decision.record = None;
+    Assessment {
+        change: prepared.change,
+        policies: prepared.policies,
+        observations,
+        ledger,
+        ledger_error,
+        decision,
+    }
+}
+
 /// Decides on the ledger record as it stands and, if the change is admitted, writes the
 /// record that admitting it makes, on the version the decision read. When another
 /// admission wrote first, the change is judged again on the record that won: so of two
@@ -454,9 +576,20 @@ async fn decide_recorded(
             }
         }
     }
-    let mut decision = decide_once(prepared, observations, None, now);
     let cause = last_error.map_or_else(|| "no answer".to_string(), |e| e.to_string());
     tracing::error!(workload = %prepared.change.target.describe(), %cause, "change ledger not written; the agent change is denied");
+    ledger_failure(prepared, observations, now, &cause)
+}
+
+/// What admission answers when the change ledger a decision needs cannot be read or
+/// written: the decision without the record, denied for the ledger, naming `cause`.
+fn ledger_failure(
+    prepared: &Prepared,
+    observations: &Observations,
+    now: DateTime<Utc>,
+    cause: &str,
+) -> Decision {
+    let mut decision = decide_once(prepared, observations, None, now);
     decision.findings.insert(0, Finding {
         source: "slo-guard".to_string(),
         rule: Rule::ChangeRecord,

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod mutation;
 pub mod policy;
+pub mod preflight;
 pub mod reflection;
 pub mod rules;
 pub mod server;

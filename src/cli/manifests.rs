@@ -69,7 +69,7 @@ pub struct Stdin {
 }
 
 impl Stdin {
-    fn read(&mut self) -> Result<String, ManifestError> {
+    pub fn read(&mut self) -> Result<String, ManifestError> {
         if self.taken {
             return Err(ManifestError::StdinTwice);
         }

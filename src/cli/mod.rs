@@ -4,6 +4,7 @@ mod certs;
 pub mod check;
 mod lint;
 pub mod manifests;
+mod preflight;
 mod reflect;
 pub mod request;
 mod serve;
@@ -59,6 +60,11 @@ pub enum Command {
     /// Judge the outcomes of recent rollouts and agent scales through Prometheus, and
     /// propose tighter thresholds where a change was followed by a burn.
     Reflect(reflect::ReflectArgs),
+    /// Ask what a change would get now, and the envelope around it (replica bounds,
+    /// cooldown, freeze windows, SLO figures, approval), from a running slo-guard with a
+    /// bearer token or offline against policy files; exit 0 it would pass, 1 it would be
+    /// denied, 2 no answer.
+    Preflight(preflight::PreflightArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -81,6 +87,7 @@ pub fn run() -> ExitCode {
         Command::Lint(args) => lint::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Reflect(args) => reflect::run(args),
+        Command::Preflight(args) => preflight::run(args),
     }
 }
 

@@ -65,6 +65,19 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
+}
+
+/// `POST /v1/preflight`, served with `--watch-configmaps` (callers are authenticated by
+/// the cluster).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreflightArgs {
+    /// Preflight requests one caller may make per --preflight-window; more get 429.
+    #[arg(long, env = "SLO_GUARD_PREFLIGHT_RATE", default_value_t = 60)]
+    pub preflight_rate: u32,
+    #[arg(long, env = "SLO_GUARD_PREFLIGHT_WINDOW", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub preflight_window: Duration,
 }
 
 /// Whether the workload webhooks' namespaceSelector follows the policies in force.
@@ -358,10 +371,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut cluster_effects = None;
     let mut event_recorder = None;
+    let mut preflight = None;
     let workloads: Arc<dyn WorkloadLookup> = if args.watch_configmaps {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the cluster for --watch-configmaps: {e}"))?;
+        let kube_auth = Arc::new(crate::preflight::auth::KubeAuthenticator::new(client.clone()));
+        preflight = Some(Arc::new(crate::preflight::PreflightService {
+            authenticator: kube_auth.clone(),
+            reader: Some(kube_auth),
+            limiter: crate::preflight::RateLimiter::new(
+                args.preflight.preflight_rate,
+                args.preflight.preflight_window,
+            ),
+        }));
         let own_username = cluster::own_username(&client).await;
         tracing::info!(
             identity = own_username.as_deref().unwrap_or("unknown"),
@@ -452,6 +475,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         guard,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        preflight,
     };
     let handle: Handle<SocketAddr> = Handle::new();
     let limits = Limits::from(&args.limits);

@@ -215,6 +215,46 @@ pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<Da
     Some(end)
 }
 
+/// When `window` next begins after `now`: its `from` for a dated window, else the first
+/// local start (or midnight) over the coming week at which it holds.
+pub(super) fn next_freeze_start(window: &FreezeWindow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if let Some(from) = window.from {
+        let from = from.with_timezone(&Utc);
+        return (from > now).then_some(from);
+    }
+    let tz = window.timezone?;
+    let today = now.with_timezone(&tz).date_naive();
+    let start = parse_time(&window.start).unwrap_or(NaiveTime::MIN);
+    (0..=8)
+        .filter_map(|days| today.checked_add_days(chrono::Days::new(days)))
+        .map(|date| instant_of(tz, date.and_time(start)))
+        .find(|instant| *instant > now && freeze_end(window, *instant).is_some())
+}
+
+/// Each freeze window of the policy that applies to this change's actor and class: its
+/// name as denials give it, when it ends if it is in force, and when it next begins.
+pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<super::WindowSpan> {
+    let Some(windows) = input.policy.spec.windows.as_ref() else {
+        return Vec::new();
+    };
+    if matches!(
+        input.change.class,
+        ChangeClass::Metadata | ChangeClass::Config
+    ) {
+        return Vec::new();
+    }
+    windows
+        .freeze
+        .iter()
+        .filter(|window| window.applies_to.contains(input.actor))
+        .map(|window| super::WindowSpan {
+            window: describe(window),
+            ends: freeze_end(window, now),
+            next_start: next_freeze_start(window, now),
+        })
+        .collect()
+}
+
 /// `end` as the window reads it: in its offset (dated) or its time zone (weekly).
 fn in_window_time(window: &FreezeWindow, end: DateTime<Utc>) -> DateTime<FixedOffset> {
     match (window.until, window.timezone) {

@@ -432,6 +432,34 @@ pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Optio
     if !cooldown_applies(input) {
         return None;
     }
+    let (last, ready) = cooldown_span(input)?;
+    let cooldown: &PromDuration = input.policy.spec.scaling.as_ref()?.cooldown.as_ref()?;
+    let elapsed = since(now, last);
+    if now >= ready {
+        return None;
+    }
+    Some(input.finding(
+        Rule::Cooldown,
+        format!(
+            "the last agent change was {} ago (at {}), inside the {cooldown} cooldown",
+            human(elapsed),
+            last.format("%H:%M:%SZ")
+        ),
+        format!("Retry after {}", ready.format("%Y-%m-%dT%H:%M:%SZ")),
+        format!(
+            "cooldown {cooldown}: last agent change {} ago",
+            human(elapsed)
+        ),
+    ))
+}
+
+/// The last agent change a cooldown counts from, and when the cooldown it starts ends;
+/// `None` when no cooldown holds this change (none applies, no change before, or this
+/// change is the one the ledger holds).
+pub(super) fn cooldown_span(input: &RuleInput<'_>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    if !cooldown_applies(input) {
+        return None;
+    }
     let cooldown: &PromDuration = input.policy.spec.scaling.as_ref()?.cooldown.as_ref()?;
     let stamped = stored_annotations(input)
         .and_then(|stored| stored.get(LAST_AGENT_CHANGE))
@@ -453,24 +481,8 @@ pub(super) fn check_cooldown(input: &RuleInput<'_>, now: DateTime<Utc>) -> Optio
         (None, Some(stamped)) => stamped,
         (None, None) => return None,
     };
-    let elapsed = since(now, last);
-    if elapsed >= cooldown.duration() {
-        return None;
-    }
     let ready = last + chrono::Duration::from_std(cooldown.duration()).ok()?;
-    Some(input.finding(
-        Rule::Cooldown,
-        format!(
-            "the last agent change was {} ago (at {}), inside the {cooldown} cooldown",
-            human(elapsed),
-            last.format("%H:%M:%SZ")
-        ),
-        format!("Retry after {}", ready.format("%Y-%m-%dT%H:%M:%SZ")),
-        format!(
-            "cooldown {cooldown}: last agent change {} ago",
-            human(elapsed)
-        ),
-    ))
+    Some((last, ready))
 }
 
 /// Argo CD and Flux put changes made outside Git back at their next sync.

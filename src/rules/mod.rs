@@ -504,6 +504,65 @@ fn judge_target(
     }
 }
 
+/// When time alone changes what one policy decides about a change: its cooldown and its
+/// freeze windows. Read by the preflight, which checks every instant it reports with
+/// [`decide`] before it names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeLimits {
+    pub policy: String,
+    /// The last agent change the cooldown counts from, and when the cooldown ends.
+    pub cooldown: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub windows: Vec<WindowSpan>,
+}
+
+/// One freeze window as it applies to a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpan {
+    /// The window as denials name it.
+    pub window: String,
+    /// When it ends, if it is in force now.
+    pub ends: Option<DateTime<Utc>>,
+    /// When it next begins after now.
+    pub next_start: Option<DateTime<Utc>>,
+}
+
+/// The cooldown and freeze windows each policy matching `change` holds it to, on the
+/// policy as reflections leave it, for the actor that policy sees. Pure, like [`decide`].
+pub fn time_limits(change: &Change, context: &DecisionContext<'_>) -> Vec<TimeLimits> {
+    let identity = ChangeIdentity::new(change);
+    let mut limits = Vec::new();
+    for (policy, _) in context.policies.matching(&change.target) {
+        let effective = effective_policy(
+            policy,
+            &context.policies.reflections,
+            &change.target,
+            &context.policies.guard_namespace,
+            context.now,
+        );
+        let (policy, provenance) = match &effective {
+            Some(effective) => (&effective.policy, effective.applied.as_slice()),
+            None => (policy, &[][..]),
+        };
+        let input = RuleInput {
+            change,
+            policy,
+            actor: classify_actor(&change.requester, Some(&policy.spec)),
+            provenance,
+            identity: &identity,
+            ledger: context.ledger,
+        };
+        let entry = TimeLimits {
+            policy: policy.id.to_string(),
+            cooldown: governance::cooldown_span(&input),
+            windows: freeze::window_spans(&input, context.now),
+        };
+        if entry.cooldown.is_some() || !entry.windows.is_empty() {
+            limits.push(entry);
+        }
+    }
+    limits
+}
+
 /// Whether an agent change under `spec` can turn on the change ledger: a cooldown, an
 /// approval, or autonomy tiers (which ask for approvals). Under any other policy the
 /// decision neither reads nor writes a record, so the guard skips the ledger's round trip

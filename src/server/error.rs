@@ -1,13 +1,14 @@
 //! The one place errors become HTTP statuses.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use axum::extract::rejection::BytesRejection;
 
 use crate::admission::{AdmissionError, MAX_REVIEW_BYTES};
+use crate::preflight::PreflightError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -16,23 +17,59 @@ pub enum HttpError {
     /// The body could not be read: too large, or the connection failed mid-body.
     #[error("cannot read the request body: {0}")]
     Body(#[from] BytesRejection),
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+}
+
+fn admission_status(error: &AdmissionError) -> StatusCode {
+    match error {
+        AdmissionError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        AdmissionError::NotAReview(_)
+        | AdmissionError::NotJson(_)
+        | AdmissionError::TooDeep
+        | AdmissionError::UnsupportedVersion(_)
+        | AdmissionError::MissingRequest
+        | AdmissionError::MissingUid
+        | AdmissionError::Malformed(_) => StatusCode::BAD_REQUEST,
+        AdmissionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn admission_reason(error: &AdmissionError) -> &'static str {
+    match error {
+        AdmissionError::TooLarge { .. } => "too_large",
+        AdmissionError::NotAReview(_) => "not_a_review",
+        AdmissionError::NotJson(_) => "not_json",
+        AdmissionError::TooDeep => "too_deep",
+        AdmissionError::UnsupportedVersion(_) => "unsupported_version",
+        AdmissionError::MissingRequest => "missing_request",
+        AdmissionError::MissingUid => "missing_uid",
+        AdmissionError::Malformed(_) => "malformed",
+        AdmissionError::Internal(_) => "internal",
+    }
 }
 
 impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Body(rejection) => rejection.status(),
-            HttpError::Admission(AdmissionError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            HttpError::Admission(
-                AdmissionError::NotAReview(_)
-                | AdmissionError::NotJson(_)
-                | AdmissionError::TooDeep
-                | AdmissionError::UnsupportedVersion(_)
-                | AdmissionError::MissingRequest
-                | AdmissionError::MissingUid
-                | AdmissionError::Malformed(_),
-            ) => StatusCode::BAD_REQUEST,
-            HttpError::Admission(AdmissionError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            // A preflight's change is judged as the webhook judges it: the same statuses.
+            HttpError::Admission(error) | HttpError::Preflight(PreflightError::Admission(error)) => {
+                admission_status(error)
+            }
+            HttpError::Preflight(error) => match error {
+                PreflightError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                PreflightError::Forbidden(_) => StatusCode::FORBIDDEN,
+                PreflightError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                PreflightError::Invalid(_) => StatusCode::BAD_REQUEST,
+                PreflightError::NotFound(_) => StatusCode::NOT_FOUND,
+                PreflightError::Unavailable(_) | PreflightError::Disabled(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                PreflightError::Admission(_) | PreflightError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
         }
     }
 
@@ -43,15 +80,19 @@ impl HttpError {
                 "too_large"
             }
             HttpError::Body(_) => "unreadable_body",
-            HttpError::Admission(AdmissionError::TooLarge { .. }) => "too_large",
-            HttpError::Admission(AdmissionError::NotAReview(_)) => "not_a_review",
-            HttpError::Admission(AdmissionError::NotJson(_)) => "not_json",
-            HttpError::Admission(AdmissionError::TooDeep) => "too_deep",
-            HttpError::Admission(AdmissionError::UnsupportedVersion(_)) => "unsupported_version",
-            HttpError::Admission(AdmissionError::MissingRequest) => "missing_request",
-            HttpError::Admission(AdmissionError::MissingUid) => "missing_uid",
-            HttpError::Admission(AdmissionError::Malformed(_)) => "malformed",
-            HttpError::Admission(AdmissionError::Internal(_)) => "internal",
+            HttpError::Admission(error) | HttpError::Preflight(PreflightError::Admission(error)) => {
+                admission_reason(error)
+            }
+            HttpError::Preflight(error) => match error {
+                PreflightError::Unauthenticated(_) => "preflight_unauthenticated",
+                PreflightError::Forbidden(_) => "preflight_forbidden",
+                PreflightError::RateLimited { .. } => "preflight_rate_limited",
+                PreflightError::Invalid(_) => "preflight_invalid",
+                PreflightError::NotFound(_) => "preflight_not_found",
+                PreflightError::Unavailable(_) => "preflight_unavailable",
+                PreflightError::Disabled(_) => "preflight_disabled",
+                PreflightError::Admission(_) | PreflightError::Internal(_) => "internal",
+            },
         }
     }
 }
@@ -64,6 +105,19 @@ impl IntoResponse for HttpError {
             }
             other => other.to_string(),
         };
-        (self.status(), Json(json!({ "error": message }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": message }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            HttpError::Preflight(PreflightError::RateLimited {
+                retry_after_secs, ..
+            }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            HttpError::Preflight(PreflightError::Unauthenticated(_)) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
     }
 }

@@ -18,13 +18,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::admission::MAX_REVIEW_BYTES;
 use crate::guard::{Endpoint, Guard};
 use crate::metrics::{EndpointLabels, ReasonLabels};
+use crate::preflight::{PreflightError, PreflightService};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -32,6 +33,9 @@ pub struct AppState {
     /// False until policies are loaded (and the cluster watches have synced), and again
     /// once shutdown begins, so the apiserver's endpoints stop routing to this pod first.
     pub ready: Arc<AtomicBool>,
+    /// Authentication and rate limits for `POST /v1/preflight`; `None` where there is no
+    /// cluster to authenticate callers against, and the route answers 503.
+    pub preflight: Option<Arc<PreflightService>>,
 }
 
 /// The webhook port's routes.
@@ -39,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
+        .route("/v1/preflight", post(preflight))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(state)
 }
@@ -99,6 +104,56 @@ async fn review(
         .latency
         .get_or_create(&EndpointLabels {
             endpoint: endpoint.as_str().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `POST /v1/preflight`: what a change would get now, and its envelope, for the caller
+/// its bearer token names. Writes nothing, and answers with the same decision core.
+async fn preflight(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let guard = &state.guard;
+    let answer = async {
+        let service = state.preflight.as_ref().ok_or_else(|| {
+            PreflightError::Disabled(
+                "slo-guard runs without a cluster to authenticate callers against".into(),
+            )
+        })?;
+        let body = body?;
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        Ok::<_, HttpError>(
+            service
+                .answer(guard, authorization, &body, chrono::Utc::now())
+                .await?,
+        )
+    }
+    .await;
+    let response = match answer {
+        Ok(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Err(error) => {
+            guard
+                .metrics
+                .bad_requests
+                .get_or_create(&ReasonLabels {
+                    reason: error.reason().to_string(),
+                })
+                .inc();
+            tracing::info!(endpoint = "preflight", error = %error, "refused preflight");
+            error.into_response()
+        }
+    };
+    guard
+        .metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: "preflight".to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
     response

@@ -106,6 +106,7 @@ impl TlsServer {
         let state = AppState {
             guard: Arc::new(guard),
             ready: Arc::new(AtomicBool::new(ready)),
+            preflight: None,
         };
         let handle: Handle<SocketAddr> = Handle::new();
         let server = axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), config)

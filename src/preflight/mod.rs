@@ -1,0 +1,275 @@
+//! The preflight: what a change would get now, and the envelope around it, before it is
+//! made (`POST /v1/preflight`, `slo-guard preflight`).
+//!
+//! The intended change becomes the AdmissionReview the apiserver would send for it, and
+//! the guard judges that review on the same path as the validating webhook (parse,
+//! classify, gather the same SLO figures through the same cache, read the change ledger,
+//! [`crate::rules::decide`]), writing nothing. The envelope asks the same pure core about
+//! neighbouring changes: other replica counts, later instants. So the preflight cannot
+//! disagree with admission; `tests/preflight.rs` checks it over every captured review.
+
+pub mod auth;
+pub mod envelope;
+pub mod limiter;
+pub mod request;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::admission::{AdmissionError, WorkloadKind};
+use crate::cli::request::{RequestError, Requester};
+use crate::guard::{Assessment, Guard};
+
+pub use auth::{Authenticator, Caller};
+pub use limiter::RateLimiter;
+pub use request::{IntendedChange, PreflightRequest, Subject, WorkloadRef};
+
+/// Why a preflight gets no answer. `server::error` maps each to its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// No bearer token, or one the apiserver does not accept.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller may not ask this: another identity without the RBAC to impersonate it,
+    /// or a workload it may not read.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("too many preflight requests from {caller}; retry after {retry_after_secs}s")]
+    RateLimited {
+        caller: String,
+        retry_after_secs: u64,
+    },
+    #[error("invalid preflight request: {0}")]
+    Invalid(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The apiserver could not be asked (to authenticate the caller, or to read the
+    /// workload).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The preflight is not served here: no cluster to authenticate callers against.
+    #[error("the preflight is not enabled: {0}")]
+    Disabled(String),
+    #[error("the change cannot be judged: {0}")]
+    Admission(#[from] AdmissionError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RequestError> for PreflightError {
+    fn from(error: RequestError) -> Self {
+        PreflightError::Invalid(error.to_string())
+    }
+}
+
+/// Reads the object a change is about as it is stored, for the preflight.
+pub trait ObjectReader: Send + Sync {
+    fn read<'a>(
+        &'a self,
+        api_version: &'a str,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Value>, PreflightError>>;
+}
+
+/// What the server needs to answer preflights besides the guard.
+pub struct PreflightService {
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Reads the current object from the cluster; `None` where there is no cluster
+    /// (tests), and the request's `current` is used instead.
+    pub reader: Option<Arc<dyn ObjectReader>>,
+    pub limiter: RateLimiter,
+}
+
+/// The bearer token of an `Authorization` header.
+pub fn bearer(authorization: Option<&str>) -> Result<&str, PreflightError> {
+    let header = authorization.ok_or_else(|| {
+        PreflightError::Unauthenticated("no Authorization: Bearer <token> header".into())
+    })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            PreflightError::Unauthenticated("the Authorization header is not a bearer token".into())
+        })?;
+    Ok(token)
+}
+
+impl PreflightService {
+    /// Answers one preflight: authenticates the caller, holds it to its rate, checks
+    /// that it may ask about the identity and workload it names, and judges.
+    pub async fn answer(
+        &self,
+        guard: &Guard,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Value, PreflightError> {
+        let token = bearer(authorization)?;
+        let caller = self.authenticator.authenticate(token).await?;
+        self.limiter.admit(&caller.username)?;
+        let request: PreflightRequest = serde_json::from_slice(body)
+            .map_err(|e| PreflightError::Invalid(format!("not a preflight request: {e}")))?;
+        request.validate()?;
+        let requester = match &request.subject {
+            Some(subject) if !caller.is(subject) => {
+                self.authenticator
+                    .may_impersonate(&caller, subject)
+                    .await?;
+                Requester {
+                    user: subject.user.clone(),
+                    groups: subject.groups.clone(),
+                    field_manager: request.field_manager.clone(),
+                    dry_run: false,
+                }
+            }
+            _ => Requester {
+                user: caller.username.clone(),
+                groups: caller.groups.clone(),
+                field_manager: request.field_manager.clone(),
+                dry_run: false,
+            },
+        };
+        // The answer describes the workload: only for a caller that may read it.
+        self.authenticator
+            .may_read(&caller, &request.workload)
+            .await?;
+        let current = match (&self.reader, &request.current) {
+            (Some(_), Some(_)) => {
+                return Err(PreflightError::Invalid(
+                    "`current` is read from the cluster here; leave it out".into(),
+                ));
+            }
+            (Some(reader), None) => {
+                let api_version = request.api_version()?;
+                reader
+                    .read(
+                        &api_version,
+                        &request.workload.kind,
+                        &request.workload.namespace,
+                        &request.workload.name,
+                    )
+                    .await?
+            }
+            (None, current) => current.clone(),
+        };
+        let subject = json!({
+            "user": requester.user,
+            "groups": crate::cli::request::groups_for(&requester.user, &requester.groups),
+            "askedBy": caller.username,
+        });
+        let prepared = prepare(guard, &request, &requester, current.as_ref(), now)?;
+        let assessments = guard.assess(&prepared.bodies, now).await?;
+        Ok(prepared.answer(assessments, &subject, now))
+    }
+}
+
+/// The reviews of one preflight, ready to be judged.
+pub struct Prepared {
+    pub bodies: Vec<Vec<u8>>,
+    current_replicas: Option<u32>,
+    has_down: bool,
+}
+
+/// Builds the reviews for `request` by `requester` on `current` (the stored object).
+pub fn prepare(
+    guard: &Guard,
+    request: &PreflightRequest,
+    requester: &Requester,
+    current: Option<&Value>,
+    now: DateTime<Utc>,
+) -> Result<Prepared, PreflightError> {
+    let cached_replicas = match request.workload.kind.as_str() {
+        "Deployment" => Some(WorkloadKind::Deployment),
+        "StatefulSet" => Some(WorkloadKind::StatefulSet),
+        _ => None,
+    }
+    .and_then(|kind| {
+        guard
+            .workloads
+            .workload(kind, &request.workload.namespace, &request.workload.name)
+    })
+    .and_then(|snapshot| snapshot.replicas);
+    let reviews = request.reviews(requester, current, cached_replicas, now)?;
+    let mut bodies = vec![reviews.intended];
+    let (current_replicas, has_down) = match reviews.probes {
+        Some(probes) => {
+            bodies.push(probes.up);
+            let has_down = probes.down.is_some();
+            bodies.extend(probes.down);
+            (Some(probes.current), has_down)
+        }
+        None => (None, false),
+    };
+    Ok(Prepared {
+        bodies,
+        current_replicas,
+        has_down,
+    })
+}
+
+impl Prepared {
+    /// The answer, from the assessments of [`Prepared::bodies`] in order.
+    pub fn answer(
+        &self,
+        assessments: Vec<Option<Assessment>>,
+        subject: &Value,
+        now: DateTime<Utc>,
+    ) -> Value {
+        let mut assessments = assessments.into_iter();
+        let Some(intended) = assessments.next().flatten() else {
+            return json!({
+                "allowed": true,
+                "verdict": "not governed",
+                "message": "slo-guard does not govern this change: no policy judges it, and admission allows it",
+                "subject": subject,
+                "evaluatedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "nextAllowedTime": null,
+            });
+        };
+        let (up, down) = match self.current_replicas {
+            Some(_) => {
+                let up = assessments.next().flatten();
+                let down = if self.has_down {
+                    assessments.next().flatten()
+                } else {
+                    None
+                };
+                (up, down)
+            }
+            None => (None, None),
+        };
+        envelope::answer(
+            &intended,
+            self.current_replicas,
+            up.as_ref(),
+            down.as_ref(),
+            subject,
+            now,
+        )
+    }
+}
+
+/// Judges a preflight without a cluster: the identity is given, not authenticated, and
+/// the SLO figures come from canned answers (or the gate is off). For `slo-guard
+/// preflight --policies` and tests.
+pub fn answer_offline(
+    guard: &Guard,
+    request: &PreflightRequest,
+    requester: &Requester,
+    now: DateTime<Utc>,
+) -> Result<Value, PreflightError> {
+    request.validate()?;
+    let prepared = prepare(guard, request, requester, request.current.as_ref(), now)?;
+    let assessments = guard.assess_now(&prepared.bodies, now)?;
+    let subject = json!({
+        "user": requester.user,
+        "groups": crate::cli::request::groups_for(&requester.user, &requester.groups),
+    });
+    Ok(prepared.answer(assessments, &subject, now))
+}
