@@ -97,6 +97,22 @@ impl TlsServer {
     }
 
     pub async fn start_with_readiness(guard: Guard, ready: bool) -> Self {
+        Self::start_with_state(guard, ready, None).await
+    }
+
+    /// With `POST /v1/preflight` served by `preflight`.
+    pub async fn start_with_preflight(
+        guard: Guard,
+        preflight: Arc<slo_guard::preflight::PreflightService>,
+    ) -> Self {
+        Self::start_with_state(guard, true, Some(preflight)).await
+    }
+
+    async fn start_with_state(
+        guard: Guard,
+        ready: bool,
+        preflight: Option<Arc<slo_guard::preflight::PreflightService>>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bundle = generate(&CertRequest::local(1)).expect("certificates");
         let config =
@@ -106,7 +122,7 @@ impl TlsServer {
         let state = AppState {
             guard: Arc::new(guard),
             ready: Arc::new(AtomicBool::new(ready)),
-            preflight: None,
+            preflight,
         };
         let handle: Handle<SocketAddr> = Handle::new();
         let server = axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), config)
