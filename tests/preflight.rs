@@ -354,6 +354,8 @@ fn a_freeze_names_when_it_closes_and_a_cooldown_inside_it_waits_for_it() {
     let window = &answer["envelope"]["windows"][0];
     assert_eq!(window["inForce"], true, "{answer:#}");
     assert_eq!(window["closesAt"], "2026-11-23T00:00:00Z", "{answer:#}");
+    // Next time, after this run of it: the Saturday after.
+    assert_eq!(window["nextOpensAt"], "2026-11-28T00:00:00Z", "{answer:#}");
     assert_eq!(answer["nextAllowedTime"], "2026-11-23T00:00:00Z");
     // On a Wednesday, the freeze is not in force and next opens on Saturday.
     let wednesday = envelope_guard(None);

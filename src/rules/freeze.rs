@@ -247,10 +247,14 @@ pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<sup
         .freeze
         .iter()
         .filter(|window| window.applies_to.contains(input.actor))
-        .map(|window| super::WindowSpan {
-            window: describe(window),
-            ends: freeze_end(window, now),
-            next_start: next_freeze_start(window, now),
+        .map(|window| {
+            let ends = freeze_end(window, now);
+            super::WindowSpan {
+                window: describe(window),
+                ends,
+                // A freeze in force next begins after this run of it ends.
+                next_start: next_freeze_start(window, ends.unwrap_or(now)),
+            }
         })
         .collect()
 }
