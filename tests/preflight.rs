@@ -4,6 +4,8 @@
 //! kube-apiserver is in tests/e2e_preflight.rs.
 
 mod common;
+#[path = "prometheus/support.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -166,6 +168,11 @@ fn the_preflight_agrees_with_admission_on_every_captured_review() {
 /// weekly and dated freezes, approvals, a reflection), at times inside and outside the
 /// freezes.
 fn example_guard(answers: &str) -> Guard {
+    let answers = CannedAnswers::parse("answers.yaml", answers).expect("answers");
+    example_guard_with(SloSource::Canned(Arc::new(answers)))
+}
+
+fn example_guard_with(slo: SloSource) -> Guard {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = PolicyStore::new("slo-guard");
     let mut documents = Vec::new();
@@ -179,13 +186,12 @@ fn example_guard(answers: &str) -> Guard {
     for event in store.replace_all(None, &documents) {
         assert!(matches!(event, StoreEvent::Loaded { .. }), "{event:?}");
     }
-    let answers = CannedAnswers::parse("answers.yaml", answers).expect("answers");
     Guard::new(
         Arc::new(store),
         Arc::new(checkout_workload()),
         Arc::new(Metrics::new()),
     )
-    .with_slo(SloSource::Canned(Arc::new(answers)))
+    .with_slo(slo)
 }
 
 const ERRORS: &str = r#"sum(rate(http_requests_total{job="checkout",code=~"5.."}"#;
@@ -531,4 +537,113 @@ async fn without_a_cluster_the_endpoint_says_it_is_not_served() {
     let server = common::TlsServer::start(guard()).await;
     let (status, _, answer) = ask(&server, Some("any"), &json!({})).await;
     assert_eq!(status, 503, "{answer}");
+}
+
+/// A stand-in Prometheus that answers every instant query with a number and counts the
+/// queries it is asked, by PromQL.
+struct CountingPrometheus {
+    url: String,
+    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl CountingPrometheus {
+    async fn start() -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let task_counts = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counts = task_counts.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(head)) = support::read_head(&mut stream).await {
+                        let query = support::query_param(&head, "query").unwrap_or_default();
+                        *counts
+                            .lock()
+                            .expect("counts")
+                            .entry(query.clone())
+                            .or_insert(0) += 1;
+                        let now = Utc::now().timestamp();
+                        let value = if query.contains("timestamp(") {
+                            now.to_string()
+                        } else if query.contains("5..") {
+                            "0.01".to_string()
+                        } else {
+                            "100".to_string()
+                        };
+                        let body = format!(
+                            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{value}"]}}]}}}}"#
+                        );
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://{address}"),
+            counts,
+        }
+    }
+
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.counts.lock().expect("counts"))
+    }
+
+    /// A guard over the example policies with its own Prometheus client (and cache).
+    fn guard(&self) -> Guard {
+        let config = slo_guard::slo::PrometheusConfig {
+            refresh_interval: Duration::from_secs(60),
+            ..slo_guard::slo::PrometheusConfig::new(self.url.clone())
+        };
+        let prometheus = slo_guard::slo::Prometheus::new(&config).expect("client");
+        example_guard_with(SloSource::Live(Arc::new(prometheus)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cache() {
+    let prometheus = CountingPrometheus::start().await;
+    let now = Utc::now();
+    // The agent scales checkout down, 3 to 2: burn rates and the spike are gathered.
+    let request = scale_request(2);
+    let admission_guard = prometheus.guard();
+    let prepared = prepare(&admission_guard, &request, &agent(), None, now).expect("reviews");
+    admission_guard
+        .review_async(Endpoint::Validate, &prepared.bodies[0], now)
+        .await
+        .expect("admission");
+    let admission = prometheus.take();
+    assert!(!admission.is_empty(), "a scale-down is gated on the SLO figures");
+
+    // The preflight on a guard with a cold cache: the same queries, each asked once,
+    // though it decides the change and its envelope (scales up and down) on them.
+    let guard = prometheus.guard();
+    let prepared = prepare(&guard, &request, &agent(), None, now).expect("reviews");
+    assert!(prepared.bodies.len() >= 3, "the change and its replica probes");
+    let assessments = guard.assess(&prepared.bodies, now).await.expect("assess");
+    let answer = prepared.answer(assessments, &json!({"user": AGENT}), now);
+    assert!(answer["envelope"]["slo"][0]["burnRates"].is_array(), "{answer:#}");
+    let asked = prometheus.take();
+    assert_eq!(
+        asked.keys().collect::<Vec<_>>(),
+        admission.keys().collect::<Vec<_>>(),
+        "the preflight asks exactly what admission of the change asks"
+    );
+    assert!(asked.values().all(|count| *count == 1), "{asked:#?}");
+
+    // Admission after the preflight finds every answer in the cache they share.
+    guard
+        .review_async(Endpoint::Validate, &prepared.bodies[0], now)
+        .await
+        .expect("admission");
+    assert_eq!(prometheus.take(), BTreeMap::new(), "no query is asked twice");
 }

@@ -73,6 +73,10 @@ pub struct ServeArgs {
 /// the cluster).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PreflightArgs {
+    /// Serve `POST /v1/preflight` (with --watch-configmaps: callers are authenticated by
+    /// the cluster's TokenReview).
+    #[arg(long = "preflight", env = "SLO_GUARD_PREFLIGHT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
     /// Preflight requests one caller may make per --preflight-window; more get 429.
     #[arg(long, env = "SLO_GUARD_PREFLIGHT_RATE", default_value_t = 60)]
     pub preflight_rate: u32,
@@ -376,15 +380,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the cluster for --watch-configmaps: {e}"))?;
-        let kube_auth = Arc::new(crate::preflight::auth::KubeAuthenticator::new(client.clone()));
-        preflight = Some(Arc::new(crate::preflight::PreflightService {
-            authenticator: kube_auth.clone(),
-            reader: Some(kube_auth),
-            limiter: crate::preflight::RateLimiter::new(
-                args.preflight.preflight_rate,
-                args.preflight.preflight_window,
-            ),
-        }));
+        if args.preflight.enabled {
+            let kube_auth = Arc::new(crate::preflight::auth::KubeAuthenticator::new(
+                client.clone(),
+            ));
+            preflight = Some(Arc::new(crate::preflight::PreflightService {
+                authenticator: kube_auth.clone(),
+                reader: Some(kube_auth),
+                limiter: crate::preflight::RateLimiter::new(
+                    args.preflight.preflight_rate,
+                    args.preflight.preflight_window,
+                ),
+            }));
+        }
         let own_username = cluster::own_username(&client).await;
         tracing::info!(
             identity = own_username.as_deref().unwrap_or("unknown"),

@@ -145,6 +145,8 @@ impl PreflightService {
                     "`current` is read from the cluster here; leave it out".into(),
                 ));
             }
+            // A scale is judged on the watch cache, as admission judges it.
+            (Some(_), None) if request.is_plain_scale() => None,
             (Some(reader), None) => {
                 let api_version = request.api_version()?;
                 reader

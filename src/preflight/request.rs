@@ -171,6 +171,16 @@ impl PreflightRequest {
         }
     }
 
+    /// A scale alone, sent to the `scale` subresource: judged on the watch cache, like
+    /// admission judges it, with no need of the stored object.
+    pub fn is_plain_scale(&self) -> bool {
+        let change = &self.change;
+        change.action.as_deref() == Some("scale")
+            && change.patch.is_none()
+            && change.object.is_none()
+            && change.annotations.is_empty()
+    }
+
     /// Checks what can be checked before anything is read.
     pub fn validate(&self) -> Result<(), PreflightError> {
         let workload = &self.workload;
@@ -289,11 +299,7 @@ impl PreflightRequest {
             })
         };
         let intended = match change.action.as_deref() {
-            Some("scale")
-                if change.patch.is_none()
-                    && change.object.is_none()
-                    && change.annotations.is_empty() =>
-            {
+            Some("scale") if self.is_plain_scale() => {
                 scale_review(change.replicas.unwrap_or_default())?
             }
             Some("delete") => {
