@@ -143,8 +143,14 @@ fn the_preflight_authenticates_callers_and_checks_impersonation_on_the_real_apis
     assert_eq!(answer["allowed"], false, "{answer:#}");
     assert_eq!(answer["actor"], "agent", "{answer:#}");
     assert_eq!(answer["envelope"]["replicas"]["current"], 5, "{answer:#}");
-    assert_eq!(answer["envelope"]["replicas"]["largestAllowed"], 9, "{answer:#}");
-    assert_eq!(answer["envelope"]["replicas"]["smallestAllowed"], 2, "{answer:#}");
+    assert_eq!(
+        answer["envelope"]["replicas"]["largestAllowed"], 9,
+        "{answer:#}"
+    );
+    assert_eq!(
+        answer["envelope"]["replicas"]["smallestAllowed"], 2,
+        "{answer:#}"
+    );
 
     // A about B, without RBAC to impersonate B: 403.
     let mut as_other = scale_to(6);

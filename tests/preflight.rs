@@ -51,7 +51,10 @@ fn equivalent(review: &Value) -> (PreflightRequest, Requester) {
         dry_run: false,
     };
     let resource = request["resource"]["resource"].as_str().unwrap_or_default();
-    let namespace = request["namespace"].as_str().unwrap_or_default().to_string();
+    let namespace = request["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let name = request["name"].as_str().unwrap_or_default().to_string();
     let old = &request["oldObject"];
     let new = &request["object"];
@@ -202,7 +205,10 @@ const TOTAL: &str = r#"sum(rate(http_requests_total{job="checkout"}"#;
 fn answers(error_ratio: f64, spike: f64) -> String {
     let mut text = String::new();
     for window in ["30d", "1h", "5m", "6h", "30m"] {
-        text.push_str(&format!("'{ERRORS}[{window}]))': {}\n", error_ratio * 100.0));
+        text.push_str(&format!(
+            "'{ERRORS}[{window}]))': {}\n",
+            error_ratio * 100.0
+        ));
         text.push_str(&format!("'{TOTAL}[{window}]))': 100\n"));
     }
     text.push_str(&format!("'{TOTAL}[5m] offset 1w))': {}\n", 100.0 / spike));
@@ -344,8 +350,13 @@ fn a_cooldown_names_its_end_and_the_time_the_change_passes() {
     assert_eq!(answer["envelope"]["replicas"]["largestAllowed"], 5);
     assert_eq!(answer["envelope"]["replicas"]["smallestAllowed"], 5);
     // And at that time the webhook admits it.
-    let later = answer_offline(&guard, &scale_request(6), &agent(), at("2026-11-18T10:05:00Z"))
-        .expect("answer");
+    let later = answer_offline(
+        &guard,
+        &scale_request(6),
+        &agent(),
+        at("2026-11-18T10:05:00Z"),
+    )
+    .expect("answer");
     assert_eq!(later["allowed"], true, "{later:#}");
 }
 
@@ -407,7 +418,10 @@ fn a_rollout_that_needs_approval_names_the_exact_command() {
     );
     // The webhook's denial names the same command.
     assert!(
-        answer["message"].as_str().unwrap_or_default().contains(command),
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(command),
         "{answer:#}"
     );
 }
@@ -424,7 +438,10 @@ impl Authenticator for FakeCluster {
             match token {
                 "agent-token" => Ok(Caller {
                     username: AGENT.into(),
-                    groups: vec!["system:serviceaccounts".into(), "system:authenticated".into()],
+                    groups: vec![
+                        "system:serviceaccounts".into(),
+                        "system:authenticated".into(),
+                    ],
                     ..Caller::default()
                 }),
                 _ => Err(PreflightError::Unauthenticated("token not accepted".into())),
@@ -454,11 +471,12 @@ impl Authenticator for FakeCluster {
     }
 }
 
-async fn ask(server: &common::TlsServer, token: Option<&str>, body: &Value) -> (u16, Option<String>, Value) {
-    let mut request = server
-        .client
-        .post(server.url("/v1/preflight"))
-        .json(body);
+async fn ask(
+    server: &common::TlsServer,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = server.client.post(server.url("/v1/preflight")).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -492,7 +510,11 @@ async fn the_endpoint_authenticates_and_holds_each_caller_to_its_rate() {
 
     let (status, _, answer) = ask(&server, None, &body).await;
     assert_eq!(status, 401, "{answer}");
-    assert_eq!(cluster.asked.load(Ordering::Relaxed), 0, "no token, no TokenReview");
+    assert_eq!(
+        cluster.asked.load(Ordering::Relaxed),
+        0,
+        "no token, no TokenReview"
+    );
     let (status, _, answer) = ask(&server, Some("forged"), &body).await;
     assert_eq!(status, 401, "{answer}");
 
@@ -622,16 +644,25 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
         .await
         .expect("admission");
     let admission = prometheus.take();
-    assert!(!admission.is_empty(), "a scale-down is gated on the SLO figures");
+    assert!(
+        !admission.is_empty(),
+        "a scale-down is gated on the SLO figures"
+    );
 
     // The preflight on a guard with a cold cache: the same queries, each asked once,
     // though it decides the change and its envelope (scales up and down) on them.
     let guard = prometheus.guard();
     let prepared = prepare(&guard, &request, &agent(), None, now).expect("reviews");
-    assert!(prepared.bodies.len() >= 3, "the change and its replica probes");
+    assert!(
+        prepared.bodies.len() >= 3,
+        "the change and its replica probes"
+    );
     let assessments = guard.assess(&prepared.bodies, now).await.expect("assess");
     let answer = prepared.answer(assessments, &json!({"user": AGENT}), now);
-    assert!(answer["envelope"]["slo"][0]["burnRates"].is_array(), "{answer:#}");
+    assert!(
+        answer["envelope"]["slo"][0]["burnRates"].is_array(),
+        "{answer:#}"
+    );
     let asked = prometheus.take();
     assert_eq!(
         asked.keys().collect::<Vec<_>>(),
@@ -645,5 +676,9 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
         .review_async(Endpoint::Validate, &prepared.bodies[0], now)
         .await
         .expect("admission");
-    assert_eq!(prometheus.take(), BTreeMap::new(), "no query is asked twice");
+    assert_eq!(
+        prometheus.take(),
+        BTreeMap::new(),
+        "no query is asked twice"
+    );
 }

@@ -419,7 +419,10 @@ fn unusable(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(UNUSABLE)
 }
 
-pub(super) fn slo_source(answers: Option<&PathBuf>, live: &PrometheusArgs) -> Result<SloSource, CheckError> {
+pub(super) fn slo_source(
+    answers: Option<&PathBuf>,
+    live: &PrometheusArgs,
+) -> Result<SloSource, CheckError> {
     match answers {
         Some(path) => CannedAnswers::load(path)
             .map(|a| SloSource::Canned(Arc::new(a)))

@@ -114,8 +114,9 @@ fn request_of(args: &PreflightArgs, stdin: &mut Stdin) -> Result<PreflightReques
             std::fs::read_to_string(path)
                 .map_err(|e| CheckError::Input(format!("cannot read {}: {e}", path.display())))?
         };
-        return serde_json::from_str(&text)
-            .map_err(|e| CheckError::Input(format!("{}: not a preflight request: {e}", path.display())));
+        return serde_json::from_str(&text).map_err(|e| {
+            CheckError::Input(format!("{}: not a preflight request: {e}", path.display()))
+        });
     }
     let target = args.target.as_deref().ok_or_else(|| {
         CheckError::Input("name the object as <kind>/<name>, or give --request".into())
@@ -224,10 +225,7 @@ fn remote(args: &PreflightArgs, server: &str, request: &PreflightRequest) -> Exi
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
         if !status.is_success() {
             let retry = retry_after.map_or_else(String::new, |s| format!(" (retry after {s}s)"));
             return Err(format!("{url}: {status}{retry}: {text}"));

@@ -63,16 +63,14 @@ pub fn impersonation_checks(subject: &Subject) -> Vec<ResourceAttributes> {
         name: Some(name.into()),
         ..ResourceAttributes::default()
     };
-    let mut checks = vec![
-        match subject
-            .user
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'))
-        {
-            Some((namespace, name)) => impersonate("serviceaccounts", Some(namespace), name),
-            None => impersonate("users", None, &subject.user),
-        },
-    ];
+    let mut checks = vec![match subject
+        .user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((namespace, name)) => impersonate("serviceaccounts", Some(namespace), name),
+        None => impersonate("users", None, &subject.user),
+    }];
     checks.extend(
         subject
             .groups
@@ -239,7 +237,7 @@ impl ObjectReader for KubeAuthenticator {
                 PreflightError::Unavailable(format!("cannot read {kind} {namespace}/{name}: {e}"))
             })?;
             object
-                .map(|o| serde_json::to_value(o))
+                .map(serde_json::to_value)
                 .transpose()
                 .map_err(|e| PreflightError::Internal(format!("cannot encode {kind}: {e}")))
         })

@@ -188,7 +188,7 @@ pub fn replica_bounds(
     }
 }
 
-fn enforced<'a>(decision: &'a Decision) -> impl Iterator<Item = &'a Finding> {
+fn enforced(decision: &Decision) -> impl Iterator<Item = &Finding> {
     decision.findings.iter().filter(|f| f.mode == Mode::Enforce)
 }
 
@@ -226,9 +226,9 @@ pub fn next_allowed_time(
     candidates.sort();
     candidates.dedup();
     // A cooldown may end inside a freeze: each candidate is tried in turn.
-    candidates.into_iter().find(|at| {
-        !enforced(&basis.decide(change, *at)).any(|f| TIME_RULES.contains(&f.rule))
-    })
+    candidates
+        .into_iter()
+        .find(|at| !enforced(&basis.decide(change, *at)).any(|f| TIME_RULES.contains(&f.rule)))
 }
 
 /// The SLO figures one policy's decision saw, as numbers.
@@ -256,11 +256,14 @@ pub fn slo_figures(
             }
             Observation::Readings(readings) => {
                 if let Some(slo) = &policy.spec.slo {
-                    if readings.contains_key(&QueryRole::Errors(slo.period.as_str().to_string()))
-                    {
+                    if readings.contains_key(&QueryRole::Errors(slo.period.as_str().to_string())) {
                         entry.insert(
                             "budgetLeft".into(),
-                            number_or_why(budget_left(readings, slo.period.as_str(), slo.objective)),
+                            number_or_why(budget_left(
+                                readings,
+                                slo.period.as_str(),
+                                slo.objective,
+                            )),
                         );
                         entry.insert("period".into(), Value::from(slo.period.as_str()));
                     }
@@ -290,10 +293,7 @@ pub fn slo_figures(
                         },
                     );
                 }
-                if let Some(newest) = readings
-                    .get(&QueryRole::Freshness)
-                    .and_then(|r| r.value())
-                {
+                if let Some(newest) = readings.get(&QueryRole::Freshness).and_then(|r| r.value()) {
                     entry.insert(
                         "ageSeconds".into(),
                         Value::from((now.timestamp() as f64 - newest).max(0.0).round()),
@@ -408,7 +408,10 @@ pub fn rule_results(change: &Change, decision: &Decision, figures: &[Value]) -> 
                 "seen": seen_for(*path, change, policy_figures),
                 "result": outcome(finding),
             });
-            if let Some(source) = rendered.get(path.as_str()).and_then(|e| e.get("reflection")) {
+            if let Some(source) = rendered
+                .get(path.as_str())
+                .and_then(|e| e.get("reflection"))
+            {
                 entry["threshold"]["reflection"] = source.clone();
             }
             if let Some(finding) = finding {
@@ -454,7 +457,10 @@ pub fn timing(change: &Change, basis: &Basis<'_>, now: DateTime<Utc>) -> (Value,
     let limits = time_limits(change, &context);
     let cooldown = limits
         .iter()
-        .filter_map(|l| l.cooldown.map(|(last, ends)| (l.policy.as_str(), last, ends)))
+        .filter_map(|l| {
+            l.cooldown
+                .map(|(last, ends)| (l.policy.as_str(), last, ends))
+        })
         .max_by_key(|(_, _, ends)| *ends)
         .map_or(Value::Null, |(policy, last, ends)| {
             json!({
@@ -573,8 +579,14 @@ mod tests {
         assert_eq!(largest_allowed(3, REPLICA_CEILING, cap), Some(20));
         assert!(probes.get() <= 12, "{} probes", probes.get());
         assert_eq!(largest_allowed(20, REPLICA_CEILING, |n| n <= 20), None);
-        assert_eq!(largest_allowed(5, REPLICA_CEILING, |_| true), Some(REPLICA_CEILING));
-        assert_eq!(largest_allowed(REPLICA_CEILING, REPLICA_CEILING, |_| true), None);
+        assert_eq!(
+            largest_allowed(5, REPLICA_CEILING, |_| true),
+            Some(REPLICA_CEILING)
+        );
+        assert_eq!(
+            largest_allowed(REPLICA_CEILING, REPLICA_CEILING, |_| true),
+            None
+        );
         for cap in 4..40 {
             assert_eq!(largest_allowed(3, REPLICA_CEILING, |n| n <= cap), Some(cap));
         }

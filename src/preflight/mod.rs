@@ -118,9 +118,7 @@ impl PreflightService {
         request.validate()?;
         let requester = match &request.subject {
             Some(subject) if !caller.is(subject) => {
-                self.authenticator
-                    .may_impersonate(&caller, subject)
-                    .await?;
+                self.authenticator.may_impersonate(&caller, subject).await?;
                 Requester {
                     user: subject.user.clone(),
                     groups: subject.groups.clone(),

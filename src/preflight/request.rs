@@ -161,7 +161,10 @@ pub fn merge_diff(from: &Value, to: &Value) -> Value {
 
 impl PreflightRequest {
     pub fn api_version(&self) -> Result<String, PreflightError> {
-        match (&self.workload.api_version, default_api_version(&self.workload.kind)) {
+        match (
+            &self.workload.api_version,
+            default_api_version(&self.workload.kind),
+        ) {
             (Some(version), _) => Ok(version.clone()),
             (None, Some(version)) => Ok(version.to_string()),
             (None, None) => Err(PreflightError::Invalid(format!(
@@ -384,7 +387,10 @@ mod tests {
         let from = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]});
         let to = json!({"a": 1, "b": {"c": 5}, "e": [2], "f": "new"});
         let diff = merge_diff(&from, &to);
-        assert_eq!(diff, json!({"b": {"c": 5, "d": null}, "e": [2], "f": "new"}));
+        assert_eq!(
+            diff,
+            json!({"b": {"c": 5, "d": null}, "e": [2], "f": "new"})
+        );
         let mut patched = from.clone();
         merge_patch(&mut patched, &diff);
         assert_eq!(patched, to);

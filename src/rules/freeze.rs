@@ -217,7 +217,10 @@ pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<Da
 
 /// When `window` next begins after `now`: its `from` for a dated window, else the first
 /// local start (or midnight) over the coming week at which it holds.
-pub(super) fn next_freeze_start(window: &FreezeWindow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(super) fn next_freeze_start(
+    window: &FreezeWindow,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if let Some(from) = window.from {
         let from = from.with_timezone(&Utc);
         return (from > now).then_some(from);

@@ -54,9 +54,8 @@ impl HttpError {
         match self {
             HttpError::Body(rejection) => rejection.status(),
             // A preflight's change is judged as the webhook judges it: the same statuses.
-            HttpError::Admission(error) | HttpError::Preflight(PreflightError::Admission(error)) => {
-                admission_status(error)
-            }
+            HttpError::Admission(error)
+            | HttpError::Preflight(PreflightError::Admission(error)) => admission_status(error),
             HttpError::Preflight(error) => match error {
                 PreflightError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
                 PreflightError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -80,9 +79,8 @@ impl HttpError {
                 "too_large"
             }
             HttpError::Body(_) => "unreadable_body",
-            HttpError::Admission(error) | HttpError::Preflight(PreflightError::Admission(error)) => {
-                admission_reason(error)
-            }
+            HttpError::Admission(error)
+            | HttpError::Preflight(PreflightError::Admission(error)) => admission_reason(error),
             HttpError::Preflight(error) => match error {
                 PreflightError::Unauthenticated(_) => "preflight_unauthenticated",
                 PreflightError::Forbidden(_) => "preflight_forbidden",
