@@ -471,6 +471,42 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
         "[payments/checkout-caps:cooldown]",
     );
 
+    // The preflight works with those grants too: it authenticates the agent's token
+    // (TokenReview), checks that the agent may read the workload (SubjectAccessReview),
+    // reads the change ledger for the cooldown, and reads the Deployment for a restart.
+    let token = cluster.kubectl(&["create", "token", "fixer", "-n", "ai-agents"]);
+    assert_allowed(&token);
+    let token = text(&token.stdout).trim().to_string();
+    let preflight = |change: Value| {
+        let body = serde_json::json!({
+            "workload": {"kind": "Deployment", "namespace": "payments", "name": "checkout"},
+            "change": change,
+        });
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--fail-with-body"])
+            .arg("--cacert")
+            .arg(certs.join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(body.to_string())
+            .arg(format!("https://127.0.0.1:{port}/v1/preflight"))
+            .output()
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "preflight: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).expect("a JSON answer")
+    };
+    let held = preflight(serde_json::json!({"action": "scale", "replicas": 3}));
+    assert_eq!(held["allowed"], false, "{held:#}");
+    assert_eq!(held["envelope"]["cooldown"]["active"], true, "{held:#}");
+    assert!(held["nextAllowedTime"].is_string(), "{held:#}");
+    let restart = preflight(serde_json::json!({"action": "restart"}));
+    assert_eq!(restart["class"], "rollout", "{restart:#}");
+
     // No authorization error anywhere in its log.
     let log_text = guard.log_text();
     for symptom in [
