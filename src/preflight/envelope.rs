@@ -568,6 +568,128 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::testing::{AGENT, PERSON, judge, policy_yaml, scale_by, test_now};
+
+    const CAPS: &str = "match: {kinds: [Deployment]}\n\
+                        agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\n\
+                        scaling: {minReplicas: 2, maxReplicas: 12, maxStep: 4, cooldown: 5m, appliesTo: agents}\n";
+
+    fn bounds_for(policy: &str, probe: &Change) -> ReplicaBounds {
+        let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let observations = Observations::new();
+        let basis = Basis {
+            policies: &policies,
+            observations: &observations,
+            ledger: None,
+        };
+        let current = probe.replicas.and_then(|r| r.old).expect("a scale");
+        replica_bounds(
+            current,
+            Some((probe, &basis)),
+            Some((probe, &basis)),
+            test_now(),
+        )
+    }
+
+    #[test]
+    fn replica_bounds_are_where_the_core_starts_refusing() {
+        let agent = bounds_for(CAPS, &scale_by(AGENT, Some(5), 6));
+        assert_eq!(
+            agent,
+            ReplicaBounds {
+                current: 5,
+                largest: Some(9),
+                smallest: 2
+            },
+            "the step binds above, the floor below"
+        );
+        let near_the_cap = bounds_for(CAPS, &scale_by(AGENT, Some(11), 12));
+        assert_eq!(near_the_cap.largest, Some(12));
+        assert_eq!(near_the_cap.smallest, 7);
+        // Caps for agents only: a person's scale has no bound up to the ceiling.
+        let person = bounds_for(CAPS, &scale_by(PERSON, Some(5), 6));
+        assert_eq!(person.largest, None);
+        assert_eq!(person.smallest, 0);
+    }
+
+    #[test]
+    fn rule_results_give_the_value_seen_and_the_threshold() {
+        let change = scale_by(AGENT, Some(5), 15);
+        let decision = judge(CAPS, &change);
+        let results = rule_results(&change, &decision, &[]);
+        let result = |rule: &str| {
+            results
+                .iter()
+                .find(|r| r["rule"] == rule)
+                .unwrap_or_else(|| panic!("no {rule} in {results:#?}"))
+                .clone()
+        };
+        assert_eq!(result("max-replicas")["seen"], 15);
+        assert_eq!(result("max-replicas")["threshold"]["value"], 12);
+        assert_eq!(result("max-replicas")["result"], "denied");
+        assert!(result("max-replicas")["message"].is_string());
+        assert_eq!(result("max-step")["seen"], 10);
+        assert_eq!(result("max-step")["result"], "denied");
+        assert_eq!(result("min-replicas")["result"], "passed");
+        assert_eq!(result("cooldown")["result"], "passed");
+    }
+
+    fn cooling_down(new: u32) -> (Change, PolicySet) {
+        let mut change = scale_by(AGENT, Some(5), new);
+        change.annotations.get_or_insert_default().insert(
+            crate::annotations::LAST_AGENT_CHANGE.to_string(),
+            "2026-11-18T09:58:00Z".to_string(),
+        );
+        (change, PolicySet::new(vec![policy_yaml(CAPS)], "slo-guard"))
+    }
+
+    #[test]
+    fn time_alone_lets_a_change_through_when_the_cooldown_ends() {
+        let observations = Observations::new();
+        let (change, policies) = cooling_down(6);
+        let basis = Basis {
+            policies: &policies,
+            observations: &observations,
+            ledger: None,
+        };
+        let decision = basis.decide(&change, test_now());
+        assert!(!decision.allowed(), "{:?}", decision.findings);
+        assert_eq!(
+            next_allowed_time(&change, &basis, &decision, test_now()).map(stamp),
+            Some("2026-11-18T10:03:00Z".to_string())
+        );
+        let (cooldown, windows) = timing(&change, &basis, test_now());
+        assert_eq!(cooldown["endsAt"], "2026-11-18T10:03:00Z");
+        assert_eq!(cooldown["active"], true);
+        assert!(windows.is_empty());
+        // Past the cap as well: waiting does not help.
+        let (past_cap, _) = cooling_down(15);
+        let decision = basis.decide(&past_cap, test_now());
+        assert_eq!(
+            next_allowed_time(&past_cap, &basis, &decision, test_now()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_approval_finding_gives_its_command() {
+        let mut decision = judge(CAPS, &scale_by(AGENT, Some(5), 6));
+        assert_eq!(approval(&decision), json!({"required": false}));
+        decision.findings.push(Finding {
+            source: "payments/checkout".into(),
+            rule: Rule::Approval,
+            mode: Mode::Enforce,
+            headline: "rollout needs a person's approval".into(),
+            remedy: "Ask an SRE to approve this change and no other: kubectl annotate deployment/checkout -n payments slo-guard.io/approve=d-1@ab --overwrite".into(),
+            brief: String::new(),
+        });
+        let needed = approval(&decision);
+        assert_eq!(needed["required"], true);
+        assert_eq!(
+            needed["command"],
+            "kubectl annotate deployment/checkout -n payments slo-guard.io/approve=d-1@ab --overwrite"
+        );
+    }
 
     #[test]
     fn the_largest_allowed_count_is_found_in_few_probes() {
