@@ -121,10 +121,11 @@ fn comparable(decision: &Decision) -> Decision {
 
 /// Every captured review, judged by the webhook and asked of the preflight as the
 /// equivalent change: the same verdict and the same decision, rule for rule.
-fn assert_agreement(guard: &Guard, now: DateTime<Utc>, setting: &str) -> usize {
+/// Returns how many were compared, and how many of those admission denies.
+fn assert_agreement(guard: &Guard, now: DateTime<Utc>, setting: &str) -> (usize, usize) {
     let names = fixture_names();
     assert!(names.len() >= 10, "the captured fixtures: {names:?}");
-    let mut compared = 0;
+    let (mut compared, mut denied) = (0, 0);
     for name in &names {
         let review = fixture_json(name);
         let (allowed, decision) = admitted(guard, &fixture(name), now);
@@ -156,15 +157,20 @@ fn assert_agreement(guard: &Guard, now: DateTime<Utc>, setting: &str) -> usize {
             "{setting} {name}: the preflight's verdict differs from the webhook's: {answer:#}"
         );
         compared += 1;
+        denied += usize::from(!allowed);
     }
-    compared
+    (compared, denied)
 }
 
 #[test]
 fn the_preflight_agrees_with_admission_on_every_captured_review() {
     let now = Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap();
-    let compared = assert_agreement(&guard(), now, "baseline");
+    let (compared, denied) = assert_agreement(&guard(), now, "baseline");
     assert_eq!(compared, fixture_names().len());
+    assert!(
+        denied > 0 && denied < compared,
+        "both verdicts are compared: {denied} of {compared} denied"
+    );
 }
 
 /// The example policies with every section (SLO figures from canned answers, cooldowns,
@@ -227,7 +233,12 @@ fn the_preflight_agrees_with_admission_under_every_section_of_the_example_policy
             "2026-11-21T10:00:00Z", // a Saturday: the weekend freeze
             "2026-12-24T10:00:00Z", // the holiday freeze
         ] {
-            assert_agreement(&guard, at(now), &format!("{figures} at {now}"));
+            let (compared, denied) =
+                assert_agreement(&guard, at(now), &format!("{figures} at {now}"));
+            assert!(
+                denied > 0 && denied < compared,
+                "{figures} at {now}: {denied} of {compared} denied"
+            );
         }
     }
 }
@@ -681,4 +692,55 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
         BTreeMap::new(),
         "no query is asked twice"
     );
+}
+
+/// The offline command line of docs/preflight.md: exit 1 for a change that would be
+/// denied, with the envelope as JSON; exit 0 for one that would pass.
+#[test]
+fn the_command_line_judges_offline_against_policy_files() {
+    let run = |replicas: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slo-guard"))
+            .current_dir(root())
+            .args(["preflight", "deployment/checkout", "-n", "payments"])
+            .args(["--action", "scale", "--replicas", replicas])
+            .args(["--as", AGENT])
+            .args([
+                "--policies",
+                "policies/checkout.yaml,policies/platform-defaults.yaml",
+            ])
+            .args(["--workload", "policies/tests/workloads/checkout.yaml"])
+            .args(["--now", "2026-11-18T10:00:00Z"])
+            .output()
+            .expect("slo-guard preflight runs")
+    };
+    let denied = run("25");
+    assert_eq!(
+        denied.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&denied.stdout).expect("JSON");
+    assert_eq!(answer["envelope"]["replicas"]["current"], 4, "{answer:#}");
+    assert_eq!(
+        answer["envelope"]["replicas"]["largestAllowed"], 9,
+        "{answer:#}"
+    );
+    assert_eq!(
+        answer["envelope"]["replicas"]["smallestAllowed"], 2,
+        "{answer:#}"
+    );
+    let allowed = run("6");
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&allowed.stdout),
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let unusable = std::process::Command::new(env!("CARGO_BIN_EXE_slo-guard"))
+        .args(["preflight", "deployment/checkout", "--action", "scale"])
+        .output()
+        .expect("runs");
+    assert_eq!(unusable.status.code(), Some(2));
 }

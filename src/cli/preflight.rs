@@ -68,10 +68,14 @@ pub struct PreflightArgs {
     #[arg(long)]
     pub current: Option<PathBuf>,
     /// Offline: workload manifests standing in for the watch cache.
-    #[arg(long = "workload", value_delimiter = ',')]
+    #[arg(long = "workload", env = "SLO_GUARD_WORKLOADS", value_delimiter = ',')]
     pub workloads: Vec<PathBuf>,
     /// Offline: canned Prometheus answers, as for `check`.
-    #[arg(long, conflicts_with = "prometheus_url")]
+    #[arg(
+        long,
+        env = "SLO_GUARD_PROMETHEUS_ANSWERS",
+        conflicts_with = "prometheus_url"
+    )]
     pub prometheus_answers: Option<PathBuf>,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
