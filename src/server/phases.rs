@@ -230,6 +230,14 @@ impl<S> PhasedConnection<S> {
             DeadlineChange::Disarm => self.armed = false,
         }
     }
+
+    fn after_write(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            let change = self.phase.on_write(&self.timeouts);
+            self.apply(change);
+        }
+        written
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PhasedConnection<S> {
@@ -268,13 +276,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PhasedConnection<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.inner).poll_write(cx, data);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            let change = this.phase.on_write(&this.timeouts);
-            this.apply(change);
-        }
-        written
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.after_write(written)
     }
 
     fn poll_write_vectored(
@@ -282,13 +285,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PhasedConnection<S> {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, data);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            let change = this.phase.on_write(&this.timeouts);
-            this.apply(change);
-        }
-        written
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        self.after_write(written)
     }
 
     fn is_write_vectored(&self) -> bool {
