@@ -63,9 +63,9 @@ stop_stream() {
 stream_clean() { # <summary json>: some admitted, none failed
   [ -n "$1" ] && jq -e '.failed == 0 and .admitted > 0' >/dev/null <<<"$1"
 }
-# The sum of one counter over every slo-guard pod, read through the API
+# The sum of one series (a counter or a gauge) over every slo-guard pod, read through the API
 # server's pod proxy (a scrape through the Service reaches only one of them).
-counter_over_pods() { # <metric name> <label regex>
+sum_over_pods() { # <metric name> <label regex>
   local pod total=0 n
   for pod in $(kubectl get pods -n "$GUARD_NS" -l app.kubernetes.io/name=slo-guard,app.kubernetes.io/component=webhook -o jsonpath='{.items[*].metadata.name}'); do
     n="$(kubectl get --raw "/api/v1/namespaces/$GUARD_NS/pods/http:$pod:8080/proxy/metrics" \
@@ -118,7 +118,7 @@ scenario_install() {
   check "1. with no policy, the workload webhooks are narrowed to no namespace" \
     wait_for 30 "the scope narrowed" scope_is '["none.slo-guard.io"]'
   check "1. slo_guard_webhook_scope_managed is 1 on both pods" \
-    test "$(counter_over_pods slo_guard_webhook_scope_managed .)" = 2
+    test "$(sum_over_pods slo_guard_webhook_scope_managed .)" = 2
   check "1. pods run as 65532 with a read-only root filesystem" bash -c "
     kubectl get pods -n $GUARD_NS -l app.kubernetes.io/name=slo-guard,app.kubernetes.io/component=webhook -o json \
       | jq -e '[.items[].spec.containers[0].securityContext | .runAsUser == 65532 and .readOnlyRootFilesystem] | all and length == 2' >/dev/null"
@@ -220,7 +220,7 @@ EOF
   check "2. the admitted rollout carries the mutating webhook's stamp" bash -c \
     "kubectl get deploy checkout -n payments -o jsonpath='{.metadata.annotations}' | grep -q 'slo-guard.io/verdict'"
   local denied
-  denied="$(counter_over_pods slo_guard_decisions_total 'verdict="denied"')"
+  denied="$(sum_over_pods slo_guard_decisions_total 'verdict="denied"')"
   check "2. the denials are counted in /metrics (slo_guard_decisions_total, verdict denied: $denied over both pods)" \
     test "$denied" -ge 3
 }
