@@ -134,8 +134,14 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
     );
 
     // Widened while the policy is admitted: in scope when `kubectl apply` returns, no wait.
+    // The 1 s reconcile loop could widen it too; the log says the admission did.
     cluster.apply(POLICY);
     assert_eq!(workload_scope(cluster), Ok(names(&["payments"])));
+    let log = guarded.guard.as_ref().expect("slo-guard runs").log_text();
+    assert!(
+        log.contains("webhook scope widened for an admitted policy"),
+        "the policy's admission did not widen the scope:\n{log}"
+    );
 
     // A dry run widens nothing.
     let dry_run = cluster.kubectl_with_stdin(

@@ -63,7 +63,7 @@ const ERRORS_VIA_RATIO: &str = r#"(sum(rate(http_requests_total{job="{{name}}",c
 /// Errors counted in a series that does not exist (a service that never failed has no
 /// 5xx series): an empty result.
 const ERRORS_NO_SERIES: &str = r#"sum(rate(http_errors_total{job="{{name}}"}[{{window}}]))"#;
-/// The README's fix for a service without 5xx series.
+/// The fix docs/slo-gate.md gives for a service without 5xx series.
 const ERRORS_NO_SERIES_FIXED: &str =
     r#"(sum(rate(http_errors_total{job="{{name}}"}[{{window}}])) or vector(0))"#;
 

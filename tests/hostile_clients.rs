@@ -181,6 +181,8 @@ fn every_phase_of_a_connection_has_a_deadline() {
             "1s",
             "--header-read-timeout",
             "1s",
+            "--idle-timeout",
+            "6s",
             "--request-timeout",
             "2s",
         ],
@@ -203,7 +205,7 @@ fn every_phase_of_a_connection_has_a_deadline() {
         1.0
     );
 
-    // Half a header, then a stall: hyper's header read timeout closes it, unanswered.
+    // Half a header, then a stall: closed by the header deadline, unanswered.
     let mut half = serve.tls();
     half.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
         .expect("half a header");
@@ -214,20 +216,32 @@ fn every_phase_of_a_connection_has_a_deadline() {
         !answer.contains("HTTP/1.1 200"),
         "a half header was answered: {answer}"
     );
-
-    // A keep-alive connection left idle after an answer is closed too.
-    let mut keep_alive = serve.tls();
-    keep_alive
-        .write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
-        .expect("request");
-    let mut first = [0u8; 512];
-    let read = keep_alive.read(&mut first).expect("an answer");
-    assert!(
-        String::from_utf8_lossy(&first[..read]).starts_with("HTTP/1.1 400"),
-        "{}",
-        String::from_utf8_lossy(&first[..read])
+    assert_eq!(
+        serve.metric("slo_guard_connection_timeouts_total{phase=\"header\"}"),
+        1.0
     );
+
+    // A keep-alive connection idle for longer than the header deadline stays open (the
+    // apiserver keeps idle connections for 90 s and must be the one to close them), and
+    // is closed by the idle deadline.
+    let request = b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}";
+    let mut keep_alive = serve.tls();
+    for _ in 0..2 {
+        keep_alive.write_all(request).expect("request");
+        let mut first = [0u8; 512];
+        let read = keep_alive.read(&mut first).expect("an answer");
+        assert!(
+            String::from_utf8_lossy(&first[..read]).starts_with("HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&first[..read])
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+    }
     assert!(closed_after(&mut keep_alive) < GENEROUS);
+    assert_eq!(
+        serve.metric("slo_guard_connection_timeouts_total{phase=\"idle\"}"),
+        1.0
+    );
 
     // A body trickled slower than the request timeout gets 408, and the connection goes.
     let mut trickle = serve.tls();

@@ -483,6 +483,13 @@ async fn slow_prometheus(delay: Duration) -> (String, Arc<AtomicUsize>) {
     (format!("http://{address}"), received)
 }
 
+fn closes_connection(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_requests() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -537,8 +544,9 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
                 Err(error) => return Err(format!("send: {error:?}")),
             };
             let status = response.status();
+            let closes = closes_connection(&response);
             let body: Value = response.json().await.map_err(|e| e.to_string())?;
-            Ok((status.as_u16(), body, finished))
+            Ok((status.as_u16(), body, finished, closes))
         }));
     }
     // Every request is inside slo-guard, waiting on Prometheus.
@@ -588,6 +596,15 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
             .await
             .expect("requests are still answered while not ready");
         assert_eq!(response.status(), 200);
+        // Once draining, HTTP/1 answers tell the client to dial again (elsewhere): the
+        // apiserver keeps a connection to a replica for as long as it uses it.
+        assert_eq!(
+            closes_connection(&response),
+            response.version() == reqwest::Version::HTTP_11,
+            "{:?}: {:?}",
+            response.version(),
+            response.headers()
+        );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["response"]["uid"], ungoverned_uid.as_str());
         assert_eq!(body["response"]["allowed"], true);
@@ -611,8 +628,8 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
     };
 
     let mut finished_after_close = 0;
-    for task in in_flight {
-        let (status, body, finished) = task
+    for (i, task) in in_flight.into_iter().enumerate() {
+        let (status, body, finished, closes) = task
             .await
             .expect("task")
             .unwrap_or_else(|e| panic!("an in-flight request failed: {e}"));
@@ -627,6 +644,8 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
         if finished > closed {
             finished_after_close += 1;
         }
+        // Answered after SIGTERM: the HTTP/1.1 ones (odd) close their connection.
+        assert_eq!(closes, i % 2 == 1, "request {i}");
     }
     assert!(
         finished_after_close > 0,

@@ -1092,43 +1092,30 @@ mod tests {
 
     #[test]
     fn a_service_is_judged_for_the_workloads_whose_pods_it_selects_before_or_after() {
+        let deployment = |namespace: &str, name: &str, pod_labels: &[(&str, &str)]| {
+            (
+                (
+                    WorkloadKind::Deployment,
+                    namespace.to_string(),
+                    name.to_string(),
+                ),
+                WorkloadSnapshot {
+                    pod_labels: pod_labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..WorkloadSnapshot::default()
+                },
+            )
+        };
         let workloads = BTreeMap::from([
-            (
-                (
-                    WorkloadKind::Deployment,
-                    "payments".to_string(),
-                    "checkout".to_string(),
-                ),
-                WorkloadSnapshot {
-                    pod_labels: BTreeMap::from([
-                        ("app".to_string(), "checkout".to_string()),
-                        ("tier".to_string(), "web".to_string()),
-                    ]),
-                    ..WorkloadSnapshot::default()
-                },
+            deployment(
+                "payments",
+                "checkout",
+                &[("app", "checkout"), ("tier", "web")],
             ),
-            (
-                (
-                    WorkloadKind::Deployment,
-                    "payments".to_string(),
-                    "shadow".to_string(),
-                ),
-                WorkloadSnapshot {
-                    pod_labels: BTreeMap::from([("app".to_string(), "shadow".to_string())]),
-                    ..WorkloadSnapshot::default()
-                },
-            ),
-            (
-                (
-                    WorkloadKind::Deployment,
-                    "other".to_string(),
-                    "checkout".to_string(),
-                ),
-                WorkloadSnapshot {
-                    pod_labels: BTreeMap::from([("app".to_string(), "checkout".to_string())]),
-                    ..WorkloadSnapshot::default()
-                },
-            ),
+            deployment("payments", "shadow", &[("app", "shadow")]),
+            deployment("other", "checkout", &[("app", "checkout")]),
         ]);
         let service = |app: &str| {
             serde_json::json!({

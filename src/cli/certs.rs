@@ -62,15 +62,9 @@ pub fn run(args: CertsArgs) -> ExitCode {
     request.ips.dedup();
     let in_cluster = args.secret.is_some() || !args.patch_webhooks.is_empty();
     let bundle = if in_cluster {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match super::current_thread_runtime() {
             Ok(runtime) => runtime,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         match runtime.block_on(install(&args, &request)) {
             Ok(bundle) => bundle,

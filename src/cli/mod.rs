@@ -91,6 +91,18 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// A single-threaded runtime for a one-shot command; on failure, the exit code after
+/// saying why.
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        })
+}
+
 fn init_logging(
     format: LogFormat,
     filter: &str,

@@ -47,15 +47,9 @@ pub struct ReflectArgs {
 }
 
 pub fn run(args: ReflectArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::current_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(reflect(args)) {
         Ok(()) => ExitCode::SUCCESS,

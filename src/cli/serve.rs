@@ -15,9 +15,9 @@ use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manifest_text};
-use crate::server::limits::{
-    CountedAcceptor, Limits, RequestLimits, RequestStartAcceptor, request_deadline,
-};
+use crate::server::drain::{Draining, close_connections_when_draining};
+use crate::server::limits::{CountedAcceptor, Limits, RequestLimits, request_deadline};
+use crate::server::phases::{PhaseTimeouts, PhasedAcceptor};
 use crate::server::{AppState, ops_router, router, tls};
 use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
 use crate::webhook_scope::manager::{ScopeSettings, WebhookScope};
@@ -149,10 +149,14 @@ pub struct LimitArgs {
     /// Time for a client's TLS handshake.
     #[arg(long, env = "SLO_GUARD_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
-    /// Time from the handshake (or the last answer on a keep-alive connection) to a
-    /// request's complete header; an idle HTTP/1 connection is closed after it too.
+    /// Time from the handshake, or from a request's first byte, to its complete header.
     #[arg(long, env = "SLO_GUARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 keep-alive connection may wait for its next request. Keep
+    /// it above the apiserver's own idle timeout (90s), so that the apiserver closes an
+    /// idle connection first and never sends a review on one slo-guard is closing.
+    #[arg(long, env = "SLO_GUARD_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// Time to read a request's body and answer it (the apiserver waits at most 30s).
     #[arg(long, env = "SLO_GUARD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
@@ -187,6 +191,7 @@ impl From<&LimitArgs> for Limits {
             max_connections_per_ip: args.max_connections_per_ip,
             tls_handshake_timeout: args.tls_handshake_timeout,
             header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
             request_timeout: args.request_timeout,
             h2_max_concurrent_streams: args.h2_max_concurrent_streams,
             h2_max_header_list_size: args.h2_max_header_list_size,
@@ -490,7 +495,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Without TCP_NODELAY the first answer on a new connection can wait out the peer's
     // delayed ACK (40 ms on Linux), because it is written in more than one segment. The
     // connection bound comes first, so a refused connection costs no TLS work.
-    let acceptor = RequestStartAcceptor::new(
+    let acceptor = PhasedAcceptor::new(
         axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
             .handshake_timeout(limits.tls_handshake_timeout)
             .acceptor(CountedAcceptor::new(
@@ -498,16 +503,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &limits,
                 metrics.clone(),
             )),
-        limits.header_read_timeout,
+        PhaseTimeouts {
+            header: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+        },
         metrics.clone(),
     );
     let mut server = axum_server::bind(args.listen)
         .acceptor(acceptor)
         .handle(handle.clone());
     let http = server.http_builder();
+    // The header and idle deadlines are `PhasedAcceptor`'s: hyper's one timeout would
+    // close idle connections as early as slow headers.
     http.http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(None);
     http.http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -517,13 +527,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // A peer that stops answering pings is gone, or holding the connection hostage.
         .keep_alive_interval(limits.header_read_timeout)
         .keep_alive_timeout(limits.header_read_timeout);
-    let app = router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        RequestLimits {
-            timeout: limits.request_timeout,
-            metrics: metrics.clone(),
-        },
-        request_deadline,
-    ));
+    let draining = Draining::default();
+    let app = router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            RequestLimits {
+                timeout: limits.request_timeout,
+                metrics: metrics.clone(),
+            },
+            request_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            draining.clone(),
+            close_connections_when_draining,
+        ));
     let server = tokio::spawn(server.serve(app.into_make_service()));
 
     let listening = handle
@@ -574,6 +590,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: reporting not ready, then draining");
     state.ready.store(false, Ordering::Release);
+    draining.begin();
     tokio::time::sleep(args.shutdown_delay).await;
     handle.graceful_shutdown(Some(args.shutdown_grace));
     server.await??;

@@ -583,12 +583,6 @@ mod tests {
     const HOLIDAY: &str = "{name: holiday-freeze, from: \"2026-12-20T00:00:00+01:00\", until: \"2027-01-04T00:00:00+01:00\", appliesTo: agents}";
     const ALICE: &str = "alice@example.com";
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
     fn windows_policy(windows: &str) -> String {
         format!(
             "match: {{kinds: [Deployment]}}\nagents: {{users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}}\nwindows: {windows}"

@@ -532,12 +532,6 @@ mod tests {
     const APPROVAL_POLICY: &str = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}\napproval: {requiredFor: [rollout], maxAge: 1h}";
     const DECISION: &str = "7f3a9c2e-1b4d-4e8a-9c6f-2d1e0b7a5c3f";
 
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
     fn approved(by: &str, at: &str, decision: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             (APPROVE.to_string(), decision.to_string()),

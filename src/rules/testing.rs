@@ -48,6 +48,13 @@ pub fn test_now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
 }
 
+/// An RFC 3339 instant, in UTC.
+pub fn at(text: &str) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
 pub fn checkout_ref() -> PolicyRef {
     PolicyRef {
         namespace: "payments".into(),

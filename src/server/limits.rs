@@ -3,16 +3,14 @@
 //! every governed change; so every phase of a connection has a deadline, and the number
 //! of open connections a bound.
 //!
-//! hyper and axum-server bring most of it: the TLS handshake timeout
-//! (`RustlsAcceptor::handshake_timeout`), HTTP/1's header read timeout (which also closes
-//! a keep-alive connection idle that long), and HTTP/2's stream, header-list and reset
-//! limits and keep-alive pings (set in `cli::serve`). What they leave open is written
-//! here: the bound on connections, refused before any TLS work; the time from the
-//! handshake to the first bytes of a request (hyper-util's protocol detection waits for
-//! them without a deadline); and the time to read a request's body and answer it.
+//! hyper and axum-server bring part of it: the TLS handshake timeout
+//! (`RustlsAcceptor::handshake_timeout`), and HTTP/2's stream, header-list and reset
+//! limits and keep-alive pings (set in `cli::serve`). The deadlines of a request's
+//! header and of an idle keep-alive connection are `server::phases`'. What is left is
+//! written here: the bound on connections, refused before any TLS work, and the time to
+//! read a request's body and answer it.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -29,7 +27,6 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
 
 use crate::metrics::{Metrics, ReasonLabels};
 
@@ -43,9 +40,11 @@ pub struct Limits {
     /// cannot take the connections the apiserver needs.
     pub max_connections_per_ip: usize,
     pub tls_handshake_timeout: Duration,
-    /// From the end of the TLS handshake to a request's complete header, and the longest
-    /// an HTTP/1 keep-alive connection may wait idle for its next request.
+    /// From the end of the TLS handshake, or from a request's first byte, to its
+    /// complete header.
     pub header_read_timeout: Duration,
+    /// The longest an HTTP/1 keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// To read a request's body and answer it.
     pub request_timeout: Duration,
     pub h2_max_concurrent_streams: u32,
@@ -65,6 +64,8 @@ impl Default for Limits {
             max_connections_per_ip: 256,
             tls_handshake_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            // Longer than the kube-apiserver's 90 s: see `server::phases`.
+            idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
             h2_max_concurrent_streams: 250,
             h2_max_header_list_size: 64 * 1024,
@@ -73,10 +74,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// Bytes after the TLS handshake by which hyper-util tells HTTP/1 from HTTP/2 (the
-/// HTTP/2 preface); from there on hyper's own header deadline and pings apply.
-const REQUEST_START_BYTES: usize = 24;
 
 /// Holds one of `max_connections` permits for each connection, and one of its source
 /// address's `max_connections_per_ip`, and refuses the connection (closes it, before
@@ -205,107 +202,6 @@ impl<S> Drop for Counted<S> {
     }
 }
 
-/// Gives a connection [`Limits::header_read_timeout`] after its TLS handshake to send
-/// the first bytes of a request, and counts TLS handshakes that timed out.
-#[derive(Clone)]
-pub struct RequestStartAcceptor<A> {
-    inner: A,
-    deadline: Duration,
-    metrics: Arc<Metrics>,
-}
-
-impl<A> RequestStartAcceptor<A> {
-    pub fn new(inner: A, deadline: Duration, metrics: Arc<Metrics>) -> Self {
-        Self {
-            inner,
-            deadline,
-            metrics,
-        }
-    }
-}
-
-impl<A, I, S> Accept<I, S> for RequestStartAcceptor<A>
-where
-    A: Accept<I, S>,
-    A::Future: Send + 'static,
-    A::Stream: Send + 'static,
-    A::Service: Send + 'static,
-{
-    type Stream = RequestStart<A::Stream>;
-    type Service = A::Service;
-    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
-
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        let accepted = self.inner.accept(stream, service);
-        let metrics = self.metrics.clone();
-        let deadline = self.deadline;
-        Box::pin(async move {
-            match accepted.await {
-                Ok((stream, service)) => Ok((
-                    RequestStart {
-                        inner: stream,
-                        deadline: Some(Box::pin(tokio::time::sleep(deadline))),
-                        awaiting: REQUEST_START_BYTES,
-                        metrics,
-                    },
-                    service,
-                )),
-                Err(error) => {
-                    if error.kind() == io::ErrorKind::TimedOut {
-                        metrics.connection_timeout("tls_handshake");
-                    }
-                    Err(error)
-                }
-            }
-        })
-    }
-}
-
-/// A connection that must send [`REQUEST_START_BYTES`] before its deadline.
-pub struct RequestStart<S> {
-    inner: S,
-    deadline: Option<Pin<Box<Sleep>>>,
-    awaiting: usize,
-    metrics: Arc<Metrics>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for RequestStart<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let filled = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - filled;
-                this.awaiting = this.awaiting.saturating_sub(read);
-                if this.awaiting == 0 {
-                    this.deadline = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if !expired {
-                    return Poll::Pending;
-                }
-                this.deadline = None;
-                this.metrics.connection_timeout("request_start");
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no request within the header read timeout",
-                )))
-            }
-            other => other,
-        }
-    }
-}
-
 macro_rules! delegate_write {
     ($wrapper:ident) => {
         impl<S: AsyncWrite + Unpin> AsyncWrite for $wrapper<S> {
@@ -344,7 +240,6 @@ macro_rules! delegate_write {
 }
 
 delegate_write!(Counted);
-delegate_write!(RequestStart);
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(

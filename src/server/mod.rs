@@ -4,8 +4,10 @@
 //! only the client that needs it. Both are public so tests drive the services `serve`
 //! runs.
 
+pub mod drain;
 mod error;
 pub mod limits;
+pub mod phases;
 pub mod tls;
 
 pub use error::HttpError;

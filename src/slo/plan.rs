@@ -366,17 +366,13 @@ traffic:
 "#;
 
     fn target() -> Target {
-        Target {
-            kind: TargetKind::Workload(WorkloadKind::Deployment),
-            workload_kind: Some(WorkloadKind::Deployment),
-            namespace: "payments".into(),
-            name: "checkout".into(),
-            labels: Default::default(),
-            labels_known: true,
-            pod_labels: Default::default(),
-            before: None,
-            owners: Vec::new(),
-        }
+        Target::new(
+            TargetKind::Workload(WorkloadKind::Deployment),
+            Some(WorkloadKind::Deployment),
+            "payments",
+            "checkout",
+            Default::default(),
+        )
     }
 
     fn policy_ref() -> PolicyRef {

@@ -140,40 +140,30 @@ impl WebhookScope {
                     .get_or_insert_with(Default::default)
                     .insert(SCOPE_ANNOTATION.to_string(), next.to_annotation());
             }
-            for webhook in configuration.webhooks.iter_mut().flatten() {
-                if self.settings.webhooks.contains(&webhook.name) {
-                    let scoped = next.apply_to(webhook.namespace_selector.as_ref());
-                    if webhook.namespace_selector.as_ref() != Some(&scoped) {
-                        webhook.namespace_selector = Some(scoped);
-                        changed = true;
-                    }
-                }
-            }
+            changed |= self.scope_selectors(
+                configuration
+                    .webhooks
+                    .iter_mut()
+                    .flatten()
+                    .map(|w| (w.name.as_str(), &mut w.namespace_selector)),
+                &next,
+            );
             if !changed {
                 self.sync_mutating(&record).await?;
                 return Ok(record);
             }
-            match self
+            let replaced = self
                 .validating
                 .replace(
                     &self.settings.validating,
                     &PostParams::default(),
                     &configuration,
                 )
-                .await
-            {
-                Ok(_) => {
-                    self.sync_mutating(&next).await?;
-                    self.observe(&next);
-                    return Ok(next);
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => {
-                    return Err(ScopeError::Write {
-                        what,
-                        cause: e.to_string(),
-                    });
-                }
+                .await;
+            if landed(replaced, &what)? {
+                self.sync_mutating(&next).await?;
+                self.observe(&next);
+                return Ok(next);
             }
         }
         Err(ScopeError::Contended(what))
@@ -197,36 +187,46 @@ impl WebhookScope {
                 // Installed without the mutating webhook: nothing to scope.
                 return Ok(());
             };
-            let mut changed = false;
-            for webhook in configuration.webhooks.iter_mut().flatten() {
-                if self.settings.webhooks.contains(&webhook.name) {
-                    let scoped: LabelSelector =
-                        record.apply_to(webhook.namespace_selector.as_ref());
-                    if webhook.namespace_selector.as_ref() != Some(&scoped) {
-                        webhook.namespace_selector = Some(scoped);
-                        changed = true;
-                    }
-                }
-            }
+            let changed = self.scope_selectors(
+                configuration
+                    .webhooks
+                    .iter_mut()
+                    .flatten()
+                    .map(|w| (w.name.as_str(), &mut w.namespace_selector)),
+                record,
+            );
             if !changed {
                 return Ok(());
             }
-            match self
+            let replaced = self
                 .mutating
                 .replace(name, &PostParams::default(), &configuration)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => {
-                    return Err(ScopeError::Write {
-                        what,
-                        cause: e.to_string(),
-                    });
-                }
+                .await;
+            if landed(replaced, &what)? {
+                return Ok(());
             }
         }
         Err(ScopeError::Contended(what))
+    }
+
+    /// Sets the namespaceSelector of each managed webhook to what `record` scopes;
+    /// whether any changed.
+    fn scope_selectors<'a>(
+        &self,
+        webhooks: impl Iterator<Item = (&'a str, &'a mut Option<LabelSelector>)>,
+        record: &ScopeRecord,
+    ) -> bool {
+        let mut changed = false;
+        for (name, selector) in webhooks {
+            if self.settings.webhooks.iter().any(|managed| managed == name) {
+                let scoped = record.apply_to(selector.as_ref());
+                if selector.as_ref() != Some(&scoped) {
+                    *selector = Some(scoped);
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     fn observe(&self, record: &ScopeRecord) {
@@ -365,5 +365,17 @@ impl ScopeWidener for WebhookScope {
             );
             Ok(())
         })
+    }
+}
+
+/// Whether a replace landed; false on a conflict (someone wrote in between: read again).
+fn landed<T>(replaced: Result<T, kube::Error>, what: &str) -> Result<bool, ScopeError> {
+    match replaced {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(ScopeError::Write {
+            what: what.to_string(),
+            cause: e.to_string(),
+        }),
     }
 }

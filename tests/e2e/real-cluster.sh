@@ -26,6 +26,8 @@
 #                         `tests/e2e/real-cluster.sh down` to stop it)
 #   SLO_GUARD_E2E_BIN     binaries (default: tests/e2e/build-tools.sh builds them)
 #   SLO_GUARD_BINARY      slo-guard release binary (default: cargo build --release)
+#   SLO_GUARD_E2E_DISRUPTIONS  pods deleted one after another under the admission
+#                         stream of scenario 3 (default 1; more for a drain stress run)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
