@@ -10,16 +10,22 @@ use serde_json::Value;
 use super::AdmissionError;
 use super::review::{Operation, OwnerReference, ReviewObject, ReviewRequest};
 
+/// The label (`"true"`) that makes a ConfigMap a slo-guard policy.
 pub const POLICY_LABEL: &str = "slo-guard.io/policy";
+/// The label (`"true"`) that makes a ConfigMap a set of reflections (threshold updates).
 pub const REFLECTION_LABEL: &str = "slo-guard.io/reflection";
 
+/// The workload kinds policies govern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
 pub enum WorkloadKind {
+    /// `apps/v1` Deployment.
     Deployment,
+    /// `apps/v1` StatefulSet.
     StatefulSet,
 }
 
 impl WorkloadKind {
+    /// The kind as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkloadKind::Deployment => "Deployment",
@@ -48,16 +54,24 @@ impl WorkloadKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeClass {
+    /// A Deployment or StatefulSet created.
     Create,
+    /// An update that changes `spec.template`: new pods roll out.
     Rollout,
+    /// An update of `spec.replicas` only, or of the `scale` subresource.
     Scale,
+    /// An HPA created or updated.
     Autoscaling,
+    /// An update of metadata only (labels, annotations: approvals among them).
     Metadata,
+    /// An object deleted.
     Delete,
+    /// A policy or reflection ConfigMap written.
     Config,
 }
 
 impl ChangeClass {
+    /// The class as policies, annotations and denials spell it (`rollout`).
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeClass::Create => "create",
@@ -70,6 +84,7 @@ impl ChangeClass {
         }
     }
 
+    /// The class [`ChangeClass::as_str`] spells `text`, if any.
     pub fn parse(text: &str) -> Option<Self> {
         [
             ChangeClass::Create,
@@ -91,15 +106,21 @@ impl fmt::Display for ChangeClass {
     }
 }
 
+/// Who a requester is to a policy: its `agents` and `controllers` lists decide; anyone
+/// else is a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActorKind {
+    /// Matches a policy's `agents` (user, group or field manager).
     Agent,
+    /// Matches a policy's `controllers`: never capped by agent rules.
     Controller,
+    /// Anyone else.
     Person,
 }
 
 impl ActorKind {
+    /// The actor as denials and the audit log spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             ActorKind::Agent => "agent",
@@ -112,17 +133,22 @@ impl ActorKind {
 /// Who sent the request, as the apiserver authenticated it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requester {
+    /// `userInfo.username`: for a ServiceAccount, `system:serviceaccount:<ns>:<name>`.
     pub username: String,
+    /// `userInfo.groups`.
     pub groups: Vec<String>,
     /// `request.options.fieldManager`, chosen by the client.
     pub field_manager: Option<String>,
 }
 
+/// What kind of object a change is judged for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
+    /// A Deployment or StatefulSet, by itself or through its `scale` subresource.
     Workload(WorkloadKind),
     /// An HPA, judged for the workload its `scaleTargetRef` names.
     HorizontalPodAutoscaler,
+    /// A policy or reflection ConfigMap (other ConfigMaps never reach the webhook).
     ConfigMap(ConfigKind),
     /// A ReplicaSet or a bare Pod: objects that make pods, or are pods, outside the
     /// workloads policies name. Judged for the workloads whose pods they would serve.
@@ -131,17 +157,25 @@ pub enum TargetKind {
     Service,
 }
 
+/// The kinds that make pods (or are pods) outside the workloads policies name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodMakerKind {
+    /// `apps/v1`: what a Deployment makes; one made by hand serves its pods as well.
     ReplicaSet,
+    /// `v1`: a bare Pod.
     Pod,
+    /// `apps/v1`.
     DaemonSet,
+    /// `batch/v1`.
     Job,
+    /// `batch/v1`: its pods come from `spec.jobTemplate`.
     CronJob,
+    /// `v1`: the ReplicaSet's predecessor, still served.
     ReplicationController,
 }
 
 impl PodMakerKind {
+    /// The kind as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             PodMakerKind::ReplicaSet => "ReplicaSet",
@@ -188,13 +222,18 @@ impl PodMakerKind {
 /// guarded workload's labels serves the guarded workload's traffic).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelState {
+    /// The object's own `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// The labels of the pods it makes (its pod template's).
     pub pod_labels: BTreeMap<String, String>,
 }
 
+/// Which of slo-guard's ConfigMaps an object is, by its label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigKind {
+    /// Labelled [`POLICY_LABEL`].
     Policy,
+    /// Labelled [`REFLECTION_LABEL`].
     Reflection,
 }
 
@@ -202,11 +241,15 @@ pub enum ConfigKind {
 /// being scaled, so that policies match it by the workload's labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
+    /// What the object is.
     pub kind: TargetKind,
     /// The workload kind policies match on (the HPA's scale target for HPAs).
     pub workload_kind: Option<WorkloadKind>,
+    /// Policies govern the workloads of their own namespace.
     pub namespace: String,
+    /// The workload's name (for an HPA, the workload it scales).
     pub name: String,
+    /// `metadata.labels` after the change, which policy selectors match.
     pub labels: BTreeMap<String, String>,
     /// The labels of the pods it makes (`spec.template.metadata.labels`; a Pod's own).
     pub pod_labels: BTreeMap<String, String>,
@@ -277,17 +320,25 @@ impl Target {
     }
 }
 
+/// `spec.replicas` before and after a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaChange {
+    /// `None` for a create, or when the old object had none.
     pub old: Option<u32>,
+    /// What the change sets.
     pub new: u32,
 }
 
+/// An HPA's replica bounds after the change, and before it (an update).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HpaBounds {
+    /// `spec.minReplicas` (the API's default, 1, when absent).
     pub min: u32,
+    /// `spec.maxReplicas`.
     pub max: u32,
+    /// The bounds before an update; `None` for a create.
     pub old_min: Option<u32>,
+    /// See `old_min`.
     pub old_max: Option<u32>,
 }
 
@@ -295,15 +346,19 @@ pub struct HpaBounds {
 /// (the `scale` subresource, HPAs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkloadSnapshot {
+    /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `spec.template.metadata.labels`.
     pub pod_labels: BTreeMap<String, String>,
+    /// `metadata.annotations`: the decision context of a scale request.
     pub annotations: BTreeMap<String, String>,
+    /// `spec.replicas`.
     pub replicas: Option<u32>,
 }
 
 /// Read access to the workload watch cache. Implementations must not do I/O per call.
 pub trait WorkloadLookup: Send + Sync {
+    /// The workload `kind` `namespace/name`, if the cache holds it.
     fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str)
     -> Option<WorkloadSnapshot>;
 
@@ -344,16 +399,25 @@ impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapsho
 /// A request the rules can judge.
 #[derive(Debug, Clone)]
 pub struct Change {
+    /// The AdmissionReview's `request.uid`, echoed in the response.
     pub uid: String,
+    /// Which rules apply (DESIGN.md, "What it judges").
     pub class: ChangeClass,
+    /// What the change is judged for (for a scale request or an HPA, the workload).
     pub target: Target,
+    /// Who sent it.
     pub requester: Requester,
+    /// A server-side dry run: judged as any change, but nothing is recorded (no cooldown
+    /// stamp, no spent approval, no Event, no widened webhook scope).
     pub dry_run: bool,
+    /// `spec.replicas` of a workload or Scale, when the change has them.
     pub replicas: Option<ReplicaChange>,
+    /// The bounds of an HPA change.
     pub hpa: Option<HpaBounds>,
     /// The decision context: the object's annotations after the change, or the parent
     /// workload's for a scale request. `None` when it could not be read.
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The annotations before the change (empty for a create).
     pub old_annotations: BTreeMap<String, String>,
     /// The ConfigMap's data, for policy and reflection ConfigMaps that are in force after
     /// the change; `None` when the change deletes, parks or unlabels one.
@@ -373,12 +437,14 @@ pub struct Change {
     /// The name and uid of the object the request writes. For an HPA that is the HPA
     /// itself, while `target` is the workload it scales. Events about the request go here.
     pub object_name: String,
+    /// `None` for a create, whose object has no uid yet.
     pub object_uid: Option<String>,
     /// Whether the new object has a `metadata.annotations` map at all, which decides how
     /// a patch may add to it.
     pub annotations_map_present: bool,
     /// The object's fields other than apiVersion, kind and metadata (`spec`, `status`, `data`).
     pub object: Option<Value>,
+    /// The same fields of the object before the change (an update or delete).
     pub old_object: Option<Value>,
 }
 

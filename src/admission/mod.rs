@@ -22,24 +22,37 @@ use review::{ReviewEnvelope, TypeFields};
 /// is 3 MiB, so nothing legitimate is larger.
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
+/// Why a request body is not a review slo-guard can judge. Each names what is wrong;
+/// `server::error` maps them to HTTP statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
+    /// Above [`MAX_REVIEW_BYTES`]; refused before parsing.
     #[error("request body is {size} bytes, above the {MAX_REVIEW_BYTES}-byte limit")]
-    TooLarge { size: usize },
+    TooLarge {
+        /// The body's length in bytes.
+        size: usize,
+    },
+    /// Not JSON at all.
     #[error("request body is not an AdmissionReview: it is not JSON: {0}")]
     NotJson(#[source] serde_json::Error),
+    /// Nested deeper than serde_json's recursion limit.
     #[error(
         "request body is not an AdmissionReview: its JSON nests deeper than the 128 levels slo-guard reads"
     )]
     TooDeep,
+    /// JSON, but not shaped like an AdmissionReview.
     #[error("request body is not an AdmissionReview: {0}")]
     NotAReview(String),
+    /// An AdmissionReview of another version than `admission.k8s.io/v1`.
     #[error("AdmissionReview apiVersion {0:?} is not supported: send admission.k8s.io/v1")]
     UnsupportedVersion(String),
+    /// No `request` to answer.
     #[error("AdmissionReview has no request")]
     MissingRequest,
+    /// No `request.uid`, which the answer must echo.
     #[error("AdmissionReview request has no uid")]
     MissingUid,
+    /// A review whose request contradicts itself or the API (the message says how).
     #[error("{0}")]
     Malformed(String),
     /// slo-guard failed on a request it read: its own fault, not the sender's.

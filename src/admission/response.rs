@@ -7,27 +7,39 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::Serialize;
 
+/// `response.status` of a denial: kubectl prints its message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReviewStatus {
+    /// The HTTP status the apiserver answers the client with (403 for a denial).
     pub code: u16,
+    /// The `metav1.StatusReason` (`Forbidden`).
     pub reason: &'static str,
+    /// The denial as kubectl shows it, after `admission webhook "..." denied the request:`.
     pub message: String,
 }
 
+/// The `response` of an AdmissionReview v1.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReviewResponse {
+    /// The request's uid, echoed.
     pub uid: String,
+    /// The verdict. A warn- or audit-mode finding still allows.
     pub allowed: bool,
+    /// Why not, for a denial.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<ReviewStatus>,
+    /// A JSON Patch, base64-encoded (mutating webhook only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch: Option<String>,
+    /// `JSONPatch` whenever `patch` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
+    /// Kept in the apiserver's audit log under the webhook's name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub audit_annotations: BTreeMap<String, String>,
+    /// Shown by kubectl as `Warning:` lines, allowed or not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -41,6 +53,7 @@ struct Envelope<'a> {
 }
 
 impl ReviewResponse {
+    /// Allows the request `uid`, with nothing attached.
     pub fn allow(uid: impl Into<String>) -> Self {
         Self {
             uid: uid.into(),
@@ -53,6 +66,8 @@ impl ReviewResponse {
         }
     }
 
+    /// Denies the request `uid` with 403 Forbidden and `message`.
+    #[must_use]
     pub fn deny(uid: impl Into<String>, message: String) -> Self {
         Self {
             allowed: false,

@@ -13,16 +13,22 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// `request.operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Operation {
+    /// `object` only.
     Create,
+    /// `object` and `oldObject`.
     Update,
+    /// `oldObject` only.
     Delete,
+    /// `kubectl exec`, `port-forward` and the like; no webhook of slo-guard asks for it.
     Connect,
 }
 
 impl Operation {
+    /// The operation as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "CREATE",
@@ -33,18 +39,24 @@ impl Operation {
     }
 }
 
+/// `request.resource`, without its version (slo-guard judges every served version alike).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct GroupResource {
+    /// `""` for the core group.
     #[serde(default)]
     pub group: String,
+    /// The plural resource: `deployments`.
     #[serde(default)]
     pub resource: String,
 }
 
+/// `request.userInfo`: who the apiserver authenticated (after impersonation).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct UserInfo {
+    /// `None` only in a malformed review: the apiserver always sends it.
     #[serde(default)]
     pub username: Option<String>,
+    /// The groups, `system:authenticated` among them.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
 }
@@ -53,6 +65,8 @@ pub struct UserInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestOptions {
+    /// The field manager the client named (`kubectl`, `kubectl-client-side-apply`, an
+    /// agent's own); chosen by the client, so it can mark an agent but never clear one.
     #[serde(default)]
     pub field_manager: Option<String>,
 }
@@ -61,22 +75,33 @@ pub struct RequestOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReviewRequest {
+    /// Echoed in the response.
     pub uid: String,
+    /// What is written.
     pub resource: GroupResource,
+    /// `scale` for the scale subresource.
     #[serde(default)]
     pub sub_resource: Option<String>,
+    /// The object's name; empty for a create with `generateName`.
     #[serde(default)]
     pub name: String,
+    /// `None` for cluster-scoped objects.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// What the call does to the object.
     pub operation: Operation,
+    /// Who makes the call.
     pub user_info: UserInfo,
+    /// The object after the change (not for a delete).
     #[serde(default)]
     pub object: Option<ReviewObject>,
+    /// The object before it (an update or delete).
     #[serde(default)]
     pub old_object: Option<ReviewObject>,
+    /// `--dry-run=server`: nothing will be stored.
     #[serde(default)]
     pub dry_run: bool,
+    /// The call's options.
     #[serde(default)]
     pub options: Option<RequestOptions>,
 }
@@ -84,9 +109,14 @@ pub struct ReviewRequest {
 /// The metadata the rules read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObjectMetadata {
+    /// `metadata.name`.
     pub name: Option<String>,
+    /// `metadata.uid` (absent on a create's object).
     pub uid: Option<String>,
+    /// `metadata.labels`; `None` when the map is absent.
     pub labels: Option<BTreeMap<String, String>>,
+    /// `metadata.annotations`; `None` when the map is absent, which decides how a patch
+    /// may add to it.
     pub annotations: Option<BTreeMap<String, String>>,
     /// `ownerReferences`, read for Pods and ReplicaSets: an object that names a controller
     /// as its owner belongs to that controller's workload.
@@ -98,8 +128,10 @@ pub struct ObjectMetadata {
 /// One `metadata.ownerReferences` entry, reduced to what names the owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct OwnerReference {
+    /// The owner's kind: `ReplicaSet`, `Deployment`, ...
     #[serde(default)]
     pub kind: String,
+    /// The owner's name, in the object's namespace.
     #[serde(default)]
     pub name: String,
 }
@@ -107,7 +139,9 @@ pub struct OwnerReference {
 /// An object of a review: its metadata, and every other field except apiVersion and kind.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReviewObject {
+    /// The metadata the rules read.
     pub metadata: ObjectMetadata,
+    /// The rest (`spec`, `status`, `data`, ...), as JSON.
     pub body: Value,
 }
 
