@@ -19,11 +19,15 @@ pub const WORKLOAD_ANNOTATION: &str = "slo-guard.io/workload";
 /// Marks ledger Leases (`kubectl get leases -l slo-guard.io/ledger=true`).
 pub const LEDGER_LABEL: &str = "slo-guard.io/ledger";
 
+/// The change ledger kept in Leases of slo-guard's own namespace, one per workload, so
+/// that every replica reads and writes the same records, with the apiserver's
+/// resourceVersion as the guard against concurrent writes.
 pub struct LeaseLedger {
     leases: Api<Lease>,
 }
 
 impl LeaseLedger {
+    /// A ledger in `namespace` (slo-guard's own, where agents have no rights).
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
             leases: Api::namespaced(client, namespace),

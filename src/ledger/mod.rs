@@ -40,12 +40,16 @@ pub struct LedgerRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeMark {
+    /// Who, under which decision, setting what ([`fingerprint`]).
     pub fingerprint: String,
+    /// The state the change was applied to.
     pub base: String,
+    /// The state it leaves.
     pub result: String,
 }
 
 impl ChangeMark {
+    /// The mark of `change`, whose content digest is `content_digest`.
     pub fn of(change: &Change, content_digest: &str) -> Self {
         Self {
             fingerprint: fingerprint(change, content_digest),
@@ -65,18 +69,25 @@ impl ChangeMark {
     }
 }
 
+/// An agent's change that was admitted: what the cooldown counts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmittedChange {
+    /// When it was admitted.
     pub at: DateTime<Utc>,
+    /// Which change it was, so that a retry of it is recognized and not counted again.
     #[serde(flatten)]
     pub mark: ChangeMark,
+    /// The agent's username.
     pub user: String,
+    /// Its `slo-guard.io/decision-id`, if it carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_id: Option<String>,
+    /// Its change class (`scale`, `rollout`, ...).
     pub class: String,
 }
 
+/// An approval that admitted a change, and so can admit no other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpentApproval {
@@ -85,6 +96,7 @@ pub struct SpentApproval {
     /// The change it admitted.
     #[serde(flatten)]
     pub mark: ChangeMark,
+    /// When.
     pub at: DateTime<Utc>,
 }
 
@@ -157,8 +169,11 @@ pub fn fingerprint(change: &Change, content_digest: &str) -> String {
 /// The workload a ledger record belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LedgerKey {
+    /// The workload's kind.
     pub kind: WorkloadKind,
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
 }
 
@@ -176,26 +191,34 @@ impl LedgerKey {
 /// A record as read, with the version a write must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Versioned {
+    /// The record (empty when none exists yet).
     pub record: LedgerRecord,
     /// `None` when no record exists yet: the write creates it.
     pub version: Option<String>,
 }
 
+/// Why a ledger read or write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// Another admission wrote the record since it was read.
     #[error("the change ledger of {0} was written concurrently")]
     Conflict(String),
+    /// The cluster could not be read or written (the message says why); admission then
+    /// fails closed for the rules that need the ledger.
     #[error("the change ledger is unavailable: {0}")]
     Unavailable(String),
 }
 
+/// What a [`ChangeLedger`] call returns.
 pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError>> + Send + 'a>>;
 
 /// Where ledger records live. Implementations keep them in the cluster, shared by every
 /// slo-guard replica; a write succeeds only if the record is still at `expected`.
 pub trait ChangeLedger: Send + Sync {
+    /// The record of `key`, with its version.
     fn read<'a>(&'a self, key: &'a LedgerKey) -> LedgerFuture<'a, Versioned>;
+    /// Writes `record` for `key` if the stored one is still at version `expected`
+    /// (`None`: if none exists); [`LedgerError::Conflict`] otherwise.
     fn write<'a>(
         &'a self,
         key: &'a LedgerKey,

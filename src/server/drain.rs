@@ -23,10 +23,12 @@ use axum::response::Response;
 pub struct Draining(Arc<AtomicBool>);
 
 impl Draining {
+    /// From now on, answers close their HTTP/1 connections.
     pub fn begin(&self) {
         self.0.store(true, Ordering::Release);
     }
 
+    /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }

@@ -10,13 +10,17 @@ use axum::extract::rejection::BytesRejection;
 use crate::admission::{AdmissionError, MAX_REVIEW_BYTES};
 use crate::preflight::PreflightError;
 
+/// Every error the webhook port answers; [`HttpError::status`] is the one place they
+/// become HTTP statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// The body is not a review slo-guard can judge.
     #[error(transparent)]
     Admission(#[from] AdmissionError),
     /// The body could not be read: too large, or the connection failed mid-body.
     #[error("cannot read the request body: {0}")]
     Body(#[from] BytesRejection),
+    /// A preflight that cannot be answered.
     #[error(transparent)]
     Preflight(#[from] PreflightError),
 }
@@ -50,6 +54,7 @@ fn admission_reason(error: &AdmissionError) -> &'static str {
 }
 
 impl HttpError {
+    /// The HTTP status of the answer.
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Body(rejection) => rejection.status(),

@@ -39,6 +39,7 @@ pub struct Limits {
     /// Open connections from one source address at most, so that one flooding client
     /// cannot take the connections the apiserver needs.
     pub max_connections_per_ip: usize,
+    /// For the TLS handshake, from accept.
     pub tls_handshake_timeout: Duration,
     /// From the end of the TLS handshake, or from a request's first byte, to its
     /// complete header.
@@ -47,7 +48,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// To read a request's body and answer it.
     pub request_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
     pub h2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list, in bytes.
     pub h2_max_header_list_size: u32,
     /// Streams a client may open and reset before they are served (the rapid-reset
     /// attack, CVE-2023-44487) before the connection is closed.
@@ -126,6 +129,7 @@ impl Drop for SourceSlot {
 }
 
 impl<A> CountedAcceptor<A> {
+    /// Counts the streams `inner` accepts against `limits`.
     pub fn new(inner: A, limits: &Limits, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,
@@ -276,6 +280,8 @@ pub async fn request_deadline(
 /// What [`request_deadline`] needs.
 #[derive(Clone)]
 pub struct RequestLimits {
+    /// [`Limits::request_timeout`].
     pub timeout: Duration,
+    /// Where timeouts are counted.
     pub metrics: Arc<Metrics>,
 }

@@ -29,8 +29,10 @@ use crate::guard::{Endpoint, Guard};
 use crate::metrics::{EndpointLabels, ReasonLabels};
 use crate::preflight::{PreflightError, PreflightService};
 
+/// What the routes share.
 #[derive(Clone)]
 pub struct AppState {
+    /// Judges reviews.
     pub guard: Arc<Guard>,
     /// False until policies are loaded (and the cluster watches have synced), and again
     /// once shutdown begins, so the apiserver's endpoints stop routing to this pod first.

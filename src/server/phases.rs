@@ -50,11 +50,17 @@ pub struct PhaseTimeouts {
 pub enum Phase {
     /// After the handshake, until it is clear whether this is HTTP/2: how many bytes of
     /// the HTTP/2 preface have been seen.
-    Start { preface_matched: usize },
+    Start {
+        /// Bytes of the preface seen so far.
+        preface_matched: usize,
+    },
     /// HTTP/2: hyper's pings and stream limits apply from here on.
     Http2,
     /// Reading an HTTP/1 header: how many bytes of its closing CRLF CRLF have been seen.
-    Header { end_matched: usize },
+    Header {
+        /// Bytes of CRLF CRLF seen so far.
+        end_matched: usize,
+    },
     /// The header is in; reading the body and answering is the request deadline's
     /// (`--request-timeout`, a middleware).
     Request,
@@ -65,9 +71,11 @@ pub enum Phase {
 /// What a step asks of the connection's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadlineChange {
+    /// Leave it as it is.
     Keep,
     /// Now plus this long.
     Arm(Duration),
+    /// No deadline in this phase.
     Disarm,
 }
 
@@ -160,6 +168,7 @@ pub struct PhasedAcceptor<A> {
 }
 
 impl<A> PhasedAcceptor<A> {
+    /// Wraps the streams `inner` accepts.
     pub fn new(inner: A, timeouts: PhaseTimeouts, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,

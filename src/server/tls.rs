@@ -7,22 +7,36 @@ use std::time::{Duration, SystemTime};
 
 use axum_server::tls_rustls::RustlsConfig;
 
+/// Why a certificate and key pair could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The certificate file holds no certificate.
     #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key.
     #[error("{path} holds no PEM private key")]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the pair (a key that does not match, an unsupported algorithm).
     #[error("certificate and key do not make a TLS config: {0}")]
     Config(#[from] rustls::Error),
 }
 
+/// The serving config for a PEM certificate chain and key, offering HTTP/2 and HTTP/1.1.
 pub fn server_config(
     cert_path: &Path,
     key_path: &Path,
@@ -89,6 +103,7 @@ fn version(path: &Path) -> Option<Version> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileVersions(Option<Version>, Option<Version>);
 
+/// The versions of the pair now.
 pub fn file_versions(cert_path: &Path, key_path: &Path) -> FileVersions {
     FileVersions(version(cert_path), version(key_path))
 }

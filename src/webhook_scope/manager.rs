@@ -22,14 +22,29 @@ use crate::policy::{PolicyRef, PolicyStore, parse_policy_configmap};
 /// Conditional writes that lost to another writer are tried again this many times.
 const WRITE_ROUNDS: usize = 5;
 
+/// Why the scope could not be read or written. `what` names the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
+    /// A GET failed (RBAC, or the apiserver unreachable).
     #[error("cannot read {what}: {cause}")]
-    Read { what: String, cause: String },
+    Read {
+        /// The configuration.
+        what: String,
+        /// The client's error.
+        cause: String,
+    },
+    /// A replace failed for another reason than a conflict.
     #[error("cannot write {what}: {cause}")]
-    Write { what: String, cause: String },
+    Write {
+        /// The configuration.
+        what: String,
+        /// The client's error.
+        cause: String,
+    },
+    /// The configuration is not installed.
     #[error("{0} does not exist")]
     Missing(String),
+    /// Every write lost to another writer.
     #[error("{0} kept changing while slo-guard wrote it ({WRITE_ROUNDS} tries)")]
     Contended(String),
 }
@@ -37,13 +52,16 @@ pub enum ScopeError {
 /// Extends the webhooks' scope before a policy is admitted (the guard's side of it, so
 /// tests can stand in for the cluster).
 pub trait ScopeWidener: Send + Sync {
+    /// Puts `governed` in the workload webhooks' scope, and returns once it is written.
     fn widen<'a>(&'a self, governed: &'a Governed) -> BoxFuture<'a, Result<(), ScopeError>>;
 }
 
 /// Which configurations and webhooks to scope, and how patiently.
 #[derive(Debug, Clone)]
 pub struct ScopeSettings {
+    /// The ValidatingWebhookConfiguration's name; it also keeps the scope's record.
     pub validating: String,
+    /// The MutatingWebhookConfiguration's name, if one is installed.
     pub mutating: Option<String>,
     /// The webhooks (by name, in either configuration) whose namespaceSelector follows the
     /// policies. Policy and reflection ConfigMap webhooks must never be listed.
@@ -54,6 +72,9 @@ pub struct ScopeSettings {
     pub interval: Duration,
 }
 
+/// Keeps slo-guard's own webhook configurations scoped to the namespaces its policies
+/// govern: widened by admissions ([`ScopeWidener`]), reconciled and narrowed by
+/// [`WebhookScope::run`].
 pub struct WebhookScope {
     validating: Api<ValidatingWebhookConfiguration>,
     mutating: Api<MutatingWebhookConfiguration>,
@@ -66,12 +87,17 @@ pub struct WebhookScope {
 /// What a reconciliation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
+    /// Nothing to write.
     Unchanged,
+    /// Namespaces added.
     Widened,
+    /// Namespaces removed (after their grace period).
     Narrowed,
 }
 
 impl WebhookScope {
+    /// A manager of the configurations `settings` names, for slo-guard running in
+    /// `guard_namespace`.
     pub fn new(
         client: Client,
         settings: ScopeSettings,

@@ -45,10 +45,12 @@ pub enum Governed {
     /// Every namespace: a policy in slo-guard's namespace lists a pattern (`team-*`, `*`),
     /// which a namespaceSelector cannot express.
     All,
+    /// These namespaces.
     Namespaces(BTreeSet<String>),
 }
 
 impl Governed {
+    /// No namespace.
     pub fn none() -> Self {
         Governed::Namespaces(BTreeSet::new())
     }
@@ -70,6 +72,7 @@ impl Governed {
         Governed::Namespaces(names)
     }
 
+    /// The namespaces every policy of `policies` governs, together.
     pub fn of_set(policies: &PolicySet) -> Self {
         policies
             .policies
@@ -79,6 +82,7 @@ impl Governed {
             })
     }
 
+    /// Both together (all, if either is).
     pub fn union(self, other: Governed) -> Self {
         match (self, other) {
             (Governed::Namespaces(mut a), Governed::Namespaces(b)) => {
@@ -128,6 +132,7 @@ impl ScopeRecord {
             .unwrap_or_else(Self::as_installed)
     }
 
+    /// The record as the configuration's annotation keeps it (JSON).
     pub fn to_annotation(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
