@@ -10,19 +10,27 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// Why certificates could not be made or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
+    /// rcgen failed to make a key or sign a certificate.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A DNS name that cannot be a subject alternative name.
     #[error("invalid subject name {name:?}: {source}")]
     Name {
+        /// The name.
         name: String,
+        /// rcgen's reason.
         #[source]
         source: rcgen::Error,
     },
+    /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -31,8 +39,11 @@ pub enum CertError {
 /// What to put in the serving certificate.
 #[derive(Debug, Clone)]
 pub struct CertRequest {
+    /// DNS subject alternative names.
     pub dns_names: Vec<String>,
+    /// IP subject alternative names.
     pub ips: Vec<IpAddr>,
+    /// How long the serving certificate is valid.
     pub validity_days: u32,
 }
 
@@ -76,12 +87,17 @@ impl CertRequest {
 /// PEM-encoded CA and serving certificate.
 #[derive(Debug, Clone)]
 pub struct CertBundle {
+    /// The CA certificate: the webhooks' caBundle.
     pub ca_cert: String,
+    /// The CA's key, which signs renewals.
     pub ca_key: String,
+    /// The serving certificate.
     pub tls_cert: String,
+    /// The serving certificate's key.
     pub tls_key: String,
 }
 
+/// A new CA and a serving certificate it signs, for `request`.
 pub fn generate(request: &CertRequest) -> Result<CertBundle, CertError> {
     let now = time::OffsetDateTime::now_utc();
     let not_before = now - time::Duration::hours(1);
@@ -145,12 +161,16 @@ pub fn generate(request: &CertRequest) -> Result<CertBundle, CertError> {
 /// Paths of a bundle written by [`write_bundle`].
 #[derive(Debug, Clone)]
 pub struct CertFiles {
+    /// `ca.crt`.
     pub ca_cert: PathBuf,
+    /// `tls.crt`.
     pub tls_cert: PathBuf,
+    /// `tls.key`.
     pub tls_key: PathBuf,
 }
 
 impl CertFiles {
+    /// The files' paths in `dir`, named as a `kubernetes.io/tls` Secret names them.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             ca_cert: dir.join("ca.crt"),

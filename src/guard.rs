@@ -21,13 +21,17 @@ use crate::webhook_scope::Governed;
 use crate::webhook_scope::manager::ScopeWidener;
 use crate::{mutation, verdict};
 
+/// Which webhook a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `/validate`: allows or denies.
     Validate,
+    /// `/mutate`: stamps the decision on what it admits, through a JSON Patch.
     Mutate,
 }
 
 impl Endpoint {
+    /// The route's name, as the metrics label it.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Validate => "validate",
@@ -40,7 +44,9 @@ impl Endpoint {
 /// request.
 #[derive(Debug)]
 pub struct Judgement {
+    /// What the apiserver gets.
     pub response: ReviewResponse,
+    /// `None` when no policy governs the request.
     pub decision: Option<Decision>,
 }
 
@@ -49,7 +55,9 @@ pub struct Judgement {
 /// same pure core about neighbouring changes (other replica counts, later times).
 #[derive(Debug)]
 pub struct Assessment {
+    /// The change as classified from the synthesized review.
     pub change: Change,
+    /// The policies in force when it was judged.
     pub policies: Arc<PolicySet>,
     /// The SLO figures gathered for this change: exactly the queries admission asks, through
     /// the same source and cache.
@@ -62,9 +70,15 @@ pub struct Assessment {
     pub decision: Decision,
 }
 
+/// Turns AdmissionReviews into answers: classifies the change, gathers what the rules
+/// read (SLO figures, the ledger's record), calls [`crate::rules::decide`], and records
+/// what admission leaves behind (the ledger, Events, the webhook scope).
 pub struct Guard {
+    /// The policies and reflections in force.
     pub policies: Arc<PolicyStore>,
+    /// The workload watch cache, for scale requests and HPAs.
     pub workloads: Arc<dyn WorkloadLookup>,
+    /// Where decisions and latencies are counted.
     pub metrics: Arc<Metrics>,
     /// Where SLO figures come from. [`SloSource::Off`] unless set with [`Guard::with_slo`].
     pub slo: SloSource,
@@ -115,6 +129,7 @@ enum Stage {
 }
 
 impl Guard {
+    /// A guard with no SLO source, no cluster effects and no ledger (offline).
     pub fn new(
         policies: Arc<PolicyStore>,
         workloads: Arc<dyn WorkloadLookup>,
@@ -133,6 +148,8 @@ impl Guard {
         }
     }
 
+    /// Records denials as Events and the like through `effects`; `own_username` is
+    /// slo-guard's identity, whose own writes of guard-owned annotations stand.
     pub fn with_effects(
         mut self,
         effects: Arc<dyn AdmissionEffects>,
@@ -143,6 +160,7 @@ impl Guard {
         self
     }
 
+    /// Reads and writes cooldowns and spent approvals in `ledger`.
     pub fn with_ledger(mut self, ledger: Arc<dyn ChangeLedger>) -> Self {
         self.ledger = Some(ledger);
         self
@@ -155,6 +173,7 @@ impl Guard {
         self
     }
 
+    /// Where SLO figures come from.
     pub fn with_slo(mut self, slo: SloSource) -> Self {
         self.slo = slo;
         self

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The labels of `slo_guard_decisions_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `namespace/name` of the policy, or `none` when no policy governed the request.
@@ -17,21 +18,28 @@ pub struct DecisionLabels {
     pub verdict: String,
 }
 
+/// A route's label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
+    /// `validate`, `mutate`, `preflight`.
     pub endpoint: String,
 }
 
+/// Why something was refused or failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    /// A short snake_case reason (`not_json`, `connection_limit`).
     pub reason: String,
 }
 
+/// The ConfigMap a policy failed to load from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConfigMapLabels {
+    /// `namespace/name`.
     pub configmap: String,
 }
 
+/// The labels of `slo_guard_events_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     /// The Event's reason: `Denied`, `PolicyRejected`.
@@ -41,14 +49,23 @@ pub struct EventLabels {
     pub result: String,
 }
 
+/// Every metric slo-guard serves, registered under the `slo_guard_` prefix.
 pub struct Metrics {
+    /// What `/metrics` encodes.
     pub registry: Registry,
+    /// Admission decisions by policy, failed rule and verdict.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Time to answer a review, by endpoint.
     pub latency: Family<EndpointLabels, Histogram>,
+    /// Requests that were not reviews slo-guard can judge, by reason.
     pub bad_requests: Family<ReasonLabels, Counter>,
+    /// Policy ConfigMaps that failed to load, by ConfigMap.
     pub policy_load_errors: Family<ConfigMapLabels, Counter>,
+    /// Policies in force.
     pub policies_loaded: Gauge,
+    /// Policy ConfigMaps rejected (the last good version of each stays in force).
     pub policies_rejected: Gauge,
+    /// Kubernetes Events written, by reason and result.
     pub events: Family<EventLabels, Counter>,
     /// Connections closed unserved, by reason: `connection_limit` (`--max-connections`
     /// were open), `per_source_limit` (`--max-connections-per-ip` from its address).
@@ -56,7 +73,7 @@ pub struct Metrics {
     /// Connections open on the webhook port.
     pub open_connections: Gauge,
     /// Connections closed for taking too long, by phase (`tls_handshake`,
-    /// `request_start`).
+    /// `request_start`, `header`, `idle`).
     pub connection_timeouts: Family<PhaseLabels, Counter>,
     /// Requests not read and answered within `--request-timeout`.
     pub request_timeouts: Counter,
@@ -69,13 +86,17 @@ pub struct Metrics {
     pub webhook_scope_updates: Family<ResultLabels, Counter>,
 }
 
+/// An outcome's label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// `widened`, `narrowed`, `failed`, ...
     pub result: String,
 }
 
+/// A connection phase's label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
+    /// `tls_handshake`, `request_start`, `header`, `idle`.
     pub phase: String,
 }
 
@@ -86,6 +107,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, at zero, in a registry of its own.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("slo_guard");
         let decisions = Family::<DecisionLabels, Counter>::default();
@@ -217,6 +239,7 @@ impl Metrics {
             .inc();
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.

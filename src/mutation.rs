@@ -24,6 +24,7 @@ pub use crate::annotations::{
 /// What the patch needs besides the request and the decision.
 #[derive(Debug, Clone, Copy)]
 pub struct StampContext<'a> {
+    /// The time stamps carry.
     pub now: DateTime<Utc>,
     /// slo-guard's own identity in the cluster, whose writes of guard-owned annotations
     /// (the cooldown stamp on a scaled workload) are its own and stand.

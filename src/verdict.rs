@@ -31,6 +31,8 @@ pub fn denial_message(decision: &Decision) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
+/// The `warn`-mode findings and the decision's notes, as the warnings kubectl prints
+/// (`Warning: ...`), each clipped to one short line.
 pub fn warnings(decision: &Decision) -> Vec<String> {
     let mut warnings: Vec<String> = decision
         .findings_in(Mode::Warn)

@@ -37,36 +37,64 @@ pub fn figures_needed(change: &Change, spec: &PolicySpec, actor: ActorKind) -> O
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    /// An agent's change lacks the decision context annotations its policy requires.
     AgentAnnotations,
+    /// Replicas above `scaling.maxReplicas` (or an HPA's max above it).
     MaxReplicas,
+    /// Replicas below `scaling.minReplicas`.
     MinReplicas,
+    /// One change moves replicas by more than `scaling.maxStep`.
     MaxStep,
+    /// An action the policy forbids agents (a delete, for one).
     ForbiddenAction,
+    /// A policy ConfigMap that does not parse or breaks its bounds.
     PolicySchema,
+    /// A reflection ConfigMap that does not parse or loosens past its bounds.
     ReflectionSchema,
+    /// Error budget left at or below its floor.
     ErrorBudget,
+    /// A burn-rate row's long and short windows both over its factor.
     BurnRate,
+    /// Traffic above `spikeRatio` times its baseline.
     TrafficSpike,
+    /// Traffic below `minRequestRate`, where `onNoTraffic` says to deny.
     NoTraffic,
+    /// SLO figures missing, stale or unreadable, where `prometheus.onError` says to deny.
     SloData,
+    /// The change is above the agent's autonomy tier.
     Autonomy,
+    /// A change that needs a person's approval has none, or not for this change.
     Approval,
+    /// Someone other than a person wrote an approval or its stamps.
     SelfApproval,
+    /// A freeze exception that is malformed, too long, or not a person's.
     FreezeException,
+    /// An agent's change inside the cooldown after its previous one.
     Cooldown,
+    /// A change inside a freeze (a weekly window or a dated period).
     ChangeWindow,
+    /// An agent's change touches fields its policy does not let it touch.
     DiffScope,
+    /// A change to an object a GitOps tool manages, which would be reverted.
     GitOps,
+    /// An agent creating, changing or removing a policy ConfigMap.
     PolicyChange,
+    /// A change that takes a workload out of the policy that governs it.
     PolicyScope,
+    /// An agent making pods (or a ReplicaSet's scale) that would serve a governed workload.
     PodRoute,
+    /// An agent moving a governed workload's traffic (a Service's selector, or its delete).
     ServiceRoute,
+    /// An agent changing or deleting a reflection it did not write.
     ReflectionAuthor,
+    /// The change ledger could not be read or written for a rule that needs it.
     ChangeRecord,
+    /// A policy whose namespaces could not be put in the webhooks' scope.
     WebhookScope,
 }
 
 impl Rule {
+    /// The rule as findings name it (`max-replicas`).
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::AgentAnnotations => "agent-annotations",
@@ -111,7 +139,9 @@ impl fmt::Display for Rule {
 pub struct Finding {
     /// The policy (or ConfigMap) that set the rule, as `namespace/name`.
     pub source: String,
+    /// Which rule.
     pub rule: Rule,
+    /// The policy's mode for it: only `enforce` denies.
     pub mode: Mode,
     /// The first sentence: what was blocked and the value seen against the threshold.
     pub headline: String,
@@ -136,14 +166,18 @@ impl Finding {
     }
 }
 
+/// What the rules found about one change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The change class it was judged as.
     pub class: ChangeClass,
     /// The actor as the matching policies judged it (an agent if any policy says so).
     pub actor: ActorKind,
     /// "Deployment payments/checkout".
     pub target: String,
+    /// The policies that govern the change, as `namespace/name`.
     pub policies: Vec<String>,
+    /// Every failed rule, in every mode.
     pub findings: Vec<Finding>,
     /// Facts about how the decision was made that a reader should know, such as a
     /// selector that could not be checked.
@@ -164,10 +198,12 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether no `enforce` finding denies it.
     pub fn allowed(&self) -> bool {
         !self.findings.iter().any(|f| f.mode == Mode::Enforce)
     }
 
+    /// The findings of one mode.
     pub fn findings_in(&self, mode: Mode) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.mode == mode)
     }
@@ -176,14 +212,19 @@ impl Decision {
 /// A replica request lowered to a cap by `scaling.onExceed: clamp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clamp {
+    /// What the change asked for.
     pub requested: u32,
+    /// What it is lowered to.
     pub cap: u32,
+    /// The clamping policy, as `namespace/name`.
     pub policy: String,
 }
 
 /// Everything a decision reads besides the request itself.
 pub struct DecisionContext<'a> {
+    /// The policies and reflections in force.
     pub policies: &'a PolicySet,
+    /// The time windows, freezes and cooldowns are judged at.
     pub now: DateTime<Utc>,
     /// The SLO figures gathered for this change, by policy (empty when none is gated).
     pub observations: &'a Observations,
@@ -277,8 +318,11 @@ impl RuleInput<'_> {
 /// The thresholds one policy sets once reflections are applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyThresholds {
+    /// The policy, as `namespace/name`.
     pub policy: String,
+    /// Every threshold the policy sets, after reflections.
     pub values: Vec<(ThresholdPath, Threshold)>,
+    /// The reflections that changed them, and why.
     pub provenance: Vec<Provenance>,
 }
 
@@ -335,6 +379,8 @@ fn budget_left_for(
     }
 }
 
+/// Judges `change` against every policy in `context` that governs it. Pure: everything it
+/// reads (the SLO figures, the ledger's record, the time) is in `context`.
 pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
     let mut decision = Decision {
         class: change.class,
@@ -509,9 +555,11 @@ fn judge_target(
 /// [`decide`] before it names it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeLimits {
+    /// The policy, as `namespace/name`.
     pub policy: String,
     /// The last agent change the cooldown counts from, and when the cooldown ends.
     pub cooldown: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The freeze windows that apply to the change.
     pub windows: Vec<WindowSpan>,
 }
 
