@@ -204,8 +204,10 @@ async fn keep_in_step<K: Cacheable>(
     shelf: Arc<RwLock<Shelf>>,
     what: &'static str,
     listed: tokio::sync::oneshot::Sender<()>,
+    page_size: u32,
 ) {
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let config = watcher::Config::default().page_size(page_size);
+    let stream = watcher::watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(resilient(stream, what));
     let mut listed = Some(listed);
     let mut pending: Option<Shelf> = None;
@@ -263,9 +265,13 @@ where
     })
 }
 
-/// Starts the workload watches. The returned future resolves once both caches have
-/// their initial list.
-pub fn start_workload_cache(client: &Client) -> (WorkloadCache, impl Future<Output = ()> + use<>) {
+/// Starts the workload watches, listing `page_size` objects a page (each page is held
+/// whole, typed, while it is read into the cache). The returned future resolves once
+/// both caches have their initial list.
+pub fn start_workload_cache(
+    client: &Client,
+    page_size: u32,
+) -> (WorkloadCache, impl Future<Output = ()> + use<>) {
     let cache = WorkloadCache::default();
     let (deployments_listed, deployments_ready) = tokio::sync::oneshot::channel();
     let (statefulsets_listed, statefulsets_ready) = tokio::sync::oneshot::channel();
@@ -274,12 +280,14 @@ pub fn start_workload_cache(client: &Client) -> (WorkloadCache, impl Future<Outp
         cache.deployments.clone(),
         "deployments",
         deployments_listed,
+        page_size,
     ));
     tokio::spawn(keep_in_step(
         Api::<StatefulSet>::all(client.clone()),
         cache.statefulsets.clone(),
         "statefulsets",
         statefulsets_listed,
+        page_size,
     ));
     let synced = async move {
         let _ = deployments_ready.await;

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// workload metadata for scale requests. Uses KUBECONFIG or the in-cluster config.
     #[arg(long, env = "SLO_GUARD_WATCH_CONFIGMAPS", default_value_t = false)]
     pub watch_configmaps: bool,
+    /// Workloads a page when the workload cache lists them (a page is held whole while
+    /// it is read, so a smaller page lowers the peak memory of a start).
+    #[arg(long, env = "SLO_GUARD_WATCH_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_page_size: u32,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
     /// How often rotated certificate files are looked for.
@@ -420,7 +424,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
             cluster_sync.push(synced_rx);
         }
-        let (cache, cache_synced) = cluster::start_workload_cache(&client);
+        let (cache, cache_synced) =
+            cluster::start_workload_cache(&client, args.watch_page_size);
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             cache_synced.await;
