@@ -424,8 +424,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
             cluster_sync.push(synced_rx);
         }
-        let (cache, cache_synced) =
-            cluster::start_workload_cache(&client, args.watch_page_size);
+        let (cache, cache_synced) = cluster::start_workload_cache(&client, args.watch_page_size);
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             cache_synced.await;

@@ -14,14 +14,19 @@ use crate::policy::Policy;
 /// Where an effective threshold came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provenance {
+    /// Which threshold.
     pub path: ThresholdPath,
+    /// Its value in force.
     pub value: Threshold,
     /// What the policy itself says (none when the policy leaves it unset).
     pub policy_value: Option<Threshold>,
     /// `namespace/configmap#key` of the reflection.
     pub reflection: String,
+    /// The reflection's reason.
     pub reason: String,
+    /// The reflection's source.
     pub source: String,
+    /// When the reflection stops applying.
     pub expires: DateTime<Utc>,
     /// Set when the reflection asked for more than it got (a loosening capped at the
     /// policy's bound).
@@ -42,9 +47,12 @@ impl Provenance {
     }
 }
 
+/// A policy with the reflections for one workload applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffectivePolicy {
+    /// The policy as it judges that workload.
     pub policy: Policy,
+    /// The thresholds reflections changed.
     pub applied: Vec<Provenance>,
     /// Reflections, or parts of them, that did not apply, and why.
     pub skipped: Vec<String>,

@@ -21,6 +21,7 @@ use crate::policy::{Policy, PolicySet, PromDuration};
 /// What the burn must do after a change to count as its consequence: at least this many
 /// times the burn before it, and at least this burn rate (1.0 spends exactly the budget).
 pub const REGRESSION_FACTOR: f64 = 2.0;
+/// See [`REGRESSION_FACTOR`].
 pub const MIN_BURN: f64 = 1.0;
 /// How long a proposal stays in force before someone must renew it.
 pub const PROPOSAL_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -30,17 +31,24 @@ const AGENT_FLOOR_STEP: f64 = 0.1;
 /// A workload as the learning loop reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadState {
+    /// Deployment or StatefulSet.
     pub kind: WorkloadKind,
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `spec.template.metadata.labels`.
     pub pod_labels: BTreeMap<String, String>,
+    /// `metadata.annotations`, where slo-guard stamped its changes.
     pub annotations: BTreeMap<String, String>,
+    /// `spec.replicas`.
     pub replicas: Option<u32>,
 }
 
 impl WorkloadState {
+    /// The workload as policies match it.
     pub fn target(&self) -> Target {
         let mut target = Target::new(
             TargetKind::Workload(self.kind),
@@ -53,25 +61,40 @@ impl WorkloadState {
         target
     }
 
+    /// "Deployment payments/checkout".
     pub fn describe(&self) -> String {
         format!("{} {}/{}", self.kind.as_str(), self.namespace, self.name)
     }
 }
 
+/// What an admitted change did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChangeKind {
-    Rollout { actor: String, user: String },
-    AgentScale { replicas: u32 },
+    /// A rollout (`slo-guard.io/last-rollout`).
+    Rollout {
+        /// agent, controller or person.
+        actor: String,
+        /// The username.
+        user: String,
+    },
+    /// An agent's scale (`slo-guard.io/last-agent-change`).
+    AgentScale {
+        /// The replicas it left.
+        replicas: u32,
+    },
 }
 
 /// One admitted change whose outcome can be judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRecord {
+    /// When it was admitted.
     pub at: DateTime<Utc>,
+    /// What it did.
     pub kind: ChangeKind,
 }
 
 impl ChangeRecord {
+    /// "the rollout at 2026-11-30T09:00:00Z by alice (person)".
     pub fn describe(&self) -> String {
         let at = self.at.to_rfc3339_opts(SecondsFormat::Secs, true);
         match &self.kind {
@@ -130,18 +153,26 @@ pub fn records(workload: &WorkloadState) -> Vec<ChangeRecord> {
 /// The burn rate over the observation window ending at the change, and the one starting at it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
+    /// The burn before the change; `None` without data.
     pub before: Option<f64>,
+    /// The burn after it.
     pub after: Option<f64>,
 }
 
 /// A threshold update slo-guard proposes, with its evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
+    /// The workload whose change burned.
     pub workload: WorkloadState,
+    /// The policy whose threshold it tightens, as `namespace/name`.
     pub policy: String,
+    /// Which threshold.
     pub path: ThresholdPath,
+    /// Its proposed value.
     pub value: Threshold,
+    /// The evidence: the change, and the burn before and after it.
     pub reason: String,
+    /// Until when, unless renewed ([`PROPOSAL_LIFETIME`]).
     pub expires: DateTime<Utc>,
 }
 

@@ -17,13 +17,21 @@ pub use threshold::{Threshold, ThresholdPath};
 use crate::admission::WorkloadKind;
 use crate::policy::{PolicyError, PolicyRef, deserialize_strict};
 
+/// One reflection, as written under a key of a reflection ConfigMap: threshold updates
+/// for one workload, with why, from where, and until when.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReflectionSpec {
+    /// The workload whose policy's thresholds it updates.
     pub target: ReflectionTarget,
+    /// New values by threshold path (`scaling.maxReplicas: 12`), checked against the
+    /// policy's `reflection` bounds when applied.
     pub thresholds: BTreeMap<String, serde_yaml::Value>,
+    /// Why (an incident, a postmortem finding); shown in denials that cite the value.
     pub reason: String,
+    /// Where the reflection came from (a postmortem URL, an agent's run).
     pub source: String,
+    /// After this it no longer applies.
     pub expires: DateTime<Utc>,
     /// Written by slo-guard from an observed outcome: applies only where the policy sets
     /// `reflection.applyProposals`.
@@ -31,10 +39,13 @@ pub struct ReflectionSpec {
     pub proposal: bool,
 }
 
+/// The workload a reflection applies to.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReflectionTarget {
+    /// Deployment or StatefulSet.
     pub kind: WorkloadKind,
+    /// The workload's name.
     pub name: String,
     /// Only for reflections in slo-guard's own namespace (its proposals): the workload's
     /// namespace. Elsewhere a reflection targets workloads in its own namespace.
@@ -42,14 +53,18 @@ pub struct ReflectionTarget {
     pub namespace: Option<String>,
 }
 
+/// A reflection loaded from the cluster or files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reflection {
     /// The ConfigMap and key it came from.
     pub id: PolicyRef,
+    /// The data key within the ConfigMap.
     pub key: String,
+    /// What it says.
     pub spec: ReflectionSpec,
 }
 
+/// Parses and checks one reflection (the YAML under `key`); unknown fields are errors.
 pub fn parse_reflection(key: &str, yaml: &str) -> Result<ReflectionSpec, PolicyError> {
     let spec: ReflectionSpec = deserialize_strict(key, yaml)?;
     let field_error = |field: String, message: String| PolicyError::Field {

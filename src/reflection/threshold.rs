@@ -8,23 +8,36 @@ use crate::policy::{PolicySpec, PromDuration, Step};
 /// A threshold, as a dotted path into the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ThresholdPath {
+    /// `scaling.maxReplicas`.
     ScalingMaxReplicas,
+    /// `scaling.minReplicas`.
     ScalingMinReplicas,
+    /// `scaling.maxStep`.
     ScalingMaxStep,
+    /// `scaling.cooldown`.
     ScalingCooldown,
+    /// `traffic.spikeRatio`.
     TrafficSpikeRatio,
+    /// `slo.budget.freezeBelow`.
     BudgetFreezeBelow,
+    /// `slo.budget.agentFreezeBelow`.
     BudgetAgentFreezeBelow,
+    /// `slo.minRequestRate`.
     SloMinRequestRate,
+    /// `agents.minConfidence`.
     AgentsMinConfidence,
 }
 
 /// A threshold's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Threshold {
+    /// A replica count.
     Replicas(u32),
+    /// A step, in replicas or percent.
     Step(Step),
+    /// A duration (`5m`).
     Duration(PromDuration),
+    /// A ratio or a rate.
     Number(f64),
 }
 
@@ -52,6 +65,7 @@ impl Threshold {
         }
     }
 
+    /// The value as the `slo-guard.io/thresholds` annotation writes it.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Threshold::Replicas(count) => serde_json::Value::from(*count),
@@ -63,6 +77,7 @@ impl Threshold {
 }
 
 impl ThresholdPath {
+    /// Every threshold a reflection may change.
     pub const ALL: [ThresholdPath; 9] = [
         ThresholdPath::ScalingMaxReplicas,
         ThresholdPath::ScalingMinReplicas,
@@ -75,6 +90,7 @@ impl ThresholdPath {
         ThresholdPath::AgentsMinConfidence,
     ];
 
+    /// The dotted path, as reflections and denials write it.
     pub fn as_str(self) -> &'static str {
         match self {
             ThresholdPath::ScalingMaxReplicas => "scaling.maxReplicas",
@@ -89,6 +105,7 @@ impl ThresholdPath {
         }
     }
 
+    /// The threshold `text` names, if any.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|path| path.as_str() == text)
     }
