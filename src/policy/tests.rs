@@ -363,6 +363,7 @@ mod matching {
             policies: snapshot.policies.clone(),
             reflections: Vec::new(),
             guard_namespace: "slo-guard".into(),
+            slo_specs: Default::default(),
         }
     }
 

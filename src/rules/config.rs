@@ -156,7 +156,13 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         ConfigKind::Policy => (
             Rule::PolicySchema,
             "policy",
-            crate::policy::store_validate(&policies.guard_namespace, &id, &document).err()?,
+            crate::policy::validate_policy_with_specs(
+                &policies.guard_namespace,
+                &policies.slo_specs,
+                &id,
+                &document,
+            )
+            .err()?,
         ),
         ConfigKind::Reflection => (
             Rule::ReflectionSchema,
