@@ -14,7 +14,7 @@ use crate::certs::{CertFiles, CertRequest};
 use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manifest_text};
+use crate::policy::{ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text};
 use crate::server::drain::{Draining, close_connections_when_draining};
 use crate::server::limits::{CountedAcceptor, Limits, RequestLimits, request_deadline};
 use crate::server::phases::{PhaseTimeouts, PhasedAcceptor};
@@ -389,6 +389,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
             cluster_sync.push(synced_rx);
         }
+        // The SLO specs policies name in slo.source, for the kinds whose CRDs exist.
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cluster::watch_slo_specs(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            synced_tx,
+        ));
+        cluster_sync.push(synced_rx);
         let (cache, cache_synced) = cluster::start_workload_cache(&client);
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -432,13 +441,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Arc::new(cache)
     } else {
-        let documents = if args.policies.policies.is_empty() {
+        let sources = if args.policies.policies.is_empty() {
             tracing::info!("no --policies given: serving the embedded example policies");
-            embedded_documents(&args.policies.namespace)?
+            PolicySources {
+                configmaps: embedded_documents(&args.policies.namespace)?,
+                slo_specs: Vec::new(),
+            }
         } else {
-            load_directory(&args.policies.policies, "default")?
+            load_sources(&args.policies.policies, "default")?
         };
-        for event in store.replace_all(None, &documents) {
+        let (spec_events, events) = store.replace_sources(&sources);
+        for event in &spec_events {
+            cluster::report_slo_spec(event);
+        }
+        for event in events {
             cluster::report(&event, &metrics);
         }
         Arc::new(())

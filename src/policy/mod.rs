@@ -11,8 +11,8 @@ mod store;
 pub use duration::PromDuration;
 pub use model::*;
 pub use source::{
-    ConfigMapDocument, SourceError, load_directory, manifest_files, parse_manifest_text,
-    read_manifests,
+    ConfigMapDocument, PolicySources, SourceError, load_directory, load_sources, manifest_files,
+    parse_manifest_text, parse_sources_text, read_manifests, read_sources,
 };
 pub use store::{
     MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate,

@@ -327,6 +327,25 @@ impl PolicyStore {
         (catalog_events, events)
     }
 
+    /// Loads what a policy directory holds: its SLO specs first, so that its policies
+    /// can name them, then its ConfigMaps (each set replaces the one before).
+    pub fn replace_sources(
+        &self,
+        sources: &super::PolicySources,
+    ) -> (Vec<CatalogEvent>, Vec<StoreEvent>) {
+        let all_kinds = [
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::PrometheusServiceLevel),
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::ServiceLevelObjective),
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::Slo),
+            DocumentKind::OpenSloSli,
+        ];
+        // The policies resolved again here are replaced next, so their events would
+        // only repeat.
+        let (catalog_events, _) = self.replace_slo_specs(&all_kinds, sources.slo_specs.clone());
+        let events = self.replace_all(None, &sources.configmaps);
+        (catalog_events, events)
+    }
+
     /// The SLO specs in force, and the errors of those rejected.
     pub fn slo_specs(&self) -> Arc<SloSpecCatalog> {
         self.lock().slo_specs.clone()
