@@ -8,7 +8,8 @@ use super::{Finding, Rule, RuleInput};
 use crate::admission::{ActorKind, Change, ChangeClass, ReplicaChange};
 use crate::policy::{OnError, PolicySpec};
 use crate::slo::figures::{
-    Missing, budget_left, burn_rate, number, percent, threshold_percent, traffic_ratio,
+    Missing, RatioOrigin, budget_left, burn_rate, number, percent, ratio_origin,
+    threshold_percent, traffic_ratio,
 };
 use crate::slo::{GateScope, Observation, QueryRole, Reading, Readings, request_rate_window};
 
@@ -97,7 +98,35 @@ pub(super) fn check(
     let scale_down = describe_scale_down(input.change, scope);
 
     if let Some(slo) = &spec.slo {
-        let objective = format!("SLO {}% over {}", slo.objective, slo.period);
+        let mut objective = format!("SLO {}% over {}", slo.objective, slo.period);
+        if let Some(resolved) = &slo.resolved {
+            let mut windows: Vec<&str> = Vec::new();
+            if scope == GateScope::Full {
+                windows.push(slo.period.as_str());
+            }
+            for row in &slo.burn_rate {
+                windows.extend([row.long.as_str(), row.short.as_str()]);
+            }
+            let mut seen = Vec::new();
+            windows.retain(|w| {
+                let new = !seen.contains(w);
+                seen.push(*w);
+                new
+            });
+            let (sources, absent) = figure_sources(resolved, readings, &windows);
+            objective = format!("{objective} from {}; {sources}", resolved.origin);
+            figures.push(sources);
+            if !absent.is_empty()
+                && let Some(rules) = &resolved.recorded
+            {
+                outcome.notes.push(format!(
+                    "{}: {} recording rules absent ({}): figures from the spec's queries",
+                    input.policy.id,
+                    rules.tool.as_str(),
+                    absent.join(", ")
+                ));
+            }
+        }
         if scope == GateScope::Full {
             match budget_left(readings, slo.period.as_str(), slo.objective) {
                 Ok(left) => {
@@ -243,6 +272,37 @@ pub(super) fn check(
         );
     }
     outcome
+}
+
+/// Where each window's figure came from, for a policy whose SLO is a tool's spec:
+/// "figures: 30d from slo:sli_error:ratio_rate30d (…), 1h from the spec's queries
+/// (slo:sli_error:ratio_rate1h absent)"; and the windows whose rules were absent.
+fn figure_sources(
+    resolved: &crate::policy::ResolvedSource,
+    readings: &Readings,
+    windows: &[&str],
+) -> (String, Vec<String>) {
+    let mut parts = Vec::new();
+    let mut absent = Vec::new();
+    for window in windows {
+        let rule = resolved.recorded.as_ref().and_then(|rules| {
+            let duration = crate::policy::PromDuration::parse(window).ok()?;
+            rules.window(duration.duration())
+        });
+        let part = match (ratio_origin(readings, window), rule) {
+            (RatioOrigin::Recorded, Some(rule)) => match rule.caveat {
+                Some(caveat) => format!("{window} from {} ({caveat})", rule.rule),
+                None => format!("{window} from {}", rule.rule),
+            },
+            (RatioOrigin::QueriesRuleAbsent, Some(rule)) => {
+                absent.push(window.to_string());
+                format!("{window} from the spec's queries ({} absent)", rule.rule)
+            }
+            _ => format!("{window} from the spec's queries"),
+        };
+        parts.push(part);
+    }
+    (format!("figures: {}", parts.join(", ")), absent)
 }
 
 /// "scale-down from 10 to 8 replicas", for scale-downs.
