@@ -466,8 +466,10 @@ pub fn check_document(
     };
     match document.kind {
         DocumentKind::Spec(SloSpecKind::PrometheusServiceLevel) => {
-            let names = sloth::slo_names(&document.body);
-            if names.is_empty() {
+            // An SLO slo-guard cannot read (a raw or plugin SLI) is valid Sloth: it is
+            // an error only for a policy that names it.
+            let names = sloth::event_slo_names(&document.body);
+            if sloth::slo_names(&document.body).is_empty() {
                 return map_document(document, None, None, catalog).map(|_| ());
             }
             for name in names {

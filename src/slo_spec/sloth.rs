@@ -31,6 +31,19 @@ pub(super) fn slo_names(body: &serde_yaml::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The SLOs with an events SLI, the kind slo-guard reads.
+pub(super) fn event_slo_names(body: &serde_yaml::Value) -> Vec<String> {
+    slos(body)
+        .map(|slos| {
+            slos.iter()
+                .filter(|slo| slo.get("sli").and_then(|sli| sli.get("events")).is_some())
+                .filter_map(|slo| slo.get("name").and_then(serde_yaml::Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The spec: `spec` of a `PrometheusServiceLevel`, the document itself for a
 /// `prometheus/v1` file.
 fn spec(body: &serde_yaml::Value) -> &serde_yaml::Value {
