@@ -961,4 +961,130 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         assert_eq!(gate_of(&hpa_by(AGENT, 1, 5, Some(4))), None);
         assert_eq!(gate_of(&rollout_by(HPA_CONTROLLER)), None);
     }
+
+    /// A policy whose SLO is a Sloth spec's, resolved as the store resolves it.
+    fn sloth_sourced_policy() -> crate::policy::Policy {
+        let spec_text = r#"apiVersion: sloth.slok.dev/v1
+kind: PrometheusServiceLevel
+metadata: {name: checkout, namespace: payments}
+spec:
+  service: checkout
+  slos:
+    - name: availability
+      objective: 99.9
+      sli:
+        events:
+          errorQuery: sum(rate(e[{{.window}}]))
+          totalQuery: sum(rate(t[{{.window}}]))
+      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
+"#;
+        let value: serde_yaml::Value = serde_yaml::from_str(spec_text).unwrap();
+        let mut catalog = crate::slo_spec::SloSpecCatalog::default();
+        catalog.insert(
+            crate::slo_spec::SloSpecDocument::recognize(&value, "payments", "sloth.yaml#1")
+                .unwrap()
+                .unwrap(),
+        );
+        let yaml = POLICY.replace(
+            "  objective: 99.9\n  period: 30d\n  errors: 'sum(rate(e[{{window}}]))'\n  total: 'sum(rate(t[{{window}}]))'\n",
+            "  source: {kind: PrometheusServiceLevel, name: checkout}\n",
+        );
+        let mut policy = policy_yaml(&yaml);
+        crate::policy::resolve_slo_source("policy.yaml", &mut policy.spec, "payments", &catalog)
+            .unwrap();
+        policy
+    }
+
+    #[test]
+    fn a_sourced_policy_reads_recording_rules_and_falls_back_to_the_specs_queries() {
+        let policy = sloth_sourced_policy();
+        let slo = policy.spec.slo.as_ref().unwrap();
+        assert_eq!(slo.errors, "sum(rate(e[{{window}}]))");
+        let plan = crate::slo::QueryPlan::new(
+            &policy.id,
+            &policy.spec,
+            &agent_rollout().target,
+            GateScope::Full,
+        );
+        let query = |role: QueryRole| {
+            plan.queries
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, q)| q.clone())
+        };
+        assert_eq!(
+            query(QueryRole::Recorded("30d".into())).as_deref(),
+            Some(r#"max(slo:sli_error:ratio_rate30d{sloth_service="checkout",sloth_slo="availability"})"#)
+        );
+        assert_eq!(query(QueryRole::Errors("1h".into())), None, "the rule, not the raw query");
+        // minRequestRate with traffic: the rate comes from traffic.current, not a total.
+        assert_eq!(query(QueryRole::Total("5m".into())), None);
+
+        // Sloth's rules are there for 30d, 1h, 6h, 30m; absent for 5m.
+        let mut readings = Readings::new();
+        readings.insert(QueryRole::Recorded("30d".into()), Reading::Value(0.00096));
+        for w in ["1h", "6h", "30m"] {
+            readings.insert(QueryRole::Recorded(w.into()), Reading::Value(0.0002));
+        }
+        readings.insert(QueryRole::Recorded("5m".into()), Reading::NoData(NoData::Empty));
+        assert_eq!(
+            plan.fallback_queries(&readings),
+            vec![
+                (QueryRole::Errors("5m".into()), "sum(rate(e[5m]))".to_string()),
+                (QueryRole::Total("5m".into()), "sum(rate(t[5m]))".to_string()),
+            ],
+            "only the window whose rule has no series falls back"
+        );
+        readings.insert(QueryRole::Errors("5m".into()), Reading::Value(0.002));
+        readings.insert(QueryRole::Total("5m".into()), Reading::Value(10.0));
+        readings.insert(QueryRole::Current, Reading::Value(10.0));
+        readings.insert(QueryRole::Baseline, Reading::Value(10.0));
+
+        let policies = crate::policy::PolicySet::new(vec![policy], "slo-guard");
+        let decision = crate::rules::decide(
+            &agent_rollout(),
+            &crate::rules::DecisionContext {
+                policies: &policies,
+                now: test_now(),
+                observations: &observed(Observation::Readings(readings)),
+                ledger: None,
+            },
+        );
+        assert_eq!(rules(&decision), [Rule::ErrorBudget], "{:#?}", decision.findings);
+        let headline = &decision.findings[0].headline;
+        assert!(
+            headline.contains(
+                "error budget 4.0% left, below the 25% floor for agent changes (SLO 99.9% over 30d from Sloth PrometheusServiceLevel payments/checkout, SLO availability; figures: 30d from slo:sli_error:ratio_rate30d (Sloth's time-weighted mean of its 5m error ratios), 1h from slo:sli_error:ratio_rate1h, 5m from the spec's queries (slo:sli_error:ratio_rate5m absent)"
+            ),
+            "{headline}"
+        );
+        assert_eq!(
+            decision.notes,
+            ["payments/checkout: Sloth recording rules absent (5m): figures from the spec's queries"]
+        );
+        assert!(
+            decision.figures[0].contains("budget 4.0% (30d); burn 1h 0.2, 5m 0.2"),
+            "{:?}",
+            decision.figures
+        );
+    }
+
+    #[test]
+    fn a_pyrra_burnrate_series_is_a_ratio_divided_by_the_budget() {
+        // Pyrra's `:burnrate1h` is 0.0144 errors per request; with a 99.9% target that is
+        // a burn of 14.4, not 0.0144.
+        let mut readings = Readings::new();
+        readings.insert(QueryRole::Recorded("1h".into()), Reading::Value(0.0144));
+        let burn = crate::slo::figures::burn_rate(&readings, "1h", 99.9).unwrap();
+        assert!((burn - 14.4).abs() < 1e-9, "{burn}");
+        readings.insert(QueryRole::Recorded("4w".into()), Reading::Value(0.0005));
+        let left = crate::slo::figures::budget_left(&readings, "4w", 99.9).unwrap();
+        assert!((left - 0.5).abs() < 1e-9, "{left}");
+        readings.insert(QueryRole::Recorded("5m".into()), Reading::NoData(NoData::NaN));
+        assert_eq!(
+            crate::slo::figures::burn_rate(&readings, "5m", 99.9).unwrap_err().0,
+            "recorded error ratio over 5m: NaN",
+            "a NaN ratio is no data, never zero"
+        );
+    }
 }
