@@ -282,26 +282,34 @@ fn figure_sources(
     readings: &Readings,
     windows: &[&str],
 ) -> (String, Vec<String>) {
-    let mut parts = Vec::new();
+    // (windows, where from): windows with the same source are listed together.
+    let mut parts: Vec<(Vec<&str>, String)> = Vec::new();
     let mut absent = Vec::new();
     for window in windows {
         let rule = resolved.recorded.as_ref().and_then(|rules| {
             let duration = crate::policy::PromDuration::parse(window).ok()?;
             rules.window(duration.duration())
         });
-        let part = match (ratio_origin(readings, window), rule) {
+        let source = match (ratio_origin(readings, window), rule) {
             (RatioOrigin::Recorded, Some(rule)) => match rule.caveat {
-                Some(caveat) => format!("{window} from {} ({caveat})", rule.rule),
-                None => format!("{window} from {}", rule.rule),
+                Some(caveat) => format!("{} ({caveat})", rule.rule),
+                None => rule.rule.clone(),
             },
             (RatioOrigin::QueriesRuleAbsent, Some(rule)) => {
                 absent.push(window.to_string());
-                format!("{window} from the spec's queries ({} absent)", rule.rule)
+                format!("the spec's queries ({} absent)", rule.rule)
             }
-            _ => format!("{window} from the spec's queries"),
+            _ => "the spec's queries".to_string(),
         };
-        parts.push(part);
+        match parts.iter_mut().find(|(_, from)| *from == source) {
+            Some((listed, _)) => listed.push(window),
+            None => parts.push((vec![window], source)),
+        }
     }
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|(windows, from)| format!("{} from {from}", windows.join("/")))
+        .collect();
     (format!("figures: {}", parts.join(", ")), absent)
 }
 
