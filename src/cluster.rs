@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PodTemplateSpec};
 use k8s_openapi::api::events::v1::{Event as KubeEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 
 use crate::admission::{
@@ -491,9 +491,17 @@ async fn served_slo_spec_resources(client: &Client) -> Vec<(ApiResource, Documen
     for (group, version, kind, plural, document_kind) in SLO_SPEC_RESOURCES {
         let api_version = format!("{group}/{version}");
         match client.list_api_group_resources(&api_version).await {
-            Ok(list) if list.resources.iter().any(|r| r.kind == kind && r.name == plural) => {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == plural) =>
+            {
                 let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-                served.push((ApiResource::from_gvk_with_plural(&gvk, plural), document_kind));
+                served.push((
+                    ApiResource::from_gvk_with_plural(&gvk, plural),
+                    document_kind,
+                ));
             }
             Ok(_) | Err(_) => {
                 tracing::info!(

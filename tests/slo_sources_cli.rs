@@ -47,15 +47,24 @@ fn check_rollout(tool: &str) -> Output {
 #[test]
 fn lint_accepts_the_examples_specs_and_policies() {
     for (tool, spec_line) in [
-        ("sloth", "ok: SLO spec PrometheusServiceLevel payments/checkout"),
-        ("pyrra", "ok: SLO spec ServiceLevelObjective payments/checkout-errors"),
+        (
+            "sloth",
+            "ok: SLO spec PrometheusServiceLevel payments/checkout",
+        ),
+        (
+            "pyrra",
+            "ok: SLO spec ServiceLevelObjective payments/checkout-errors",
+        ),
         ("openslo", "ok: SLO spec SLO payments/checkout-availability"),
     ] {
         let output = slo_guard(&["lint", &format!("docs/examples/slo-sources/{tool}")]);
         let text = text(&output);
         assert_eq!(output.status.code(), Some(0), "{tool}: {text}");
         assert!(text.contains(spec_line), "{tool}: {text}");
-        assert!(text.contains("ok: policy payments/checkout"), "{tool}: {text}");
+        assert!(
+            text.contains("ok: policy payments/checkout"),
+            "{tool}: {text}"
+        );
     }
 }
 
@@ -103,7 +112,11 @@ fn lint_names_a_bad_spec_and_a_policy_whose_spec_is_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = std::fs::read_to_string(root().join("docs/examples/slo-sources/pyrra/spec.yaml"))
         .expect("spec");
-    write(dir.path(), "spec.yaml", &spec.replace("window: 4w", "window: four weeks"));
+    write(
+        dir.path(),
+        "spec.yaml",
+        &spec.replace("window: 4w", "window: four weeks"),
+    );
     let policy =
         std::fs::read_to_string(root().join("docs/examples/slo-sources/pyrra/policy.yaml"))
             .expect("policy");
@@ -111,7 +124,10 @@ fn lint_names_a_bad_spec_and_a_policy_whose_spec_is_missing() {
     let sloth_policy =
         std::fs::read_to_string(root().join("docs/examples/slo-sources/sloth/policy.yaml"))
             .expect("policy")
-            .replace("name: checkout\n  namespace", "name: checkout-sloth\n  namespace");
+            .replace(
+                "name: checkout\n  namespace",
+                "name: checkout-sloth\n  namespace",
+            );
     write(dir.path(), "sloth-policy.yaml", &sloth_policy);
     let output = slo_guard(&["lint", &dir.path().display().to_string()]);
     let text = text(&output);

@@ -42,7 +42,9 @@ fn tmp() -> &'static Path {
 fn tool(name: &str, hint: &str) -> PathBuf {
     let cache = std::env::var_os("SLO_GUARD_E2E_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/slo-guard-e2e")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/slo-guard-e2e"))
+        })
         .expect("HOME or SLO_GUARD_E2E_CACHE is set");
     let cached = cache.join("bin").join(name);
     if cached.is_file() {
@@ -77,6 +79,8 @@ struct Server {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Stops Prometheus when this test binary exits; it ends when Prometheus does.
+    watchdog: Option<Child>,
 }
 
 impl Server {
@@ -89,8 +93,11 @@ impl Server {
     fn start(&mut self, valid_until: i64) {
         let data = self.dir.join("data");
         let config = self.dir.join("prometheus.yml");
-        std::fs::write(&config, "global: {scrape_interval: 1m}\nscrape_configs: []\n")
-            .expect("config");
+        std::fs::write(
+            &config,
+            "global: {scrape_interval: 1m}\nscrape_configs: []\n",
+        )
+        .expect("config");
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -109,9 +116,13 @@ impl Server {
             .expect("prometheus starts (apt-get install -y prometheus)");
         let pid = child.id();
         self.child = Some(child);
-        Command::new("python3")
+        let watchdog = Command::new("python3")
             .arg(root().join("tests/prometheus/harness.py"))
-            .args(["_watchdog", &self.dir.display().to_string(), &pid.to_string()])
+            .args([
+                "_watchdog",
+                &self.dir.display().to_string(),
+                &pid.to_string(),
+            ])
             .arg(valid_until.to_string())
             .arg(std::process::id().to_string())
             .stdin(Stdio::null())
@@ -119,6 +130,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("watchdog starts");
+        self.watchdog = Some(watchdog);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(count) = instant(&self.url(), "count(http_requests_total)")
@@ -151,6 +163,10 @@ impl Server {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        // The watchdog sees Prometheus gone within a second and exits.
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.wait();
         }
     }
 }
@@ -256,7 +272,10 @@ fn levels(rules: &[RecordingRule]) -> Vec<Vec<(RecordingRule, i64)>> {
 fn rule_file(rules: &[&RecordingRule]) -> String {
     let mut groups: BTreeMap<&str, Vec<serde_yaml::Value>> = BTreeMap::new();
     for rule in rules {
-        groups.entry(&rule.group).or_default().push(rule.rule.clone());
+        groups
+            .entry(&rule.group)
+            .or_default()
+            .push(rule.rule.clone());
     }
     let groups: Vec<serde_yaml::Value> = groups
         .into_iter()
@@ -279,7 +298,10 @@ fn harness() -> &'static RecordedHarness {
 fn start_recorded_harness() -> RecordedHarness {
     let started = Instant::now();
     let sloth = tool("sloth", "build it with tests/e2e/build-sloth.sh");
-    let promtool = tool("promtool", "apt-get install -y --no-install-recommends prometheus");
+    let promtool = tool(
+        "promtool",
+        "apt-get install -y --no-install-recommends prometheus",
+    );
     let dir = harness_dir(tmp(), "recorded");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -320,6 +342,7 @@ fn start_recorded_harness() -> RecordedHarness {
         dir: dir.clone(),
         port,
         child: None,
+        watchdog: None,
     };
     server.start(valid_until);
 
@@ -365,7 +388,11 @@ fn start_recorded_harness() -> RecordedHarness {
 
     let end = anchor + HORIZON_HOURS * HOUR;
     let levels = levels(&rules);
-    assert_eq!(levels.len(), 4, "Sloth's rules read recorded rules four levels deep");
+    assert_eq!(
+        levels.len(),
+        4,
+        "Sloth's rules read recorded rules four levels deep"
+    );
     for (index, level) in levels.iter().enumerate() {
         // A rule another reads over 30d needs 30d of history; the rest need only the
         // hour around now.
@@ -402,7 +429,10 @@ fn start_recorded_harness() -> RecordedHarness {
         instant(&url, query).unwrap_or_else(|| panic!("no answer to {query} after the backfill"))
     };
     let period = check(r#"slo:sli_error:ratio_rate30d{sloth_slo="budget-low"}"#);
-    assert!((0.00085..0.00095).contains(&period), "budget-low 30d ratio {period}");
+    assert!(
+        (0.00085..0.00095).contains(&period),
+        "budget-low 30d ratio {period}"
+    );
     check(r#"slo:period_error_budget_remaining:ratio{sloth_slo="budget-low"}"#);
     eprintln!(
         "recorded harness ready in {:.1}s at {url} ({})",
@@ -489,10 +519,12 @@ async fn validate(server: &TlsServer, review: Vec<u8>) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn sloth_sourced_policies_judge_as_the_hand_written_one_from_sloths_recorded_rules() {
     tokio::task::spawn_blocking(harness).await.expect("harness");
-    let hand_written = TlsServer::start(guard_over(&policy_manifest("deny-agents", "allow", "2s"))).await;
-    let sourced =
-        TlsServer::start(guard_over(&(spec_text("sloth-shop.yaml") + &sourced_policies("shop"))))
-            .await;
+    let hand_written =
+        TlsServer::start(guard_over(&policy_manifest("deny-agents", "allow", "2s"))).await;
+    let sourced = TlsServer::start(guard_over(
+        &(spec_text("sloth-shop.yaml") + &sourced_policies("shop")),
+    ))
+    .await;
     let expected: BTreeMap<(&str, bool), (bool, Vec<&str>)> = BTreeMap::from([
         (("healthy", true), (true, vec![])),
         (("healthy", false), (true, vec![])),
@@ -506,8 +538,15 @@ async fn sloth_sourced_policies_judge_as_the_hand_written_one_from_sloths_record
     for ((job, by_agent), (allowed, rules)) in &expected {
         let by_hand = validate(&hand_written, rollout(job, *by_agent)).await;
         let from_spec = validate(&sourced, rollout(job, *by_agent)).await;
-        let want = (*allowed, rules.iter().map(|r| r.to_string()).collect::<Vec<_>>());
-        assert_eq!(verdict(&by_hand), want, "hand-written, {job}, agent {by_agent}: {by_hand:#}");
+        let want = (
+            *allowed,
+            rules.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            verdict(&by_hand),
+            want,
+            "hand-written, {job}, agent {by_agent}: {by_hand:#}"
+        );
         assert_eq!(
             verdict(&from_spec),
             want,
@@ -543,9 +582,15 @@ async fn without_sloths_rules_the_specs_queries_give_the_same_verdicts_and_say_s
     // The same SLOs under another service name: `sloth generate` never ran for it, so
     // Prometheus has none of its recorded series.
     let unrecorded = spec_text("sloth-shop.yaml")
-        .replace("name: shop\n  namespace: shop", "name: shop-unrecorded\n  namespace: shop")
+        .replace(
+            "name: shop\n  namespace: shop",
+            "name: shop-unrecorded\n  namespace: shop",
+        )
         .replace("service: shop", "service: shop-unrecorded");
-    let sourced = TlsServer::start(guard_over(&(unrecorded + &sourced_policies("shop-unrecorded")))).await;
+    let sourced = TlsServer::start(guard_over(
+        &(unrecorded + &sourced_policies("shop-unrecorded")),
+    ))
+    .await;
     for (job, by_agent, allowed, rule) in [
         ("healthy", true, true, None),
         ("budget-low", true, false, Some("error-budget")),
@@ -554,8 +599,15 @@ async fn without_sloths_rules_the_specs_queries_give_the_same_verdicts_and_say_s
         ("burn-both", true, false, Some("burn-rate")),
     ] {
         let response = validate(&sourced, rollout(job, by_agent)).await;
-        let want = (allowed, rule.into_iter().map(str::to_string).collect::<Vec<_>>());
-        assert_eq!(verdict(&response), want, "{job}, agent {by_agent}: {response:#}");
+        let want = (
+            allowed,
+            rule.into_iter().map(str::to_string).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            verdict(&response),
+            want,
+            "{job}, agent {by_agent}: {response:#}"
+        );
         if allowed {
             let warnings = warnings(&response);
             assert!(

@@ -12,7 +12,9 @@ use kube::{Api, Client};
 
 use super::serve::PrometheusArgs;
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL, WorkloadKind};
-use crate::policy::{ConfigMapDocument, PolicySources, PolicyStore, PromDuration, StoreEvent, load_sources};
+use crate::policy::{
+    ConfigMapDocument, PolicySources, PolicyStore, PromDuration, StoreEvent, load_sources,
+};
 use crate::reflection::learn::{self, Proposal, WorkloadState};
 use crate::slo::SloSource;
 

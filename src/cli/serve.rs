@@ -14,7 +14,9 @@ use crate::certs::{CertFiles, CertRequest};
 use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::policy::{ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text};
+use crate::policy::{
+    ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text,
+};
 use crate::server::drain::{Draining, close_connections_when_draining};
 use crate::server::limits::{CountedAcceptor, Limits, RequestLimits, request_deadline};
 use crate::server::phases::{PhaseTimeouts, PhasedAcceptor};

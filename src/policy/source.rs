@@ -203,7 +203,11 @@ pub fn parse_sources_text(
                 sources.slo_specs.push(spec);
                 continue;
             }
-            match item.get("kind").and_then(|k| k.as_str()).unwrap_or_default() {
+            match item
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+            {
                 "ConfigMap" => {}
                 // A list's items are ConfigMaps unless they say otherwise.
                 "" if from_list => {}

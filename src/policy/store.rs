@@ -256,7 +256,7 @@ impl PolicyStore {
             }
             return StoreEvent::Ignored;
         };
-        let event = match outcome {
+        match outcome {
             Ok(()) => {
                 entries.errors.remove(&id);
                 StoreEvent::Loaded { configmap: id }
@@ -272,8 +272,7 @@ impl PolicyStore {
                     kept_previous,
                 }
             }
-        };
-        event
+        }
     }
 
     /// Adds or replaces an SLO spec, then resolves again the policies that name a

@@ -490,13 +490,18 @@ spec:
             "{error}"
         );
         let neither = "match: {kinds: [Deployment]}\nslo:\n  objective: 99.9\n  period: 30d\n";
-        let error = parse_policy("policy.yaml", neither).unwrap_err().to_string();
+        let error = parse_policy("policy.yaml", neither)
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains("field `slo`: needs either source") && error.contains("missing: errors, total"),
+            error.contains("field `slo`: needs either source")
+                && error.contains("missing: errors, total"),
             "{error}"
         );
         let unknown = SOURCED.replace("PrometheusServiceLevel", "Dashboard");
-        let error = parse_policy("policy.yaml", &unknown).unwrap_err().to_string();
+        let error = parse_policy("policy.yaml", &unknown)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown variant `Dashboard`"), "{error}");
         // Parsing alone leaves the source to resolve.
         let spec = parse_policy("policy.yaml", SOURCED).unwrap();
@@ -511,7 +516,9 @@ spec:
             panic!("{event:?}");
         };
         assert!(
-            error.contains("field `slo.source`: Sloth PrometheusServiceLevel payments/checkout not found"),
+            error.contains(
+                "field `slo.source`: Sloth PrometheusServiceLevel payments/checkout not found"
+            ),
             "{error}"
         );
         // The spec comes: the waiting policy is resolved again.
@@ -536,17 +543,34 @@ spec:
         let bad = SLOTH.replace("objective: 99.9", "objective: 100");
         let (catalog_event, _) = store.apply_slo_spec(spec_document(&bad));
         assert!(
-            matches!(catalog_event, crate::slo_spec::CatalogEvent::Rejected { kept_previous: true, .. }),
+            matches!(
+                catalog_event,
+                crate::slo_spec::CatalogEvent::Rejected {
+                    kept_previous: true,
+                    ..
+                }
+            ),
             "{catalog_event:?}"
         );
         assert_eq!(
-            store.snapshot().policies[0].spec.slo.as_ref().unwrap().objective,
+            store.snapshot().policies[0]
+                .spec
+                .slo
+                .as_ref()
+                .unwrap()
+                .objective,
             99.9
         );
         // The spec goes away: the policy keeps its last good version and reports why.
         let events = store.remove_slo_spec(&spec_document(SLOTH).key());
         assert!(
-            matches!(events.as_slice(), [StoreEvent::Rejected { kept_previous: true, .. }]),
+            matches!(
+                events.as_slice(),
+                [StoreEvent::Rejected {
+                    kept_previous: true,
+                    ..
+                }]
+            ),
             "{events:?}"
         );
         assert_eq!(store.snapshot().policies.len(), 1);
@@ -564,7 +588,10 @@ spec:
         let crate::slo_spec::CatalogEvent::Rejected { error, .. } = event else {
             panic!("{event:?}");
         };
-        assert!(error.contains("sli.events.totalQuery has no {{.window}}"), "{error}");
+        assert!(
+            error.contains("sli.events.totalQuery has no {{.window}}"),
+            "{error}"
+        );
         let event = store.apply(&policy_document(SOURCED));
         let StoreEvent::Rejected { error, .. } = event else {
             panic!("{event:?}");
@@ -608,6 +635,9 @@ spec:
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("expected a ConfigMap or an SLO spec"), "{error}");
+        assert!(
+            error.contains("expected a ConfigMap or an SLO spec"),
+            "{error}"
+        );
     }
 }

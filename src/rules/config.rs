@@ -287,7 +287,10 @@ mod tests {
         let decision = judge_with_spec(spec("100"));
         let finding = only_finding(&decision, Rule::PolicySchema);
         assert!(
-            finding.headline.contains("was rejected") && finding.headline.contains("spec.target 100 must be a percentage"),
+            finding.headline.contains("was rejected")
+                && finding
+                    .headline
+                    .contains("spec.target 100 must be a percentage"),
             "{}",
             finding.headline
         );

@@ -8,8 +8,8 @@ use super::{Finding, Rule, RuleInput};
 use crate::admission::{ActorKind, Change, ChangeClass, ReplicaChange};
 use crate::policy::{OnError, PolicySpec};
 use crate::slo::figures::{
-    Missing, RatioOrigin, budget_left, burn_rate, number, percent, ratio_origin,
-    threshold_percent, traffic_ratio,
+    Missing, RatioOrigin, budget_left, burn_rate, number, percent, ratio_origin, threshold_percent,
+    traffic_ratio,
 };
 use crate::slo::{GateScope, Observation, QueryRole, Reading, Readings, request_rate_window};
 
@@ -1022,9 +1022,15 @@ spec:
         };
         assert_eq!(
             query(QueryRole::Recorded("30d".into())).as_deref(),
-            Some(r#"max(slo:sli_error:ratio_rate30d{sloth_service="checkout",sloth_slo="availability"})"#)
+            Some(
+                r#"max(slo:sli_error:ratio_rate30d{sloth_service="checkout",sloth_slo="availability"})"#
+            )
         );
-        assert_eq!(query(QueryRole::Errors("1h".into())), None, "the rule, not the raw query");
+        assert_eq!(
+            query(QueryRole::Errors("1h".into())),
+            None,
+            "the rule, not the raw query"
+        );
         // minRequestRate with traffic: the rate comes from traffic.current, not a total.
         assert_eq!(query(QueryRole::Total("5m".into())), None);
 
@@ -1034,12 +1040,21 @@ spec:
         for w in ["1h", "6h", "30m"] {
             readings.insert(QueryRole::Recorded(w.into()), Reading::Value(0.0002));
         }
-        readings.insert(QueryRole::Recorded("5m".into()), Reading::NoData(NoData::Empty));
+        readings.insert(
+            QueryRole::Recorded("5m".into()),
+            Reading::NoData(NoData::Empty),
+        );
         assert_eq!(
             plan.fallback_queries(&readings),
             vec![
-                (QueryRole::Errors("5m".into()), "sum(rate(e[5m]))".to_string()),
-                (QueryRole::Total("5m".into()), "sum(rate(t[5m]))".to_string()),
+                (
+                    QueryRole::Errors("5m".into()),
+                    "sum(rate(e[5m]))".to_string()
+                ),
+                (
+                    QueryRole::Total("5m".into()),
+                    "sum(rate(t[5m]))".to_string()
+                ),
             ],
             "only the window whose rule has no series falls back"
         );
@@ -1058,7 +1073,12 @@ spec:
                 ledger: None,
             },
         );
-        assert_eq!(rules(&decision), [Rule::ErrorBudget], "{:#?}", decision.findings);
+        assert_eq!(
+            rules(&decision),
+            [Rule::ErrorBudget],
+            "{:#?}",
+            decision.findings
+        );
         let headline = &decision.findings[0].headline;
         assert!(
             headline.contains(
@@ -1068,7 +1088,9 @@ spec:
         );
         assert_eq!(
             decision.notes,
-            ["payments/checkout: Sloth recording rules absent (5m): figures from the spec's queries"]
+            [
+                "payments/checkout: Sloth recording rules absent (5m): figures from the spec's queries"
+            ]
         );
         assert!(
             decision.figures[0].contains("budget 4.0% (30d); burn 1h 0.2, 5m 0.2"),
@@ -1088,9 +1110,14 @@ spec:
         readings.insert(QueryRole::Recorded("4w".into()), Reading::Value(0.0005));
         let left = crate::slo::figures::budget_left(&readings, "4w", 99.9).unwrap();
         assert!((left - 0.5).abs() < 1e-9, "{left}");
-        readings.insert(QueryRole::Recorded("5m".into()), Reading::NoData(NoData::NaN));
+        readings.insert(
+            QueryRole::Recorded("5m".into()),
+            Reading::NoData(NoData::NaN),
+        );
         assert_eq!(
-            crate::slo::figures::burn_rate(&readings, "5m", 99.9).unwrap_err().0,
+            crate::slo::figures::burn_rate(&readings, "5m", 99.9)
+                .unwrap_err()
+                .0,
             "recorded error ratio over 5m: NaN",
             "a NaN ratio is no data, never zero"
         );

@@ -61,7 +61,13 @@ async fn observe_live(
     if fallback.is_empty() {
         return Observation::Readings(readings);
     }
-    match ask_live(prometheus, &fallback, timeout.saturating_sub(started.elapsed())).await {
+    match ask_live(
+        prometheus,
+        &fallback,
+        timeout.saturating_sub(started.elapsed()),
+    )
+    .await
+    {
         Observation::Readings(more) => {
             readings.extend(more);
             Observation::Readings(readings)

@@ -101,7 +101,12 @@ impl fmt::Display for SpecKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
             Some(namespace) => write!(f, "{} {namespace}/{}", self.kind.as_str(), self.name),
-            None => write!(f, "{} {} (prometheus/v1 file)", self.kind.as_str(), self.name),
+            None => write!(
+                f,
+                "{} {} (prometheus/v1 file)",
+                self.kind.as_str(),
+                self.name
+            ),
         }
     }
 }
@@ -366,7 +371,12 @@ impl SloSpecCatalog {
         period: Option<&PromDuration>,
     ) -> Result<MappedSlo, SpecError> {
         let kind = DocumentKind::Spec(source.kind);
-        let wanted = format!("{} {} {namespace}/{}", source.kind.tool(), source.kind, source.name);
+        let wanted = format!(
+            "{} {} {namespace}/{}",
+            source.kind.tool(),
+            source.kind,
+            source.name
+        );
         let Some(document) = self.find(kind, namespace, &source.name) else {
             let rejected = self.errors.iter().find(|(key, _)| {
                 key.kind == kind
@@ -477,9 +487,7 @@ pub fn check_document(
             }
             Ok(())
         }
-        DocumentKind::Spec(SloSpecKind::Slo) => {
-            openslo::check_slo(&document.body).map_err(invalid)
-        }
+        DocumentKind::Spec(SloSpecKind::Slo) => openslo::check_slo(&document.body).map_err(invalid),
         DocumentKind::Spec(SloSpecKind::ServiceLevelObjective) => {
             map_document(document, None, None, catalog).map(|_| ())
         }

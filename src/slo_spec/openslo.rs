@@ -30,7 +30,10 @@ pub fn map_openslo<'a>(
     sli: &Lookup<'a>,
 ) -> Result<MappedSlo, String> {
     let spec = body.get("spec").ok_or("has no spec")?;
-    match spec.get("budgetingMethod").and_then(serde_yaml::Value::as_str) {
+    match spec
+        .get("budgetingMethod")
+        .and_then(serde_yaml::Value::as_str)
+    {
         Some("Occurrences") | None => {}
         Some(other) => {
             return Err(format!(
@@ -60,7 +63,9 @@ pub fn map_openslo<'a>(
         (None, None) => return Err("has neither spec.indicator nor spec.indicatorRef".into()),
     };
     let (errors, total) = ratio_queries(ratio)?;
-    let objective_text = chosen_name.map(|n| format!(", objective {n}")).unwrap_or_default();
+    let objective_text = chosen_name
+        .map(|n| format!(", objective {n}"))
+        .unwrap_or_default();
     Ok(MappedSlo {
         objective: target,
         period,
@@ -89,7 +94,11 @@ pub(super) fn check_slo(body: &serde_yaml::Value) -> Result<(), String> {
         })
         .collect();
     for name in names {
-        let picked = if objectives > 1 { name.as_deref() } else { None };
+        let picked = if objectives > 1 {
+            name.as_deref()
+        } else {
+            None
+        };
         match map_openslo(body, "", picked, &|_| None) {
             Err(error) if error.contains("is not among the specs") => {}
             other => {
@@ -148,7 +157,10 @@ fn pick_objective(
             .find(|o| name_of(o).as_deref() == Some(wanted))
             .ok_or_else(|| {
                 let names: Vec<String> = objectives.iter().filter_map(name_of).collect();
-                format!("has no objective named {wanted:?} (it has: {})", names.join(", "))
+                format!(
+                    "has no objective named {wanted:?} (it has: {})",
+                    names.join(", ")
+                )
             })?,
         None if objectives.len() == 1 => &objectives[0],
         None => {
@@ -162,7 +174,9 @@ fn pick_objective(
     };
     let percent = match (
         chosen.get("target").and_then(serde_yaml::Value::as_f64),
-        chosen.get("targetPercent").and_then(serde_yaml::Value::as_f64),
+        chosen
+            .get("targetPercent")
+            .and_then(serde_yaml::Value::as_f64),
     ) {
         (Some(target), None) => target * 100.0,
         (None, Some(percent)) => percent,

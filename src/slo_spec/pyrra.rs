@@ -42,7 +42,9 @@ impl Selector {
             rest.strip_prefix('{')
                 .and_then(|r| r.strip_suffix('}'))
                 .ok_or_else(|| {
-                    format!("{text:?} is not a metric selector such as requests_total{{job=\"api\"}}")
+                    format!(
+                        "{text:?} is not a metric selector such as requests_total{{job=\"api\"}}"
+                    )
                 })?
         };
         let mut matchers = Vec::new();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::policy::PromDuration;
 
 use super::{
-    MappedSlo, RecordedWindow, RecordingRules, RecordingTool, convert_window_template,
-    label_value, prometheus_duration_text,
+    MappedSlo, RecordedWindow, RecordingRules, RecordingTool, convert_window_template, label_value,
+    prometheus_duration_text,
 };
 
 const DAY: u64 = 86_400;
@@ -51,7 +51,9 @@ fn spec(body: &serde_yaml::Value) -> &serde_yaml::Value {
 }
 
 fn slos(body: &serde_yaml::Value) -> Option<&Vec<serde_yaml::Value>> {
-    spec(body).get("slos").and_then(serde_yaml::Value::as_sequence)
+    spec(body)
+        .get("slos")
+        .and_then(serde_yaml::Value::as_sequence)
 }
 
 /// The windows Sloth records `slo:sli_error:ratio_rate<window>` for, with its default
@@ -94,18 +96,15 @@ pub fn map_sloth(
         .and_then(serde_yaml::Value::as_str)
         .filter(|s| !s.trim().is_empty())
         .ok_or("has no service")?;
-    let slos = slos(body).filter(|s| !s.is_empty()).ok_or("lists no slos")?;
+    let slos = slos(body)
+        .filter(|s| !s.is_empty())
+        .ok_or("lists no slos")?;
     let names = slo_names(body);
     let chosen = match slo {
         Some(wanted) => slos
             .iter()
             .find(|s| s.get("name").and_then(serde_yaml::Value::as_str) == Some(wanted))
-            .ok_or_else(|| {
-                format!(
-                    "has no SLO named {wanted:?} (it has: {})",
-                    names.join(", ")
-                )
-            })?,
+            .ok_or_else(|| format!("has no SLO named {wanted:?} (it has: {})", names.join(", ")))?,
         None if slos.len() == 1 => &slos[0],
         None => {
             return Err(format!(
@@ -189,7 +188,10 @@ fn sloth_recording_rules(service: &str, name: &str, period: Duration) -> Option<
         windows: windows
             .into_iter()
             .map(|window| {
-                let rule = format!("slo:sli_error:ratio_rate{}", prometheus_duration_text(window));
+                let rule = format!(
+                    "slo:sli_error:ratio_rate{}",
+                    prometheus_duration_text(window)
+                );
                 RecordedWindow {
                     window,
                     // One series per SLO; `max` keeps a query valid where two

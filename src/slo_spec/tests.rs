@@ -203,7 +203,10 @@ fn a_sloth_crd_names_its_slo_and_takes_the_generators_period() {
         .resolve(&wanted(Some("nope")), "payments", None)
         .unwrap_err()
         .to_string();
-    assert!(error.contains("has no SLO named \"nope\" (it has: availability, latency)"), "{error}");
+    assert!(
+        error.contains("has no SLO named \"nope\" (it has: availability, latency)"),
+        "{error}"
+    );
     let error = catalog
         .resolve(&wanted(Some("latency")), "payments", None)
         .unwrap_err()
@@ -286,7 +289,9 @@ fn a_pyrra_ratio_indicator_maps_counters_to_rates_and_burnrate_rules() {
 #[test]
 fn pyrra_windows_scale_from_28_days_and_round_to_the_minute() {
     let minutes = |list: &[u64]| -> Vec<Duration> {
-        list.iter().map(|m| Duration::from_secs(m * MINUTE)).collect()
+        list.iter()
+            .map(|m| Duration::from_secs(m * MINUTE))
+            .collect()
     };
     assert_eq!(
         pyrra_windows(Duration::from_secs(28 * DAY)),
@@ -294,9 +299,18 @@ fn pyrra_windows_scale_from_28_days_and_round_to_the_minute() {
     );
     // 30d: 1h4m17s rounds to 1h4m, 5m21s to 5m, as Pyrra's Windows does.
     let thirty = pyrra_windows(Duration::from_secs(30 * DAY));
-    assert!(thirty.contains(&Duration::from_secs(64 * MINUTE)), "{thirty:?}");
-    assert!(thirty.contains(&Duration::from_secs(5 * MINUTE)), "{thirty:?}");
-    assert_eq!(prometheus_duration_text(Duration::from_secs(64 * MINUTE)), "1h4m");
+    assert!(
+        thirty.contains(&Duration::from_secs(64 * MINUTE)),
+        "{thirty:?}"
+    );
+    assert!(
+        thirty.contains(&Duration::from_secs(5 * MINUTE)),
+        "{thirty:?}"
+    );
+    assert_eq!(
+        prometheus_duration_text(Duration::from_secs(64 * MINUTE)),
+        "1h4m"
+    );
 }
 
 #[test]
@@ -307,7 +321,10 @@ fn pyrra_rejects_what_it_cannot_read() {
     let CatalogEvent::Rejected { error, .. } = event else {
         panic!("{event:?}");
     };
-    assert!(error.contains("slo-guard reads ratio indicators"), "{error}");
+    assert!(
+        error.contains("slo-guard reads ratio indicators"),
+        "{error}"
+    );
     let bad = PYRRA.replace(r#"http_requests_total{job="api"}"#, "sum(rate(x[5m]))");
     let event = catalog.insert(document(&bad));
     assert!(matches!(event, CatalogEvent::Rejected { .. }), "{event:?}");
@@ -322,10 +339,7 @@ fn openslo_inline_ratio_metrics_take_good_from_total() {
         .unwrap();
     assert!((mapped.objective - 99.5).abs() < 1e-9);
     assert_eq!(mapped.period.as_str(), "28d");
-    assert_eq!(
-        mapped.total,
-        "sum(rate(search_requests_total[{{window}}]))"
-    );
+    assert_eq!(mapped.total, "sum(rate(search_requests_total[{{window}}]))");
     assert_eq!(
         mapped.errors,
         r#"(sum(rate(search_requests_total[{{window}}]))) - (sum(rate(search_requests_total{code!~"5.."}[{{window}}])))"#
@@ -337,7 +351,11 @@ fn openslo_inline_ratio_metrics_take_good_from_total() {
 fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
     let catalog = catalog(&[OPENSLO_BY_REF, OPENSLO_SLI]);
     let mapped = catalog
-        .resolve(&source(SloSpecKind::Slo, "search-ref", None), "payments", None)
+        .resolve(
+            &source(SloSpecKind::Slo, "search-ref", None),
+            "payments",
+            None,
+        )
         .unwrap();
     assert_eq!(mapped.objective, 99.0);
     assert_eq!(mapped.period.as_str(), "7d");
@@ -348,11 +366,17 @@ fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
 
     let alone = self::catalog(&[OPENSLO_BY_REF]);
     let error = alone
-        .resolve(&source(SloSpecKind::Slo, "search-ref", None), "payments", None)
+        .resolve(
+            &source(SloSpecKind::Slo, "search-ref", None),
+            "payments",
+            None,
+        )
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("spec.indicatorRef \"search-errors\": that SLI is not among the specs slo-guard read"),
+        error.contains(
+            "spec.indicatorRef \"search-errors\": that SLI is not among the specs slo-guard read"
+        ),
         "{error}"
     );
 }
@@ -361,12 +385,18 @@ fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
 fn openslo_rejects_time_slices_calendars_and_windowless_queries() {
     for (change, expected) in [
         (
-            ("budgetingMethod: Occurrences", "budgetingMethod: Timeslices"),
+            (
+                "budgetingMethod: Occurrences",
+                "budgetingMethod: Timeslices",
+            ),
             "not time slices",
         ),
         (("isRolling: true", "isRolling: false"), "calendar-aligned"),
         (
-            ("{query: search_requests_total}", "{query: 'sum(rate(search_requests_total[5m]))'}"),
+            (
+                "{query: search_requests_total}",
+                "{query: 'sum(rate(search_requests_total[5m]))'}",
+            ),
             "has no {{.window}} placeholder",
         ),
     ] {
@@ -417,16 +447,25 @@ fn a_rejected_spec_keeps_the_last_good_version_and_says_why() {
         )
         .unwrap_err()
         .to_string();
-    assert!(error.contains("Pyrra ServiceLevelObjective payments/other not found"), "{error}");
+    assert!(
+        error.contains("Pyrra ServiceLevelObjective payments/other not found"),
+        "{error}"
+    );
 }
 
 #[test]
 fn documents_of_other_kinds_and_versions_are_told_apart() {
     let configmap = yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
-    assert_eq!(SloSpecDocument::recognize(&configmap, "default", "x").unwrap(), None);
+    assert_eq!(
+        SloSpecDocument::recognize(&configmap, "default", "x").unwrap(),
+        None
+    );
     let alpha = yaml("apiVersion: openslo/v1alpha\nkind: SLO\nmetadata: {name: x}\n");
     let error = SloSpecDocument::recognize(&alpha, "default", "x").unwrap_err();
-    assert!(error.to_string().contains("slo-guard reads openslo/v1"), "{error}");
+    assert!(
+        error.to_string().contains("slo-guard reads openslo/v1"),
+        "{error}"
+    );
 }
 
 #[test]
