@@ -635,6 +635,9 @@ pub async fn watch_slo_specs(
     futures::future::join_all(watches).await;
 }
 
+/// How long `serve` waits for the SLO specs' first list before it watches the policies.
+pub const SLO_SPEC_SYNC_WAIT: Duration = Duration::from_secs(5);
+
 /// How long `serve` waits for the first list before it reports not ready and keeps trying.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -379,6 +379,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster::reporting_instance(),
             metrics.clone(),
         );
+        // The SLO specs policies name in slo.source, for the kinds whose CRDs exist.
+        // Listed first: a policy that names a spec is not rejected (with an Event on
+        // its ConfigMap) for want of a spec the watch has not listed yet. A spec watch
+        // that cannot list within the wait catches up later, resolving the policies
+        // again.
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cluster::watch_slo_specs(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            synced_tx,
+        ));
+        if tokio::time::timeout(cluster::SLO_SPEC_SYNC_WAIT, synced_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait = ?cluster::SLO_SPEC_SYNC_WAIT,
+                "SLO specs not listed yet: policies that name one wait for it"
+            );
+        }
         for kind in [ConfigKind::Policy, ConfigKind::Reflection] {
             let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(cluster::watch_configmaps(
@@ -391,15 +412,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
             cluster_sync.push(synced_rx);
         }
-        // The SLO specs policies name in slo.source, for the kinds whose CRDs exist.
-        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(cluster::watch_slo_specs(
-            client.clone(),
-            store.clone(),
-            metrics.clone(),
-            synced_tx,
-        ));
-        cluster_sync.push(synced_rx);
         let (cache, cache_synced) = cluster::start_workload_cache(&client);
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
