@@ -65,6 +65,22 @@ pub(super) fn check(
         return outcome;
     };
     let policy = &input.policy.id;
+    if let Some(source) = spec
+        .slo
+        .as_ref()
+        .filter(|slo| slo.awaits_source())
+        .and_then(|slo| slo.source.as_ref())
+    {
+        on_error(
+            input,
+            &mut outcome,
+            &format!(
+                "slo.source {} {} is not resolved, so there is no objective to judge by",
+                source.kind, source.name
+            ),
+        );
+        return outcome;
+    }
     let readings = match observation {
         Some(Observation::Readings(readings)) => readings,
         Some(Observation::NotConfigured) => {
@@ -1120,6 +1136,28 @@ spec:
                 .0,
             "recorded error ratio over 5m: NaN",
             "a NaN ratio is no data, never zero"
+        );
+    }
+
+    #[test]
+    fn an_unresolved_source_is_no_data_never_a_pass() {
+        let yaml = POLICY.replace(
+            "  objective: 99.9\n  period: 30d\n  errors: 'sum(rate(e[{{window}}]))'\n  total: 'sum(rate(t[{{window}}]))'\n",
+            "  source: {kind: SLO, name: checkout}\n",
+        );
+        let decision = judge_figures(&yaml, &agent_rollout(), &HEALTHY);
+        assert_eq!(
+            rules(&decision),
+            [Rule::SloData],
+            "{:#?}",
+            decision.findings
+        );
+        assert!(
+            decision.findings[0]
+                .headline
+                .contains("slo.source SLO checkout is not resolved"),
+            "{}",
+            decision.findings[0].headline
         );
     }
 }

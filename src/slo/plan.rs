@@ -100,7 +100,9 @@ impl QueryPlan {
                 queries.push((role, query));
             }
         };
-        if let Some(slo) = &spec.slo {
+        // An unresolved source has no queries yet; the store never publishes such a
+        // policy, and the gate reports it as no data if one gets through.
+        if let Some(slo) = spec.slo.as_ref().filter(|slo| !slo.awaits_source()) {
             let mut windows: Vec<&str> = Vec::new();
             if scope != GateScope::ScaleDown {
                 windows.push(slo.period.as_str());
@@ -170,6 +172,7 @@ impl QueryPlan {
         let probe_source = spec
             .slo
             .as_ref()
+            .filter(|slo| !slo.awaits_source())
             .map(|slo| fill(&slo.total, Some("1m"), target))
             .or_else(|| {
                 spec.traffic
