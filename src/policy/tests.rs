@@ -640,4 +640,39 @@ spec:
             "{error}"
         );
     }
+
+    #[test]
+    fn specs_are_read_from_lists_and_sloth_spec_files() {
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}",
+            SLOTH
+                .lines()
+                .enumerate()
+                .map(|(i, line)| if i == 0 {
+                    format!("- {line}\n")
+                } else {
+                    format!("  {line}\n")
+                })
+                .collect::<String>()
+        );
+        let sources = parse_sources_text(Path::new("list.yaml"), &list, "default").unwrap();
+        assert_eq!(sources.slo_specs.len(), 1, "{sources:?}");
+        assert!(sources.configmaps.is_empty());
+
+        let file = "version: prometheus/v1\nservice: checkout\nslos: []\n";
+        let sources = parse_sources_text(Path::new("sloth.yaml"), file, "default").unwrap();
+        let spec = &sources.slo_specs[0];
+        assert_eq!(
+            (spec.namespace.as_deref(), spec.name.as_str()),
+            (None, "checkout")
+        );
+        let unnamed = "version: prometheus/v1\nslos: []\n";
+        let error = parse_sources_text(Path::new("sloth.yaml"), unnamed, "default")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a prometheus/v1 spec file needs a `service`"),
+            "{error}"
+        );
+    }
 }
