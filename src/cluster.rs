@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PodTemplateSpec};
 use k8s_openapi::api::events::v1::{Event as KubeEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -22,6 +23,7 @@ use crate::admission::{
 use crate::metrics::{ConfigMapLabels, Metrics};
 use crate::policy::{ConfigMapDocument, PolicyRef, PolicyStore, StoreEvent};
 use crate::rules::Decision;
+use crate::slo_spec::{CatalogEvent, DocumentKind, SloSpecDocument, SloSpecKind};
 
 /// Workload labels, pod template labels, annotations and replicas from watches, so a
 /// scale request is matched and judged by its parent's decision context without an API
@@ -461,6 +463,188 @@ pub async fn watch_configmaps(
         }
     }
 }
+
+/// The SLO spec kinds slo-guard reads from the cluster: the API version, kind and
+/// plural of each CRD, and the kind of document it holds.
+const SLO_SPEC_RESOURCES: [(&str, &str, &str, &str, DocumentKind); 4] = [
+    (
+        "sloth.slok.dev",
+        "v1",
+        "PrometheusServiceLevel",
+        "prometheusservicelevels",
+        DocumentKind::Spec(SloSpecKind::PrometheusServiceLevel),
+    ),
+    (
+        "pyrra.dev",
+        "v1alpha1",
+        "ServiceLevelObjective",
+        "servicelevelobjectives",
+        DocumentKind::Spec(SloSpecKind::ServiceLevelObjective),
+    ),
+    (
+        "openslo",
+        "v1",
+        "SLO",
+        "slos",
+        DocumentKind::Spec(SloSpecKind::Slo),
+    ),
+    ("openslo", "v1", "SLI", "slis", DocumentKind::OpenSloSli),
+];
+
+/// The SLO spec CRDs this cluster serves: those whose group and version the API server
+/// lists with the kind. A cluster without Sloth, Pyrra or OpenSLO has none, and
+/// slo-guard does without them.
+async fn served_slo_spec_resources(client: &Client) -> Vec<(ApiResource, DocumentKind)> {
+    let mut served = Vec::new();
+    for (group, version, kind, plural, document_kind) in SLO_SPEC_RESOURCES {
+        let api_version = format!("{group}/{version}");
+        match client.list_api_group_resources(&api_version).await {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.kind == kind && r.name == plural) =>
+            {
+                let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+                served.push((
+                    ApiResource::from_gvk_with_plural(&gvk, plural),
+                    document_kind,
+                ));
+            }
+            Ok(_) | Err(_) => {
+                tracing::info!(
+                    api_version,
+                    kind,
+                    "SLO spec CRD not served: policies cannot name this kind in slo.source"
+                );
+            }
+        }
+    }
+    served
+}
+
+/// An SLO spec object as a document, or why it is not one.
+fn spec_document_of(object: &DynamicObject) -> Option<SloSpecDocument> {
+    let value = serde_json::to_value(object)
+        .ok()
+        .and_then(|json| serde_yaml::to_value(json).ok())?;
+    match SloSpecDocument::recognize(&value, "", "cluster") {
+        Ok(document) => document,
+        Err(error) => {
+            tracing::error!(%error, "SLO spec unreadable");
+            None
+        }
+    }
+}
+
+/// Logs what adding an SLO spec did.
+pub fn report_slo_spec(event: &CatalogEvent) {
+    match event {
+        CatalogEvent::Loaded(key) => tracing::info!(spec = %key, "SLO spec loaded"),
+        CatalogEvent::Rejected {
+            key,
+            error,
+            kept_previous,
+        } => tracing::error!(spec = %key, %error, kept_previous, "SLO spec rejected"),
+    }
+}
+
+/// Lists the SLO specs of every served kind once (for `reflect`, which judges past
+/// changes and needs no watch).
+pub async fn list_slo_specs(client: &Client) -> Vec<SloSpecDocument> {
+    let mut documents = Vec::new();
+    for (resource, _) in served_slo_spec_resources(client).await {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        match api.list(&Default::default()).await {
+            Ok(list) => documents.extend(list.items.iter().filter_map(spec_document_of)),
+            Err(error) => {
+                tracing::warn!(kind = resource.kind, %error, "cannot list SLO specs");
+            }
+        }
+    }
+    documents
+}
+
+/// Watches the SLO spec kinds whose CRDs the cluster serves, and keeps the store's
+/// catalog in step; policies that name a spec are resolved again when it changes, and
+/// keep their last good version when it goes bad or away. Sends on `synced` once every
+/// served kind has been listed (at once when none is served). A CRD installed later is
+/// read after slo-guard restarts.
+pub async fn watch_slo_specs(
+    client: Client,
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    synced: tokio::sync::oneshot::Sender<()>,
+) {
+    let served = served_slo_spec_resources(&client).await;
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(served.len()));
+    let synced = Arc::new(std::sync::Mutex::new(Some(synced)));
+    let signal = {
+        let synced = synced.clone();
+        move || {
+            if let Some(sender) = synced
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take()
+            {
+                let _ = sender.send(());
+            }
+        }
+    };
+    if served.is_empty() {
+        signal();
+        return;
+    }
+    let watches = served.into_iter().map(|(resource, kind)| {
+        let client = client.clone();
+        let store = store.clone();
+        let metrics = metrics.clone();
+        let remaining = remaining.clone();
+        let signal = signal.clone();
+        async move {
+            let api = Api::<DynamicObject>::all_with(client, &resource);
+            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+            let mut stream = std::pin::pin!(resilient(stream, "SLO specs"));
+            let mut listing: Vec<SloSpecDocument> = Vec::new();
+            let mut first_list = true;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Event::Init => listing.clear(),
+                    Event::InitApply(object) => listing.extend(spec_document_of(&object)),
+                    Event::InitDone => {
+                        let (catalog, policies) =
+                            store.replace_slo_specs(&[kind], std::mem::take(&mut listing));
+                        catalog.iter().for_each(report_slo_spec);
+                        policies.iter().for_each(|event| report(event, &metrics));
+                        if first_list {
+                            first_list = false;
+                            if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                                signal();
+                            }
+                        }
+                    }
+                    Event::Apply(object) => {
+                        if let Some(document) = spec_document_of(&object) {
+                            let (catalog, policies) = store.apply_slo_spec(document);
+                            report_slo_spec(&catalog);
+                            policies.iter().for_each(|event| report(event, &metrics));
+                        }
+                    }
+                    Event::Delete(object) => {
+                        if let Some(document) = spec_document_of(&object) {
+                            let policies = store.remove_slo_spec(&document.key());
+                            policies.iter().for_each(|event| report(event, &metrics));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(watches).await;
+}
+
+/// How long `serve` waits for the SLO specs' first list before it watches the policies.
+pub const SLO_SPEC_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// How long `serve` waits for the first list before it reports not ready and keeps trying.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,5 +19,6 @@ pub mod reflection;
 pub mod rules;
 pub mod server;
 pub mod slo;
+pub mod slo_spec;
 pub mod verdict;
 pub mod webhook_scope;

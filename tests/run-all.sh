@@ -44,6 +44,12 @@ for tool in kube-apiserver kubectl kubelet kube-controller-manager kube-schedule
 done
 export SLO_GUARD_E2E_BIN="$BIN"
 
+# After build-tools.sh, which replaces bin/ as a whole: tests/slo_sources_prometheus.rs
+# runs `sloth generate`, and fails without it.
+step "building Sloth from its Go module (cached)"
+SLOTH="$(bash tests/e2e/build-sloth.sh | tail -n1)"
+[ -x "$SLOTH" ] || { echo "missing $SLOTH after build-sloth.sh" >&2; exit 1; }
+
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -297,6 +297,8 @@ pub fn judge_in_apiserver_order(
 /// cache, the SLO answers.
 pub struct Setting {
     pub policies: Vec<ConfigMapDocument>,
+    /// The SLO specs the policies may name in `slo.source`.
+    pub slo_specs: Vec<crate::slo_spec::SloSpecDocument>,
     pub namespace: String,
     pub workloads: Vec<WorkloadState>,
     pub slo: SloSource,
@@ -307,7 +309,17 @@ impl Setting {
     /// which a cluster's watch cache holds) under the given ones.
     pub fn guard(&self, extra: &[WorkloadState]) -> Result<Guard, CheckError> {
         let store = Arc::new(PolicyStore::new(self.namespace.clone()));
-        for event in store.replace_all(None, &self.policies) {
+        let sources = crate::policy::PolicySources {
+            configmaps: self.policies.clone(),
+            slo_specs: self.slo_specs.clone(),
+        };
+        let (spec_events, events) = store.replace_sources(&sources);
+        for event in spec_events {
+            if let crate::slo_spec::CatalogEvent::Rejected { error, .. } = event {
+                return Err(CheckError::Policy(error));
+            }
+        }
+        for event in events {
             if let StoreEvent::Rejected { error, .. } = event {
                 return Err(CheckError::Policy(error.to_string()));
             }
@@ -486,8 +498,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
     }
     let mut stdin = Stdin::default();
     let setting = (|| {
+        let sources = manifests::read_policy_sources(&args.policies.policies, &mut stdin)?;
         Ok::<_, CheckError>(Setting {
-            policies: manifests::read_policy_documents(&args.policies.policies, &mut stdin)?,
+            policies: sources.configmaps,
+            slo_specs: sources.slo_specs,
             namespace: args.policies.namespace.clone(),
             workloads: manifests::workloads_of(&args.workloads, &mut stdin)?,
             slo: slo_source(args.prometheus_answers.as_ref(), &args.prometheus)?,

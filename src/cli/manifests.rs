@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission::WorkloadKind;
-use crate::policy::{ConfigMapDocument, SourceError, parse_manifest_text};
+use crate::policy::{PolicySources, SourceError, parse_sources_text};
 use crate::reflection::learn::WorkloadState;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,25 +174,26 @@ pub fn read_manifests(
     Ok(manifests)
 }
 
-/// Policy and reflection ConfigMaps from files, directories or standard input.
-pub fn read_policy_documents(
+/// Policy and reflection ConfigMaps, and the SLO specs policies may name, from files,
+/// directories or standard input.
+pub fn read_policy_sources(
     paths: &[PathBuf],
     stdin: &mut Stdin,
-) -> Result<Vec<ConfigMapDocument>, ManifestError> {
-    let mut documents = Vec::new();
+) -> Result<PolicySources, ManifestError> {
+    let mut sources = PolicySources::default();
     for path in paths {
         if is_stdin(path) {
             let text = stdin.read()?;
-            documents.extend(parse_manifest_text(
+            sources.extend(parse_sources_text(
                 Path::new("standard input"),
                 &text,
                 "default",
             )?);
         } else {
-            documents.extend(crate::policy::read_manifests(path, "default")?);
+            sources.extend(crate::policy::read_sources(path, "default")?);
         }
     }
-    Ok(documents)
+    Ok(sources)
 }
 
 /// The Deployments and StatefulSets among `manifests`, as the watch cache would hold

@@ -12,7 +12,9 @@ use kube::{Api, Client};
 
 use super::serve::PrometheusArgs;
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL, WorkloadKind};
-use crate::policy::{ConfigMapDocument, PolicyStore, PromDuration, StoreEvent, load_directory};
+use crate::policy::{
+    ConfigMapDocument, PolicySources, PolicyStore, PromDuration, StoreEvent, load_sources,
+};
 use crate::reflection::learn::{self, Proposal, WorkloadState};
 use crate::slo::SloSource;
 
@@ -145,12 +147,16 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<()> {
         None
     };
     let store = Arc::new(PolicyStore::new(args.namespace.clone()));
-    let documents = match (&client, args.policies.is_empty()) {
-        (_, false) => load_directory(&args.policies, "default")?,
-        (Some(client), true) => cluster_configmaps(client).await?,
+    let sources = match (&client, args.policies.is_empty()) {
+        (_, false) => load_sources(&args.policies, "default")?,
+        (Some(client), true) => PolicySources {
+            configmaps: cluster_configmaps(client).await?,
+            slo_specs: crate::cluster::list_slo_specs(client).await,
+        },
         (None, true) => unreachable!("a client exists whenever --policies is empty"),
     };
-    for event in store.replace_all(None, &documents) {
+    let (_, events) = store.replace_sources(&sources);
+    for event in events {
         if let StoreEvent::Rejected { error, .. } = event {
             eprintln!("warning: skipping an invalid policy: {error}");
         }

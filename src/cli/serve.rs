@@ -14,7 +14,9 @@ use crate::certs::{CertFiles, CertRequest};
 use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::policy::{ConfigMapDocument, PolicyStore, load_directory, parse_manifest_text};
+use crate::policy::{
+    ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text,
+};
 use crate::server::drain::{Draining, close_connections_when_draining};
 use crate::server::limits::{CountedAcceptor, Limits, RequestLimits, request_deadline};
 use crate::server::phases::{PhaseTimeouts, PhasedAcceptor};
@@ -412,6 +414,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster::reporting_instance(),
             metrics.clone(),
         );
+        // The SLO specs policies name in slo.source, for the kinds whose CRDs exist.
+        // Listed first: a policy that names a spec is not rejected (with an Event on
+        // its ConfigMap) for want of a spec the watch has not listed yet. A spec watch
+        // that cannot list within the wait catches up later, resolving the policies
+        // again.
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(cluster::watch_slo_specs(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            synced_tx,
+        ));
+        if tokio::time::timeout(cluster::SLO_SPEC_SYNC_WAIT, synced_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait = ?cluster::SLO_SPEC_SYNC_WAIT,
+                "SLO specs not listed yet: policies that name one wait for it"
+            );
+        }
         for kind in [ConfigKind::Policy, ConfigKind::Reflection] {
             let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(cluster::watch_configmaps(
@@ -467,13 +490,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Arc::new(cache)
     } else {
-        let documents = if args.policies.policies.is_empty() {
+        let sources = if args.policies.policies.is_empty() {
             tracing::info!("no --policies given: serving the embedded example policies");
-            embedded_documents(&args.policies.namespace)?
+            PolicySources {
+                configmaps: embedded_documents(&args.policies.namespace)?,
+                slo_specs: Vec::new(),
+            }
         } else {
-            load_directory(&args.policies.policies, "default")?
+            load_sources(&args.policies.policies, "default")?
         };
-        for event in store.replace_all(None, &documents) {
+        let (spec_events, events) = store.replace_sources(&sources);
+        for event in &spec_events {
+            cluster::report_slo_spec(event);
+        }
+        for event in events {
             cluster::report(&event, &metrics);
         }
         Arc::new(())

@@ -297,7 +297,7 @@ fn prepare(file: &Path, suite: &SuiteSpec, spec: CaseSpec) -> Result<Case, Suite
             "no policies for this case (set policies in the suite or the case)".into(),
         ));
     }
-    let policy_documents = manifests::read_policy_documents(&policies, &mut stdin)
+    let policy_sources = manifests::read_policy_sources(&policies, &mut stdin)
         .map_err(|e| fail("policies", e.to_string()))?;
     let workloads = manifests::workloads_of(
         &resolve(base, spec.workloads.as_ref().unwrap_or(&suite.workloads)),
@@ -381,7 +381,8 @@ fn prepare(file: &Path, suite: &SuiteSpec, spec: CaseSpec) -> Result<Case, Suite
         review,
         stored,
         setting: Setting {
-            policies: policy_documents,
+            policies: policy_sources.configmaps,
+            slo_specs: policy_sources.slo_specs,
             namespace: suite
                 .namespace
                 .clone()

@@ -11,11 +11,12 @@ mod store;
 pub use duration::PromDuration;
 pub use model::*;
 pub use source::{
-    ConfigMapDocument, SourceError, load_directory, manifest_files, parse_manifest_text,
-    read_manifests,
+    ConfigMapDocument, PolicySources, SourceError, load_directory, load_sources, manifest_files,
+    parse_manifest_text, parse_sources_text, read_manifests, read_sources,
 };
 pub use store::{
     MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate,
+    validate_policy_with_specs,
 };
 
 use std::collections::BTreeMap;
@@ -137,6 +138,45 @@ pub fn parse_policy_configmap(
     Ok(Policy {
         id: id.clone(),
         spec,
+    })
+}
+
+/// Fills in a policy's `slo` from the spec its `slo.source` names, in the policy's
+/// `namespace`, and checks the result as if it had been written inline. A policy
+/// without a source is left as it is.
+pub fn resolve_slo_source(
+    key: &str,
+    spec: &mut PolicySpec,
+    namespace: &str,
+    catalog: &crate::slo_spec::SloSpecCatalog,
+) -> Result<(), PolicyError> {
+    let Some(slo) = spec.slo.as_mut() else {
+        return Ok(());
+    };
+    let Some(source) = slo.source.clone() else {
+        return Ok(());
+    };
+    let error = |message: String| PolicyError::Field {
+        key: key.to_string(),
+        field: "slo.source".to_string(),
+        message,
+    };
+    let mapped = catalog
+        .resolve(&source, namespace, slo.written_period.as_ref())
+        .map_err(|e| error(e.to_string()))?;
+    slo.objective = mapped.objective;
+    slo.period = mapped.period;
+    slo.errors = mapped.errors;
+    slo.total = mapped.total;
+    slo.resolved = Some(std::sync::Arc::new(ResolvedSource {
+        origin: mapped.origin.clone(),
+        recorded: mapped.recorded,
+    }));
+    validate(spec).map_err(|(field, message)| {
+        error(format!(
+            "{}: what it gives does not pass as {field}: {message}",
+            mapped.origin
+        ))
     })
 }
 
@@ -335,17 +375,21 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
         }
     }
     if let Some(slo) = &spec.slo {
-        if !(slo.objective.is_finite() && slo.objective > 0.0 && slo.objective < 100.0) {
-            return Err(field_error(
-                "slo.objective",
-                format!(
-                    "{} must be a percentage strictly between 0 and 100, e.g. 99.9",
-                    slo.objective
-                ),
-            ));
+        // With a source, the objective and the queries are the spec's: they are
+        // checked once the store resolves it (`resolve_slo_source`).
+        if !slo.awaits_source() {
+            if !(slo.objective.is_finite() && slo.objective > 0.0 && slo.objective < 100.0) {
+                return Err(field_error(
+                    "slo.objective",
+                    format!(
+                        "{} must be a percentage strictly between 0 and 100, e.g. 99.9",
+                        slo.objective
+                    ),
+                ));
+            }
+            check_query("slo.errors", &slo.errors, true)?;
+            check_query("slo.total", &slo.total, true)?;
         }
-        check_query("slo.errors", &slo.errors, true)?;
-        check_query("slo.total", &slo.total, true)?;
         if let Some(rate) = slo.min_request_rate
             && !(rate.is_finite() && rate >= 0.0)
         {

@@ -569,9 +569,15 @@ impl Serialize for Step {
     }
 }
 
+/// The `slo` section. Its objective, period and queries are written inline, or come
+/// from the SLO spec `source` names (Sloth, Pyrra, OpenSLO): then they are filled in
+/// when the policy store resolves the source, and [`SloSpec::resolved`] says from where.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(try_from = "RawSloSpec", rename_all = "camelCase")]
 pub struct SloSpec {
+    /// The SLO spec this section reads its objective, period and queries from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::slo_spec::SourceRef>,
     /// Percent, for example 99.9.
     pub objective: f64,
     pub period: PromDuration,
@@ -591,6 +597,131 @@ pub struct SloSpec {
     /// Whether CREATE is gated too (by default only rollouts are).
     #[serde(default)]
     pub gate_create: bool,
+    /// With a `source`: the period the policy wrote (only a Sloth spec takes one).
+    #[serde(skip)]
+    pub written_period: Option<PromDuration>,
+    /// With a `source`, once resolved: where the figures come from, and the tool's
+    /// recording rules.
+    #[serde(skip)]
+    pub resolved: Option<std::sync::Arc<ResolvedSource>>,
+}
+
+/// What resolving `slo.source` found, beyond the objective, period and queries it
+/// filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSource {
+    /// "Sloth PrometheusServiceLevel payments/checkout, SLO requests-availability".
+    pub origin: String,
+    pub recorded: Option<crate::slo_spec::RecordingRules>,
+}
+
+impl SloSpec {
+    /// Whether the objective, period and queries still wait for `source` to resolve.
+    pub fn awaits_source(&self) -> bool {
+        self.source.is_some() && self.resolved.is_none()
+    }
+}
+
+/// `slo` as written: either `source` or the inline objective, period and queries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSloSpec {
+    #[serde(default)]
+    source: Option<crate::slo_spec::SourceRef>,
+    #[serde(default)]
+    objective: Option<f64>,
+    #[serde(default)]
+    period: Option<PromDuration>,
+    #[serde(default)]
+    errors: Option<String>,
+    #[serde(default)]
+    total: Option<String>,
+    #[serde(default)]
+    min_request_rate: Option<f64>,
+    #[serde(default = "default_no_traffic")]
+    on_no_traffic: OnError,
+    #[serde(default)]
+    budget: BudgetSpec,
+    #[serde(default)]
+    burn_rate: Vec<BurnRateRow>,
+    #[serde(default)]
+    gate_create: bool,
+}
+
+impl TryFrom<RawSloSpec> for SloSpec {
+    type Error = String;
+
+    fn try_from(raw: RawSloSpec) -> Result<Self, String> {
+        let inline = [
+            ("objective", raw.objective.is_some()),
+            ("errors", raw.errors.is_some()),
+            ("total", raw.total.is_some()),
+        ];
+        let (objective, period, errors, total, written_period) = match &raw.source {
+            Some(source) => {
+                let given: Vec<&str> = inline
+                    .iter()
+                    .filter_map(|(name, set)| set.then_some(*name))
+                    .collect();
+                if !given.is_empty() {
+                    return Err(format!(
+                        "sets both source ({} {}) and {}: the objective and the queries come from the spec, so leave {} out",
+                        source.kind,
+                        source.name,
+                        given.join(", "),
+                        if given.len() == 1 { "it" } else { "them" }
+                    ));
+                }
+                // Placeholders until the store resolves the source; `awaits_source`
+                // keeps them out of every check and every query.
+                (
+                    0.0,
+                    raw.period
+                        .clone()
+                        .unwrap_or_else(crate::slo_spec::sloth_default_period),
+                    String::new(),
+                    String::new(),
+                    raw.period,
+                )
+            }
+            None => {
+                let missing: Vec<&str> = [
+                    ("objective", raw.objective.is_some()),
+                    ("period", raw.period.is_some()),
+                    ("errors", raw.errors.is_some()),
+                    ("total", raw.total.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, set)| (!set).then_some(name))
+                .collect();
+                match (raw.objective, raw.period, raw.errors, raw.total) {
+                    (Some(objective), Some(period), Some(errors), Some(total)) => {
+                        (objective, period, errors, total, None)
+                    }
+                    _ => {
+                        return Err(format!(
+                            "needs either source (a Sloth PrometheusServiceLevel, Pyrra ServiceLevelObjective or OpenSLO SLO) or objective, period, errors and total; missing: {}",
+                            missing.join(", ")
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(SloSpec {
+            source: raw.source,
+            objective,
+            period,
+            errors,
+            total,
+            min_request_rate: raw.min_request_rate,
+            on_no_traffic: raw.on_no_traffic,
+            budget: raw.budget,
+            burn_rate: raw.burn_rate,
+            gate_create: raw.gate_create,
+            written_period,
+            resolved: None,
+        })
+    }
 }
 
 fn default_no_traffic() -> OnError {

@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
+use crate::slo_spec::SloSpecDocument;
+
+/// What a policy directory holds: slo-guard's ConfigMaps, and the SLO specs (Sloth,
+/// Pyrra, OpenSLO) its policies may name in `slo.source`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicySources {
+    pub configmaps: Vec<ConfigMapDocument>,
+    pub slo_specs: Vec<SloSpecDocument>,
+}
+
+impl PolicySources {
+    pub fn extend(&mut self, other: PolicySources) {
+        self.configmaps.extend(other.configmaps);
+        self.slo_specs.extend(other.slo_specs);
+    }
+}
+
 /// The parts of a ConfigMap slo-guard reads, wherever it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigMapDocument {
@@ -93,25 +110,31 @@ pub fn manifest_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 }
 
 /// Reads every ConfigMap in a file or, for a directory, in its `.yaml`, `.yml` and `.json`
-/// files (sorted, not recursive). Other kinds of documents are errors, since a policy
-/// directory that holds something else is almost certainly a mistake.
+/// files (sorted, not recursive). SLO specs are passed over (see [`read_sources`]); other
+/// kinds of documents are errors, since a policy directory that holds something else is
+/// almost certainly a mistake.
 pub fn read_manifests(
     path: &Path,
     default_namespace: &str,
 ) -> Result<Vec<ConfigMapDocument>, SourceError> {
+    Ok(read_sources(path, default_namespace)?.configmaps)
+}
+
+/// Reads the ConfigMaps and SLO specs in a file or a directory's manifest files.
+pub fn read_sources(path: &Path, default_namespace: &str) -> Result<PolicySources, SourceError> {
     let files = manifest_files(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut documents = Vec::new();
+    let mut sources = PolicySources::default();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| SourceError::Io {
             path: file.clone(),
             source,
         })?;
-        documents.extend(parse_manifest_text(&file, &text, default_namespace)?);
+        sources.extend(parse_sources_text(&file, &text, default_namespace)?);
     }
-    Ok(documents)
+    Ok(sources)
 }
 
 /// Reads the ConfigMaps in several files or directories.
@@ -119,19 +142,37 @@ pub fn load_directory(
     paths: &[PathBuf],
     default_namespace: &str,
 ) -> Result<Vec<ConfigMapDocument>, SourceError> {
-    let mut documents = Vec::new();
-    for path in paths {
-        documents.extend(read_manifests(path, default_namespace)?);
-    }
-    Ok(documents)
+    Ok(load_sources(paths, default_namespace)?.configmaps)
 }
 
+/// Reads the ConfigMaps and SLO specs in several files or directories.
+pub fn load_sources(
+    paths: &[PathBuf],
+    default_namespace: &str,
+) -> Result<PolicySources, SourceError> {
+    let mut sources = PolicySources::default();
+    for path in paths {
+        sources.extend(read_sources(path, default_namespace)?);
+    }
+    Ok(sources)
+}
+
+/// The ConfigMaps in a manifest text; SLO specs are passed over.
 pub fn parse_manifest_text(
     path: &Path,
     text: &str,
     default_namespace: &str,
 ) -> Result<Vec<ConfigMapDocument>, SourceError> {
-    let mut documents = Vec::new();
+    Ok(parse_sources_text(path, text, default_namespace)?.configmaps)
+}
+
+/// The ConfigMaps and SLO specs in a manifest text.
+pub fn parse_sources_text(
+    path: &Path,
+    text: &str,
+    default_namespace: &str,
+) -> Result<PolicySources, SourceError> {
+    let mut sources = PolicySources::default();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let error = |message: String| SourceError::Document {
             path: path.to_path_buf(),
@@ -142,29 +183,48 @@ pub fn parse_manifest_text(
         if value.is_null() {
             continue;
         }
+        let origin = format!("{}#{}", path.display(), index + 1);
         let kind = value
             .get("kind")
             .and_then(|k| k.as_str())
             .unwrap_or_default()
             .to_string();
-        let items = match kind.as_str() {
-            "ConfigMap" => vec![value],
+        let (items, from_list) = match kind.as_str() {
             "List" | "ConfigMapList" => match value.get("items") {
-                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+                Some(serde_yaml::Value::Sequence(items)) => (items.clone(), true),
                 _ => return Err(error(format!("{kind} has no items"))),
             },
-            "" => return Err(error("document has no kind".to_string())),
-            other => return Err(error(format!("expected a ConfigMap, found kind {other}"))),
+            _ => (vec![value], false),
         };
         for item in items {
+            if let Some(spec) = SloSpecDocument::recognize(&item, default_namespace, &origin)
+                .map_err(|e| error(e.to_string()))?
+            {
+                sources.slo_specs.push(spec);
+                continue;
+            }
+            match item
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+            {
+                "ConfigMap" => {}
+                // A list's items are ConfigMaps unless they say otherwise.
+                "" if from_list => {}
+                "" => return Err(error("document has no kind".to_string())),
+                other => {
+                    return Err(error(format!(
+                        "expected a ConfigMap or an SLO spec (Sloth PrometheusServiceLevel, Pyrra ServiceLevelObjective, OpenSLO SLO or SLI), found kind {other}"
+                    )));
+                }
+            }
             let configmap: ConfigMap =
                 serde_yaml::from_value(item).map_err(|e| error(e.to_string()))?;
-            let origin = format!("{}#{}", path.display(), index + 1);
-            documents.push(
-                ConfigMapDocument::from_configmap(configmap, default_namespace, origin)
+            sources.configmaps.push(
+                ConfigMapDocument::from_configmap(configmap, default_namespace, origin.clone())
                     .map_err(error)?,
             );
         }
     }
-    Ok(documents)
+    Ok(sources)
 }

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Target};
 use crate::reflection::{Reflection, parse_reflection_configmap};
+use crate::slo_spec::{CatalogEvent, DocumentKind, SloSpecCatalog, SloSpecDocument, SpecKey};
 
 /// An immutable view of the policies and reflections in force.
 #[derive(Debug, Default)]
@@ -20,6 +21,8 @@ pub struct PolicySet {
     pub reflections: Vec<Arc<Reflection>>,
     /// slo-guard's own namespace, whose policies may govern other namespaces.
     pub guard_namespace: String,
+    /// The SLO specs (Sloth, Pyrra, OpenSLO) policies may name in `slo.source`.
+    pub slo_specs: Arc<SloSpecCatalog>,
 }
 
 /// How a policy matched a target.
@@ -41,6 +44,7 @@ impl PolicySet {
             policies: policies.into_iter().map(Arc::new).collect(),
             reflections: Vec::new(),
             guard_namespace: guard_namespace.into(),
+            slo_specs: Arc::default(),
         }
     }
 
@@ -151,6 +155,10 @@ struct Entries {
     policies: BTreeMap<PolicyRef, Arc<Policy>>,
     reflections: BTreeMap<PolicyRef, Vec<Arc<Reflection>>>,
     errors: BTreeMap<PolicyRef, (ConfigKind, String)>,
+    /// The latest version of each policy ConfigMap, good or not, so that a policy can
+    /// be resolved again when a spec it names comes, changes or goes.
+    policy_documents: BTreeMap<PolicyRef, ConfigMapDocument>,
+    slo_specs: Arc<SloSpecCatalog>,
 }
 
 #[derive(Debug)]
@@ -191,20 +199,32 @@ impl PolicyStore {
     }
 
     pub fn apply(&self, document: &ConfigMapDocument) -> StoreEvent {
+        let mut entries = self.lock();
+        let event = self.apply_locked(&mut entries, document);
+        if event != StoreEvent::Ignored {
+            self.publish(&entries);
+        }
+        event
+    }
+
+    fn apply_locked(&self, entries: &mut Entries, document: &ConfigMapDocument) -> StoreEvent {
         let id = PolicyRef {
             namespace: document.namespace.clone(),
             name: document.name.clone(),
         };
-        let mut entries = self.lock();
         let kind = if document.has_label(POLICY_LABEL) {
             ConfigKind::Policy
         } else {
             ConfigKind::Reflection
         };
         let outcome = if document.has_label(POLICY_LABEL) {
-            validate_policy_document(&self.guard_namespace, &id, document).map(|policy| {
-                entries.policies.insert(id.clone(), Arc::new(policy));
-            })
+            entries
+                .policy_documents
+                .insert(id.clone(), document.clone());
+            validate_policy_with_specs(&self.guard_namespace, &entries.slo_specs, &id, document)
+                .map(|policy| {
+                    entries.policies.insert(id.clone(), Arc::new(policy));
+                })
         } else if document.has_label(REFLECTION_LABEL) {
             parse_reflection_configmap(&id, &document.data)
                 .and_then(|reflections| {
@@ -227,16 +247,16 @@ impl PolicyStore {
             })
         } else {
             // A label removed from a ConfigMap we knew withdraws it.
+            entries.policy_documents.remove(&id);
             let known =
                 entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
             entries.errors.remove(&id);
             if known {
-                self.publish(&entries);
                 return StoreEvent::Removed { configmap: id };
             }
             return StoreEvent::Ignored;
         };
-        let event = match outcome {
+        match outcome {
             Ok(()) => {
                 entries.errors.remove(&id);
                 StoreEvent::Loaded { configmap: id }
@@ -252,9 +272,100 @@ impl PolicyStore {
                     kept_previous,
                 }
             }
-        };
+        }
+    }
+
+    /// Adds or replaces an SLO spec, then resolves again the policies that name a
+    /// source, each keeping its last good version if it no longer resolves.
+    pub fn apply_slo_spec(&self, document: SloSpecDocument) -> (CatalogEvent, Vec<StoreEvent>) {
+        let mut entries = self.lock();
+        let mut specs = (*entries.slo_specs).clone();
+        let event = specs.insert(document);
+        entries.slo_specs = Arc::new(specs);
+        let events = self.resolve_sourced_policies(&mut entries);
         self.publish(&entries);
-        event
+        (event, events)
+    }
+
+    /// Removes an SLO spec; the policies that named it keep their last good version and
+    /// report the error.
+    pub fn remove_slo_spec(&self, key: &SpecKey) -> Vec<StoreEvent> {
+        let mut entries = self.lock();
+        let mut specs = (*entries.slo_specs).clone();
+        if !specs.remove(key) {
+            return Vec::new();
+        }
+        entries.slo_specs = Arc::new(specs);
+        let events = self.resolve_sourced_policies(&mut entries);
+        self.publish(&entries);
+        events
+    }
+
+    /// Replaces every spec of the given kinds, as after a watch re-list.
+    pub fn replace_slo_specs(
+        &self,
+        kinds: &[DocumentKind],
+        documents: Vec<SloSpecDocument>,
+    ) -> (Vec<CatalogEvent>, Vec<StoreEvent>) {
+        let mut entries = self.lock();
+        let mut specs = (*entries.slo_specs).clone();
+        let present: Vec<SpecKey> = documents.iter().map(SloSpecDocument::key).collect();
+        let stale: Vec<SpecKey> = specs
+            .keys()
+            .chain(specs.errors().map(|(key, _)| key))
+            .filter(|key| kinds.contains(&key.kind) && !present.contains(key))
+            .cloned()
+            .collect();
+        for key in &stale {
+            specs.remove(key);
+        }
+        let catalog_events = documents.into_iter().map(|d| specs.insert(d)).collect();
+        entries.slo_specs = Arc::new(specs);
+        let events = self.resolve_sourced_policies(&mut entries);
+        self.publish(&entries);
+        (catalog_events, events)
+    }
+
+    /// Loads what a policy directory holds: its SLO specs first, so that its policies
+    /// can name them, then its ConfigMaps (each set replaces the one before).
+    pub fn replace_sources(
+        &self,
+        sources: &super::PolicySources,
+    ) -> (Vec<CatalogEvent>, Vec<StoreEvent>) {
+        let all_kinds = [
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::PrometheusServiceLevel),
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::ServiceLevelObjective),
+            DocumentKind::Spec(crate::slo_spec::SloSpecKind::Slo),
+            DocumentKind::OpenSloSli,
+        ];
+        // The policies resolved again here are replaced next, so their events would
+        // only repeat.
+        let (catalog_events, _) = self.replace_slo_specs(&all_kinds, sources.slo_specs.clone());
+        let events = self.replace_all(None, &sources.configmaps);
+        (catalog_events, events)
+    }
+
+    /// The SLO specs in force, and the errors of those rejected.
+    pub fn slo_specs(&self) -> Arc<SloSpecCatalog> {
+        self.lock().slo_specs.clone()
+    }
+
+    fn resolve_sourced_policies(&self, entries: &mut Entries) -> Vec<StoreEvent> {
+        let sourced: Vec<ConfigMapDocument> = entries
+            .policy_documents
+            .iter()
+            .filter(|(id, document)| {
+                parse_policy_configmap(id, &document.data)
+                    .ok()
+                    .and_then(|policy| policy.spec.slo)
+                    .is_some_and(|slo| slo.source.is_some())
+            })
+            .map(|(_, document)| document.clone())
+            .collect();
+        sourced
+            .iter()
+            .map(|document| self.apply_locked(entries, document))
+            .collect()
     }
 
     pub fn remove(&self, namespace: &str, name: &str) -> StoreEvent {
@@ -263,6 +374,7 @@ impl PolicyStore {
             name: name.to_string(),
         };
         let mut entries = self.lock();
+        entries.policy_documents.remove(&id);
         let known =
             entries.policies.remove(&id).is_some() | entries.reflections.remove(&id).is_some();
         entries.errors.remove(&id);
@@ -325,6 +437,7 @@ impl PolicyStore {
             policies: entries.policies.values().cloned().collect(),
             reflections: entries.reflections.values().flatten().cloned().collect(),
             guard_namespace: self.guard_namespace.clone(),
+            slo_specs: entries.slo_specs.clone(),
         }));
     }
 
@@ -337,13 +450,26 @@ impl PolicyStore {
     }
 }
 
-/// Validates a policy ConfigMap, including the rules that depend on where it lives.
+/// Validates a policy ConfigMap, including the rules that depend on where it lives. A
+/// policy with an `slo.source` fails here: it needs the specs, which
+/// [`validate_policy_with_specs`] takes.
 pub fn validate_policy_document(
     guard_namespace: &str,
     id: &PolicyRef,
     document: &ConfigMapDocument,
 ) -> Result<Policy, PolicyError> {
-    let policy = parse_policy_configmap(id, &document.data)?;
+    validate_policy_with_specs(guard_namespace, &SloSpecCatalog::default(), id, document)
+}
+
+/// Validates a policy ConfigMap and resolves its `slo.source` against `specs`.
+pub fn validate_policy_with_specs(
+    guard_namespace: &str,
+    specs: &SloSpecCatalog,
+    id: &PolicyRef,
+    document: &ConfigMapDocument,
+) -> Result<Policy, PolicyError> {
+    let mut policy = parse_policy_configmap(id, &document.data)?;
+    super::resolve_slo_source(super::POLICY_KEY, &mut policy.spec, &id.namespace, specs)?;
     if !policy.spec.matcher.namespaces.is_empty() && id.namespace != guard_namespace {
         return Err(PolicyError::Field {
             key: super::POLICY_KEY.to_string(),

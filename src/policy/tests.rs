@@ -363,6 +363,7 @@ mod matching {
             policies: snapshot.policies.clone(),
             reflections: Vec::new(),
             guard_namespace: "slo-guard".into(),
+            slo_specs: Default::default(),
         }
     }
 
@@ -440,4 +441,238 @@ fn a_freeze_is_weekly_or_dated() {
         default.windows.expect("windows").max_exception(),
         std::time::Duration::from_secs(24 * 3600)
     );
+}
+
+mod slo_sources {
+    use super::*;
+    use crate::slo_spec::SloSpecDocument;
+
+    const SLOTH: &str = r#"apiVersion: sloth.slok.dev/v1
+kind: PrometheusServiceLevel
+metadata: {name: checkout, namespace: payments}
+spec:
+  service: checkout
+  slos:
+    - name: availability
+      objective: 99.9
+      sli:
+        events:
+          errorQuery: sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{.window}}]))
+          totalQuery: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
+      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
+"#;
+
+    const SOURCED: &str = "match: {kinds: [Deployment]}\nslo:\n  source: {kind: PrometheusServiceLevel, name: checkout, slo: availability}\n  budget: {agentFreezeBelow: 0.25}\n  burnRate: [{long: 1h, short: 5m, factor: 14.4}]\n";
+
+    fn spec_document(text: &str) -> SloSpecDocument {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+        SloSpecDocument::recognize(&value, "payments", "sloth.yaml#1")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn policy_document(yaml: &str) -> ConfigMapDocument {
+        ConfigMapDocument {
+            namespace: "payments".into(),
+            name: "checkout".into(),
+            labels: BTreeMap::from([("slo-guard.io/policy".to_string(), "true".to_string())]),
+            data: BTreeMap::from([(POLICY_KEY.to_string(), yaml.to_string())]),
+            origin: "policy.yaml".into(),
+        }
+    }
+
+    #[test]
+    fn slo_takes_either_a_source_or_the_inline_fields() {
+        let both = SOURCED.replace("  budget:", "  objective: 99.9\n  budget:");
+        let error = parse_policy("policy.yaml", &both).unwrap_err().to_string();
+        assert!(
+            error.contains("sets both source (PrometheusServiceLevel checkout) and objective"),
+            "{error}"
+        );
+        let neither = "match: {kinds: [Deployment]}\nslo:\n  objective: 99.9\n  period: 30d\n";
+        let error = parse_policy("policy.yaml", neither)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("field `slo`: needs either source")
+                && error.contains("missing: errors, total"),
+            "{error}"
+        );
+        let unknown = SOURCED.replace("PrometheusServiceLevel", "Dashboard");
+        let error = parse_policy("policy.yaml", &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown variant `Dashboard`"), "{error}");
+        // Parsing alone leaves the source to resolve.
+        let spec = parse_policy("policy.yaml", SOURCED).unwrap();
+        assert!(spec.slo.unwrap().awaits_source());
+    }
+
+    #[test]
+    fn the_store_resolves_a_source_and_keeps_the_last_good_policy_when_its_spec_goes() {
+        let store = PolicyStore::new("slo-guard");
+        let event = store.apply(&policy_document(SOURCED));
+        let StoreEvent::Rejected { error, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert!(
+            error.contains(
+                "field `slo.source`: Sloth PrometheusServiceLevel payments/checkout not found"
+            ),
+            "{error}"
+        );
+        // The spec comes: the waiting policy is resolved again.
+        let (_, events) = store.apply_slo_spec(spec_document(SLOTH));
+        assert!(
+            matches!(events.as_slice(), [StoreEvent::Loaded { .. }]),
+            "{events:?}"
+        );
+        let snapshot = store.snapshot();
+        let slo = snapshot.policies[0].spec.slo.as_ref().unwrap();
+        assert_eq!(slo.objective, 99.9);
+        assert_eq!(slo.period.as_str(), "30d");
+        assert!(slo.errors.contains("[{{window}}]"), "{}", slo.errors);
+        let resolved = slo.resolved.as_ref().unwrap();
+        assert_eq!(
+            resolved.origin,
+            "Sloth PrometheusServiceLevel payments/checkout, SLO availability"
+        );
+        assert!(resolved.recorded.is_some());
+
+        // A bad new version of the spec: the spec's and the policy's last good stay.
+        let bad = SLOTH.replace("objective: 99.9", "objective: 100");
+        let (catalog_event, _) = store.apply_slo_spec(spec_document(&bad));
+        assert!(
+            matches!(
+                catalog_event,
+                crate::slo_spec::CatalogEvent::Rejected {
+                    kept_previous: true,
+                    ..
+                }
+            ),
+            "{catalog_event:?}"
+        );
+        assert_eq!(
+            store.snapshot().policies[0]
+                .spec
+                .slo
+                .as_ref()
+                .unwrap()
+                .objective,
+            99.9
+        );
+        // The spec goes away: the policy keeps its last good version and reports why.
+        let events = store.remove_slo_spec(&spec_document(SLOTH).key());
+        assert!(
+            matches!(
+                events.as_slice(),
+                [StoreEvent::Rejected {
+                    kept_previous: true,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(store.snapshot().policies.len(), 1);
+        assert_eq!(store.errors().len(), 1);
+    }
+
+    #[test]
+    fn a_spec_that_does_not_pass_as_a_policy_is_a_policy_error() {
+        let store = PolicyStore::new("slo-guard");
+        let windowless = SLOTH.replace(
+            r#"sum(rate(http_requests_total{job="checkout"}[{{.window}}]))"#,
+            r#"sum(rate(http_requests_total{job="checkout"}[5m]))"#,
+        );
+        let (event, _) = store.apply_slo_spec(spec_document(&windowless));
+        let crate::slo_spec::CatalogEvent::Rejected { error, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert!(
+            error.contains("sli.events.totalQuery has no {{.window}}"),
+            "{error}"
+        );
+        let event = store.apply(&policy_document(SOURCED));
+        let StoreEvent::Rejected { error, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert!(error.contains("was rejected"), "{error}");
+    }
+
+    #[test]
+    fn policy_files_hold_specs_next_to_configmaps() {
+        let text = format!(
+            "{SLOTH}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: checkout, namespace: payments, labels: {{slo-guard.io/policy: \"true\"}}}}\ndata:\n  policy.yaml: |\n{}",
+            SOURCED
+                .lines()
+                .map(|line| format!("    {line}\n"))
+                .collect::<String>()
+        );
+        let sources = parse_sources_text(Path::new("both.yaml"), &text, "default").unwrap();
+        assert_eq!(sources.slo_specs.len(), 1);
+        assert_eq!(sources.configmaps.len(), 1);
+        assert_eq!(
+            parse_manifest_text(Path::new("both.yaml"), &text, "default")
+                .unwrap()
+                .len(),
+            1,
+            "ConfigMap readers pass specs over"
+        );
+        let store = PolicyStore::new("slo-guard");
+        let (specs, policies) = store.replace_sources(&sources);
+        assert!(
+            matches!(specs.as_slice(), [crate::slo_spec::CatalogEvent::Loaded(_)]),
+            "{specs:?}"
+        );
+        assert!(
+            matches!(policies.as_slice(), [StoreEvent::Loaded { .. }]),
+            "{policies:?}"
+        );
+        let error = parse_sources_text(
+            Path::new("x.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n",
+            "default",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("expected a ConfigMap or an SLO spec"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn specs_are_read_from_lists_and_sloth_spec_files() {
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}",
+            SLOTH
+                .lines()
+                .enumerate()
+                .map(|(i, line)| if i == 0 {
+                    format!("- {line}\n")
+                } else {
+                    format!("  {line}\n")
+                })
+                .collect::<String>()
+        );
+        let sources = parse_sources_text(Path::new("list.yaml"), &list, "default").unwrap();
+        assert_eq!(sources.slo_specs.len(), 1, "{sources:?}");
+        assert!(sources.configmaps.is_empty());
+
+        let file = "version: prometheus/v1\nservice: checkout\nslos: []\n";
+        let sources = parse_sources_text(Path::new("sloth.yaml"), file, "default").unwrap();
+        let spec = &sources.slo_specs[0];
+        assert_eq!(
+            (spec.namespace.as_deref(), spec.name.as_str()),
+            (None, "checkout")
+        );
+        let unnamed = "version: prometheus/v1\nslos: []\n";
+        let error = parse_sources_text(Path::new("sloth.yaml"), unnamed, "default")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a prometheus/v1 spec file needs a `service`"),
+            "{error}"
+        );
+    }
 }

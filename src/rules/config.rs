@@ -156,7 +156,13 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         ConfigKind::Policy => (
             Rule::PolicySchema,
             "policy",
-            crate::policy::store_validate(&policies.guard_namespace, &id, &document).err()?,
+            crate::policy::validate_policy_with_specs(
+                &policies.guard_namespace,
+                &policies.slo_specs,
+                &id,
+                &document,
+            )
+            .err()?,
         ),
         ConfigKind::Reflection => (
             Rule::ReflectionSchema,
@@ -235,6 +241,58 @@ mod tests {
             judge("match: {kinds: [Deployment]}", &change)
                 .findings
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_policy_naming_a_missing_or_bad_spec_is_rejected_and_one_naming_a_good_spec_admitted() {
+        let sourced = "match: {kinds: [Deployment]}\nslo:\n  source: {kind: ServiceLevelObjective, name: checkout-errors}\n";
+        let change = policy_configmap(sourced);
+        let decision = judge("match: {kinds: [Deployment]}", &change);
+        let finding = only_finding(&decision, Rule::PolicySchema);
+        assert!(
+            finding.headline.starts_with("policy ConfigMap payments/checkout rejected: policy.yaml: field `slo.source`: Pyrra ServiceLevelObjective payments/checkout-errors not found"),
+            "{}",
+            finding.headline
+        );
+
+        let spec = |target: &str| {
+            let text = format!(
+                "apiVersion: pyrra.dev/v1alpha1\nkind: ServiceLevelObjective\nmetadata: {{name: checkout-errors, namespace: payments}}\nspec:\n  target: \"{target}\"\n  window: 4w\n  indicator:\n    ratio:\n      errors: {{metric: 'http_requests_total{{job=\"checkout\",code=~\"5..\"}}'}}\n      total: {{metric: 'http_requests_total{{job=\"checkout\"}}'}}\n"
+            );
+            let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            crate::slo_spec::SloSpecDocument::recognize(&value, "payments", "cluster")
+                .unwrap()
+                .unwrap()
+        };
+        let judge_with_spec = |document| {
+            let mut catalog = crate::slo_spec::SloSpecCatalog::default();
+            catalog.insert(document);
+            let mut policies = PolicySet::new(
+                vec![policy_yaml("match: {kinds: [Deployment]}")],
+                "slo-guard",
+            );
+            policies.slo_specs = std::sync::Arc::new(catalog);
+            crate::rules::decide(
+                &change,
+                &crate::rules::DecisionContext {
+                    policies: &policies,
+                    now: test_now(),
+                    observations: &crate::slo::Observations::new(),
+                    ledger: None,
+                },
+            )
+        };
+        assert!(judge_with_spec(spec("99.9")).findings.is_empty());
+        let decision = judge_with_spec(spec("100"));
+        let finding = only_finding(&decision, Rule::PolicySchema);
+        assert!(
+            finding.headline.contains("was rejected")
+                && finding
+                    .headline
+                    .contains("spec.target 100 must be a percentage"),
+            "{}",
+            finding.headline
         );
     }
 

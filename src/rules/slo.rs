@@ -8,7 +8,8 @@ use super::{Finding, Rule, RuleInput};
 use crate::admission::{ActorKind, Change, ChangeClass, ReplicaChange};
 use crate::policy::{OnError, PolicySpec};
 use crate::slo::figures::{
-    Missing, budget_left, burn_rate, number, percent, threshold_percent, traffic_ratio,
+    Missing, RatioOrigin, budget_left, burn_rate, number, percent, ratio_origin, threshold_percent,
+    traffic_ratio,
 };
 use crate::slo::{GateScope, Observation, QueryRole, Reading, Readings, request_rate_window};
 
@@ -64,6 +65,22 @@ pub(super) fn check(
         return outcome;
     };
     let policy = &input.policy.id;
+    if let Some(source) = spec
+        .slo
+        .as_ref()
+        .filter(|slo| slo.awaits_source())
+        .and_then(|slo| slo.source.as_ref())
+    {
+        on_error(
+            input,
+            &mut outcome,
+            &format!(
+                "slo.source {} {} is not resolved, so there is no objective to judge by",
+                source.kind, source.name
+            ),
+        );
+        return outcome;
+    }
     let readings = match observation {
         Some(Observation::Readings(readings)) => readings,
         Some(Observation::NotConfigured) => {
@@ -97,7 +114,35 @@ pub(super) fn check(
     let scale_down = describe_scale_down(input.change, scope);
 
     if let Some(slo) = &spec.slo {
-        let objective = format!("SLO {}% over {}", slo.objective, slo.period);
+        let mut objective = format!("SLO {}% over {}", slo.objective, slo.period);
+        if let Some(resolved) = &slo.resolved {
+            let mut windows: Vec<&str> = Vec::new();
+            if scope == GateScope::Full {
+                windows.push(slo.period.as_str());
+            }
+            for row in &slo.burn_rate {
+                windows.extend([row.long.as_str(), row.short.as_str()]);
+            }
+            let mut seen = Vec::new();
+            windows.retain(|w| {
+                let new = !seen.contains(w);
+                seen.push(*w);
+                new
+            });
+            let (sources, absent) = figure_sources(resolved, readings, &windows);
+            objective = format!("{objective} from {}; {sources}", resolved.origin);
+            figures.push(sources);
+            if !absent.is_empty()
+                && let Some(rules) = &resolved.recorded
+            {
+                outcome.notes.push(format!(
+                    "{}: {} recording rules absent ({}): figures from the spec's queries",
+                    input.policy.id,
+                    rules.tool.as_str(),
+                    absent.join(", ")
+                ));
+            }
+        }
         if scope == GateScope::Full {
             match budget_left(readings, slo.period.as_str(), slo.objective) {
                 Ok(left) => {
@@ -243,6 +288,45 @@ pub(super) fn check(
         );
     }
     outcome
+}
+
+/// Where each window's figure came from, for a policy whose SLO is a tool's spec:
+/// "figures: 30d from slo:sli_error:ratio_rate30d (…), 1h from the spec's queries
+/// (slo:sli_error:ratio_rate1h absent)"; and the windows whose rules were absent.
+fn figure_sources(
+    resolved: &crate::policy::ResolvedSource,
+    readings: &Readings,
+    windows: &[&str],
+) -> (String, Vec<String>) {
+    // (windows, where from): windows with the same source are listed together.
+    let mut parts: Vec<(Vec<&str>, String)> = Vec::new();
+    let mut absent = Vec::new();
+    for window in windows {
+        let rule = resolved.recorded.as_ref().and_then(|rules| {
+            let duration = crate::policy::PromDuration::parse(window).ok()?;
+            rules.window(duration.duration())
+        });
+        let source = match (ratio_origin(readings, window), rule) {
+            (RatioOrigin::Recorded, Some(rule)) => match rule.caveat {
+                Some(caveat) => format!("{} ({caveat})", rule.rule),
+                None => rule.rule.clone(),
+            },
+            (RatioOrigin::QueriesRuleAbsent, Some(rule)) => {
+                absent.push(window.to_string());
+                format!("the spec's queries ({} absent)", rule.rule)
+            }
+            _ => "the spec's queries".to_string(),
+        };
+        match parts.iter_mut().find(|(_, from)| *from == source) {
+            Some((listed, _)) => listed.push(window),
+            None => parts.push((vec![window], source)),
+        }
+    }
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|(windows, from)| format!("{} from {from}", windows.join("/")))
+        .collect();
+    (format!("figures: {}", parts.join(", ")), absent)
 }
 
 /// "scale-down from 10 to 8 replicas", for scale-downs.
@@ -900,5 +984,180 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         assert_eq!(gate_of(&delete_by(AGENT)), None);
         assert_eq!(gate_of(&hpa_by(AGENT, 1, 5, Some(4))), None);
         assert_eq!(gate_of(&rollout_by(HPA_CONTROLLER)), None);
+    }
+
+    /// A policy whose SLO is a Sloth spec's, resolved as the store resolves it.
+    fn sloth_sourced_policy() -> crate::policy::Policy {
+        let spec_text = r#"apiVersion: sloth.slok.dev/v1
+kind: PrometheusServiceLevel
+metadata: {name: checkout, namespace: payments}
+spec:
+  service: checkout
+  slos:
+    - name: availability
+      objective: 99.9
+      sli:
+        events:
+          errorQuery: sum(rate(e[{{.window}}]))
+          totalQuery: sum(rate(t[{{.window}}]))
+      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
+"#;
+        let value: serde_yaml::Value = serde_yaml::from_str(spec_text).unwrap();
+        let mut catalog = crate::slo_spec::SloSpecCatalog::default();
+        catalog.insert(
+            crate::slo_spec::SloSpecDocument::recognize(&value, "payments", "sloth.yaml#1")
+                .unwrap()
+                .unwrap(),
+        );
+        let yaml = POLICY.replace(
+            "  objective: 99.9\n  period: 30d\n  errors: 'sum(rate(e[{{window}}]))'\n  total: 'sum(rate(t[{{window}}]))'\n",
+            "  source: {kind: PrometheusServiceLevel, name: checkout}\n",
+        );
+        let mut policy = policy_yaml(&yaml);
+        crate::policy::resolve_slo_source("policy.yaml", &mut policy.spec, "payments", &catalog)
+            .unwrap();
+        policy
+    }
+
+    #[test]
+    fn a_sourced_policy_reads_recording_rules_and_falls_back_to_the_specs_queries() {
+        let policy = sloth_sourced_policy();
+        let slo = policy.spec.slo.as_ref().unwrap();
+        assert_eq!(slo.errors, "sum(rate(e[{{window}}]))");
+        let plan = crate::slo::QueryPlan::new(
+            &policy.id,
+            &policy.spec,
+            &agent_rollout().target,
+            GateScope::Full,
+        );
+        let query = |role: QueryRole| {
+            plan.queries
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, q)| q.clone())
+        };
+        assert_eq!(
+            query(QueryRole::Recorded("30d".into())).as_deref(),
+            Some(
+                r#"max(slo:sli_error:ratio_rate30d{sloth_service="checkout",sloth_slo="availability"})"#
+            )
+        );
+        assert_eq!(
+            query(QueryRole::Errors("1h".into())),
+            None,
+            "the rule, not the raw query"
+        );
+        // minRequestRate with traffic: the rate comes from traffic.current, not a total.
+        assert_eq!(query(QueryRole::Total("5m".into())), None);
+
+        // Sloth's rules are there for 30d, 1h, 6h, 30m; absent for 5m.
+        let mut readings = Readings::new();
+        readings.insert(QueryRole::Recorded("30d".into()), Reading::Value(0.00096));
+        for w in ["1h", "6h", "30m"] {
+            readings.insert(QueryRole::Recorded(w.into()), Reading::Value(0.0002));
+        }
+        readings.insert(
+            QueryRole::Recorded("5m".into()),
+            Reading::NoData(NoData::Empty),
+        );
+        assert_eq!(
+            plan.fallback_queries(&readings),
+            vec![
+                (
+                    QueryRole::Errors("5m".into()),
+                    "sum(rate(e[5m]))".to_string()
+                ),
+                (
+                    QueryRole::Total("5m".into()),
+                    "sum(rate(t[5m]))".to_string()
+                ),
+            ],
+            "only the window whose rule has no series falls back"
+        );
+        readings.insert(QueryRole::Errors("5m".into()), Reading::Value(0.002));
+        readings.insert(QueryRole::Total("5m".into()), Reading::Value(10.0));
+        readings.insert(QueryRole::Current, Reading::Value(10.0));
+        readings.insert(QueryRole::Baseline, Reading::Value(10.0));
+
+        let policies = crate::policy::PolicySet::new(vec![policy], "slo-guard");
+        let decision = crate::rules::decide(
+            &agent_rollout(),
+            &crate::rules::DecisionContext {
+                policies: &policies,
+                now: test_now(),
+                observations: &observed(Observation::Readings(readings)),
+                ledger: None,
+            },
+        );
+        assert_eq!(
+            rules(&decision),
+            [Rule::ErrorBudget],
+            "{:#?}",
+            decision.findings
+        );
+        let headline = &decision.findings[0].headline;
+        assert!(
+            headline.contains(
+                "error budget 4.0% left, below the 25% floor for agent changes (SLO 99.9% over 30d from Sloth PrometheusServiceLevel payments/checkout, SLO availability; figures: 30d from slo:sli_error:ratio_rate30d (Sloth's time-weighted mean of its 5m error ratios), 1h from slo:sli_error:ratio_rate1h, 5m from the spec's queries (slo:sli_error:ratio_rate5m absent)"
+            ),
+            "{headline}"
+        );
+        assert_eq!(
+            decision.notes,
+            [
+                "payments/checkout: Sloth recording rules absent (5m): figures from the spec's queries"
+            ]
+        );
+        assert!(
+            decision.figures[0].contains("budget 4.0% (30d); burn 1h 0.2, 5m 0.2"),
+            "{:?}",
+            decision.figures
+        );
+    }
+
+    #[test]
+    fn a_pyrra_burnrate_series_is_a_ratio_divided_by_the_budget() {
+        // Pyrra's `:burnrate1h` is 0.0144 errors per request; with a 99.9% target that is
+        // a burn of 14.4, not 0.0144.
+        let mut readings = Readings::new();
+        readings.insert(QueryRole::Recorded("1h".into()), Reading::Value(0.0144));
+        let burn = crate::slo::figures::burn_rate(&readings, "1h", 99.9).unwrap();
+        assert!((burn - 14.4).abs() < 1e-9, "{burn}");
+        readings.insert(QueryRole::Recorded("4w".into()), Reading::Value(0.0005));
+        let left = crate::slo::figures::budget_left(&readings, "4w", 99.9).unwrap();
+        assert!((left - 0.5).abs() < 1e-9, "{left}");
+        readings.insert(
+            QueryRole::Recorded("5m".into()),
+            Reading::NoData(NoData::NaN),
+        );
+        assert_eq!(
+            crate::slo::figures::burn_rate(&readings, "5m", 99.9)
+                .unwrap_err()
+                .0,
+            "recorded error ratio over 5m: NaN",
+            "a NaN ratio is no data, never zero"
+        );
+    }
+
+    #[test]
+    fn an_unresolved_source_is_no_data_never_a_pass() {
+        let yaml = POLICY.replace(
+            "  objective: 99.9\n  period: 30d\n  errors: 'sum(rate(e[{{window}}]))'\n  total: 'sum(rate(t[{{window}}]))'\n",
+            "  source: {kind: SLO, name: checkout}\n",
+        );
+        let decision = judge_figures(&yaml, &agent_rollout(), &HEALTHY);
+        assert_eq!(
+            rules(&decision),
+            [Rule::SloData],
+            "{:#?}",
+            decision.findings
+        );
+        assert!(
+            decision.findings[0]
+                .headline
+                .contains("slo.source SLO checkout is not resolved"),
+            "{}",
+            decision.findings[0].headline
+        );
     }
 }

@@ -20,8 +20,43 @@ fn reading(readings: &Readings, role: &QueryRole) -> Result<f64, Missing> {
     }
 }
 
-/// errors / total over `window`. No requests in the window means no ratio, not 0.
+/// Where the error ratio over a window came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatioOrigin {
+    /// The tool's recording rule.
+    Recorded,
+    /// The queries, because the recording rule had no series.
+    QueriesRuleAbsent,
+    /// The queries; no recording rule covers the window.
+    Queries,
+}
+
+/// Where `error_ratio(readings, window)` takes its figure from.
+pub fn ratio_origin(readings: &Readings, window: &str) -> RatioOrigin {
+    match readings.get(&QueryRole::Recorded(window.to_string())) {
+        Some(Reading::NoData(super::plan::NoData::Empty)) => RatioOrigin::QueriesRuleAbsent,
+        Some(_) => RatioOrigin::Recorded,
+        None => RatioOrigin::Queries,
+    }
+}
+
+/// The error ratio over `window`: a recording rule's, when one was read and has a
+/// series; otherwise errors / total. No requests in the window means no ratio, not 0.
 pub fn error_ratio(readings: &Readings, window: &str) -> Result<f64, Missing> {
+    if ratio_origin(readings, window) == RatioOrigin::Recorded {
+        let ratio = reading(readings, &QueryRole::Recorded(window.to_string()))?;
+        if ratio < 0.0 {
+            return Err(Missing(format!(
+                "negative recorded error ratio over {window} ({ratio})"
+            )));
+        }
+        return Ok(ratio);
+    }
+    raw_error_ratio(readings, window)
+}
+
+/// errors / total over `window`.
+fn raw_error_ratio(readings: &Readings, window: &str) -> Result<f64, Missing> {
     let errors = reading(readings, &QueryRole::Errors(window.to_string()));
     let total = reading(readings, &QueryRole::Total(window.to_string()));
     let (errors, total) = match (errors, total) {

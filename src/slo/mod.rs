@@ -17,8 +17,8 @@ pub use client::{
     Answer, ConfigError, Prometheus, PrometheusConfig, QueryError, parse_header, parse_response,
 };
 pub use plan::{
-    GateScope, NoData, Observation, Observations, QueryPlan, QueryRole, Reading, Readings, fill,
-    first_range_selector, request_rate_window,
+    Fallback, GateScope, NoData, Observation, Observations, QueryPlan, QueryRole, Reading,
+    Readings, fill, first_range_selector, request_rate_window,
 };
 pub use plans::PlanCache;
 pub use source::SloSource;

@@ -14,6 +14,9 @@ pub enum QueryRole {
     Errors(String),
     /// `slo.total` over a window.
     Total(String),
+    /// The error ratio over a window, read from the recording rule of the tool whose
+    /// spec `slo.source` names (Sloth, Pyrra).
+    Recorded(String),
     /// `traffic.current`.
     Current,
     /// `traffic.baseline`.
@@ -27,6 +30,7 @@ impl fmt::Display for QueryRole {
         match self {
             QueryRole::Errors(window) => write!(f, "errors over {window}"),
             QueryRole::Total(window) => write!(f, "total over {window}"),
+            QueryRole::Recorded(window) => write!(f, "recorded error ratio over {window}"),
             QueryRole::Current => f.write_str("current traffic"),
             QueryRole::Baseline => f.write_str("baseline traffic"),
             QueryRole::Freshness => f.write_str("newest sample"),
@@ -52,6 +56,37 @@ pub enum GateScope {
 pub struct QueryPlan {
     pub policy: PolicyRef,
     pub queries: Vec<(QueryRole, String)>,
+    /// For a window read from a recording rule: the spec's own queries, asked only when
+    /// the rule has no series (the tool's rules are not loaded in this Prometheus).
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// The raw queries standing in for one window's recording rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub window: String,
+    pub queries: Vec<(QueryRole, String)>,
+}
+
+impl QueryPlan {
+    /// The fallback queries that `readings` call for: those of each window whose
+    /// recording rule returned no series, less any already answered.
+    pub fn fallback_queries(&self, readings: &Readings) -> Vec<(QueryRole, String)> {
+        let mut queries: Vec<(QueryRole, String)> = Vec::new();
+        for fallback in &self.fallbacks {
+            if readings.get(&QueryRole::Recorded(fallback.window.clone()))
+                != Some(&Reading::NoData(NoData::Empty))
+            {
+                continue;
+            }
+            for (role, query) in &fallback.queries {
+                if !readings.contains_key(role) && !queries.iter().any(|(r, _)| r == role) {
+                    queries.push((role.clone(), query.clone()));
+                }
+            }
+        }
+        queries
+    }
 }
 
 impl QueryPlan {
@@ -59,16 +94,22 @@ impl QueryPlan {
     /// are substituted; a policy in slo-guard's namespace can thus cover many workloads.
     pub fn new(policy: &PolicyRef, spec: &PolicySpec, target: &Target, scope: GateScope) -> Self {
         let mut queries = Vec::new();
+        let mut fallbacks: Vec<Fallback> = Vec::new();
         let mut push = |role: QueryRole, query: String| {
             if !queries.iter().any(|(r, _)| r == &role) {
                 queries.push((role, query));
             }
         };
-        if let Some(slo) = &spec.slo {
+        // An unresolved source has no queries yet; the store never publishes such a
+        // policy, and the gate reports it as no data if one gets through.
+        if let Some(slo) = spec.slo.as_ref().filter(|slo| !slo.awaits_source()) {
             let mut windows: Vec<&str> = Vec::new();
             if scope != GateScope::ScaleDown {
                 windows.push(slo.period.as_str());
             }
+            // The window whose total stands for the request rate: read raw, since
+            // recording rules give ratios, not rates.
+            let mut rate_window = None;
             if scope != GateScope::BudgetOnly {
                 for row in &slo.burn_rate {
                     windows.push(row.long.as_str());
@@ -76,17 +117,48 @@ impl QueryPlan {
                 }
                 if spec.traffic.is_none() && slo.min_request_rate.is_some() {
                     windows.push(request_rate_window(spec));
+                    rate_window = Some(request_rate_window(spec));
                 }
             }
+            let recorded = slo
+                .resolved
+                .as_ref()
+                .and_then(|resolved| resolved.recorded.as_ref());
             for window in windows {
-                push(
-                    QueryRole::Errors(window.to_string()),
-                    fill(&slo.errors, Some(window), target),
-                );
-                push(
-                    QueryRole::Total(window.to_string()),
-                    fill(&slo.total, Some(window), target),
-                );
+                let raw = [
+                    (
+                        QueryRole::Errors(window.to_string()),
+                        fill(&slo.errors, Some(window), target),
+                    ),
+                    (
+                        QueryRole::Total(window.to_string()),
+                        fill(&slo.total, Some(window), target),
+                    ),
+                ];
+                let rule = recorded.and_then(|rules| {
+                    let duration = crate::policy::PromDuration::parse(window).ok()?;
+                    rules.window(duration.duration())
+                });
+                match rule {
+                    Some(rule) => {
+                        push(QueryRole::Recorded(window.to_string()), rule.query.clone());
+                        if rate_window == Some(window) {
+                            let [_, total] = &raw;
+                            push(total.0.clone(), total.1.clone());
+                        }
+                        if !fallbacks.iter().any(|f| f.window == window) {
+                            fallbacks.push(Fallback {
+                                window: window.to_string(),
+                                queries: raw.to_vec(),
+                            });
+                        }
+                    }
+                    None => {
+                        for (role, query) in raw {
+                            push(role, query);
+                        }
+                    }
+                }
             }
         }
         if let Some(traffic) = spec
@@ -100,6 +172,7 @@ impl QueryPlan {
         let probe_source = spec
             .slo
             .as_ref()
+            .filter(|slo| !slo.awaits_source())
             .map(|slo| fill(&slo.total, Some("1m"), target))
             .or_else(|| {
                 spec.traffic
@@ -112,6 +185,7 @@ impl QueryPlan {
         Self {
             policy: policy.clone(),
             queries,
+            fallbacks,
         }
     }
 }

@@ -45,17 +45,47 @@ impl SloSource {
     }
 }
 
+/// Runs a plan's queries, then the fallbacks of the recording rules that had no
+/// series, all within `timeout`.
 async fn observe_live(
     prometheus: &Arc<Prometheus>,
     plan: &QueryPlan,
     timeout: Duration,
 ) -> Observation {
-    if let Some(answers) = prometheus.cached(plan.queries.iter().map(|(_, query)| query.as_str())) {
-        let roles = plan.queries.iter().map(|(role, _)| role);
+    let started = std::time::Instant::now();
+    let first = ask_live(prometheus, &plan.queries, timeout).await;
+    let Observation::Readings(mut readings) = first else {
+        return first;
+    };
+    let fallback = plan.fallback_queries(&readings);
+    if fallback.is_empty() {
+        return Observation::Readings(readings);
+    }
+    match ask_live(
+        prometheus,
+        &fallback,
+        timeout.saturating_sub(started.elapsed()),
+    )
+    .await
+    {
+        Observation::Readings(more) => {
+            readings.extend(more);
+            Observation::Readings(readings)
+        }
+        other => other,
+    }
+}
+
+async fn ask_live(
+    prometheus: &Arc<Prometheus>,
+    queries: &[(QueryRole, String)],
+    timeout: Duration,
+) -> Observation {
+    if let Some(answers) = prometheus.cached(queries.iter().map(|(_, query)| query.as_str())) {
+        let roles = queries.iter().map(|(role, _)| role);
         return observation_of(roles.zip(answers.into_iter().map(Ok)));
     }
-    let calls = plan
-        .queries
+    let calls = queries
         .iter()
         .map(|(role, query)| async move { (role, prometheus.query(query, timeout).await) });
     // Each call is bounded by `timeout` already; this bounds their sum as well, so a
@@ -113,10 +143,28 @@ fn describe_failures(failures: &[(QueryRole, String)]) -> String {
 }
 
 fn observe_canned(answers: &CannedAnswers, plan: &QueryPlan) -> Observation {
+    let first = ask_canned(answers, &plan.queries);
+    let Observation::Readings(mut readings) = first else {
+        return first;
+    };
+    let fallback = plan.fallback_queries(&readings);
+    if fallback.is_empty() {
+        return Observation::Readings(readings);
+    }
+    match ask_canned(answers, &fallback) {
+        Observation::Readings(more) => {
+            readings.extend(more);
+            Observation::Readings(readings)
+        }
+        other => other,
+    }
+}
+
+fn ask_canned(answers: &CannedAnswers, queries: &[(QueryRole, String)]) -> Observation {
     let mut readings = Readings::new();
     let mut failures = Vec::new();
     let mut missing = Vec::new();
-    for (role, query) in &plan.queries {
+    for (role, query) in queries {
         match answers.get(query) {
             Some(CannedAnswer::Value(value)) => {
                 readings.insert(role.clone(), Reading::from_value(*value));

@@ -156,21 +156,24 @@ def increase(segs: list[tuple[float, float]], a: float, b: float) -> float:
 # sample grid and OpenMetrics output
 
 
-def sample_offsets(horizon: int) -> list[int]:
+def sample_offsets(horizon: int, coarse_step: int = STEP_COARSE) -> list[int]:
     """Sorted sample offsets (seconds relative to the anchor)."""
-    pts = set(range(-HISTORY, horizon + 1, STEP_COARSE))
+    pts = set(range(-HISTORY, horizon + 1, coarse_step))
     pts.update(range(-RECENT_FINE, horizon + 1, STEP_FINE))
     pts.update(range(-WEEK - WEEK_FINE_BEFORE, -WEEK + horizon + 1, STEP_FINE))
     return sorted(pts)
 
 
-def write_openmetrics(out, anchor: int, horizon: int) -> int:
-    offs = sample_offsets(horizon)
+def write_openmetrics(out, anchor: int, horizon: int, coarse_step: int = STEP_COARSE,
+                      jobs: list[str] | None = None) -> int:
+    offs = sample_offsets(horizon, coarse_step)
     first = offs[0]
     n = 0
     out.write(f"# HELP {METRIC} Synthetic HTTP requests for the slo-guard harness (anchor {anchor}).\n")
     out.write(f"# TYPE {METRIC} counter\n")
     for job, sc in SCENARIOS.items():
+        if jobs is not None and job not in jobs:
+            continue
         for code in ("200", "500"):
             segs = segments(sc, code)
             labels = f'{METRIC}_total{{job="{job}",code="{code}"}}'
@@ -228,6 +231,11 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                     help="hours of data after the anchor (default %(default)s)")
     ap.add_argument("--out", default="-", help="output file (default stdout)")
+    ap.add_argument("--coarse-step", type=int, default=STEP_COARSE,
+                    help="seconds between samples outside the fine windows (default %(default)s); "
+                         "recording rules over 5m windows need at most 60 over the whole period")
+    ap.add_argument("--jobs", default=None,
+                    help="comma-separated scenarios to write (default: all)")
     ap.add_argument("--expected", action="store_true",
                     help="print the analytic figures (JSON) instead of OpenMetrics")
     ap.add_argument("--at", type=float, default=None,
@@ -242,12 +250,18 @@ def main(argv=None) -> int:
         print()
         return 0
     horizon = int(a.horizon_hours * HOUR) // STEP_FINE * STEP_FINE
+    if a.coarse_step <= 0 or a.coarse_step % STEP_FINE:
+        ap.error(f"--coarse-step must be a positive multiple of {STEP_FINE}")
+    jobs = a.jobs.split(",") if a.jobs else None
+    unknown = [job for job in jobs or [] if job not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenarios {unknown}: choose from {list(SCENARIOS)}")
     if a.out == "-":
-        n = write_openmetrics(sys.stdout, anchor, horizon)
+        n = write_openmetrics(sys.stdout, anchor, horizon, a.coarse_step, jobs)
     else:
         with open(a.out, "w", encoding="ascii", buffering=1 << 20) as f:
-            n = write_openmetrics(f, anchor, horizon)
-    print(f"gen_history: {n} samples, {len(SCENARIOS) * 2} series, anchor {anchor}, "
+            n = write_openmetrics(f, anchor, horizon, a.coarse_step, jobs)
+    print(f"gen_history: {n} samples, {len(jobs or SCENARIOS) * 2} series, anchor {anchor}, "
           f"range [{anchor - HISTORY}, {anchor + horizon}]", file=sys.stderr)
     return 0
 
