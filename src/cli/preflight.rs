@@ -252,8 +252,10 @@ fn offline(args: &PreflightArgs, mut request: PreflightRequest, stdin: &mut Stdi
         return unusable("offline, --as names the identity the change is judged for");
     };
     let prepared = (|| {
+        let sources = manifests::read_policy_sources(&args.policies.policies, stdin)?;
         let setting = Setting {
-            policies: manifests::read_policy_documents(&args.policies.policies, stdin)?,
+            policies: sources.configmaps,
+            slo_specs: sources.slo_specs,
             namespace: args.policies.namespace.clone(),
             workloads: manifests::workloads_of(&args.workloads, stdin)?,
             slo: slo_source(args.prometheus_answers.as_ref(), &args.prometheus)?,
