@@ -10,27 +10,37 @@ use serde::{Deserialize, Serialize};
 use super::duration::PromDuration;
 use crate::admission::{ActorKind, ChangeClass, WorkloadKind};
 
+/// One policy, as written under a key of a `slo-guard.io/policy` ConfigMap (every field
+/// is in docs/policy.md).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicySpec {
+    /// `match`: which workloads the policy governs.
     #[serde(rename = "match")]
     pub matcher: MatchSpec,
+    /// `action`: what a failed rule does (enforce, warn, audit).
     #[serde(default)]
     pub action: Mode,
+    /// `agents`: who is an agent, and what agents must declare.
     #[serde(default)]
     pub agents: AgentSpec,
     /// Identities that are controllers (never capped by agent rules). When absent, the
     /// built-in list applies: the kube-controller-manager and kube-system ServiceAccounts.
     #[serde(default)]
     pub controllers: Option<IdentitySpec>,
+    /// `slo`: the error budget and burn-rate gate.
     #[serde(default)]
     pub slo: Option<SloSpec>,
+    /// `traffic`: the spike check.
     #[serde(default)]
     pub traffic: Option<TrafficSpec>,
+    /// `scaling`: caps, step and cooldown.
     #[serde(default)]
     pub scaling: Option<ScalingSpec>,
+    /// `windows`: change freezes.
     #[serde(default)]
     pub windows: Option<WindowsSpec>,
+    /// `approval`: agent changes that need a person's approval.
     #[serde(default)]
     pub approval: Option<ApprovalSpec>,
     /// Which agent changes run on their own, which need a person's approval, and which
@@ -46,6 +56,7 @@ pub struct PolicySpec {
     /// How reflections may change the thresholds.
     #[serde(default)]
     pub reflection: ReflectionPolicy,
+    /// `prometheus`: what to do when the figures cannot be had.
     #[serde(default)]
     pub prometheus: PrometheusSpec,
 }
@@ -73,6 +84,7 @@ impl Mode {
         }
     }
 
+    /// The mode as policies write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
@@ -82,14 +94,18 @@ impl Mode {
     }
 }
 
+/// `match`: which workloads a policy governs, in its namespace (or, in slo-guard's
+/// namespace, in `namespaces`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MatchSpec {
+    /// Workload kinds; both by default.
     #[serde(default = "all_workload_kinds")]
     pub kinds: Vec<WorkloadKind>,
     /// Workload names; empty means any name.
     #[serde(default)]
     pub names: Vec<String>,
+    /// Workload labels; any when absent.
     #[serde(default)]
     pub selector: Option<LabelSelector>,
     /// Only for policies in slo-guard's own namespace: the namespaces they govern.
@@ -101,33 +117,46 @@ fn all_workload_kinds() -> Vec<WorkloadKind> {
     vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet]
 }
 
+/// A Kubernetes label selector.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelSelector {
+    /// Labels that must be present with these values.
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
+    /// Requirements that must all hold.
     #[serde(default)]
     pub match_expressions: Vec<LabelRequirement>,
 }
 
+/// One `matchExpressions` requirement.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LabelRequirement {
+    /// The label.
     pub key: String,
+    /// How its value is tested.
     pub operator: LabelOperator,
+    /// The values `In` and `NotIn` test against.
     #[serde(default)]
     pub values: Vec<String>,
 }
 
+/// A `matchExpressions` operator.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 pub enum LabelOperator {
+    /// The label is present with one of the values.
     In,
+    /// The label is absent, or present with none of the values.
     NotIn,
+    /// The label is present.
     Exists,
+    /// The label is absent.
     DoesNotExist,
 }
 
 impl LabelSelector {
+    /// Whether `labels` satisfy the selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.match_labels
             .iter()
@@ -150,14 +179,17 @@ impl LabelSelector {
 pub struct Pattern(String);
 
 impl Pattern {
+    /// A pattern from its text.
     pub fn new(text: impl Into<String>) -> Self {
         Self(text.into())
     }
 
+    /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether `candidate` matches (`*` matches any run, including none).
     pub fn matches(&self, candidate: &str) -> bool {
         glob_match(self.0.as_bytes(), candidate.as_bytes())
     }
@@ -192,28 +224,36 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// Who counts as someone: exact names or `*` patterns.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdentitySpec {
+    /// Usernames.
     #[serde(default)]
     pub users: Vec<Pattern>,
+    /// Groups.
     #[serde(default)]
     pub groups: Vec<Pattern>,
 }
 
+/// `agents`: who is an agent, and what an agent's change must carry.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentSpec {
+    /// Usernames of agents (`system:serviceaccount:ai-agents:*`).
     #[serde(default)]
     pub users: Vec<Pattern>,
+    /// Groups of agents.
     #[serde(default)]
     pub groups: Vec<Pattern>,
     /// `request.options.fieldManager` patterns. A field manager can only make a request
     /// count as an agent's, never the reverse, so a client cannot use it to escape.
     #[serde(default)]
     pub field_managers: Vec<Pattern>,
+    /// The decision-context annotations an agent's change must carry.
     #[serde(default = "default_required_annotations")]
     pub require_annotations: Vec<AgentAnnotation>,
+    /// The lowest `slo-guard.io/confidence` accepted (0..1).
     #[serde(default)]
     pub min_confidence: Option<f64>,
     /// Change classes or declared actions agents may never take.
@@ -251,14 +291,20 @@ fn default_forbidden() -> Vec<ForbiddenAction> {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentAnnotation {
+    /// `slo-guard.io/decision-id`: the agent's decision, which approvals name.
     DecisionId,
+    /// `slo-guard.io/reason`: why, in a sentence (copied to `kubernetes.io/change-cause`).
     Reason,
+    /// `slo-guard.io/confidence`: the agent's confidence, 0..1.
     Confidence,
+    /// `slo-guard.io/action`: the declared action, from [`AgentAction`].
     Action,
+    /// `slo-guard.io/trigger`: what set the agent off (an alert, an incident).
     Trigger,
 }
 
 impl AgentAnnotation {
+    /// The annotation's full key.
     pub fn key(self) -> &'static str {
         match self {
             AgentAnnotation::DecisionId => "slo-guard.io/decision-id",
@@ -274,16 +320,24 @@ impl AgentAnnotation {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentAction {
+    /// Change the replicas: `spec.replicas` only.
     Scale,
+    /// Restart the pods: the pod template's `kubectl.kubernetes.io/restartedAt` only.
     Restart,
+    /// Change `env` only, never to a literal value for a secret-looking name.
     UpdateEnv,
+    /// Raise memory requests or limits only, within `scope`.
     IncreaseMemory,
+    /// Change container images only.
     FixImage,
+    /// Go back to an earlier revision; any field may change.
     Rollback,
+    /// Any other change; any field may change.
     Patch,
 }
 
 impl AgentAction {
+    /// Every action, in the order documentation lists them.
     pub const ALL: [AgentAction; 7] = [
         AgentAction::Scale,
         AgentAction::Restart,
@@ -294,6 +348,7 @@ impl AgentAction {
         AgentAction::Patch,
     ];
 
+    /// The action as `slo-guard.io/action` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             AgentAction::Scale => "scale",
@@ -306,6 +361,7 @@ impl AgentAction {
         }
     }
 
+    /// The action `text` names, if any.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|action| action.as_str() == text)
     }
@@ -314,11 +370,14 @@ impl AgentAction {
 /// An entry of `agents.forbidden`: a change class (`delete`) or a declared action (`rollback`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForbiddenAction {
+    /// A change class (`delete`).
     Class(ChangeClass),
+    /// A declared action (`rollback`).
     Action(AgentAction),
 }
 
 impl ForbiddenAction {
+    /// The entry as policies write it.
     pub fn as_str(self) -> &'static str {
         match self {
             ForbiddenAction::Class(class) => class.as_str(),
@@ -351,18 +410,23 @@ impl Serialize for ForbiddenAction {
 /// Which actors a rule applies to: `agents`, `people`, `controllers`, `everyone`, or a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActorSet {
+    /// Agents.
     pub agents: bool,
+    /// People.
     pub people: bool,
+    /// Controllers.
     pub controllers: bool,
 }
 
 impl ActorSet {
+    /// Agents only: the default of every `appliesTo`.
     pub const AGENTS: ActorSet = ActorSet {
         agents: true,
         people: false,
         controllers: false,
     };
 
+    /// Whether `actor` is in the set.
     pub fn contains(self, actor: ActorKind) -> bool {
         match actor {
             ActorKind::Agent => self.agents,
@@ -456,17 +520,23 @@ impl Serialize for ActorSet {
     }
 }
 
+/// `scaling`: bounds on replicas for the actors in `appliesTo`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScalingSpec {
+    /// The fewest replicas (and the lowest HPA `minReplicas`).
     #[serde(default)]
     pub min_replicas: Option<u32>,
+    /// The most replicas (and the highest HPA `maxReplicas`).
     #[serde(default)]
     pub max_replicas: Option<u32>,
+    /// The largest change of replicas in one request.
     #[serde(default)]
     pub max_step: Option<Step>,
+    /// The least time between two agent changes of one workload.
     #[serde(default)]
     pub cooldown: Option<PromDuration>,
+    /// Who the caps bind; agents by default.
     #[serde(default)]
     pub applies_to: ActorSet,
     /// What happens to a replica count above `maxReplicas`: a denial, or (`clamp`) a
@@ -475,11 +545,14 @@ pub struct ScalingSpec {
     pub on_exceed: OnExceed,
 }
 
+/// `scaling.onExceed`.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExceed {
+    /// Deny a request above the cap.
     #[default]
     Deny,
+    /// Lower it to the cap in the mutating patch, with a warning.
     Clamp,
 }
 
@@ -501,7 +574,9 @@ pub struct ReflectionPolicy {
 /// current replicas (`"50%"`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
+    /// A number of replicas.
     Replicas(u32),
+    /// A percentage of the current replicas (at least one).
     Percent(f64),
 }
 
@@ -580,18 +655,23 @@ pub struct SloSpec {
     pub source: Option<crate::slo_spec::SourceRef>,
     /// Percent, for example 99.9.
     pub objective: f64,
+    /// The period the error budget is computed over (`30d`).
     pub period: PromDuration,
     /// PromQL for the error rate, with `{{window}}` where the range goes.
     pub errors: String,
     /// PromQL for the total request rate, with `{{window}}`.
     pub total: String,
+    /// Requests per second below which `onNoTraffic` applies and the other SLO checks are skipped.
     #[serde(default)]
     pub min_request_rate: Option<f64>,
     /// What applies when traffic is below `minRequestRate`.
     #[serde(default = "default_no_traffic")]
     pub on_no_traffic: OnError,
+    /// The budget floors.
     #[serde(default)]
     pub budget: BudgetSpec,
+    /// Multiwindow burn-rate rows (the SRE workbook's); a row fires when both windows burn
+    /// above its factor.
     #[serde(default)]
     pub burn_rate: Vec<BurnRateRow>,
     /// Whether CREATE is gated too (by default only rollouts are).
@@ -612,6 +692,7 @@ pub struct SloSpec {
 pub struct ResolvedSource {
     /// "Sloth PrometheusServiceLevel payments/checkout, SLO requests-availability".
     pub origin: String,
+    /// The tool's recording rules, where the source defines them.
     pub recorded: Option<crate::slo_spec::RecordingRules>,
 }
 
@@ -728,12 +809,14 @@ fn default_no_traffic() -> OnError {
     OnError::Allow
 }
 
+/// `slo.budget`: the floors of the error budget left.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BudgetSpec {
     /// Fraction of the budget left (0.0 = exhausted) at or below which rollouts freeze.
     #[serde(default)]
     pub freeze_below: f64,
+    /// The floor for agents' rollouts (fraction of the budget left); none by default.
     #[serde(default)]
     pub agent_freeze_below: Option<f64>,
 }
@@ -747,25 +830,35 @@ impl Default for BudgetSpec {
     }
 }
 
+/// One burn-rate row.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BurnRateRow {
+    /// The long window (`1h`).
     pub long: PromDuration,
+    /// The short window (`5m`), which confirms the burn is still going on.
     pub short: PromDuration,
+    /// The burn rate both windows must exceed (`14.4` spends 2% of a 30-day budget in an hour).
     pub factor: f64,
 }
 
+/// `traffic`: a spike is `current` / `baseline` at or above `spikeRatio`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficSpec {
+    /// PromQL for the request rate now.
     pub current: String,
+    /// PromQL for the rate to compare it with (`offset 1w`).
     pub baseline: String,
+    /// The ratio that counts as a spike.
     pub spike_ratio: f64,
 }
 
+/// `windows`: change freezes, and how long an exception to one may run.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WindowsSpec {
+    /// The freezes.
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
     /// The longest freeze exception a person may grant (`slo-guard.io/freeze-exception`),
@@ -794,11 +887,13 @@ pub struct FreezeWindow {
     /// Names the freeze in denials, and in the exceptions that lift it.
     #[serde(default)]
     pub name: Option<String>,
+    /// A weekly window's days.
     #[serde(default)]
     pub days: Vec<chrono::Weekday>,
     /// `HH:MM` local time; absent means the whole day.
     #[serde(default)]
     pub start: Option<String>,
+    /// `HH:MM` local time, exclusive; absent means the end of the day.
     #[serde(default)]
     pub end: Option<String>,
     /// The IANA time zone of a weekly window.
@@ -810,6 +905,7 @@ pub struct FreezeWindow {
     /// A dated window's end (exclusive).
     #[serde(default, with = "rfc3339_option")]
     pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Who the freeze binds; agents by default.
     #[serde(default)]
     pub applies_to: ActorSet,
 }
@@ -853,6 +949,7 @@ mod rfc3339_option {
     }
 }
 
+/// `approval`: which agent changes need a person's approval, and for how long one holds.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApprovalSpec {
@@ -876,6 +973,7 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The tier as policies write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Auto => "auto",
@@ -885,6 +983,7 @@ impl Tier {
     }
 }
 
+/// `autonomy`: tiers of agent changes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AutonomySpec {
@@ -896,6 +995,7 @@ pub struct AutonomySpec {
     pub rules: Vec<TierRule>,
 }
 
+/// One `autonomy.rules` entry: conditions, all of which must hold, and the tier.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TierRule {
@@ -915,9 +1015,11 @@ pub struct TierRule {
     /// Matches while the error budget left is below this fraction (needs `slo`).
     #[serde(default)]
     pub budget_below: Option<f64>,
+    /// The tier of the changes it matches.
     pub tier: Tier,
 }
 
+/// `scope`: the bounds of what a declared action may change.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScopeSpec {
@@ -953,6 +1055,7 @@ fn default_secret_names() -> Vec<Pattern> {
         .collect()
 }
 
+/// `gitops`: what happens to an agent's change to an object Argo CD or Flux manages.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum GitOpsMode {
@@ -969,18 +1072,25 @@ pub enum GitOpsMode {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
+    /// Allow the change.
     Allow,
+    /// Deny it.
     Deny,
+    /// Deny agents' changes; allow the rest.
     DenyAgents,
 }
 
+/// `prometheus`: what a decision does without its figures.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PrometheusSpec {
+    /// What a decision does when its data cannot be had; `deny-agents` by default.
     #[serde(default = "default_on_error")]
     pub on_error: OnError,
+    /// The decision is taken within it (`2s`).
     #[serde(default = "default_timeout")]
     pub timeout: PromDuration,
+    /// Samples older than this count as stale data (`2m`).
     #[serde(default = "default_max_staleness")]
     pub max_staleness: PromDuration,
 }
