@@ -16,10 +16,14 @@ use crate::policy::{PolicyRef, PolicySet, PolicyStore, parse_policy_configmap};
 use crate::rules::{
     Decision, DecisionContext, Finding, Rule, classify_actor, decide, figures_needed,
 };
-use crate::slo::{Observations, PlanCache, QueryPlan, SloSource};
+use crate::slo::{Observation, Observations, PlanCache, QueryPlan, SloSource};
 use crate::webhook_scope::Governed;
 use crate::webhook_scope::manager::ScopeWidener;
 use crate::{mutation, verdict};
+
+/// Why a neighbouring change of a preflight was judged without its SLO figures.
+const NEIGHBOUR_NOT_ASKED: &str =
+    "not asked: a preflight asks Prometheus only what admission of the intended change asks";
 
 /// Which webhook a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,9 @@ pub struct Assessment {
     pub ledger: Option<LedgerRecord>,
     /// Why the ledger could not be read, when admission would have read it.
     pub ledger_error: Option<String>,
+    /// A neighbouring change whose SLO figures were not in the cache: they were not
+    /// asked for, and the decision was taken without them.
+    pub figures_uncached: bool,
     /// The decision admission would take now.
     pub decision: Decision,
 }
@@ -248,9 +255,12 @@ impl Guard {
     }
 
     /// Judges reviews as the validating webhook would, without admitting them: for the
-    /// preflight. Each review's SLO figures are gathered as admission gathers them (the same
-    /// plans, source and cache); the change ledger is read, never written, once per
-    /// workload. `None` for a review slo-guard does not govern.
+    /// preflight. The first review is the intended change: its SLO figures are gathered
+    /// as admission gathers them (the same plans, source and cache). The others are
+    /// neighbouring changes (the replica probes), judged only on figures already cached,
+    /// so that a preflight asks Prometheus nothing admission of the intended change would
+    /// not. The change ledger is read, never written, once per workload. `None` for a
+    /// review slo-guard does not govern.
     pub async fn assess(
         &self,
         bodies: &[Vec<u8>],
@@ -258,7 +268,7 @@ impl Guard {
     ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
         let mut ledger_reads: Vec<(LedgerKey, Result<LedgerRecord, String>)> = Vec::new();
         let mut assessments = Vec::with_capacity(bodies.len());
-        for body in bodies {
+        for (index, body) in bodies.iter().enumerate() {
             let prepared = match self.prepare(body)? {
                 Stage::Answered(_) => {
                     assessments.push(None);
@@ -266,13 +276,27 @@ impl Guard {
                 }
                 Stage::Prepared(prepared) => prepared,
             };
-            let gathered = futures::future::join_all(prepared.plans.iter().map(
-                |(plan, timeout)| async move {
+            let mut figures_uncached = false;
+            let observations: Observations = if index == 0 {
+                futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
                     (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
-                },
-            ))
-            .await;
-            let observations: Observations = gathered.into_iter().collect();
+                }))
+                .await
+                .into_iter()
+                .collect()
+            } else {
+                prepared
+                    .plans
+                    .iter()
+                    .map(|(plan, _)| {
+                        let observation = self.slo.observe_cached(plan).unwrap_or_else(|| {
+                            figures_uncached = true;
+                            Observation::Unavailable(NEIGHBOUR_NOT_ASKED.to_string())
+                        });
+                        (plan.policy.clone(), observation)
+                    })
+                    .collect()
+            };
             let read = match (&self.ledger, &prepared.ledger_key) {
                 (Some(ledger), Some(key)) => {
                     match ledger_reads.iter().find(|(read_key, _)| read_key == key) {
@@ -290,7 +314,9 @@ impl Guard {
                 }
                 _ => None,
             };
-            assessments.push(Some(assess_prepared(*prepared, observations, read, now)));
+            let mut assessment = assess_prepared(*prepared, observations, read, now);
+            assessment.figures_uncached = figures_uncached;
+            assessments.push(Some(assessment));
         }
         Ok(assessments)
     }
@@ -548,6 +574,7 @@ fn assess_prepared(
         observations,
         ledger,
         ledger_error,
+        figures_uncached: false,
         decision,
     }
 }

@@ -694,6 +694,45 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preflight_asks_prometheus_nothing_admission_of_its_change_would_not() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = CountingPrometheus::start().await;
+    let now = Utc::now();
+    let guard = prometheus.guard();
+    // A scale-up, 3 to 4: admission asks Prometheus nothing, and neither does the
+    // preflight, though its scale-down probe is judged on the burn and the spike.
+    let up = scale_request(4);
+    let prepared = prepare(&guard, &up, &agent(), None, now).expect("reviews");
+    let assessments = guard.assess(&prepared.bodies, now).await.expect("assess");
+    let answer = prepared.answer(assessments, &json!({"user": AGENT}), now);
+    assert_eq!(prometheus.take(), BTreeMap::new(), "{answer:#}");
+    let replicas = &answer["envelope"]["replicas"];
+    assert_eq!(replicas["smallestAllowed"], Value::Null, "{answer:#}");
+    assert_eq!(
+        replicas["unknown"],
+        json!(["smallestAllowed"]),
+        "{answer:#}"
+    );
+    assert!(replicas["largestAllowed"].is_u64(), "{answer:#}");
+
+    // Once a scale-down was judged (here, a preflight of it), its figures are cached, and
+    // the scale-up's envelope knows its bound below without asking again.
+    let down = scale_request(2);
+    let prepared = prepare(&guard, &down, &agent(), None, now).expect("reviews");
+    guard.assess(&prepared.bodies, now).await.expect("assess");
+    assert!(!prometheus.take().is_empty(), "a scale-down is gated");
+    let prepared = prepare(&guard, &up, &agent(), None, now).expect("reviews");
+    let assessments = guard.assess(&prepared.bodies, now).await.expect("assess");
+    let answer = prepared.answer(assessments, &json!({"user": AGENT}), now);
+    assert_eq!(prometheus.take(), BTreeMap::new());
+    assert!(
+        answer["envelope"]["replicas"]["smallestAllowed"].is_u64(),
+        "{answer:#}"
+    );
+    assert!(answer["envelope"]["replicas"].get("unknown").is_none());
+}
+
 /// The offline command line of docs/preflight.md: exit 1 for a change that would be
 /// denied, with the envelope as JSON; exit 0 for one that would pass.
 #[test]

@@ -526,13 +526,36 @@ pub fn answer(
                     .map(|(_, value)| json!({"policy": t.policy, "maxStep": value.to_json()}))
             })
             .collect();
-        json!({
+        // A bound whose probe needed SLO figures that were not cached is not known: the
+        // preflight does not ask Prometheus for them (admission of this change would not).
+        let uncached = |probe: Option<&Assessment>| probe.is_some_and(|a| a.figures_uncached);
+        let mut unknown = Vec::new();
+        let largest = if uncached(up) {
+            unknown.push("largestAllowed");
+            Value::Null
+        } else {
+            json!(bounds.largest)
+        };
+        let smallest = if uncached(down) {
+            unknown.push("smallestAllowed");
+            Value::Null
+        } else {
+            json!(bounds.smallest)
+        };
+        let mut replicas = json!({
             "current": bounds.current,
-            "largestAllowed": bounds.largest,
-            "smallestAllowed": bounds.smallest,
+            "largestAllowed": largest,
+            "smallestAllowed": smallest,
             "step": steps,
             "probedAs": "kubectl scale by the same identity",
-        })
+        });
+        if !unknown.is_empty() {
+            replicas["unknown"] = json!(unknown);
+            replicas["unknownBecause"] = json!(
+                "that scale is judged on SLO figures admission of this change does not ask Prometheus for; ask a preflight of that scale itself"
+            );
+        }
+        replicas
     });
     let (cooldown, windows) = timing(&intended.change, &basis, now);
     let next = next_allowed_time(&intended.change, &basis, decision, now);

@@ -32,6 +32,35 @@ impl SloSource {
         }
     }
 
+    /// A plan's figures only from what is already at hand: a live source answers from
+    /// its cache, or `None` when some answer is not cached (nothing is asked of
+    /// Prometheus); the other sources as [`Self::observe_now`].
+    pub fn observe_cached(&self, plan: &QueryPlan) -> Option<Observation> {
+        let SloSource::Live(prometheus) = self else {
+            return Some(self.observe_now(plan));
+        };
+        let cached = |queries: &[(QueryRole, String)]| {
+            let answers = prometheus.cached(queries.iter().map(|(_, query)| query.as_str()))?;
+            let roles = queries.iter().map(|(role, _)| role);
+            Some(observation_of(roles.zip(answers.into_iter().map(Ok))))
+        };
+        let first = cached(&plan.queries)?;
+        let Observation::Readings(mut readings) = first else {
+            return Some(first);
+        };
+        let fallback = plan.fallback_queries(&readings);
+        if fallback.is_empty() {
+            return Some(Observation::Readings(readings));
+        }
+        match cached(&fallback)? {
+            Observation::Readings(more) => {
+                readings.extend(more);
+                Some(Observation::Readings(readings))
+            }
+            other => Some(other),
+        }
+    }
+
     /// Runs a plan without waiting: for the sources that need no I/O. A live source
     /// cannot answer this way and reports so (the server always uses [`Self::observe`]).
     pub fn observe_now(&self, plan: &QueryPlan) -> Observation {
