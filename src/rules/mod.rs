@@ -22,7 +22,7 @@ use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
 use crate::ledger::{ChangeMark, LedgerRecord};
 use crate::policy::PolicySpec;
 use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
-use crate::reflection::{Provenance, Threshold, ThresholdPath, effective_policy};
+use crate::reflection::{EffectivePolicy, Provenance, Threshold, ThresholdPath, effective_policy};
 use crate::slo::{GateScope, Observations};
 
 /// The SLO figures judging `change` under `spec` needs, if any: the SLO gate's, or, for
@@ -462,13 +462,7 @@ fn judge_target(
 ) {
     let mut first_policy = decision.policies.is_empty();
     for (policy, basis) in context.policies.matching(&change.target) {
-        let effective = effective_policy(
-            policy,
-            &context.policies.reflections,
-            &change.target,
-            &context.policies.guard_namespace,
-            context.now,
-        );
+        let effective = reflected(policy, change, context);
         let (policy, provenance) = match &effective {
             Some(effective) => {
                 decision.notes.extend(effective.skipped.iter().cloned());
@@ -574,19 +568,28 @@ pub struct WindowSpan {
     pub next_start: Option<DateTime<Utc>>,
 }
 
+/// `policy` with the reflections in force for `change`'s target applied, when any apply.
+fn reflected(
+    policy: &Policy,
+    change: &Change,
+    context: &DecisionContext<'_>,
+) -> Option<EffectivePolicy> {
+    effective_policy(
+        policy,
+        &context.policies.reflections,
+        &change.target,
+        &context.policies.guard_namespace,
+        context.now,
+    )
+}
+
 /// The cooldown and freeze windows each policy matching `change` holds it to, on the
 /// policy as reflections leave it, for the actor that policy sees. Pure, like [`decide`].
 pub fn time_limits(change: &Change, context: &DecisionContext<'_>) -> Vec<TimeLimits> {
     let identity = ChangeIdentity::new(change);
     let mut limits = Vec::new();
     for (policy, _) in context.policies.matching(&change.target) {
-        let effective = effective_policy(
-            policy,
-            &context.policies.reflections,
-            &change.target,
-            &context.policies.guard_namespace,
-            context.now,
-        );
+        let effective = reflected(policy, change, context);
         let (policy, provenance) = match &effective {
             Some(effective) => (&effective.policy, effective.applied.as_slice()),
             None => (policy, &[][..]),
