@@ -2,12 +2,14 @@
 //! reading them from a directory or a cluster watch, and keeping the last good version
 //! of each in force.
 
+pub mod clock;
 pub mod duration;
 mod model;
 pub mod quantity;
 mod source;
 mod store;
 
+pub use clock::ClockTime;
 pub use duration::PromDuration;
 pub use model::*;
 pub use source::{
@@ -311,16 +313,6 @@ fn validate_windows(windows: &WindowsSpec) -> Result<(), FieldError> {
                 &format!("{field}.timezone"),
                 "is missing: a weekly freeze needs an IANA time zone, such as Europe/Berlin or UTC",
             ));
-        }
-        for (name, value) in [("start", &window.start), ("end", &window.end)] {
-            if let Some(time) = value
-                && chrono::NaiveTime::parse_from_str(time, "%H:%M").is_err()
-            {
-                return Err(field_error(
-                    &format!("{field}.{name}"),
-                    format!("{time:?} is not HH:MM"),
-                ));
-            }
         }
     }
     Ok(())

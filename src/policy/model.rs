@@ -892,10 +892,10 @@ pub struct FreezeWindow {
     pub days: Vec<chrono::Weekday>,
     /// `HH:MM` local time; absent means the whole day.
     #[serde(default)]
-    pub start: Option<String>,
+    pub start: Option<super::ClockTime>,
     /// `HH:MM` local time, exclusive; absent means the end of the day.
     #[serde(default)]
-    pub end: Option<String>,
+    pub end: Option<super::ClockTime>,
     /// The IANA time zone of a weekly window.
     #[serde(default)]
     pub timezone: Option<chrono_tz::Tz>,

@@ -22,7 +22,9 @@ use crate::admission::{ActorKind, ChangeClass, Requester};
 use crate::annotations::{
     EXCEPTION_KEYS, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
 };
-use crate::policy::{AgentAnnotation, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
+use crate::policy::{
+    AgentAnnotation, ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name,
+};
 
 /// How far a stamped `freeze-exception-at` may be from the judging clock when it is
 /// written: slo-guard stamps it in the same request.
@@ -140,11 +142,6 @@ fn stamp(time: DateTime<FixedOffset>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn parse_time(text: &Option<String>) -> Option<NaiveTime> {
-    text.as_deref()
-        .and_then(|t| NaiveTime::parse_from_str(t, "%H:%M").ok())
-}
-
 /// The instant a local wall-clock time names in `tz`. In a daylight-saving gap (a time
 /// that does not exist), the first instant after it; at a fold, the first of the two.
 fn instant_of(tz: chrono_tz::Tz, local: NaiveDateTime) -> DateTime<Utc> {
@@ -169,7 +166,8 @@ fn weekly_occurrence(
     let local = now.with_timezone(&tz);
     let time = local.time();
     let date = local.date_naive();
-    let (start, end) = (parse_time(&window.start), parse_time(&window.end));
+    let time_of = |clock: Option<ClockTime>| clock.map(ClockTime::time);
+    let (start, end) = (time_of(window.start), time_of(window.end));
     let today = local.weekday();
     let yesterday = today.pred();
     let day_end = |date: NaiveDate, end: Option<NaiveTime>| match end {
@@ -227,7 +225,7 @@ pub(super) fn next_freeze_start(
     }
     let tz = window.timezone?;
     let today = now.with_timezone(&tz).date_naive();
-    let start = parse_time(&window.start).unwrap_or(NaiveTime::MIN);
+    let start = window.start.map_or(NaiveTime::MIN, ClockTime::time);
     (0..=8)
         .filter_map(|days| today.checked_add_days(chrono::Days::new(days)))
         .map(|date| instant_of(tz, date.and_time(start)))
@@ -281,8 +279,8 @@ fn describe(window: &FreezeWindow) -> String {
                 (None, None) => "all day".to_string(),
                 (start, end) => format!(
                     "{}-{}",
-                    start.as_deref().unwrap_or("00:00"),
-                    end.as_deref().unwrap_or("24:00")
+                    start.map_or_else(|| "00:00".to_string(), |t| t.to_string()),
+                    end.map_or_else(|| "24:00".to_string(), |t| t.to_string())
                 ),
             };
             let tz = tz.map_or_else(|| "UTC".to_string(), |tz| tz.to_string());
