@@ -511,13 +511,7 @@ async fn served_slo_spec_resources(client: &Client) -> Vec<(ApiResource, Documen
                     document_kind,
                 ));
             }
-            Ok(_) | Err(_) => {
-                tracing::info!(
-                    api_version,
-                    kind,
-                    "SLO spec CRD not served: policies cannot name this kind in slo.source"
-                );
-            }
+            Ok(_) | Err(_) => {}
         }
     }
     served
@@ -553,7 +547,9 @@ pub fn report_slo_spec(event: &CatalogEvent) {
 /// changes and needs no watch).
 pub async fn list_slo_specs(client: &Client) -> Vec<SloSpecDocument> {
     let mut documents = Vec::new();
-    for (resource, _) in served_slo_spec_resources(client).await {
+    let served = served_slo_spec_resources(client).await;
+    log_unserved_slo_specs(&served);
+    for (resource, _) in served {
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
         match api.list(&Default::default()).await {
             Ok(list) => documents.extend(list.items.iter().filter_map(spec_document_of)),
@@ -568,79 +564,128 @@ pub async fn list_slo_specs(client: &Client) -> Vec<SloSpecDocument> {
 /// Watches the SLO spec kinds whose CRDs the cluster serves, and keeps the store's
 /// catalog in step; policies that name a spec are resolved again when it changes, and
 /// keep their last good version when it goes bad or away. Sends on `synced` once every
-/// served kind has been listed (at once when none is served). A CRD installed later is
-/// read after slo-guard restarts.
+/// kind served at start has been listed (at once when none is). The kinds not served
+/// are looked for again every `recheck`, so a CRD installed later (Sloth after
+/// slo-guard) is watched without a restart.
 pub async fn watch_slo_specs(
     client: Client,
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
     synced: tokio::sync::oneshot::Sender<()>,
+    recheck: Duration,
 ) {
     let served = served_slo_spec_resources(&client).await;
+    log_unserved_slo_specs(&served);
+    let mut watched: Vec<String> = served.iter().map(|(r, _)| r.kind.clone()).collect();
     let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(served.len()));
     let synced = Arc::new(std::sync::Mutex::new(Some(synced)));
-    let signal = {
-        let synced = synced.clone();
-        move || {
-            if let Some(sender) = synced
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take()
-            {
-                let _ = sender.send(());
-            }
+    let signal = move || {
+        if let Some(sender) = synced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            let _ = sender.send(());
         }
     };
     if served.is_empty() {
         signal();
-        return;
     }
-    let watches = served.into_iter().map(|(resource, kind)| {
-        let client = client.clone();
-        let store = store.clone();
-        let metrics = metrics.clone();
+    for (resource, kind) in served {
         let remaining = remaining.clone();
         let signal = signal.clone();
-        async move {
-            let api = Api::<DynamicObject>::all_with(client, &resource);
-            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-            let mut stream = std::pin::pin!(resilient(stream, "SLO specs"));
-            let mut listing: Vec<SloSpecDocument> = Vec::new();
-            let mut first_list = true;
-            while let Some(event) = stream.next().await {
-                match event {
-                    Event::Init => listing.clear(),
-                    Event::InitApply(object) => listing.extend(spec_document_of(&object)),
-                    Event::InitDone => {
-                        let (catalog, policies) =
-                            store.replace_slo_specs(&[kind], std::mem::take(&mut listing));
-                        catalog.iter().for_each(report_slo_spec);
-                        policies.iter().for_each(|event| report(event, &metrics));
-                        if first_list {
-                            first_list = false;
-                            if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                                signal();
-                            }
-                        }
-                    }
-                    Event::Apply(object) => {
-                        if let Some(document) = spec_document_of(&object) {
-                            let (catalog, policies) = store.apply_slo_spec(document);
-                            report_slo_spec(&catalog);
-                            policies.iter().for_each(|event| report(event, &metrics));
-                        }
-                    }
-                    Event::Delete(object) => {
-                        if let Some(document) = spec_document_of(&object) {
-                            let policies = store.remove_slo_spec(&document.key());
-                            policies.iter().for_each(|event| report(event, &metrics));
-                        }
-                    }
+        tokio::spawn(watch_slo_spec_kind(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            resource,
+            kind,
+            move || {
+                if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    signal();
+                }
+            },
+        ));
+    }
+    while watched.len() < SLO_SPEC_RESOURCES.len() {
+        tokio::time::sleep(recheck).await;
+        for (resource, kind) in served_slo_spec_resources(&client).await {
+            if watched.contains(&resource.kind) {
+                continue;
+            }
+            tracing::info!(
+                api_version = resource.api_version,
+                kind = resource.kind,
+                "SLO spec CRD now served: watching it"
+            );
+            watched.push(resource.kind.clone());
+            tokio::spawn(watch_slo_spec_kind(
+                client.clone(),
+                store.clone(),
+                metrics.clone(),
+                resource,
+                kind,
+                || {},
+            ));
+        }
+    }
+}
+
+fn log_unserved_slo_specs(served: &[(ApiResource, DocumentKind)]) {
+    for (group, version, kind, _, _) in SLO_SPEC_RESOURCES {
+        if !served.iter().any(|(r, _)| r.kind == kind) {
+            tracing::info!(
+                api_version = format!("{group}/{version}"),
+                kind,
+                "SLO spec CRD not served: policies cannot name this kind in slo.source until it is"
+            );
+        }
+    }
+}
+
+/// Keeps the store's catalog in step with one served SLO spec kind; calls `listed` after
+/// its first list.
+async fn watch_slo_spec_kind(
+    client: Client,
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    resource: ApiResource,
+    kind: DocumentKind,
+    listed: impl FnOnce(),
+) {
+    let api = Api::<DynamicObject>::all_with(client, &resource);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(resilient(stream, "SLO specs"));
+    let mut listing: Vec<SloSpecDocument> = Vec::new();
+    let mut listed = Some(listed);
+    while let Some(event) = stream.next().await {
+        match event {
+            Event::Init => listing.clear(),
+            Event::InitApply(object) => listing.extend(spec_document_of(&object)),
+            Event::InitDone => {
+                let (catalog, policies) =
+                    store.replace_slo_specs(&[kind], std::mem::take(&mut listing));
+                catalog.iter().for_each(report_slo_spec);
+                policies.iter().for_each(|event| report(event, &metrics));
+                if let Some(listed) = listed.take() {
+                    listed();
+                }
+            }
+            Event::Apply(object) => {
+                if let Some(document) = spec_document_of(&object) {
+                    let (catalog, policies) = store.apply_slo_spec(document);
+                    report_slo_spec(&catalog);
+                    policies.iter().for_each(|event| report(event, &metrics));
+                }
+            }
+            Event::Delete(object) => {
+                if let Some(document) = spec_document_of(&object) {
+                    let policies = store.remove_slo_spec(&document.key());
+                    policies.iter().for_each(|event| report(event, &metrics));
                 }
             }
         }
-    });
-    futures::future::join_all(watches).await;
+    }
 }
 
 /// How long `serve` waits for the SLO specs' first list before it watches the policies.

@@ -65,7 +65,8 @@ fn policy() -> String {
 
 #[test]
 fn policies_name_pyrra_objects_in_the_cluster_and_keep_the_last_good_version() {
-    let mut guarded = Guarded::start("slo-sources");
+    let mut guarded =
+        Guarded::start_with_env("slo-sources", &[("SLO_GUARD_SLO_SPEC_CRD_INTERVAL", "1s")]);
     // No SLO spec CRD: slo-guard started and is ready all the same.
     assert!(
         guarded
@@ -76,7 +77,8 @@ fn policies_name_pyrra_objects_in_the_cluster_and_keep_the_last_good_version() {
         guarded.guard().log_text()
     );
 
-    // With Pyrra's CRD served, a restarted slo-guard watches its objects.
+    // Pyrra's CRD installed after slo-guard started: it is watched once served, with
+    // no restart (the CRDs not served are looked for again every second here).
     guarded.cluster.apply(PYRRA_CRD);
     retry_until("the CRD is served", Duration::from_secs(30), || {
         let output = guarded
@@ -88,8 +90,10 @@ fn policies_name_pyrra_objects_in_the_cluster_and_keep_the_last_good_version() {
             .then_some(())
             .ok_or_else(|| text(&output.stderr))
     });
-    let port = free_port();
-    guarded.restart_guard(port, "slo-guard-1.log");
+    wait_for_line(
+        &guarded,
+        &["SLO spec CRD now served", "ServiceLevelObjective"],
+    );
 
     // A policy that names a spec the cluster does not have is rejected on apply.
     let policy = policy();

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// workload metadata for scale requests. Uses KUBECONFIG or the in-cluster config.
     #[arg(long, env = "SLO_GUARD_WATCH_CONFIGMAPS", default_value_t = false)]
     pub watch_configmaps: bool,
+    /// How often the SLO spec CRDs not served yet (Sloth, Pyrra, OpenSLO) are looked for
+    /// again, so that one installed after slo-guard is watched without a restart.
+    #[arg(long, env = "SLO_GUARD_SLO_SPEC_CRD_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub slo_spec_crd_interval: Duration,
     /// Workloads a page when the workload cache lists them (a page is held whole while
     /// it is read, so a smaller page lowers the peak memory of a start).
     #[arg(long, env = "SLO_GUARD_WATCH_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
@@ -425,6 +429,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             store.clone(),
             metrics.clone(),
             synced_tx,
+            args.slo_spec_crd_interval,
         ));
         if tokio::time::timeout(cluster::SLO_SPEC_SYNC_WAIT, synced_rx)
             .await
