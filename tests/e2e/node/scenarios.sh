@@ -125,7 +125,7 @@ scenario_install() {
 }
 
 scenario_denials() {
-  log "scenario 2: the README's kubectl scenarios through the Service"
+  log "scenario 2: the kubectl scenarios of docs/annotations.md through the Service"
   k create namespace payments >/dev/null
   k create namespace ai-agents >/dev/null
   k create serviceaccount fixer -n ai-agents >/dev/null
