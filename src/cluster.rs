@@ -21,9 +21,10 @@ use crate::admission::{
     WorkloadLookup, WorkloadSnapshot,
 };
 use crate::metrics::{ConfigMapLabels, Metrics};
-use crate::policy::{ConfigMapDocument, PolicyRef, PolicyStore, StoreEvent};
+use crate::policy::PolicyRef;
 use crate::rules::Decision;
 use crate::slo_spec::{CatalogEvent, DocumentKind, SloSpecDocument, SloSpecKind};
+use crate::store::{ConfigMapDocument, PolicyStore, StoreEvent};
 
 /// Workload labels, pod template labels, annotations and replicas from watches, so a
 /// scale request is matched and judged by its parent's decision context without an API

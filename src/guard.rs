@@ -12,11 +12,12 @@ use crate::admission::{
 };
 use crate::ledger::{ChangeLedger, LedgerError, LedgerKey, LedgerRecord};
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::{PolicyRef, PolicySet, PolicyStore, parse_policy_configmap};
+use crate::policy::{PolicyRef, parse_policy_configmap};
 use crate::rules::{
     Decision, DecisionContext, Finding, Rule, classify_actor, decide, figures_needed,
 };
 use crate::slo::{Observation, Observations, PlanCache, QueryPlan, SloSource};
+use crate::store::{PolicySet, PolicyStore};
 use crate::webhook_scope::Governed;
 use crate::webhook_scope::manager::ScopeWidener;
 use crate::{mutation, verdict};
@@ -705,9 +706,9 @@ mod tests {
 
     use super::*;
     use crate::admission::POLICY_LABEL;
-    use crate::policy::ConfigMapDocument;
     use crate::rules::Rule;
     use crate::slo::CannedAnswers;
+    use crate::store::ConfigMapDocument;
 
     const SCALE_UP: &str =
         include_str!("../tests/fixtures/captured/deployment-replicas-change.json");

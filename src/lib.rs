@@ -20,5 +20,6 @@ pub mod rules;
 pub mod server;
 pub mod slo;
 pub mod slo_spec;
+pub mod store;
 pub mod verdict;
 pub mod webhook_scope;

@@ -28,7 +28,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use slo_guard::guard::Guard;
 use slo_guard::metrics::{Metrics, ReasonLabels};
-use slo_guard::policy::{PolicyStore, StoreEvent, parse_manifest_text, read_manifests};
+use slo_guard::store::{PolicyStore, StoreEvent, parse_manifest_text, read_manifests};
 
 const RELEASE: &str = "slo-guard";
 const NAMESPACE: &str = "slo-guard";

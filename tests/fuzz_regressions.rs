@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use slo_guard::admission::AdmissionError;
 use slo_guard::guard::{Endpoint, Guard};
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::PolicyStore;
+use slo_guard::store::PolicyStore;
 
 /// A guard with no policies and an empty watch cache: the `last-rollout` stamp is put on
 /// every admitted rollout, governed or not.

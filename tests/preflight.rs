@@ -20,7 +20,6 @@ use slo_guard::admission::{WorkloadKind, WorkloadSnapshot};
 use slo_guard::cli::request::Requester;
 use slo_guard::guard::{Endpoint, Guard};
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::{PolicyStore, StoreEvent, read_manifests};
 use slo_guard::preflight::request::merge_diff;
 use slo_guard::preflight::{
     Authenticator, Caller, PreflightError, PreflightRequest, PreflightService, RateLimiter,
@@ -28,6 +27,7 @@ use slo_guard::preflight::{
 };
 use slo_guard::rules::Decision;
 use slo_guard::slo::{CannedAnswers, SloSource};
+use slo_guard::store::{PolicyStore, StoreEvent, read_manifests};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -265,7 +265,7 @@ const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
 
 fn envelope_guard(last_agent_change: Option<&str>) -> Guard {
     let store = PolicyStore::new("slo-guard");
-    let documents = slo_guard::policy::parse_manifest_text(
+    let documents = slo_guard::store::parse_manifest_text(
         std::path::Path::new("envelope.yaml"),
         ENVELOPE_POLICY,
         "default",

@@ -25,8 +25,8 @@ use common::TlsServer;
 use serde_json::Value;
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::{PolicyStore, StoreEvent, parse_sources_text};
 use slo_guard::slo_spec::CatalogEvent;
+use slo_guard::store::{PolicyStore, StoreEvent, parse_sources_text};
 use support::{harness_dir, live, message, policy_manifest, rollout, root, warnings};
 
 /// The scenarios of tests/prometheus/README.md that decide a rollout by budget or burn.

@@ -7,9 +7,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use slo_guard::mutation::{StampContext, patch_for};
-use slo_guard::policy::{Policy, PolicyRef, PolicySet, parse_policy};
+use slo_guard::policy::{Policy, PolicyRef, parse_policy};
 use slo_guard::rules::{DecisionContext, decide};
 use slo_guard::slo::{Observation, Observations};
+use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
     GUARD_NAMESPACE, Weather, changes, example_policies, example_reflections, now, observations,
 };

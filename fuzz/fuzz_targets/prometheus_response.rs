@@ -6,9 +6,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slo_guard::policy::PolicySet;
 use slo_guard::rules::{DecisionContext, decide};
 use slo_guard::slo::{Observation, Observations, QueryRole, Reading, figures, parse_response};
+use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{GUARD_NAMESPACE, Weather, baseline_policy, changes, now, readings};
 
 fuzz_target!(|data: &[u8]| {

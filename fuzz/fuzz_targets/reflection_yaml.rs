@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use slo_guard::policy::{Policy, PolicyRef, PolicySet, parse_policy};
+use slo_guard::policy::{Policy, PolicyRef, parse_policy};
 use slo_guard::reflection::{Reflection, effective_policy, parse_reflection};
 use slo_guard::rules::{DecisionContext, decide};
+use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
     GUARD_NAMESPACE, LOOSE_POLICY, Weather, baseline_policy, changes, now, observations,
 };

@@ -11,14 +11,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use slo_guard::admission::{Change, WorkloadKind, WorkloadSnapshot, classify, parse_review};
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::{
-    Policy, PolicyRef, PolicySet, PolicySpec, PolicyStore, StoreEvent, parse_manifest_text,
-};
+use slo_guard::policy::{Policy, PolicyRef, PolicySpec};
 use slo_guard::reflection::Reflection;
 use slo_guard::slo::{
     CannedAnswers, GateScope, Observation, Observations, QueryPlan, QueryRole, Reading, Readings,
     SloSource,
 };
+use slo_guard::store::{PolicySet, PolicyStore, StoreEvent, parse_manifest_text};
 
 /// The clock of every decision: a Wednesday morning (no weekend freeze), before the
 /// example reflection expires (2027-01-31). The same instant as the crate's rule tests.
@@ -155,6 +154,8 @@ pub fn reading(role: &QueryRole, weather: Weather) -> Reading {
         (Weather::Calm, QueryRole::Current) => 10.0,
         (Weather::Calm, QueryRole::Baseline) => 9.0,
         (Weather::Calm, QueryRole::Freshness) => now - 15.0,
+        // A recording rule's error ratio, as Sloth and Pyrra record it.
+        (Weather::Calm, QueryRole::Recorded(_)) => 0.0001,
         (Weather::Storm, QueryRole::Errors(window)) if window == "30m" => f64::NAN,
         (Weather::Storm, QueryRole::Errors(window)) if window.ends_with('d') => 0.5,
         (Weather::Storm, QueryRole::Errors(_)) => 2.0,
@@ -162,6 +163,7 @@ pub fn reading(role: &QueryRole, weather: Weather) -> Reading {
         (Weather::Storm, QueryRole::Current) => 30.0,
         (Weather::Storm, QueryRole::Baseline) => 10.0,
         (Weather::Storm, QueryRole::Freshness) => now - 30.0,
+        (Weather::Storm, QueryRole::Recorded(_)) => 0.2,
     }))
 }
 

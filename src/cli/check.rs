@@ -19,10 +19,10 @@ use super::serve::PrometheusArgs;
 use crate::admission::{ReviewResponse, WorkloadKind, WorkloadSnapshot};
 use crate::guard::{Endpoint, Guard};
 use crate::metrics::Metrics;
-use crate::policy::{ConfigMapDocument, PolicyStore, StoreEvent};
 use crate::reflection::learn::WorkloadState;
 use crate::rules::Decision;
 use crate::slo::{CannedAnswers, SloSource};
+use crate::store::{ConfigMapDocument, PolicyStore, StoreEvent};
 
 /// Which webhooks judge: both in the apiserver's order, or one alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -309,7 +309,7 @@ impl Setting {
     /// which a cluster's watch cache holds) under the given ones.
     pub fn guard(&self, extra: &[WorkloadState]) -> Result<Guard, CheckError> {
         let store = Arc::new(PolicyStore::new(self.namespace.clone()));
-        let sources = crate::policy::PolicySources {
+        let sources = crate::store::PolicySources {
             configmaps: self.policies.clone(),
             slo_specs: self.slo_specs.clone(),
         };

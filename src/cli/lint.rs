@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL};
-use crate::policy::{PolicySources, PolicyStore, StoreEvent, read_sources};
 use crate::slo_spec::CatalogEvent;
+use crate::store::{PolicySources, PolicyStore, StoreEvent, read_sources};
 
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {

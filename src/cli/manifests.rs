@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission::WorkloadKind;
-use crate::policy::{PolicySources, SourceError, parse_sources_text};
 use crate::reflection::learn::WorkloadState;
+use crate::store::{PolicySources, SourceError, parse_sources_text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -91,7 +91,7 @@ fn is_stdin(path: &Path) -> bool {
 
 /// The files a path stands for: itself, or a directory's manifest files, sorted.
 fn files_of(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    crate::policy::manifest_files(path).map_err(|e| ManifestError::Read {
+    crate::store::manifest_files(path).map_err(|e| ManifestError::Read {
         path: path.display().to_string(),
         cause: e.to_string(),
     })
@@ -190,7 +190,7 @@ pub fn read_policy_sources(
                 "default",
             )?);
         } else {
-            sources.extend(crate::policy::read_sources(path, "default")?);
+            sources.extend(crate::store::read_sources(path, "default")?);
         }
     }
     Ok(sources)

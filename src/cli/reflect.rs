@@ -12,11 +12,10 @@ use kube::{Api, Client};
 
 use super::serve::PrometheusArgs;
 use crate::admission::{POLICY_LABEL, REFLECTION_LABEL, WorkloadKind};
-use crate::policy::{
-    ConfigMapDocument, PolicySources, PolicyStore, PromDuration, StoreEvent, load_sources,
-};
+use crate::policy::PromDuration;
 use crate::reflection::learn::{self, Proposal, WorkloadState};
 use crate::slo::SloSource;
+use crate::store::{ConfigMapDocument, PolicySources, PolicyStore, StoreEvent, load_sources};
 
 /// The ConfigMap proposals are written to, in slo-guard's namespace.
 pub const PROPOSALS_CONFIGMAP: &str = "slo-guard-proposals";
@@ -174,7 +173,7 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<()> {
     let mut proposals: Vec<Proposal> = Vec::new();
     let mut judged = 0;
     for workload in &workloads {
-        let Some(policy) = learn::slo_policy(&policies, workload) else {
+        let Some(policy) = policies.first_slo_policy(&workload.target()) else {
             continue;
         };
         for record in learn::due(

@@ -14,14 +14,14 @@ use crate::certs::{CertFiles, CertRequest};
 use crate::cluster;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::policy::{
-    ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text,
-};
 use crate::server::drain::{Draining, close_connections_when_draining};
 use crate::server::limits::{CountedAcceptor, Limits, RequestLimits, request_deadline};
 use crate::server::phases::{PhaseTimeouts, PhasedAcceptor};
 use crate::server::{AppState, ops_router, router, tls};
 use crate::slo::{Prometheus, PrometheusConfig, SloSource, parse_header};
+use crate::store::{
+    ConfigMapDocument, PolicySources, PolicyStore, load_sources, parse_manifest_text,
+};
 use crate::webhook_scope::manager::{ScopeSettings, WebhookScope};
 
 #[derive(Debug, clap::Args)]

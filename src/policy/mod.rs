@@ -6,20 +6,12 @@ pub mod clock;
 pub mod duration;
 mod model;
 pub mod quantity;
-mod source;
-mod store;
+pub mod threshold;
 
 pub use clock::ClockTime;
 pub use duration::PromDuration;
 pub use model::*;
-pub use source::{
-    ConfigMapDocument, PolicySources, SourceError, load_directory, load_sources, manifest_files,
-    parse_manifest_text, parse_sources_text, read_manifests, read_sources,
-};
-pub use store::{
-    MatchBasis, PolicySet, PolicyStore, StoreEvent, validate_policy_document as store_validate,
-    validate_policy_with_specs,
-};
+pub use threshold::{Threshold, ThresholdPath};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -486,8 +478,8 @@ fn validate(spec: &PolicySpec) -> Result<(), FieldError> {
     }
     for (path, value) in &spec.reflection.loosen_bounds {
         let field = format!("reflection.loosenBounds.{path}");
-        let threshold = crate::reflection::ThresholdPath::parse(path)
-            .ok_or_else(|| field_error(&field, "unknown threshold"))?;
+        let threshold =
+            ThresholdPath::parse(path).ok_or_else(|| field_error(&field, "unknown threshold"))?;
         let bound = threshold
             .parse_value(value)
             .map_err(|message| field_error(&field, message))?;

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::store::*;
 
 fn design_example() -> ConfigMapDocument {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/checkout.yaml");

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use crate::admission::{ActorKind, Change};
 use crate::guard::Assessment;
 use crate::ledger::LedgerRecord;
-use crate::policy::{Mode, PolicySet};
+use crate::policy::Mode;
 use crate::reflection::ThresholdPath;
 use crate::rules::{Decision, DecisionContext, Finding, Rule, decide, time_limits};
 use crate::slo::figures::{budget_left, burn_rate, traffic_ratio};
 use crate::slo::{Observation, Observations, QueryRole};
+use crate::store::PolicySet;
 
 /// The most replicas a probe tries: beyond it the envelope says "no upper bound".
 pub const REPLICA_CEILING: u32 = 100_000;

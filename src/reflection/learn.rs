@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::{Threshold, ThresholdPath};
 use crate::admission::{Target, TargetKind, WorkloadKind};
 use crate::annotations::{LAST_AGENT_CHANGE, LAST_ROLLOUT};
-use crate::policy::{Policy, PolicySet, PromDuration};
+use crate::policy::{Policy, PromDuration};
 
 /// What the burn must do after a change to count as its consequence: at least this many
 /// times the burn before it, and at least this burn rate (1.0 spends exactly the budget).
@@ -296,22 +296,6 @@ pub fn due(
         .into_iter()
         .filter(|record| record.at + window <= now && record.at >= now - lookback)
         .collect()
-}
-
-/// The first policy with an SLO that governs the workload.
-pub fn slo_policy<'a>(policies: &'a PolicySet, workload: &WorkloadState) -> Option<&'a Policy> {
-    let target = workload.target();
-    let id = policies
-        .matching(&target)
-        .map(|(policy, _)| policy)
-        .find(|policy| policy.spec.slo.is_some())?
-        .id
-        .clone();
-    policies
-        .policies
-        .iter()
-        .find(|p| p.id == id)
-        .map(|p| p.as_ref())
 }
 
 /// Measures the burn rate over `window` just before and just after the change, by

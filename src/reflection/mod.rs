@@ -9,10 +9,9 @@ use serde::{Deserialize, Serialize};
 
 mod effective;
 pub mod learn;
-mod threshold;
 
+pub use crate::policy::{Threshold, ThresholdPath};
 pub use effective::{EffectivePolicy, Provenance, effective_policy};
-pub use threshold::{Threshold, ThresholdPath};
 
 use crate::admission::WorkloadKind;
 use crate::policy::{PolicyError, PolicyRef, deserialize_strict};

@@ -5,8 +5,9 @@ use crate::admission::{
     ActorKind, Change, ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Requester, TargetKind,
 };
 use crate::annotations::WRITTEN_BY;
-use crate::policy::{ConfigMapDocument, Mode, PolicyRef, PolicySet};
+use crate::policy::{Mode, PolicyRef};
 use crate::reflection::parse_reflection_configmap;
+use crate::store::{ConfigMapDocument, PolicySet};
 
 use super::{Finding, Rule};
 
@@ -156,7 +157,7 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         ConfigKind::Policy => (
             Rule::PolicySchema,
             "policy",
-            crate::policy::validate_policy_with_specs(
+            crate::store::validate_policy_with_specs(
                 &policies.guard_namespace,
                 &policies.slo_specs,
                 &id,

@@ -588,7 +588,7 @@ mod tests {
     }
 
     fn decide_at(policy: &str, change: &Change, now: DateTime<Utc>) -> Decision {
-        let policies = crate::policy::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
         crate::rules::decide(
             change,

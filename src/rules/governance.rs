@@ -622,7 +622,7 @@ mod tests {
         change: &crate::admission::Change,
         ledger: &crate::ledger::LedgerRecord,
     ) -> crate::rules::Decision {
-        let policies = crate::policy::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
         crate::rules::decide(
             change,
@@ -887,7 +887,7 @@ mod tests {
     }
 
     fn freeze_at(policy: &str, now: DateTime<Utc>, username: &str) -> Option<Finding> {
-        let policies = crate::policy::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+        let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
         let decision = crate::rules::decide(
             &rollout_by(username),

@@ -21,9 +21,10 @@ use chrono::{DateTime, Utc};
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
 use crate::ledger::{ChangeMark, LedgerRecord};
 use crate::policy::PolicySpec;
-use crate::policy::{MatchBasis, Mode, Policy, PolicySet};
+use crate::policy::{Mode, Policy};
 use crate::reflection::{EffectivePolicy, Provenance, Threshold, ThresholdPath, effective_policy};
 use crate::slo::{GateScope, Observations};
+use crate::store::{MatchBasis, PolicySet};
 
 /// The SLO figures judging `change` under `spec` needs, if any: the SLO gate's, or, for
 /// a change no gate covers, the error budget alone when an `autonomy` rule's tier turns

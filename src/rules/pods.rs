@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use crate::admission::{ActorKind, Change, ChangeClass, PodMakerKind, TargetKind, WorkloadKind};
-use crate::policy::{MatchBasis, Policy, PolicySet};
+use crate::policy::Policy;
+use crate::store::{MatchBasis, PolicySet};
 
 use super::{Finding, Rule, classify_actor};
 

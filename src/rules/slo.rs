@@ -1079,7 +1079,7 @@ spec:
         readings.insert(QueryRole::Current, Reading::Value(10.0));
         readings.insert(QueryRole::Baseline, Reading::Value(10.0));
 
-        let policies = crate::policy::PolicySet::new(vec![policy], "slo-guard");
+        let policies = crate::store::PolicySet::new(vec![policy], "slo-guard");
         let decision = crate::rules::decide(
             &agent_rollout(),
             &crate::rules::DecisionContext {

@@ -8,8 +8,9 @@ use super::{Decision, DecisionContext, Finding, Rule, decide};
 use crate::admission::{
     Change, ChangeClass, HpaBounds, ReplicaChange, Requester, Target, TargetKind, WorkloadKind,
 };
-use crate::policy::{Policy, PolicyRef, PolicySet, parse_policy};
+use crate::policy::{Policy, PolicyRef, parse_policy};
 use crate::slo::Observations;
+use crate::store::PolicySet;
 
 pub const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
 pub const PERSON: &str = "alice@example.com";

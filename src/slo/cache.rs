@@ -22,7 +22,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 
-use super::client::{Answer, QueryError};
+use super::answer::{Answer, QueryError};
 
 type Flight = Shared<BoxFuture<'static, Result<Answer, QueryError>>>;
 

@@ -11,78 +11,8 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use super::answer::{Answer, QueryError};
 use super::cache::{CacheCollector, CacheStats, QueryCache};
-
-/// A Prometheus answer slo-guard reads: one number, or an empty result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    /// `None` for an empty result. NaN and ±Inf are kept as they came; the rules read
-    /// them as "no data".
-    pub value: Option<f64>,
-}
-
-/// Why a query gave no usable answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum QueryError {
-    #[error("connection refused by {url}")]
-    Refused { url: String },
-    #[error("cannot connect to {url}: {cause}")]
-    Connect { url: String, cause: String },
-    #[error("no answer within the {timeout} timeout")]
-    Timeout { timeout: String },
-    #[error("Prometheus error (HTTP {status}, {error_type}): {message}")]
-    Prometheus {
-        status: u16,
-        error_type: String,
-        message: String,
-    },
-    #[error("HTTP {status} without a Prometheus error body")]
-    Http { status: u16 },
-    #[error("HTTP {status}: {snippet}")]
-    HttpBody { status: u16, snippet: String },
-    #[error("HTTP {status} {content_type} instead of JSON: {snippet}")]
-    NotJson {
-        status: u16,
-        content_type: String,
-        snippet: String,
-    },
-    #[error("bad JSON from Prometheus: {0}")]
-    BadJson(String),
-    #[error("degraded data, Prometheus warned: {0}")]
-    Warnings(String),
-    #[error("query returned {0} series; an SLO query must return one (aggregate it with sum)")]
-    ManySeries(usize),
-    #[error("query returned a range vector; an SLO query must be an instant vector or scalar")]
-    RangeVector,
-    #[error("response body above {0} bytes")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Transport(String),
-    #[error("cannot read {path}: {cause}")]
-    Credentials { path: String, cause: String },
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl QueryError {
-    /// A short, stable name for the metrics label `reason`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            QueryError::Refused { .. } => "refused",
-            QueryError::Connect { .. } => "connect",
-            QueryError::Timeout { .. } => "timeout",
-            QueryError::Prometheus { .. } => "prometheus_error",
-            QueryError::Http { .. } | QueryError::HttpBody { .. } => "http_status",
-            QueryError::NotJson { .. } | QueryError::BadJson(_) => "bad_response",
-            QueryError::Warnings(_) => "partial_response",
-            QueryError::ManySeries(_) | QueryError::RangeVector => "bad_query",
-            QueryError::TooLarge(_) => "too_large",
-            QueryError::Transport(_) => "transport",
-            QueryError::Credentials { .. } => "credentials",
-            QueryError::Internal(_) => "internal",
-        }
-    }
-}
 
 /// Why a client cannot be built from its settings.
 #[derive(Debug, thiserror::Error)]

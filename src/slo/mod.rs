@@ -3,6 +3,7 @@
 //! that turns answers into figures. The rules that judge the figures are in
 //! `rules::slo`, inside the pure `decide`.
 
+mod answer;
 mod cache;
 mod canned;
 mod client;
@@ -11,11 +12,10 @@ mod plan;
 mod plans;
 mod source;
 
+pub use answer::{Answer, QueryError};
 pub use cache::{CacheCollector, CacheStats};
 pub use canned::{CannedAnswer, CannedAnswers, CannedError};
-pub use client::{
-    Answer, ConfigError, Prometheus, PrometheusConfig, QueryError, parse_header, parse_response,
-};
+pub use client::{ConfigError, Prometheus, PrometheusConfig, parse_header, parse_response};
 pub use plan::{
     Fallback, GateScope, NoData, Observation, Observations, QueryPlan, QueryRole, Reading,
     Readings, fill, first_range_selector, request_rate_window,

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::plan::{GateScope, QueryPlan};
 use crate::admission::Target;
-use crate::policy::{Policy, PolicySet};
+use crate::policy::Policy;
+use crate::store::PolicySet;
 
 /// Past this many plans the cache starts over, so templated policies over many workloads
 /// cannot grow it without bound.

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::answer::{Answer, QueryError};
 use super::canned::{CannedAnswer, CannedAnswers};
-use super::client::{Answer, Prometheus, QueryError};
+use super::client::Prometheus;
 use super::plan::{Observation, QueryPlan, QueryRole, Reading, Readings};
 
 #[derive(Clone, Default)]

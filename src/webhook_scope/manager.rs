@@ -17,7 +17,8 @@ use kube::{Api, Client};
 use super::{Governed, SCOPE_ANNOTATION, ScopeRecord};
 use crate::admission::POLICY_LABEL;
 use crate::metrics::Metrics;
-use crate::policy::{PolicyRef, PolicyStore, parse_policy_configmap};
+use crate::policy::{PolicyRef, parse_policy_configmap};
+use crate::store::PolicyStore;
 
 /// Conditional writes that lost to another writer are tried again this many times.
 const WRITE_ROUNDS: usize = 5;

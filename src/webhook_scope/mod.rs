@@ -29,7 +29,9 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, PolicySet};
+use crate::policy::Policy;
+
+use crate::store::PolicySet;
 
 /// The annotation on the ValidatingWebhookConfiguration holding the [`ScopeRecord`].
 pub const SCOPE_ANNOTATION: &str = "slo-guard.io/webhook-scope";

@@ -14,8 +14,8 @@ use slo_guard::admission::{WorkloadKind, WorkloadSnapshot};
 use slo_guard::certs::{CertRequest, generate};
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::{PolicyStore, StoreEvent, read_manifests};
 use slo_guard::server::{AppState, ops_router, router};
+use slo_guard::store::{PolicyStore, StoreEvent, read_manifests};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

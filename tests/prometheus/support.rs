@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::Value;
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
-use slo_guard::policy::{PolicyStore, StoreEvent, parse_manifest_text};
 use slo_guard::slo::{Prometheus, PrometheusConfig, SloSource};
+use slo_guard::store::{PolicyStore, StoreEvent, parse_manifest_text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

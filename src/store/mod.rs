@@ -1,16 +1,23 @@
-//! The policies in force. Readers take a lock-free snapshot per request; writers (the
-//! directory loader, the ConfigMap watch) replace it. A ConfigMap whose new version does
-//! not validate keeps its last good version in force.
+//! The policies in force, above both `policy` (what one policy says) and `reflection`
+//! (what updates its thresholds). Readers take a lock-free snapshot per request; writers
+//! (the directory loader, the ConfigMap watch) replace it. A ConfigMap whose new version
+//! does not validate keeps its last good version in force. [`source`] reads the
+//! ConfigMaps and SLO specs from files.
+
+mod source;
+
+pub use source::{
+    ConfigMapDocument, PolicySources, SourceError, load_directory, load_sources, manifest_files,
+    parse_manifest_text, parse_sources_text, read_manifests, read_sources,
+};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use super::{
-    ConfigMapDocument, LabelSelector, Policy, PolicyError, PolicyRef, parse_policy_configmap,
-};
 use crate::admission::{ConfigKind, POLICY_LABEL, REFLECTION_LABEL, Target};
+use crate::policy::{LabelSelector, Policy, PolicyError, PolicyRef, parse_policy_configmap};
 use crate::reflection::{Reflection, parse_reflection_configmap};
 use crate::slo_spec::{CatalogEvent, DocumentKind, SloSpecCatalog, SloSpecDocument, SpecKey};
 
@@ -36,6 +43,24 @@ pub enum MatchBasis {
     /// Only the labels the target had before the change satisfy the selector: the change
     /// would carry it out of the policy.
     Before,
+}
+
+impl PolicySet {
+    /// The first policy with an SLO that governs `target`: whose figures the learning
+    /// loop measures a change's outcome by.
+    pub fn first_slo_policy(&self, target: &Target) -> Option<&Policy> {
+        // `matching` borrows the target too: look the policy up again by its id.
+        let id = self
+            .matching(target)
+            .map(|(policy, _)| policy)
+            .find(|policy| policy.spec.slo.is_some())?
+            .id
+            .clone();
+        self.policies
+            .iter()
+            .find(|policy| policy.id == id)
+            .map(|policy| policy.as_ref())
+    }
 }
 
 impl PolicySet {
@@ -328,10 +353,7 @@ impl PolicyStore {
 
     /// Loads what a policy directory holds: its SLO specs first, so that its policies
     /// can name them, then its ConfigMaps (each set replaces the one before).
-    pub fn replace_sources(
-        &self,
-        sources: &super::PolicySources,
-    ) -> (Vec<CatalogEvent>, Vec<StoreEvent>) {
+    pub fn replace_sources(&self, sources: &PolicySources) -> (Vec<CatalogEvent>, Vec<StoreEvent>) {
         let all_kinds = [
             DocumentKind::Spec(crate::slo_spec::SloSpecKind::PrometheusServiceLevel),
             DocumentKind::Spec(crate::slo_spec::SloSpecKind::ServiceLevelObjective),
@@ -469,10 +491,15 @@ pub fn validate_policy_with_specs(
     document: &ConfigMapDocument,
 ) -> Result<Policy, PolicyError> {
     let mut policy = parse_policy_configmap(id, &document.data)?;
-    super::resolve_slo_source(super::POLICY_KEY, &mut policy.spec, &id.namespace, specs)?;
+    crate::policy::resolve_slo_source(
+        crate::policy::POLICY_KEY,
+        &mut policy.spec,
+        &id.namespace,
+        specs,
+    )?;
     if !policy.spec.matcher.namespaces.is_empty() && id.namespace != guard_namespace {
         return Err(PolicyError::Field {
-            key: super::POLICY_KEY.to_string(),
+            key: crate::policy::POLICY_KEY.to_string(),
             field: "match.namespaces".to_string(),
             message: format!(
                 "only policies in slo-guard's namespace {guard_namespace:?} may govern other namespaces; this one is in {:?}",

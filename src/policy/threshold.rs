@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::policy::{PolicySpec, PromDuration, Step};
+use super::{PolicySpec, PromDuration, Step};
 
 /// A threshold, as a dotted path into the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -216,16 +216,15 @@ impl ThresholdPath {
     /// (traffic, slo) cannot be set, since the rest of the section would be missing; the
     /// scaling section is created, as all its fields are optional.
     pub fn write(self, spec: &mut PolicySpec, value: &Threshold) -> bool {
-        fn scaling(spec: &mut PolicySpec) -> &mut crate::policy::ScalingSpec {
-            spec.scaling
-                .get_or_insert_with(|| crate::policy::ScalingSpec {
-                    min_replicas: None,
-                    max_replicas: None,
-                    max_step: None,
-                    cooldown: None,
-                    applies_to: Default::default(),
-                    on_exceed: Default::default(),
-                })
+        fn scaling(spec: &mut PolicySpec) -> &mut super::ScalingSpec {
+            spec.scaling.get_or_insert_with(|| super::ScalingSpec {
+                min_replicas: None,
+                max_replicas: None,
+                max_step: None,
+                cooldown: None,
+                applies_to: Default::default(),
+                on_exceed: Default::default(),
+            })
         }
         match (self, value) {
             (ThresholdPath::ScalingMaxReplicas, Threshold::Replicas(n)) => {
