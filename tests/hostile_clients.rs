@@ -103,28 +103,34 @@ impl Serve {
 
     /// A TLS connection whose handshake has completed.
     fn tls(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        self.try_tls().expect("TLS handshake")
+    }
+
+    /// A TLS connection, or why the handshake failed (a refused connection is reset).
+    fn try_tls(&self) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let connection =
             rustls::ClientConnection::new(self.tls.clone(), name.to_owned()).expect("client");
         let mut stream = rustls::StreamOwned::new(connection, self.tcp());
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .expect("TLS handshake");
+            stream.conn.complete_io(&mut stream.sock)?;
         }
-        stream
+        Ok(stream)
     }
 
     /// One GET on a new connection, to the webhook port (TLS) or the operations port.
+    /// Status 0 when no answer came (the connection was refused).
     fn get(&self, port: Port, path: &str) -> (u16, String) {
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         let mut text = String::new();
         match port {
             Port::Webhook => {
-                let mut stream = self.tls();
-                stream.write_all(request.as_bytes()).expect("request");
+                let mut stream = match self.try_tls() {
+                    Ok(stream) => stream,
+                    Err(error) => return (0, format!("TLS handshake: {error}")),
+                };
+                let _ = stream.write_all(request.as_bytes());
                 let _ = stream.read_to_string(&mut text);
             }
             Port::Operations => {
@@ -312,7 +318,8 @@ fn connections_past_the_bounds_are_refused_and_the_rest_served() {
     );
     drop(flooder);
     drop(other);
-    // With the holders gone the server serves again, and counts what it refused.
+    // With the holders gone the server serves again, and counts what it refused. It
+    // takes a moment to see them go: until then a new connection is still refused.
     let deadline = Instant::now() + GENEROUS;
     loop {
         // GET of a POST route: 405, answered by the webhook port once it serves again.
@@ -327,8 +334,8 @@ fn connections_past_the_bounds_are_refused_and_the_rest_served() {
         serve.metric("slo_guard_connections_refused_total{reason=\"per_source_limit\"}"),
         1.0
     );
-    assert_eq!(
-        serve.metric("slo_guard_connections_refused_total{reason=\"connection_limit\"}"),
-        1.0
+    // The fifth, and any retry above refused while the holders' permits were released.
+    assert!(
+        serve.metric("slo_guard_connections_refused_total{reason=\"connection_limit\"}") >= 1.0
     );
 }
