@@ -199,11 +199,7 @@ impl Guard {
             Stage::Answered(judgement) => return Ok(*judgement),
             Stage::Prepared(prepared) => prepared,
         };
-        let observations: Observations = prepared
-            .plans
-            .iter()
-            .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
-            .collect();
+        let observations = self.observe_now(&prepared);
         let decision = decide_once(&prepared, &observations, None, now);
         self.finish(endpoint, *prepared, decision, Duration::ZERO, now)
     }
@@ -222,17 +218,12 @@ impl Guard {
             Stage::Prepared(prepared) => prepared,
         };
         let asked = Instant::now();
-        let gathered =
-            futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
-                (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
-            }))
-            .await;
+        let observations = self.observe(&prepared).await;
         let slo_time = if prepared.plans.is_empty() {
             Duration::ZERO
         } else {
             asked.elapsed()
         };
-        let observations: Observations = gathered.into_iter().collect();
         let decision = match (&self.ledger, &prepared.ledger_key, endpoint) {
             // Only the validating answer admits; the mutating one stamps what it is sent.
             (Some(ledger), Some(key), Endpoint::Validate) => {
@@ -279,12 +270,7 @@ impl Guard {
             };
             let mut figures_uncached = false;
             let observations: Observations = if index == 0 {
-                futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
-                    (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
-                }))
-                .await
-                .into_iter()
-                .collect()
+                self.observe(&prepared).await
             } else {
                 prepared
                     .plans
@@ -338,14 +324,30 @@ impl Guard {
                 }
                 Stage::Prepared(prepared) => prepared,
             };
-            let observations: Observations = prepared
-                .plans
-                .iter()
-                .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
-                .collect();
+            let observations = self.observe_now(&prepared);
             assessments.push(Some(assess_prepared(*prepared, observations, None, now)));
         }
         Ok(assessments)
+    }
+
+    /// The SLO figures of every plan of `prepared`, asked in parallel, each within its
+    /// policy's timeout.
+    async fn observe(&self, prepared: &Prepared) -> Observations {
+        futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
+            (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
+        }))
+        .await
+        .into_iter()
+        .collect()
+    }
+
+    /// The SLO figures of every plan of `prepared`, from a source that needs no I/O.
+    fn observe_now(&self, prepared: &Prepared) -> Observations {
+        prepared
+            .plans
+            .iter()
+            .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
+            .collect()
     }
 
     fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {

@@ -45,21 +45,11 @@ impl SloSource {
             let roles = queries.iter().map(|(role, _)| role);
             Some(observation_of(roles.zip(answers.into_iter().map(Ok))))
         };
-        let first = cached(&plan.queries)?;
-        let Observation::Readings(mut readings) = first else {
-            return Some(first);
+        let (readings, fallback) = match after_first(plan, cached(&plan.queries)?) {
+            AfterFirst::Final(done) => return Some(done),
+            AfterFirst::Fallback(readings, fallback) => (readings, fallback),
         };
-        let fallback = plan.fallback_queries(&readings);
-        if fallback.is_empty() {
-            return Some(Observation::Readings(readings));
-        }
-        match cached(&fallback)? {
-            Observation::Readings(more) => {
-                readings.extend(more);
-                Some(Observation::Readings(readings))
-            }
-            other => Some(other),
-        }
+        Some(with_fallback(readings, cached(&fallback)?))
     }
 
     /// Runs a plan without waiting: for the sources that need no I/O. A live source
@@ -84,20 +74,35 @@ async fn observe_live(
 ) -> Observation {
     let started = std::time::Instant::now();
     let first = ask_live(prometheus, &plan.queries, timeout).await;
-    let Observation::Readings(mut readings) = first else {
-        return first;
+    let (readings, fallback) = match after_first(plan, first) {
+        AfterFirst::Final(done) => return done,
+        AfterFirst::Fallback(readings, fallback) => (readings, fallback),
+    };
+    let remaining = timeout.saturating_sub(started.elapsed());
+    with_fallback(readings, ask_live(prometheus, &fallback, remaining).await)
+}
+
+/// What a plan's first queries left: a final observation, or readings whose recording
+/// rules had no series and the fallback queries still to ask.
+enum AfterFirst {
+    Final(Observation),
+    Fallback(Readings, Vec<(QueryRole, String)>),
+}
+
+fn after_first(plan: &QueryPlan, first: Observation) -> AfterFirst {
+    let Observation::Readings(readings) = first else {
+        return AfterFirst::Final(first);
     };
     let fallback = plan.fallback_queries(&readings);
     if fallback.is_empty() {
-        return Observation::Readings(readings);
+        return AfterFirst::Final(Observation::Readings(readings));
     }
-    match ask_live(
-        prometheus,
-        &fallback,
-        timeout.saturating_sub(started.elapsed()),
-    )
-    .await
-    {
+    AfterFirst::Fallback(readings, fallback)
+}
+
+/// The first readings with the fallbacks' added, or the fallbacks' failure.
+fn with_fallback(mut readings: Readings, fallback: Observation) -> Observation {
+    match fallback {
         Observation::Readings(more) => {
             readings.extend(more);
             Observation::Readings(readings)
@@ -173,21 +178,11 @@ fn describe_failures(failures: &[(QueryRole, String)]) -> String {
 }
 
 fn observe_canned(answers: &CannedAnswers, plan: &QueryPlan) -> Observation {
-    let first = ask_canned(answers, &plan.queries);
-    let Observation::Readings(mut readings) = first else {
-        return first;
+    let (readings, fallback) = match after_first(plan, ask_canned(answers, &plan.queries)) {
+        AfterFirst::Final(done) => return done,
+        AfterFirst::Fallback(readings, fallback) => (readings, fallback),
     };
-    let fallback = plan.fallback_queries(&readings);
-    if fallback.is_empty() {
-        return Observation::Readings(readings);
-    }
-    match ask_canned(answers, &fallback) {
-        Observation::Readings(more) => {
-            readings.extend(more);
-            Observation::Readings(readings)
-        }
-        other => other,
-    }
+    with_fallback(readings, ask_canned(answers, &fallback))
 }
 
 fn ask_canned(answers: &CannedAnswers, queries: &[(QueryRole, String)]) -> Observation {
