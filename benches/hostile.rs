@@ -22,10 +22,21 @@
 //!   after its handshake (the header deadline bounds it), connections refused by reason
 //!   (from slo-guard's /metrics), churn connections made.
 //!
-//! The clients share this process (one tokio runtime, every core): on a 2-core machine the
-//! flood competes with the server for CPU, which is part of what is measured. Without
-//! `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few seconds
-//! with a small flood, checking only that every review is answered.
+//! Where each party runs (`--cpus`):
+//! - `pinned` (the default with `--bench`, on a machine with 2 CPUs or more): slo-guard
+//!   alone on CPU 0, as it would have its own CPU in its pod; the apiserver stand-in and
+//!   the flood on CPU 1. The stand-in is a one-thread tokio runtime fed by a dispatcher
+//!   thread that sleeps to each scheduled send with 1 ns timer slack (tokio's timer wheel
+//!   rounds to 1 ms). The flood has its own runtime whose thread runs SCHED_IDLE, so it
+//!   takes every cycle of CPU 1 the stand-in leaves, but never delays it: in a cluster the
+//!   attacker's pod does not share the apiserver's CPU. What the flood costs slo-guard
+//!   (accepting, refusing, handshakes, timeouts) is all on slo-guard's CPU and measured.
+//! - `shared`: nothing pinned, the flood at normal priority on every core, competing with
+//!   both the server and the stand-in (the bench as it was before; a diagnostic).
+//!
+//! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few
+//! seconds with a small flood, nothing pinned, checking only that every review is
+//! answered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -55,6 +66,18 @@ struct Options {
     server_threads: usize,
     /// How long a refused stalled client waits before it tries again.
     retry_after: f64,
+    /// Whether the server, the stand-in and the flood are kept apart (see the header).
+    cpus: Cpus,
+    /// SCHED_FIFO for the server and the stand-in (root): on a machine shared with other
+    /// work (builds), what is measured is then the server against the flood, not against
+    /// the other work. A diagnostic; the flood stays SCHED_IDLE (pinned) or normal.
+    fifo: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cpus {
+    Pinned,
+    Shared,
 }
 
 fn die(message: &str) -> ! {
@@ -75,6 +98,12 @@ impl Options {
                 stalled: 10_000,
                 server_threads: 1,
                 retry_after: 1.0,
+                cpus: if available_cpus() >= 2 {
+                    Cpus::Pinned
+                } else {
+                    Cpus::Shared
+                },
+                fifo: false,
             }
         } else {
             Options {
@@ -85,6 +114,8 @@ impl Options {
                 stalled: 20,
                 server_threads: 1,
                 retry_after: 1.0,
+                cpus: Cpus::Shared,
+                fifo: false,
             }
         };
         let mut it = args.iter().skip(1);
@@ -101,6 +132,14 @@ impl Options {
                 "--stalled" => o.stalled = number("--stalled") as usize,
                 "--server-threads" => o.server_threads = number("--server-threads") as usize,
                 "--retry-after" => o.retry_after = number("--retry-after"),
+                "--fifo" => o.fifo = true,
+                "--cpus" => {
+                    o.cpus = match it.next().map(String::as_str) {
+                        Some("pinned") => Cpus::Pinned,
+                        Some("shared") => Cpus::Shared,
+                        _ => die("--cpus pinned|shared"),
+                    }
+                }
                 _ => {}
             }
         }
@@ -110,7 +149,70 @@ impl Options {
         if o.connections == 0 || o.connections > 256 || o.stalled > 15_000 {
             die("--connections in 1..=256, --stalled at most 15000");
         }
+        if o.cpus == Cpus::Pinned && available_cpus() < 2 {
+            die("--cpus pinned needs 2 CPUs");
+        }
         o
+    }
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Keeps the calling thread, and the threads and processes it starts afterwards, on `cpu`.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in its bounds.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SCHED_OTHER (the default) for the calling thread, which may have inherited FIFO.
+fn normal_priority() -> std::io::Result<()> {
+    set_policy(libc::SCHED_OTHER)
+}
+
+/// SCHED_IDLE for the calling thread: it runs only when nothing else on its CPU wants to.
+fn idle_priority() -> std::io::Result<()> {
+    set_policy(libc::SCHED_IDLE)
+}
+
+fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: sched_param is plain data; both policies take priority 0, and lowering a
+    // thread's policy needs no privilege.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, policy, &param) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SCHED_FIFO at priority 10 for the calling thread; threads and processes it starts
+/// afterwards inherit it. The kernel's RT throttling still leaves other work 5%.
+fn real_time_fifo() -> std::io::Result<()> {
+    // SAFETY: sched_param is plain data; sched_setscheduler has no other preconditions.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Lets `std::thread::sleep` wake within microseconds instead of the default 50 µs slack.
+fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
     }
 }
 
@@ -134,7 +236,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(threads: usize) -> Server {
+    fn start(threads: usize, cpu: Option<usize>) -> Server {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_slo-guard"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| die(&format!("tempdir: {e}")));
         let certs = dir.path().join("certs");
@@ -152,7 +254,15 @@ impl Server {
         let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.path().join("serve.log"))
             .unwrap_or_else(|e| die(&format!("log: {e}")));
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(cpu) = cpu {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only sched_setaffinity, async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(move || pin_to(cpu));
+            }
+        }
+        let child = command
             .args(["serve", "--log-level", "warn", "--worker-threads"])
             .arg(threads.to_string())
             .arg("--listen")
@@ -247,8 +357,8 @@ struct Phase {
     failed: u64,
     first_failure: Option<String>,
     latencies: Vec<Duration>,
-    /// How late this client woke for each request's slot: what the client itself added,
-    /// on a machine whose cores the flood shares.
+    /// How late the dispatcher released each request: what the client itself added (a
+    /// dispatcher delayed by other threads on its CPU), not the server.
     lateness: Vec<Duration>,
     peak_rss_kib: u64,
     /// The server's CPU time during the phase, in seconds.
@@ -283,32 +393,35 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
 }
 
-/// The apiserver stand-in: `rate` reviews/s over `connections` keep-alive connections,
-/// each request on its schedule, for `seconds`.
+/// One scheduled request, released by the dispatcher.
+struct Job {
+    seq: u64,
+    due: Instant,
+    released: Instant,
+}
+
+/// The apiserver stand-in: `rate` reviews/s over `connections` keep-alive connections for
+/// `seconds`. A dispatcher thread releases each request at its scheduled time; any free
+/// connection takes it, and its latency counts from the scheduled time, so a request
+/// that waits for a connection or for the server counts the wait.
 async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -> Phase {
-    let started = Instant::now() + Duration::from_millis(200);
     let interval = Duration::from_secs_f64(1.0 / o.rate);
     let total = (o.rate * o.seconds) as u64;
-    let per_connection = o.connections as u64;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut tasks = Vec::new();
-    for lane in 0..per_connection {
-        let tls = tls.clone();
-        let body = body.clone();
+    for _ in 0..o.connections {
+        let (tls, body, rx) = (tls.clone(), body.clone(), rx.clone());
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let mut phase = Phase::default();
             let mut sender = None;
-            let mut index = lane;
-            while index < total {
-                let scheduled = started + interval * index as u32;
-                // Only a wait that began before the slot says how late this client woke;
-                // a slot already past is the previous answer's doing.
-                let lateness = if Instant::now() < scheduled {
-                    tokio::time::sleep_until(scheduled.into()).await;
-                    scheduled.elapsed()
-                } else {
-                    Duration::ZERO
-                };
+            loop {
+                let job = { rx.lock().await.recv().await };
+                let Some(job) = job else { break };
+                phase
+                    .lateness
+                    .push(job.released.saturating_duration_since(job.due));
                 phase.sent += 1;
                 let outcome = async {
                     if sender.is_none() {
@@ -341,20 +454,36 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
                 match outcome {
                     Ok(()) => {
                         phase.answered += 1;
-                        phase.latencies.push(scheduled.elapsed());
-                        phase.lateness.push(lateness);
+                        phase.latencies.push(job.due.elapsed());
                     }
                     Err(error) => {
                         phase.failed += 1;
-                        phase.first_failure.get_or_insert(error.to_string());
+                        phase
+                            .first_failure
+                            .get_or_insert(format!("request {}: {error}", job.seq));
                         sender = None;
                     }
                 }
-                index += per_connection;
             }
             phase
         }));
     }
+    // A plain thread sleeping to each due time keeps the schedule, not the runtime's timer.
+    let dispatcher = std::thread::spawn(move || {
+        tight_timer_slack();
+        let start = Instant::now() + Duration::from_millis(200);
+        for seq in 0..total {
+            let due = start + interval.mul_f64(seq as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let released = Instant::now();
+            if tx.send(Job { seq, due, released }).is_err() {
+                break;
+            }
+        }
+    });
     let pid = server.pid();
     let cpu_before = cpu_seconds(pid);
     let sampling = Arc::new(AtomicBool::new(true));
@@ -382,6 +511,9 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
         phase.latencies.extend(lane.latencies);
         phase.lateness.extend(lane.lateness);
     }
+    if dispatcher.join().is_err() {
+        die("the dispatcher thread panicked");
+    }
     phase.server_cpu = cpu_seconds(pid) - cpu_before;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
@@ -403,16 +535,22 @@ struct Flood {
 /// client, until `stop`.
 fn flood(
     o: &Options,
+    runtime: &tokio::runtime::Handle,
+    thread_start: fn(),
     addr: SocketAddr,
     tls: &TlsConnector,
     stop: Arc<AtomicBool>,
-) -> (Arc<Flood>, Vec<tokio::task::JoinHandle<()>>) {
+) -> (
+    Arc<Flood>,
+    Vec<tokio::task::JoinHandle<()>>,
+    std::thread::JoinHandle<()>,
+) {
     let seen = Arc::new(Flood::default());
     let mut tasks = Vec::new();
     let retry_after = Duration::from_secs_f64(o.retry_after);
     for client in 0..o.stalled {
         let (tls, stop, seen) = (tls.clone(), stop.clone(), seen.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(runtime.spawn(async move {
             // Spread the first connections over a second.
             tokio::time::sleep(Duration::from_micros((client as u64 * 1_000_000) / 10_000)).await;
             while !stop.load(Ordering::Relaxed) {
@@ -457,16 +595,24 @@ fn flood(
             }
         }));
     }
+    // A thread of its own: among 10,000 stalled clients on one runtime it would get a turn
+    // only once per round of theirs.
     let (stop_churn, seen_churn) = (stop.clone(), seen.clone());
-    tasks.push(tokio::spawn(async move {
-        while !stop_churn.load(Ordering::Relaxed) {
-            if tcp_from(Ipv4Addr::new(127, 0, 0, 3), addr).await.is_ok() {
-                seen_churn.churned.fetch_add(1, Ordering::Relaxed);
+    let churn = std::thread::spawn(move || {
+        thread_start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| die(&format!("churn runtime: {e}")));
+        runtime.block_on(async {
+            while !stop_churn.load(Ordering::Relaxed) {
+                if tcp_from(Ipv4Addr::new(127, 0, 0, 3), addr).await.is_ok() {
+                    seen_churn.churned.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            tokio::task::yield_now().await;
-        }
-    }));
-    (seen, tasks)
+        });
+    });
+    (seen, tasks, churn)
 }
 
 fn metric(metrics: &str, series: &str) -> f64 {
@@ -489,7 +635,7 @@ fn report(name: &str, phase: &Phase) {
         phase.server_cpu,
     );
     println!(
-        "         this client woke late for its slot: p50 {:.3} ms  p99 {:.3} ms",
+        "         the dispatcher released requests late by: p50 {:.3} ms  p99 {:.3} ms",
         percentile(&phase.lateness, 0.50).as_secs_f64() * 1e3,
         percentile(&phase.lateness, 0.99).as_secs_f64() * 1e3,
     );
@@ -505,12 +651,38 @@ fn main() {
     let body: serde_json::Value =
         serde_json::from_slice(&body).unwrap_or_else(|e| die(&format!("{e}")));
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let pinned = o.cpus == Cpus::Pinned;
+    if pinned {
+        // Everything of this process runs on CPU 1; the server is moved to CPU 0.
+        pin_to(1).unwrap_or_else(|e| die(&format!("pin to CPU 1: {e}")));
+    }
+    if o.fifo {
+        real_time_fifo().unwrap_or_else(|e| die(&format!("--fifo: SCHED_FIFO: {e}")));
+    }
+    let stand_in = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| die(&format!("runtime: {e}")));
-    runtime.block_on(async {
-        let server = Server::start(o.server_threads);
+    let mut flood_runtime = tokio::runtime::Builder::new_multi_thread();
+    flood_runtime.enable_all().thread_name("flood");
+    if pinned {
+        flood_runtime.worker_threads(1);
+    }
+    let flood_thread_start: fn() = if o.fifo {
+        // The FIFO stand-in already comes first on CPU 1; at normal priority the flood
+        // keeps its strength against other work on a shared machine.
+        || normal_priority().unwrap_or_else(|e| die(&format!("SCHED_OTHER: {e}")))
+    } else if pinned {
+        || idle_priority().unwrap_or_else(|e| die(&format!("SCHED_IDLE: {e}")))
+    } else {
+        || {}
+    };
+    flood_runtime.on_thread_start(flood_thread_start);
+    let flood_runtime = flood_runtime
+        .build()
+        .unwrap_or_else(|e| die(&format!("flood runtime: {e}")));
+    stand_in.block_on(async {
+        let server = Server::start(o.server_threads, pinned.then_some(0));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ops_get(server.ops, "/readyz")
             .await
@@ -523,23 +695,44 @@ fn main() {
         }
         let tls = tls_connector(&server.ca);
         println!(
-            "hostile: {} s per phase, {} reviews/s over {} connections ({} bytes each); flood: {} stalled clients + churn; server worker threads: {}",
+            "hostile: {} s per phase, {} reviews/s over {} connections ({} bytes each); flood: {} stalled clients + churn; server worker threads: {}; cpus: {}{}",
             o.seconds,
             o.rate,
             o.connections,
             body.len(),
             o.stalled,
-            o.server_threads
+            o.server_threads,
+            if pinned {
+                "pinned (server on CPU 0; stand-in and flood on CPU 1)"
+            } else {
+                "shared (nothing pinned, flood at normal priority)"
+            },
+            if o.fifo {
+                "; server and stand-in SCHED_FIFO, flood SCHED_OTHER"
+            } else if pinned {
+                "; flood SCHED_IDLE"
+            } else {
+                ""
+            }
         );
         let quiet = steady(&o, &server, &tls, body.clone()).await;
         report("quiet", &quiet);
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen, flooders) = flood(&o, server.addr, &tls, stop.clone());
+        let flood_started = Instant::now();
+        let (seen, flooders, churn) = flood(
+            &o,
+            flood_runtime.handle(),
+            flood_thread_start,
+            server.addr,
+            &tls,
+            stop.clone(),
+        );
         // Let the flood reach the server's limits before the measured phase.
         tokio::time::sleep(Duration::from_secs(if o.full { 2 } else { 1 })).await;
         let hostile = steady(&o, &server, &tls, body.clone()).await;
         stop.store(true, Ordering::Relaxed);
+        let flood_seconds = flood_started.elapsed().as_secs_f64();
         // Held connections see the stop within 200 ms and count themselves; refused
         // clients may be asleep for their whole retry interval, so they are cut short.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -549,21 +742,29 @@ fn main() {
         for task in flooders {
             let _ = task.await;
         }
+        if churn.join().is_err() {
+            die("the churn thread panicked");
+        }
         report("hostile", &hostile);
         let metrics = ops_get(server.ops, "/metrics").await.unwrap_or_default();
         println!(
-            "flood:   connections held {}  refused or failed at connect {}  longest held {} ms (header read timeout 10000 ms, TLS handshake 5000 ms)  still open at the end {}  churn connections {}",
+            "flood:   {:.1} s; connections held {}  refused or failed at connect {} ({:.0}/s)  longest held {} ms (header read timeout 10000 ms, TLS handshake 5000 ms)  still open at the end {}  churn connections {} ({:.0}/s)",
+            flood_seconds,
             seen.held.load(Ordering::Relaxed),
             seen.refused.load(Ordering::Relaxed),
+            seen.refused.load(Ordering::Relaxed) as f64 / flood_seconds,
             seen.longest_held_ms.load(Ordering::Relaxed),
             seen.still_open_at_end.load(Ordering::Relaxed),
             seen.churned.load(Ordering::Relaxed),
+            seen.churned.load(Ordering::Relaxed) as f64 / flood_seconds,
         );
         println!(
-            "server:  refused per_source_limit {}  connection_limit {}  timeouts request_start {}  tls_handshake {}  VmHWM {:.1} MiB",
+            "server:  refused per_source_limit {}  connection_limit {}  timeouts request_start {}  header {}  idle {}  tls_handshake {}  VmHWM {:.1} MiB",
             metric(&metrics, "slo_guard_connections_refused_total{reason=\"per_source_limit\"}"),
             metric(&metrics, "slo_guard_connections_refused_total{reason=\"connection_limit\"}"),
             metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"request_start\"}"),
+            metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"header\"}"),
+            metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"idle\"}"),
             metric(&metrics, "slo_guard_connection_timeouts_total{phase=\"tls_handshake\"}"),
             status_kib(server.pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0,
         );
