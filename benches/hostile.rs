@@ -39,6 +39,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use slo_guard_testkit::{free_port, root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -112,17 +113,6 @@ impl Options {
         }
         o
     }
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| die(&format!("free port: {e}")))
 }
 
 struct Server {
@@ -261,13 +251,11 @@ impl Phase {
     }
 }
 
+/// The `p` quantile of `values`, in any order.
 fn percentile(values: &[Duration], p: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
     let mut sorted = values.to_vec();
     sorted.sort();
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    slo_guard_testkit::percentile(&sorted, p)
 }
 
 /// utime + stime of a process, in seconds (`/proc/<pid>/stat`, 100 ticks a second).

@@ -49,7 +49,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -62,6 +62,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
+use slo_guard_testkit::{free_port, root};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -275,10 +276,6 @@ fn die(message: &str) -> ! {
     std::process::exit(2);
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 // ---------------------------------------------------------------------------------------
 // CPUs, processes, /proc
 // ---------------------------------------------------------------------------------------
@@ -376,13 +373,6 @@ fn steal() -> Option<Duration> {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| die(&format!("no free port: {e}")))
 }
 
 /// A server process this bench started. Its stderr (slo-guard's JSON log, one line per

@@ -1,11 +1,8 @@
 //! The `slo-guard` binary as users run it: `check`, `lint` and `certs`.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use slo_guard_testkit::{root, text};
 
 fn slo_guard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_slo-guard"))
@@ -13,10 +10,6 @@ fn slo_guard(args: &[&str]) -> Output {
         .current_dir(root())
         .output()
         .expect("slo-guard runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 const CHECKOUT: &str = "tests/fixtures/workloads/checkout.yaml";

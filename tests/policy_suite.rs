@@ -2,12 +2,10 @@
 //! CI: the example suite in policies/tests, every suite field and check flag, and the
 //! errors a typo or a missing file gives.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use slo_guard_testkit::{AGENT, root, text};
 
 fn slo_guard(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))
@@ -31,11 +29,6 @@ fn slo_guard(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("slo-guard exits")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
 const POLICIES: &str = "policies/checkout.yaml,policies/platform-defaults.yaml";
 const STORED: &str = "policies/tests/workloads/checkout.yaml";
 const WEDNESDAY: &str = "2026-11-18T10:00:00Z";

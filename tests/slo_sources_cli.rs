@@ -2,12 +2,10 @@
 //! on policies whose SLO comes from a Sloth, Pyrra or OpenSLO spec, with canned
 //! Prometheus answers; and the errors of a bad or missing spec.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use slo_guard_testkit::root;
 
 fn slo_guard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_slo-guard"))

@@ -25,7 +25,8 @@ pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
 }
 
-/// The baseline test policy (tests/fixtures/policies), as tests/common/mod.rs loads it.
+/// The baseline test policy (tests/fixtures/policies), as the test kit's
+/// `fixtures::baseline_policies` loads it, embedded so the fuzz binaries run from anywhere.
 const FIXTURE_POLICIES: &[(&str, &str)] = &[(
     "tests/fixtures/policies/checkout.yaml",
     include_str!("../../tests/fixtures/policies/checkout.yaml"),
