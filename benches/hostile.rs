@@ -28,7 +28,7 @@
 //! with a small flood, checking only that every review is answered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use slo_guard_testkit::{free_port, root};
+use slo_guard_testkit::{client_tls_config, free_port, root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -202,22 +202,8 @@ async fn ops_get(ops: SocketAddr, path: &str) -> Option<String> {
     Some(text)
 }
 
-fn tls_connector(ca: &PathBuf) -> TlsConnector {
-    let pem = std::fs::read(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert.unwrap_or_else(|e| die(&format!("CA: {e}"))))
-            .unwrap_or_else(|e| die(&format!("CA: {e}")));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+fn tls_connector(ca: &Path) -> TlsConnector {
+    let config = client_tls_config(ca, b"http/1.1").unwrap_or_else(|e| die(&format!("CA {e}")));
     TlsConnector::from(Arc::new(config))
 }
 

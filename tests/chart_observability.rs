@@ -105,6 +105,15 @@ fn promtool(args: &[&str], dir: &Path) -> Output {
 /// `helm template` of the chart as release "slo-guard" in namespace "slo-guard", with
 /// the PrometheusRule API announced, and the documents it printed.
 fn render(sets: &[&str]) -> Vec<Yaml> {
+    let mut values = Vec::new();
+    for set in sets {
+        values.extend(["--set", set]);
+    }
+    render_with(&values)
+}
+
+/// [`render`] with `values`: `--set` and `-f` arguments.
+fn render_with(values: &[&str]) -> Vec<Yaml> {
     let mut args = vec![
         "template",
         RELEASE,
@@ -114,9 +123,7 @@ fn render(sets: &[&str]) -> Vec<Yaml> {
         "--api-versions",
         PROMETHEUS_RULE_API,
     ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
+    args.extend(values);
     rendered(&args)
 }
 
@@ -1214,17 +1221,7 @@ fn dashboard_and_rule_are_off_by_default_and_follow_their_values() {
         "prometheusRule:\n  enabled: true\n  selector: 'job=\"kubernetes-pods\",app=\"slo-guard\"'\n",
     )
     .unwrap();
-    let custom = rendered(&[
-        "template",
-        RELEASE,
-        CHART,
-        "--namespace",
-        NAMESPACE,
-        "--api-versions",
-        PROMETHEUS_RULE_API,
-        "-f",
-        values.to_str().unwrap(),
-    ]);
+    let custom = render_with(&["-f", values.to_str().unwrap()]);
     for alert in alert_rules(prometheus_rule(&custom)) {
         let expr = alert["expr"].as_str().unwrap();
         assert!(

@@ -3,17 +3,9 @@
 //! Prometheus answers; and the errors of a bad or missing spec.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use slo_guard_testkit::root;
-
-fn slo_guard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_slo-guard"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("slo-guard runs")
-}
+use slo_guard_testkit::{root, slo_guard};
 
 fn text(output: &Output) -> String {
     format!(

@@ -15,29 +15,17 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use slo_guard_testkit::client_tls_config;
+
 use crate::die;
 use crate::options::Proto;
 
 pub(crate) fn client_config(ca: &Path, proto: Proto) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert.unwrap_or_else(|e| die(&format!("{}: {e}", ca.display()))))
-            .unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![match proto {
-        Proto::H1 => b"http/1.1".to_vec(),
-        Proto::H2 => b"h2".to_vec(),
-    }];
-    Arc::new(config)
+    let alpn: &[u8] = match proto {
+        Proto::H1 => b"http/1.1",
+        Proto::H2 => b"h2",
+    };
+    Arc::new(client_tls_config(ca, alpn).unwrap_or_else(|e| die(&e)))
 }
 
 #[derive(Clone)]

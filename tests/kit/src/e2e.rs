@@ -104,14 +104,7 @@ impl Cluster {
         }
         drop(child.stdin.take());
         let output = child.wait_with_output().expect("kubectl finishes");
-        let _ = writeln!(
-            self.transcript,
-            "$ kubectl {}\n{}{}[exit {}]\n",
-            args.join(" "),
-            text(&output.stdout),
-            text(&output.stderr),
-            output.status.code().unwrap_or(-1)
-        );
+        self.record(args, &output);
         output
     }
 

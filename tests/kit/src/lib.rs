@@ -24,6 +24,8 @@ pub mod router;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The agent the fixtures and policies govern: a ServiceAccount the policies' `agents`
@@ -68,6 +70,16 @@ pub fn slo_guard_bin() -> PathBuf {
     profile.join(format!("slo-guard{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Runs the `slo-guard` binary with `args` from the repository's top directory, as a
+/// user runs it from a checkout, and waits for it.
+pub fn slo_guard(args: &[&str]) -> Output {
+    Command::new(slo_guard_bin())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("slo-guard runs")
+}
+
 /// Bytes a process printed, as text (invalid UTF-8 replaced).
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -90,4 +102,27 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// A rustls client configuration (ring) that trusts only the CA certificates in the PEM
+/// file `ca` and offers `alpn` (e.g. `h2`), as the benches' clients connect to a server
+/// whose CA `slo-guard certs` made. The error names the file.
+pub fn client_tls_config(ca: &Path, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", ca.display());
+    let pem = std::fs::read(ca).map_err(|e| failed(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.map_err(|e| failed(&e))?)
+            .map_err(|e| failed(&e))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| failed(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }

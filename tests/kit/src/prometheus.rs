@@ -205,22 +205,33 @@ pub fn scale(workload: &str, old: u32, new: u32) -> Vec<u8> {
     serde_json::to_vec(&review).expect("JSON")
 }
 
+/// Queries seen, by PromQL, shared with the task that sees them.
+type QueryCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Queries seen, all together, shared with the task that sees them.
+type QueryTotal = Arc<AtomicU64>;
+
+/// A listener on a free loopback port, and its `http://` URL.
+async fn loopback_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    (listener, format!("http://{address}"))
+}
+
 /// An HTTP proxy in front of Prometheus that counts each `/api/v1/query` by its PromQL,
 /// to prove how many queries reached Prometheus.
 pub struct CountingProxy {
     /// `http://IP:PORT` to give slo-guard instead of Prometheus's.
     pub url: String,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 }
 
 impl CountingProxy {
     /// Listens on a loopback port and forwards to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let total = Arc::new(AtomicU64::new(0));
+        let (listener, url) = loopback_listener().await;
+        let (counts, total) = <(QueryCounts, QueryTotal)>::default();
         let (counts_task, total_task) = (counts.clone(), total.clone());
         tokio::spawn(async move {
             loop {
@@ -233,11 +244,7 @@ impl CountingProxy {
                 });
             }
         });
-        Self {
-            url: format!("http://{address}"),
-            counts,
-            total,
-        }
+        Self { url, counts, total }
     }
 
     /// Queries seen so far, by PromQL.
@@ -262,8 +269,8 @@ impl CountingProxy {
 async fn forward_counting(
     mut inbound: TcpStream,
     target: SocketAddr,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 ) -> std::io::Result<()> {
     let mut outbound = TcpStream::connect(target).await?;
     loop {
@@ -289,8 +296,7 @@ async fn forward_counting(
 /// A TCP proxy that holds each connection for `delay` before connecting it through:
 /// Prometheus made slow, without touching Prometheus.
 pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
+    let (listener, url) = loopback_listener().await;
     tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
@@ -304,7 +310,7 @@ pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
             });
         }
     });
-    format!("http://{address}")
+    url
 }
 
 /// The denial message of an AdmissionReview response (empty when allowed).
@@ -333,8 +339,8 @@ pub fn warnings(response: &serde_json::Value) -> Vec<String> {
 pub struct StandInPrometheus {
     /// `http://IP:PORT` to give slo-guard as its Prometheus.
     pub url: String,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 }
 
 /// What a [`StandInPrometheus`] answers a query with: the sample's time and its value,
@@ -344,10 +350,8 @@ pub type Sample = (String, String);
 impl StandInPrometheus {
     /// Listens on a loopback port; `answer` gives each query's sample.
     pub async fn start(delay: Duration, answer: fn(&str) -> Sample) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let total = Arc::new(AtomicU64::new(0));
+        let (listener, url) = loopback_listener().await;
+        let (counts, total) = <(QueryCounts, QueryTotal)>::default();
         let (counts_task, total_task) = (counts.clone(), total.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -355,11 +359,7 @@ impl StandInPrometheus {
                 tokio::spawn(answer_queries(stream, delay, answer, counts, total));
             }
         });
-        Self {
-            url: format!("http://{address}"),
-            counts,
-            total,
-        }
+        Self { url, counts, total }
     }
 
     /// The queries asked since the last `take`, by PromQL; forgets them.
@@ -378,8 +378,8 @@ async fn answer_queries(
     mut stream: TcpStream,
     delay: Duration,
     answer: fn(&str) -> Sample,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 ) {
     while let Ok(Some(head)) = read_head(&mut stream).await {
         let mut query = query_param(&head, "query");
