@@ -13,6 +13,7 @@ use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
 use slo_guard::policy::{Policy, PolicyRef, PolicySpec};
 use slo_guard::reflection::Reflection;
+use slo_guard::rules::{Decision, DecisionContext, decide};
 use slo_guard::slo::{
     CannedAnswers, GateScope, Observation, Observations, QueryPlan, QueryRole, Reading, Readings,
     SloSource,
@@ -306,4 +307,26 @@ pub fn baseline_policy() -> Arc<Policy> {
         .snapshot()
         .policies[0]
         .clone()
+}
+
+/// Decides `change` against `policies` on `observations` at [`now`], without a ledger,
+/// and words every finding, so the fuzzed input also reaches the messages.
+pub fn decide_and_word(
+    change: &Change,
+    policies: &PolicySet,
+    observations: &Observations,
+) -> Decision {
+    let decision = decide(
+        change,
+        &DecisionContext {
+            policies,
+            now: now(),
+            observations,
+            ledger: None,
+        },
+    );
+    for finding in &decision.findings {
+        let _ = finding.message();
+    }
+    decision
 }
