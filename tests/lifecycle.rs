@@ -183,18 +183,28 @@ struct Tally {
     fresh: Mutex<Vec<Served>>,
 }
 
-async fn one_request(
-    client: &reqwest::Client,
-    url: &str,
-    review: &[u8],
-    uid: &str,
-    old: &[u8],
-    new: &[u8],
-) -> Result<Served, String> {
+/// What every request of the rotation test sends, and the two leaf certificates the
+/// server may present.
+struct Probe {
+    url: String,
+    review: Vec<u8>,
+    uid: String,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+async fn one_request(client: &reqwest::Client, probe: &Probe) -> Result<Served, String> {
+    let Probe {
+        url,
+        review,
+        uid,
+        old,
+        new,
+    } = probe;
     let response = client
         .post(url)
         .header("content-type", "application/json")
-        .body(review.to_vec())
+        .body(review.clone())
         .send()
         .await
         .map_err(|e| format!("send: {e:?}"))?;
@@ -203,13 +213,13 @@ async fn one_request(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
     {
-        Some(der) if der == old => Served::Old,
-        Some(der) if der == new => Served::New,
+        Some(der) if der == old.as_slice() => Served::Old,
+        Some(der) if der == new.as_slice() => Served::New,
         _ => Served::Other,
     };
     let status = response.status();
     let body: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
-    if status != 200 || body["response"]["uid"] != uid {
+    if status != 200 || body["response"]["uid"] != uid.as_str() {
         return Err(format!("status {status}: {body}"));
     }
     Ok(served)
@@ -249,10 +259,14 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
             "1s",
         ],
     );
-    let (old_der, new_der) = (Arc::new(leaf_der(&old)), Arc::new(leaf_der(&new)));
-    let review = Arc::new(fixture("scale-agent.json"));
-    let uid = Arc::new(uid_of(&review));
-    let url = Arc::new(serve.url("/validate"));
+    let review = fixture("scale-agent.json");
+    let probe = Arc::new(Probe {
+        url: serve.url("/validate"),
+        uid: uid_of(&review),
+        review,
+        old: leaf_der(&old),
+        new: leaf_der(&new),
+    });
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     // Bounds the run whatever happens.
@@ -267,19 +281,12 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
             builder = builder.http1_only();
         }
         let client = builder.build().expect("client");
-        let (review, uid, url, tally, stop) = (
-            review.clone(),
-            uid.clone(),
-            url.clone(),
-            tally.clone(),
-            stop.clone(),
-        );
-        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        let (probe, tally, stop) = (probe.clone(), tally.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire)
                 && tally.keepalive_ok.load(Ordering::Acquire) < MAX_REQUESTS
             {
-                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                match one_request(&client, &probe).await {
                     Ok(_) => {
                         tally.keepalive_ok.fetch_add(1, Ordering::AcqRel);
                     }
@@ -294,14 +301,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
     }
     // New connections: a fresh client, hence a fresh TLS handshake, per request.
     for _ in 0..2 {
-        let (review, uid, url, tally, stop) = (
-            review.clone(),
-            uid.clone(),
-            url.clone(),
-            tally.clone(),
-            stop.clone(),
-        );
-        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        let (probe, tally, stop) = (probe.clone(), tally.clone(), stop.clone());
         let (old_ca, new_ca) = (old.ca_cert.clone(), new.ca_cert.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire)
@@ -311,7 +311,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
                     .pool_max_idle_per_host(0)
                     .build()
                     .expect("client");
-                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                match one_request(&client, &probe).await {
                     Ok(served) => {
                         tally.fresh.lock().unwrap().push(served);
                         tally.fresh_ok.fetch_add(1, Ordering::AcqRel);
@@ -398,10 +398,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
     // Only the new chain is served to new connections now: a client trusting only the
     // new CA connects, one trusting only the old CA is refused.
     let only_new = client_trusting(&[&new.ca_cert]).build().unwrap();
-    assert_eq!(
-        one_request(&only_new, &url, &review, &uid, &old_der, &new_der).await,
-        Ok(Served::New)
-    );
+    assert_eq!(one_request(&only_new, &probe).await, Ok(Served::New));
     let only_old = client_trusting(&[&old.ca_cert]).build().unwrap();
     let refused = only_old.post(serve.url("/validate")).send().await;
     assert!(refused.is_err(), "the old certificate is still served");

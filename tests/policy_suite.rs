@@ -405,33 +405,19 @@ fn check_builds_the_request_from_every_flag() {
 
 #[test]
 fn check_input_errors_exit_2_and_name_the_input() {
-    let run = |args: &[&str]| {
-        let output = slo_guard(args, None);
+    // `slo-guard check --policies POLICIES` with `args`: its exit code and stderr.
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "--policies", POLICIES];
+        all.extend(args);
+        let output = slo_guard(&all, None);
         (output.status.code(), text(&output.stderr))
     };
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--object",
-        "nope.yaml",
-        "--as",
-        AGENT,
-    ]);
+    let (code, stderr) = check(&["--object", "nope.yaml", "--as", AGENT]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("cannot read nope.yaml"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--object",
-        "policies/tests/requests/checkout-6.yaml",
-    ]);
+    let (code, stderr) = check(&["--object", "policies/tests/requests/checkout-6.yaml"]);
     assert_eq!(code, Some(2), "--as is required with --object: {stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         "policies/tests/requests/checkout-6.yaml",
         "--old-object",
@@ -443,10 +429,7 @@ fn check_input_errors_exit_2_and_name_the_input() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("CREATE takes no --old-object"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         "policies/tests/requests/checkout-6.yaml",
         "--as",
@@ -456,22 +439,9 @@ fn check_input_errors_exit_2_and_name_the_input() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("UPDATE needs --old-object"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--review",
-        "x.json",
-        "--object",
-        STORED,
-        "--as",
-        AGENT,
-    ]);
+    let (code, stderr) = check(&["--review", "x.json", "--object", STORED, "--as", AGENT]);
     assert_eq!(code, Some(2), "--review and --object conflict: {stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         STORED,
         "--as",
