@@ -81,9 +81,6 @@
 //! cells, and it fails only if a request fails. Kyverno is left out of the smoke run,
 //! so a missing Kyverno build never fails `cargo test`.
 
-#[path = "../tests/e2e_support/mod.rs"]
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -92,7 +89,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
 const GOVERNED: &str = "bench-governed";
 const OPEN: &str = "bench-open";
@@ -335,24 +333,23 @@ fn deployment_json(namespace: &str, name: &str, replicas: u32) -> serde_json::Va
     })
 }
 
-const SLO_GUARD_POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: bench-agents
-  namespace: bench-governed
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment]}
-    action: enforce
-    agents:
-      users: ["system:serviceaccount:ai-agents:*"]
-      minConfidence: 0.7
-    scaling: {minReplicas: 1, maxReplicas: 20, maxStep: 5, appliesTo: agents}
-"#;
+fn slo_guard_policy_manifest() -> String {
+    policy_configmap(
+        "bench-governed",
+        "bench-agents",
+        &[
+            "match: {kinds: [Deployment]}",
+            "action: enforce",
+            "agents:",
+            "  users: [\"system:serviceaccount:ai-agents:*\"]",
+            "  minConfidence: 0.7",
+            "scaling: {minReplicas: 1, maxReplicas: 20, maxStep: 5, appliesTo: agents}",
+        ],
+    )
+}
 
 /// The CEL both the VAP and Kyverno's ValidatingPolicy evaluate: slo-guard's checks for
-/// SLO_GUARD_POLICY. `object` is a Deployment, or an autoscaling/v1 Scale for the scale
+/// `slo_guard_policy_manifest`. `object` is a Deployment, or an autoscaling/v1 Scale for the scale
 /// subresource (which carries no annotations: those checks apply to Deployments only).
 const CEL_SPEC: &str = r#"  matchConstraints:
     namespaceSelector:
@@ -836,7 +833,7 @@ impl Bench {
                         ("SLO_GUARD_WEBHOOK_SCOPE_INTERVAL", "1s"),
                     ],
                 );
-                apply(&mut self.cluster, SLO_GUARD_POLICY)?;
+                apply(&mut self.cluster, &slo_guard_policy_manifest())?;
                 guard.wait_for_log(
                     "\"configmap\":\"bench-governed/bench-agents\"",
                     Duration::from_secs(30),

@@ -8,12 +8,10 @@
 //! Under `cargo test` (no `--bench`) it runs 3 rounds as a smoke test and asserts only
 //! that every scale succeeded.
 
-#[path = "../tests/e2e_support/mod.rs"]
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::percentile;
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -37,11 +35,6 @@ data:
     agents: {users: ["system:serviceaccount:ai-agents:*"]}
     scaling: {maxReplicas: 20, appliesTo: agents}
 "#;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
 fn scale_times(cluster: &mut Cluster, rounds: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(rounds);

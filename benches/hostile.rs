@@ -39,7 +39,7 @@
 //! answered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +50,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use slo_guard_testkit::sched::{
+    idle_priority, normal_priority, pin_to, real_time_fifo, status_kib, tight_timer_slack,
+};
+use slo_guard_testkit::{client_tls_config, free_port, root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -160,73 +164,6 @@ fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Keeps the calling thread, and the threads and processes it starts afterwards, on `cpu`.
-fn pin_to(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in its bounds.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// SCHED_OTHER (the default) for the calling thread, which may have inherited FIFO.
-fn normal_priority() -> std::io::Result<()> {
-    set_policy(libc::SCHED_OTHER)
-}
-
-/// SCHED_IDLE for the calling thread: it runs only when nothing else on its CPU wants to.
-fn idle_priority() -> std::io::Result<()> {
-    set_policy(libc::SCHED_IDLE)
-}
-
-fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: sched_param is plain data; both policies take priority 0, and lowering a
-    // thread's policy needs no privilege.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, policy, &param) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// SCHED_FIFO at priority 10 for the calling thread; threads and processes it starts
-/// afterwards inherit it. The kernel's RT throttling still leaves other work 5%.
-fn real_time_fifo() -> std::io::Result<()> {
-    // SAFETY: sched_param is plain data; sched_setscheduler has no other preconditions.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 10 };
-        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Lets `std::thread::sleep` wake within microseconds instead of the default 50 µs slack.
-fn tight_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| die(&format!("free port: {e}")))
-}
-
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -298,17 +235,6 @@ impl Drop for Server {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn ops_get(ops: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(ops).await.ok()?;
     stream
@@ -322,22 +248,8 @@ async fn ops_get(ops: SocketAddr, path: &str) -> Option<String> {
     Some(text)
 }
 
-fn tls_connector(ca: &PathBuf) -> TlsConnector {
-    let pem = std::fs::read(ca).unwrap_or_else(|e| die(&format!("{}: {e}", ca.display())));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert.unwrap_or_else(|e| die(&format!("CA: {e}"))))
-            .unwrap_or_else(|e| die(&format!("CA: {e}")));
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+fn tls_connector(ca: &Path) -> TlsConnector {
+    let config = client_tls_config(ca, b"http/1.1").unwrap_or_else(|e| die(&format!("CA {e}")));
     TlsConnector::from(Arc::new(config))
 }
 
@@ -371,13 +283,11 @@ impl Phase {
     }
 }
 
+/// The `p` quantile of `values`, in any order.
 fn percentile(values: &[Duration], p: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
     let mut sorted = values.to_vec();
     sorted.sort();
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    slo_guard_testkit::percentile(&sorted, p)
 }
 
 /// utime + stime of a process, in seconds (`/proc/<pid>/stat`, 100 ticks a second).

@@ -23,20 +23,16 @@
 //! Under `cargo test` (no `--bench`) it runs N = 200, P = 1 and 10, 40 samples, as a smoke
 //! test that asserts only that every decision came back.
 
-#[path = "../tests/e2e_support/mod.rs"]
-mod e2e_support;
-#[path = "../tests/prometheus/support.rs"]
-mod prometheus_support;
-
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::prometheus::{Harness, harness_dir};
 
 const NAMESPACES: usize = 10;
 const GROUPS: usize = 1000;
@@ -269,8 +265,8 @@ async fn main() {
         .no_proxy()
         .build()
         .expect("HTTP client");
-    let prometheus_dir = prometheus_support::harness_dir(work.path(), "scale");
-    let prometheus = prometheus_support::Harness::start(&prometheus_dir);
+    let prometheus_dir = harness_dir(work.path(), "scale");
+    let prometheus = Harness::start(&prometheus_dir);
     let kube = client(&cluster).await;
     let scale_template = fixture("scale-agent.json");
     let rollout_template = fixture("deployment-image-change.json");

@@ -8,18 +8,17 @@
 //! Needs Debian's `prometheus` (tests/prometheus/README.md); fails, never skips, without
 //! it. Under `cargo test --all-targets` it runs a small smoke version of the same checks.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/prometheus/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slo_guard::guard::{Endpoint, Guard};
 use slo_guard::slo::{Prometheus, SloSource};
-use support::{CountingProxy, Harness, guard_with, harness_dir, live, policy_manifest, rollout};
+use slo_guard_testkit::percentile;
+use slo_guard_testkit::prometheus::{
+    CountingProxy, Harness, guard_with, harness_dir, live, policy_manifest, rollout,
+};
+use slo_guard_testkit::router::TlsServer;
 
 struct Sizes {
     storm: usize,
@@ -47,14 +46,6 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(run(&sizes, full));
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -206,7 +197,7 @@ async fn run(sizes: &Sizes, full: bool) {
     // 2. The same storm through the HTTPS endpoint, with a fresh cache.
     let proxy = CountingProxy::start(harness.address()).await;
     let (_, source) = live(&proxy.url, refresh);
-    let server = Arc::new(common::TlsServer::start(guard_with(&policy, source)).await);
+    let server = Arc::new(TlsServer::start(guard_with(&policy, source)).await);
     assert_eq!(server.get("/healthz").await.0, 200);
     let before = prometheus_query_count(&harness.url).await;
     let started = Instant::now();

@@ -12,23 +12,22 @@
 //! `SLO_GUARD_E2E_BIN` names another directory) and promtool (`apt-get install
 //! prometheus`; `PROMTOOL_BIN` overrides). A missing tool fails the test, never skips it.
 
-mod common;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{TlsServer, checkout_workload, fixture, root};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use slo_guard::guard::Guard;
 use slo_guard::metrics::{Metrics, ReasonLabels};
 use slo_guard::store::{PolicyStore, StoreEvent, parse_manifest_text, read_manifests};
+use slo_guard_testkit::fixtures::{checkout_workload, fixture};
+use slo_guard_testkit::prometheus;
+use slo_guard_testkit::router::TlsServer;
+use slo_guard_testkit::{root, text};
 
 const RELEASE: &str = "slo-guard";
 const NAMESPACE: &str = "slo-guard";
@@ -92,10 +91,6 @@ fn run(program: &Path, args: &[&str], dir: &Path) -> Output {
         })
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn helm(args: &[&str]) -> Output {
     run(&helm_binary(), args, &root())
 }
@@ -110,6 +105,15 @@ fn promtool(args: &[&str], dir: &Path) -> Output {
 /// `helm template` of the chart as release "slo-guard" in namespace "slo-guard", with
 /// the PrometheusRule API announced, and the documents it printed.
 fn render(sets: &[&str]) -> Vec<Yaml> {
+    let mut values = Vec::new();
+    for set in sets {
+        values.extend(["--set", set]);
+    }
+    render_with(&values)
+}
+
+/// [`render`] with `values`: `--set` and `-f` arguments.
+fn render_with(values: &[&str]) -> Vec<Yaml> {
     let mut args = vec![
         "template",
         RELEASE,
@@ -119,9 +123,7 @@ fn render(sets: &[&str]) -> Vec<Yaml> {
         "--api-versions",
         PROMETHEUS_RULE_API,
     ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
+    args.extend(values);
     rendered(&args)
 }
 
@@ -206,7 +208,7 @@ fn scrape() -> String {
             .and_then(|listener| listener.local_addr())
             .expect("a free port");
         let (prometheus, slo) =
-            support::live(&format!("http://{closed}"), Duration::from_millis(1));
+            prometheus::live(&format!("http://{closed}"), Duration::from_millis(1));
         // As `serve` does: the query cache's counters on the same /metrics.
         let mut metrics = Metrics::new();
         metrics
@@ -221,7 +223,7 @@ fn scrape() -> String {
         documents.extend(
             parse_manifest_text(
                 Path::new("shop.yaml"),
-                &support::policy_manifest("deny", "allow", "2s"),
+                &prometheus::policy_manifest("deny", "allow", "2s"),
                 "default",
             )
             .expect("shop policy"),
@@ -254,10 +256,10 @@ fn scrape() -> String {
         assert_eq!(allowed["response"]["allowed"], true, "{allowed}");
         server.post("/mutate", fixture("scale-person.json")).await;
         let (_, no_data) = server
-            .post("/validate", support::rollout("web", true))
+            .post("/validate", prometheus::rollout("web", true))
             .await;
         assert!(
-            support::message(&no_data["response"]).starts_with("[shop/shop:slo-data]"),
+            prometheus::message(&no_data["response"]).starts_with("[shop/shop:slo-data]"),
             "an agent rollout with Prometheus unreachable is denied on onError: {no_data}"
         );
         let (status, _) = server.post("/validate", b"not json".to_vec()).await;
@@ -1219,17 +1221,7 @@ fn dashboard_and_rule_are_off_by_default_and_follow_their_values() {
         "prometheusRule:\n  enabled: true\n  selector: 'job=\"kubernetes-pods\",app=\"slo-guard\"'\n",
     )
     .unwrap();
-    let custom = rendered(&[
-        "template",
-        RELEASE,
-        CHART,
-        "--namespace",
-        NAMESPACE,
-        "--api-versions",
-        PROMETHEUS_RULE_API,
-        "-f",
-        values.to_str().unwrap(),
-    ]);
+    let custom = render_with(&["-f", values.to_str().unwrap()]);
     for alert in alert_rules(prometheus_rule(&custom)) {
         let expr = alert["expr"].as_str().unwrap();
         assert!(

@@ -1,37 +1,31 @@
 //! The `slo-guard` binary as users run it: `check`, `lint` and `certs`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn slo_guard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_slo-guard"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("slo-guard runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use slo_guard_testkit::{slo_guard, text};
 
 const CHECKOUT: &str = "tests/fixtures/workloads/checkout.yaml";
 
-#[test]
-fn check_denies_with_exit_1_and_prints_what_kubectl_would() {
-    let output = slo_guard(&[
+/// `slo-guard check` of the AdmissionReview file `review` against the baseline test
+/// policies (tests/fixtures/policies), with `extra` flags.
+fn check_baseline(review: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "check",
         "--policies",
         "tests/fixtures/policies",
         "--review",
+        review,
+    ];
+    args.extend(extra);
+    slo_guard(&args)
+}
+
+#[test]
+fn check_denies_with_exit_1_and_prints_what_kubectl_would() {
+    let output = check_baseline(
         "tests/fixtures/captured/scale-agent.json",
-        "--workload",
-        CHECKOUT,
-    ]);
+        &["--workload", CHECKOUT],
+    );
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let response: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("stdout is the review JSON");
@@ -45,25 +39,13 @@ fn check_denies_with_exit_1_and_prints_what_kubectl_would() {
 
 #[test]
 fn check_allows_with_exit_0() {
-    let output = slo_guard(&[
-        "check",
-        "--policies",
-        "tests/fixtures/policies",
-        "--review",
-        "tests/fixtures/captured/scale-hpa-controller.json",
-    ]);
+    let output = check_baseline("tests/fixtures/captured/scale-hpa-controller.json", &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
 
 #[test]
 fn check_without_the_parent_workload_cannot_prove_an_agents_context() {
-    let output = slo_guard(&[
-        "check",
-        "--policies",
-        "tests/fixtures/policies",
-        "--review",
-        "tests/fixtures/captured/scale-agent.json",
-    ]);
+    let output = check_baseline("tests/fixtures/captured/scale-agent.json", &[]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("decision context unavailable"), "{stderr}");
@@ -74,13 +56,7 @@ fn check_reports_unusable_input_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "not json").unwrap();
-    let output = slo_guard(&[
-        "check",
-        "--policies",
-        "tests/fixtures/policies",
-        "--review",
-        garbage.to_str().unwrap(),
-    ]);
+    let output = check_baseline(garbage.to_str().unwrap(), &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("not an AdmissionReview"),
@@ -108,13 +84,7 @@ fn check_reports_unusable_input_with_exit_2() {
         text(&output.stderr)
     );
 
-    let output = slo_guard(&[
-        "check",
-        "--policies",
-        "tests/fixtures/policies",
-        "--review",
-        "/nonexistent.json",
-    ]);
+    let output = check_baseline("/nonexistent.json", &[]);
     assert_eq!(output.status.code(), Some(2));
 }
 

@@ -23,8 +23,6 @@
 //! test fails at its end with all of them ([`Verdicts`]), so one run names every attack
 //! that got through. Transcripts: target/e2e-transcript-attacks-*.txt.
 
-mod e2e_support;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -32,8 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use e2e_support::*;
 use serde_json::{Value, json};
+use slo_guard_testkit::e2e::*;
 
 const AS_AGENT: [&str; 2] = ["--as", AGENT];
 const ALICE: &str = "alice@example.com";

@@ -7,24 +7,22 @@
 //! The tools must have been built (tests/run-all.sh does it); a missing tool fails the
 //! test, it never skips. The kubectl transcript is written to target/e2e-transcript-<test>.txt.
 
-mod e2e_support;
-
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
-const BAD_POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout-bad
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
-    scaling: {maxReplicas: twenty}
-"#;
+fn bad_policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout-bad",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",
+            "scaling: {maxReplicas: twenty}",
+        ],
+    )
+}
 
 const CANARY: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -55,7 +53,7 @@ fn kubectl_against_a_real_apiserver() {
     );
 
     // A bad policy is rejected at apply time, with the parse error in kubectl's stderr.
-    let output = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(BAD_POLICY));
+    let output = cluster.kubectl_with_stdin(&["apply", "-f", "-"], Some(&bad_policy_manifest()));
     assert_denied(
         &output,
         "admission webhook \"config.slo-guard.io\" denied the request: [payments/checkout-bad:policy-schema] policy ConfigMap payments/checkout-bad rejected: policy.yaml: field `scaling.maxReplicas`",

@@ -4,12 +4,10 @@
 //! an agent cannot grant, extend, withdraw or forge an exception; an expired exception
 //! lifts nothing; an exception bound to one change lifts the freeze for it alone. Identities are impersonated with `kubectl --as`.
 
-mod e2e_support;
-
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
 
 const ALICE: [&str; 4] = ["--as", "alice@example.com", "--as-group", "sre"];
 

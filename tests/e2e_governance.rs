@@ -4,12 +4,10 @@
 //! violation. Identities are impersonated with `kubectl --as`, so the requests reach
 //! slo-guard exactly as an agent's or a person's would.
 
-mod e2e_support;
-
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
 
 const REVIEWER: &str = "system:serviceaccount:ai-agents:reviewer";
 const ALICE: [&str; 4] = ["--as", "alice@example.com", "--as-group", "sre"];

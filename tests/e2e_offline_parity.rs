@@ -3,26 +3,24 @@
 //! `kubectl replace --as`. The verdicts and the rules that fire must be the same, for a
 //! person's approval flow above all (issue 17: offline, the approval used to be denied).
 
-mod e2e_support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use e2e_support::*;
 use serde_json::Value;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: parity
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], names: [parity]}
-    agents: {users: ["system:serviceaccount:ai-agents:*"]}
-    approval: {requiredFor: [rollout], maxAge: 1h}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "parity",
+        &[
+            "match: {kinds: [Deployment], names: [parity]}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            "approval: {requiredFor: [rollout], maxAge: 1h}",
+        ],
+    )
+}
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -143,13 +141,13 @@ fn agent_rollout(stored: &Value) -> Value {
 #[test]
 fn a_persons_approval_flow_gets_the_same_verdicts_offline_and_through_the_apiserver() {
     let mut guarded = Guarded::start("offline-parity");
-    guarded.cluster.apply(POLICY);
+    guarded.cluster.apply(&policy_manifest());
     guarded
         .guard()
         .wait_for_log("\"configmap\":\"payments/parity\"", Duration::from_secs(20));
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, policy_manifest()).unwrap();
     let cluster = &mut guarded.cluster;
     cluster.apply(DEPLOYMENT);
 

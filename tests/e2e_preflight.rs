@@ -12,28 +12,26 @@
 //! Needs the control-plane binaries (tests/e2e/build-tools.sh) on PATH or in
 //! SLO_GUARD_E2E_BIN.
 
-mod e2e_support;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use e2e_support::*;
 use serde_json::{Value, json};
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
 const OTHER: &str = "system:serviceaccount:ai-agents:other";
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
-    agents: {users: ["system:serviceaccount:ai-agents:*"], requireAnnotations: []}
-    scaling: {minReplicas: 2, maxReplicas: 12, maxStep: 4, appliesTo: agents}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}",
+            "scaling: {minReplicas: 2, maxReplicas: 12, maxStep: 4, appliesTo: agents}",
+        ],
+    )
+}
 
 /// Lets the agent `fixer` impersonate the service account `other`, and nothing else.
 const IMPERSONATE_OTHER: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
@@ -106,7 +104,7 @@ fn cli(guarded: &Guarded, token: &str, replicas: &str) -> Output {
 #[test]
 fn the_preflight_authenticates_callers_and_checks_impersonation_on_the_real_apiserver() {
     let mut guarded = Guarded::start("preflight");
-    guarded.cluster.apply(POLICY);
+    guarded.cluster.apply(&policy_manifest());
     guarded
         .cluster
         .apply(&agent_deployment("checkout", 5, "d-checkout-1", "baseline"));

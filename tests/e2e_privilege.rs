@@ -22,14 +22,13 @@
 //! slo-guard writes no workload: the cooldown's record lives in its change ledger, so
 //! its token cannot patch a Deployment at all.
 
-mod e2e_support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
 use serde_json::Value;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
 const NAMESPACE: &str = "slo-guard";
 const SERVICE_ACCOUNT: &str = "slo-guard";
@@ -179,21 +178,20 @@ fn rules_review(
     (expand(&review["status"]["resourceRules"]), non_resource)
 }
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout-caps
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], names: [checkout]}
-    agents: {users: ["system:serviceaccount:ai-agents:*"]}
-    scaling: {maxReplicas: 5, cooldown: 1m}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout-caps",
+        &[
+            "match: {kinds: [Deployment], names: [checkout]}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            "scaling: {maxReplicas: 5, cooldown: 1m}",
+        ],
+    )
+}
 
 fn checkout() -> String {
-    e2e_support::agent_deployment("checkout", 2, "d-privilege-0001", "e2e: scale for load")
+    agent_deployment("checkout", 2, "d-privilege-0001", "e2e: scale for load")
 }
 
 fn can_i(cluster: &mut Cluster, verb: &str, resource: &str, scope: &[&str]) -> bool {
@@ -386,7 +384,7 @@ fn slo_guard_works_with_exactly_what_the_chart_grants() {
         Duration::from_secs(5),
     );
     cluster.apply(&webhooks(port, &ca_bundle, "Fail"));
-    cluster.apply(POLICY);
+    cluster.apply(&policy_manifest());
     guard.wait_for_log(
         "\"configmap\":\"payments/checkout-caps\"",
         Duration::from_secs(20),

@@ -2,27 +2,25 @@
 //! effective thresholds, a reflection that tightens the cap makes kubectl show a denial
 //! that cites it, and an expired reflection no longer applies.
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], names: [checkout]}
-    agents: {users: ["system:serviceaccount:ai-agents:*"]}
-    scaling: {maxReplicas: 20, appliesTo: agents}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout",
+        &[
+            "match: {kinds: [Deployment], names: [checkout]}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            "scaling: {maxReplicas: 20, appliesTo: agents}",
+        ],
+    )
+}
 
 fn checkout() -> String {
-    e2e_support::agent_deployment(
+    agent_deployment(
         "checkout",
         4,
         "9d8c7b6a-scale-checkout",
@@ -53,7 +51,7 @@ data:
 fn reflections_tighten_what_kubectl_sees() {
     let mut guarded = Guarded::start("reflection");
     let cluster = &mut guarded.cluster;
-    cluster.apply(POLICY);
+    cluster.apply(&policy_manifest());
     guarded.guard.as_ref().unwrap().wait_for_log(
         "\"configmap\":\"payments/checkout\"",
         Duration::from_secs(20),

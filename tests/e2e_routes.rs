@@ -3,11 +3,10 @@
 //! Services, DaemonSets, Jobs and CronJobs in its namespace tries to move a governed
 //! workload's traffic, or to run its pods under another kind of object.
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
 const AGENT_RIGHTS: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -32,18 +31,17 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: sre}
 "#;
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
-    agents: {users: ["system:serviceaccount:ai-agents:*"]}
-    scaling: {maxReplicas: 10}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            "scaling: {maxReplicas: 10}",
+        ],
+    )
+}
 
 fn service(name: &str, app: &str) -> String {
     format!(
@@ -87,7 +85,7 @@ fn an_agent_cannot_move_a_governed_workloads_traffic() {
     let mut guarded = Guarded::start("routes-services");
     let cluster = &mut guarded.cluster;
     cluster.apply(AGENT_RIGHTS);
-    cluster.apply(POLICY);
+    cluster.apply(&policy_manifest());
     cluster.apply(&agent_deployment(
         "checkout",
         3,
@@ -189,7 +187,7 @@ fn an_agent_cannot_move_a_governed_workloads_traffic() {
 fn an_agent_cannot_run_a_governed_workloads_pods_under_another_kind() {
     let mut guarded = Guarded::start("routes-pod-makers");
     guarded.cluster.apply(AGENT_RIGHTS);
-    guarded.cluster.apply(POLICY);
+    guarded.cluster.apply(&policy_manifest());
     guarded.guard().wait_for_log(
         "\"configmap\":\"payments/checkout\"",
         Duration::from_secs(20),

@@ -3,24 +3,22 @@
 //! leave the apiserver, a new policy's namespace is in scope before the policy is stored,
 //! and a namespace leaves only a grace period after its last policy.
 
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::policies::policy_configmap;
 
-const POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
-    agents: {users: ["system:serviceaccount:ai-agents:*"]}
-    scaling: {maxReplicas: 10, appliesTo: agents}
-"#;
+fn policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}",
+            "scaling: {maxReplicas: 10, appliesTo: agents}",
+        ],
+    )
+}
 
 const GRACE: &str = "4s";
 
@@ -135,7 +133,7 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
 
     // Widened while the policy is admitted: in scope when `kubectl apply` returns, no wait.
     // The 1 s reconcile loop could widen it too; the log says the admission did.
-    cluster.apply(POLICY);
+    cluster.apply(&policy_manifest());
     assert_eq!(workload_scope(cluster), Ok(names(&["payments"])));
     let log = guarded.guard.as_ref().expect("slo-guard runs").log_text();
     assert!(
@@ -146,7 +144,7 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
     // A dry run widens nothing.
     let dry_run = cluster.kubectl_with_stdin(
         &["apply", "--dry-run=server", "-f", "-"],
-        Some(&POLICY.replace("namespace: payments", "namespace: orders")),
+        Some(&policy_manifest().replace("namespace: payments", "namespace: orders")),
     );
     assert_allowed(&dry_run);
     assert_eq!(workload_scope(cluster), Ok(names(&["payments"])));
@@ -225,7 +223,7 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
 
     // A policy in slo-guard's namespace that lists namespaces widens to them; one with a
     // pattern sends every namespace.
-    let listed = POLICY
+    let listed = policy_manifest()
         .replace("name: checkout\n  namespace: payments", "name: orders\n  namespace: slo-guard")
         .replace(
             "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",

@@ -3,14 +3,10 @@
 //! spike (rollout and scale-down denied, scale-up allowed), a healthy service, and
 //! Prometheus stopped mid-test (the policy's onError: deny-agents).
 
-mod e2e_support;
-#[path = "prometheus/support.rs"]
-mod prometheus;
-
 use std::time::Duration;
 
-use e2e_support::*;
-use prometheus::{Harness, harness_dir, policy_manifest};
+use slo_guard_testkit::e2e::*;
+use slo_guard_testkit::prometheus::{Harness, harness_dir, policy_manifest};
 
 const SHOP: &str = r#"apiVersion: v1
 kind: Namespace

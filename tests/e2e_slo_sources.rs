@@ -4,11 +4,9 @@
 //! rejected with the error, and admitted once the spec exists; a bad new version of the
 //! spec, or its deletion, leaves the last good policy in force.
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::*;
+use slo_guard_testkit::e2e::*;
 
 /// Pyrra's CRD, reduced to what the apiserver needs to serve the kind.
 const PYRRA_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1

@@ -15,20 +15,17 @@
 //!
 //! Run: `cargo test --test fault_matrix -- --nocapture` (prints the matrix).
 
-mod common;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::TlsServer;
 use futures::StreamExt;
 use serde_json::Value;
-use support::{
-    Harness, delaying_proxy, guard_with, harness_dir, live, message, read_head, rollout, warnings,
+use slo_guard_testkit::http::{content_length, query_param, read_head};
+use slo_guard_testkit::prometheus::{
+    Harness, delaying_proxy, guard_with, harness_dir, live, message, rollout, warnings,
 };
+use slo_guard_testkit::router::TlsServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -150,18 +147,6 @@ impl Garbage {
     }
 }
 
-fn content_length(head: &[u8]) -> usize {
-    String::from_utf8_lossy(head)
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 /// An HTTP proxy in front of the real Prometheus that answers `garbage` for every query
 /// containing `only` (every query when `None`) and forwards the rest.
 async fn fault_proxy(target: SocketAddr, garbage: Garbage, only: Option<&'static str>) -> String {
@@ -191,7 +176,7 @@ async fn serve_faults(
         let Some(head) = read_head(&mut inbound).await? else {
             return Ok(());
         };
-        let query = support::query_param(&head, "query").unwrap_or_default();
+        let query = query_param(&head, "query").unwrap_or_default();
         if only.is_none_or(|needle| query.contains(needle)) {
             inbound.write_all(garbage.response().as_bytes()).await?;
             inbound.shutdown().await?;
@@ -205,7 +190,7 @@ async fn serve_faults(
         let Some(response_head) = read_head(prometheus).await? else {
             return Ok(());
         };
-        let mut body = vec![0u8; content_length(&response_head)];
+        let mut body = vec![0u8; content_length(&response_head).unwrap_or(0)];
         prometheus.read_exact(&mut body).await?;
         inbound.write_all(&response_head).await?;
         inbound.write_all(&body).await?;

@@ -1,11 +1,10 @@
 //! Golden tests: the exact response JSON for every captured AdmissionReview, from both
 //! endpoints. Regenerate with `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.
 
-mod common;
-
 use chrono::{TimeZone, Utc};
-use common::{fixture, fixture_names, guard, root};
 use slo_guard::guard::Endpoint;
+use slo_guard_testkit::fixtures::{fixture, fixture_names, guard};
+use slo_guard_testkit::root;
 
 #[test]
 fn responses_match_the_golden_files() {

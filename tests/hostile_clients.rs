@@ -3,8 +3,6 @@
 //! limits are set short here; the assertions allow far more time than they need, so a
 //! busy machine cannot fail them, and the metrics say which limit closed a connection.
 
-mod e2e_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -32,8 +30,8 @@ struct Serve {
 
 impl Serve {
     fn start(work: &Path, args: &[&str]) -> Self {
-        let port = e2e_support::free_port();
-        let ops_port = e2e_support::free_port();
+        let port = slo_guard_testkit::free_port();
+        let ops_port = slo_guard_testkit::free_port();
         let certs = work.join("certs");
         let log = work.join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))

@@ -13,26 +13,18 @@
 //!
 //! Waits are bounded hang guards only; nothing asserts how fast anything is.
 
-mod e2e_support;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use slo_guard::certs::{CertBundle, CertRequest, generate};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = support::root().join("tests/fixtures/captured").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use slo_guard_testkit::fixtures::fixture;
+use slo_guard_testkit::prometheus::StandInPrometheus;
+use slo_guard_testkit::{e2e, prometheus};
 
 fn uid_of(review: &[u8]) -> String {
     let value: Value = serde_json::from_slice(review).expect("review JSON");
@@ -50,8 +42,8 @@ struct Serve {
 
 impl Serve {
     fn start(work: &Path, name: &str, args: &[&str]) -> Self {
-        let port = e2e_support::free_port();
-        let ops_port = e2e_support::free_port();
+        let port = slo_guard_testkit::free_port();
+        let ops_port = slo_guard_testkit::free_port();
         let log = work.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))
             .arg("serve")
@@ -191,18 +183,28 @@ struct Tally {
     fresh: Mutex<Vec<Served>>,
 }
 
-async fn one_request(
-    client: &reqwest::Client,
-    url: &str,
-    review: &[u8],
-    uid: &str,
-    old: &[u8],
-    new: &[u8],
-) -> Result<Served, String> {
+/// What every request of the rotation test sends, and the two leaf certificates the
+/// server may present.
+struct Probe {
+    url: String,
+    review: Vec<u8>,
+    uid: String,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+async fn one_request(client: &reqwest::Client, probe: &Probe) -> Result<Served, String> {
+    let Probe {
+        url,
+        review,
+        uid,
+        old,
+        new,
+    } = probe;
     let response = client
         .post(url)
         .header("content-type", "application/json")
-        .body(review.to_vec())
+        .body(review.clone())
         .send()
         .await
         .map_err(|e| format!("send: {e:?}"))?;
@@ -211,13 +213,13 @@ async fn one_request(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
     {
-        Some(der) if der == old => Served::Old,
-        Some(der) if der == new => Served::New,
+        Some(der) if der == old.as_slice() => Served::Old,
+        Some(der) if der == new.as_slice() => Served::New,
         _ => Served::Other,
     };
     let status = response.status();
     let body: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
-    if status != 200 || body["response"]["uid"] != uid {
+    if status != 200 || body["response"]["uid"] != uid.as_str() {
         return Err(format!("status {status}: {body}"));
     }
     Ok(served)
@@ -257,10 +259,14 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
             "1s",
         ],
     );
-    let (old_der, new_der) = (Arc::new(leaf_der(&old)), Arc::new(leaf_der(&new)));
-    let review = Arc::new(fixture("scale-agent.json"));
-    let uid = Arc::new(uid_of(&review));
-    let url = Arc::new(serve.url("/validate"));
+    let review = fixture("scale-agent.json");
+    let probe = Arc::new(Probe {
+        url: serve.url("/validate"),
+        uid: uid_of(&review),
+        review,
+        old: leaf_der(&old),
+        new: leaf_der(&new),
+    });
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     // Bounds the run whatever happens.
@@ -275,19 +281,12 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
             builder = builder.http1_only();
         }
         let client = builder.build().expect("client");
-        let (review, uid, url, tally, stop) = (
-            review.clone(),
-            uid.clone(),
-            url.clone(),
-            tally.clone(),
-            stop.clone(),
-        );
-        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        let (probe, tally, stop) = (probe.clone(), tally.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire)
                 && tally.keepalive_ok.load(Ordering::Acquire) < MAX_REQUESTS
             {
-                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                match one_request(&client, &probe).await {
                     Ok(_) => {
                         tally.keepalive_ok.fetch_add(1, Ordering::AcqRel);
                     }
@@ -302,14 +301,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
     }
     // New connections: a fresh client, hence a fresh TLS handshake, per request.
     for _ in 0..2 {
-        let (review, uid, url, tally, stop) = (
-            review.clone(),
-            uid.clone(),
-            url.clone(),
-            tally.clone(),
-            stop.clone(),
-        );
-        let (old_der, new_der) = (old_der.clone(), new_der.clone());
+        let (probe, tally, stop) = (probe.clone(), tally.clone(), stop.clone());
         let (old_ca, new_ca) = (old.ca_cert.clone(), new.ca_cert.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire)
@@ -319,7 +311,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
                     .pool_max_idle_per_host(0)
                     .build()
                     .expect("client");
-                match one_request(&client, &url, &review, &uid, &old_der, &new_der).await {
+                match one_request(&client, &probe).await {
                     Ok(served) => {
                         tally.fresh.lock().unwrap().push(served);
                         tally.fresh_ok.fetch_add(1, Ordering::AcqRel);
@@ -406,10 +398,7 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
     // Only the new chain is served to new connections now: a client trusting only the
     // new CA connects, one trusting only the old CA is refused.
     let only_new = client_trusting(&[&new.ca_cert]).build().unwrap();
-    assert_eq!(
-        one_request(&only_new, &url, &review, &uid, &old_der, &new_der).await,
-        Ok(Served::New)
-    );
+    assert_eq!(one_request(&only_new, &probe).await, Ok(Served::New));
     let only_old = client_trusting(&[&old.ca_cert]).build().unwrap();
     let refused = only_old.post(serve.url("/validate")).send().await;
     assert!(refused.is_err(), "the old certificate is still served");
@@ -419,68 +408,19 @@ async fn a_secret_volume_rotation_under_load_fails_no_request() {
 // b. SIGTERM under load
 // ---------------------------------------------------------------------------------------
 
-/// A Prometheus stand-in that answers every query after `delay`: healthy figures (no
-/// errors, 10 req/s, fresh samples). It makes every gated decision slow, so requests are
-/// in flight when SIGTERM arrives. Counts the queries it received.
-async fn slow_prometheus(delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok(Some(head)) = support::read_head(&mut stream).await else {
-                        return;
-                    };
-                    let mut query = support::query_param(&head, "query");
-                    if query.is_none() {
-                        // A POSTed form: the query is in the body.
-                        let text = String::from_utf8_lossy(&head).to_lowercase();
-                        let length: usize = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        let mut body = vec![0u8; length];
-                        if stream.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let line =
-                            format!("POST /?{} HTTP/1.1\r\n", String::from_utf8_lossy(&body));
-                        query = support::query_param(line.as_bytes(), "query");
-                    }
-                    let query = query.unwrap_or_default();
-                    counter.fetch_add(1, Ordering::AcqRel);
-                    tokio::time::sleep(delay).await;
-                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-                    let value = if query.contains("timestamp(") {
-                        format!("{now}")
-                    } else if query.contains("code=~\"5..\"") {
-                        "0".to_string()
-                    } else {
-                        "10".to_string()
-                    };
-                    let body = format!(
-                        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{value}"]}}]}}}}"#
-                    );
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (format!("http://{address}"), received)
+/// A healthy Prometheus's answer (no errors, 10 req/s, fresh samples), for a stand-in
+/// that answers every query after a delay: it makes every gated decision slow, so
+/// requests are in flight when SIGTERM arrives.
+fn healthy_figures(query: &str) -> prometheus::Sample {
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let value = if query.contains("timestamp(") {
+        format!("{now}")
+    } else if query.contains("code=~\"5..\"") {
+        "0".to_string()
+    } else {
+        "10".to_string()
+    };
+    (format!("{now}"), value)
 }
 
 fn closes_connection(response: &reqwest::Response) -> bool {
@@ -496,9 +436,9 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
     const IN_FLIGHT: usize = 12;
     const DELAY: Duration = Duration::from_secs(6);
     let work = tempfile::tempdir().expect("work dir");
-    let (prometheus, received) = slow_prometheus(DELAY).await;
+    let stand_in = StandInPrometheus::start(DELAY, healthy_figures).await;
     let policy = work.path().join("policy.yaml");
-    std::fs::write(&policy, support::policy_manifest("deny", "allow", "20s")).unwrap();
+    std::fs::write(&policy, prometheus::policy_manifest("deny", "allow", "20s")).unwrap();
     let certs = work.path().join("certs");
     let mut serve = Serve::start(
         work.path(),
@@ -507,7 +447,7 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
             "--policies",
             policy.to_str().unwrap(),
             "--prometheus-url",
-            &prometheus,
+            &stand_in.url,
             "--cert-dir",
             certs.to_str().unwrap(),
             "--shutdown-delay",
@@ -530,7 +470,7 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
             http1.clone()
         };
         let url = serve.url("/validate");
-        let review = support::rollout(&format!("svc-{i}"), true);
+        let review = prometheus::rollout(&format!("svc-{i}"), true);
         in_flight.push(tokio::spawn(async move {
             let response = client
                 .post(url)
@@ -551,11 +491,11 @@ async fn sigterm_under_load_drops_readiness_first_and_finishes_in_flight_request
     }
     // Every request is inside slo-guard, waiting on Prometheus.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Acquire) < IN_FLIGHT * 12 {
+    while stand_in.total() < (IN_FLIGHT * 12) as u64 {
         assert!(
             Instant::now() < deadline,
             "only {} queries reached Prometheus (hang guard)",
-            received.load(Ordering::Acquire)
+            stand_in.total()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -726,7 +666,7 @@ data:
 }
 
 fn checkout() -> String {
-    e2e_support::agent_deployment("checkout", 2, "d-lifecycle-0001", "e2e: scale for load")
+    e2e::agent_deployment("checkout", 2, "d-lifecycle-0001", "e2e: scale for load")
 }
 
 const CHECKOUT_HPA: &str = r#"apiVersion: autoscaling/v2
@@ -746,12 +686,7 @@ spec:
 "#;
 
 /// Events (core/v1 view) on `name` in payments with `reason`.
-fn events_on(
-    cluster: &mut e2e_support::Cluster,
-    kind: &str,
-    name: &str,
-    reason: &str,
-) -> Vec<Value> {
+fn events_on(cluster: &mut e2e::Cluster, kind: &str, name: &str, reason: &str) -> Vec<Value> {
     let selector = format!("involvedObject.kind={kind},involvedObject.name={name},reason={reason}");
     let output = cluster.kubectl(&[
         "get",
@@ -763,17 +698,13 @@ fn events_on(
         "-o",
         "json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        e2e_support::text(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", e2e::text(&output.stderr));
     let list: Value = serde_json::from_slice(&output.stdout).expect("event list");
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
 fn wait_for_event(
-    cluster: &mut e2e_support::Cluster,
+    cluster: &mut e2e::Cluster,
     kind: &str,
     name: &str,
     reason: &str,
@@ -796,7 +727,7 @@ fn wait_for_event(
     }
 }
 
-fn metrics(guarded: &e2e_support::Guarded) -> String {
+fn metrics(guarded: &e2e::Guarded) -> String {
     guarded.guard().metrics_text()
 }
 
@@ -809,8 +740,8 @@ fn metric_value(metrics: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() {
-    use e2e_support::{AGENT, assert_allowed, assert_denied, text, webhooks};
-    let mut guarded = e2e_support::Guarded::start("lifecycle");
+    use slo_guard_testkit::e2e::{AGENT, assert_allowed, assert_denied, text, webhooks};
+    let mut guarded = e2e::Guarded::start("lifecycle");
     let scale = |replicas: &str, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
             "scale",
@@ -827,7 +758,7 @@ fn in_a_cluster_a_bad_policy_keeps_the_last_good_one_and_denials_raise_events() 
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    let run = |cluster: &mut e2e_support::Cluster, args: Vec<String>| {
+    let run = |cluster: &mut e2e::Cluster, args: Vec<String>| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cluster.kubectl(&args)
     };
@@ -1125,8 +1056,8 @@ subjects:
 
 #[test]
 fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
-    use e2e_support::{AGENT, assert_allowed, assert_denied};
-    let mut guarded = e2e_support::Guarded::start("policy-guard");
+    use slo_guard_testkit::e2e::{AGENT, assert_allowed, assert_denied};
+    let mut guarded = e2e::Guarded::start("policy-guard");
     guarded.cluster.apply(AGENT_CONFIGMAP_RBAC);
     guarded.cluster.apply(&caps_policy("5"));
     guarded.guard().wait_for_log(
@@ -1180,7 +1111,7 @@ fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
         let output = guarded.cluster.kubectl_with_stdin(&args, stdin.as_deref());
         println!(
             "agent tries to {what}: {}",
-            e2e_support::text(&output.stderr).trim()
+            e2e::text(&output.stderr).trim()
         );
         assert_denied(&output, denial);
     }
@@ -1193,7 +1124,7 @@ fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
         "-o",
         "jsonpath={.metadata.labels.slo-guard\\.io/policy} {.data.policy\\.yaml}",
     ]);
-    let stored = e2e_support::text(&output.stdout);
+    let stored = e2e::text(&output.stdout);
     assert!(
         stored.starts_with("true ") && stored.contains("maxReplicas: 5"),
         "{stored}"
@@ -1214,7 +1145,7 @@ fn no_agent_can_remove_a_guardrail_whatever_rbac_allows() {
     ]);
     println!(
         "agent tries to delete the HPA: {}",
-        e2e_support::text(&output.stderr).trim()
+        e2e::text(&output.stderr).trim()
     );
     assert_denied(
         &output,

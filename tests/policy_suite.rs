@@ -2,12 +2,10 @@
 //! CI: the example suite in policies/tests, every suite field and check flag, and the
 //! errors a typo or a missing file gives.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use slo_guard_testkit::{AGENT, root, text};
 
 fn slo_guard(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_slo-guard"))
@@ -31,11 +29,6 @@ fn slo_guard(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("slo-guard exits")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
 const POLICIES: &str = "policies/checkout.yaml,policies/platform-defaults.yaml";
 const STORED: &str = "policies/tests/workloads/checkout.yaml";
 const WEDNESDAY: &str = "2026-11-18T10:00:00Z";
@@ -412,33 +405,19 @@ fn check_builds_the_request_from_every_flag() {
 
 #[test]
 fn check_input_errors_exit_2_and_name_the_input() {
-    let run = |args: &[&str]| {
-        let output = slo_guard(args, None);
+    // `slo-guard check --policies POLICIES` with `args`: its exit code and stderr.
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "--policies", POLICIES];
+        all.extend(args);
+        let output = slo_guard(&all, None);
         (output.status.code(), text(&output.stderr))
     };
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--object",
-        "nope.yaml",
-        "--as",
-        AGENT,
-    ]);
+    let (code, stderr) = check(&["--object", "nope.yaml", "--as", AGENT]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("cannot read nope.yaml"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--object",
-        "policies/tests/requests/checkout-6.yaml",
-    ]);
+    let (code, stderr) = check(&["--object", "policies/tests/requests/checkout-6.yaml"]);
     assert_eq!(code, Some(2), "--as is required with --object: {stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         "policies/tests/requests/checkout-6.yaml",
         "--old-object",
@@ -450,10 +429,7 @@ fn check_input_errors_exit_2_and_name_the_input() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("CREATE takes no --old-object"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         "policies/tests/requests/checkout-6.yaml",
         "--as",
@@ -463,22 +439,9 @@ fn check_input_errors_exit_2_and_name_the_input() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("UPDATE needs --old-object"), "{stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
-        "--review",
-        "x.json",
-        "--object",
-        STORED,
-        "--as",
-        AGENT,
-    ]);
+    let (code, stderr) = check(&["--review", "x.json", "--object", STORED, "--as", AGENT]);
     assert_eq!(code, Some(2), "--review and --object conflict: {stderr}");
-    let (code, stderr) = run(&[
-        "check",
-        "--policies",
-        POLICIES,
+    let (code, stderr) = check(&[
         "--object",
         STORED,
         "--as",

@@ -3,17 +3,12 @@
 //! the endpoint authenticates and rate-limits its callers. Authentication against a real
 //! kube-apiserver is in tests/e2e_preflight.rs.
 
-mod common;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{checkout_workload, fixture, fixture_json, fixture_names, guard, root};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use slo_guard::admission::{WorkloadKind, WorkloadSnapshot};
@@ -28,6 +23,11 @@ use slo_guard::preflight::{
 use slo_guard::rules::Decision;
 use slo_guard::slo::{CannedAnswers, SloSource};
 use slo_guard::store::{PolicyStore, StoreEvent, read_manifests};
+use slo_guard_testkit::fixtures::{checkout_workload, fixture, fixture_json, fixture_names, guard};
+use slo_guard_testkit::policies::policy_configmap;
+use slo_guard_testkit::prometheus::{Sample, StandInPrometheus};
+use slo_guard_testkit::router::TlsServer;
+use slo_guard_testkit::{AGENT, root};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -244,30 +244,27 @@ fn the_preflight_agrees_with_admission_under_every_section_of_the_example_policy
 }
 
 /// A policy with caps, a step, a cooldown, a weekly freeze and approvals, for the envelope.
-const ENVELOPE_POLICY: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: checkout
-  namespace: payments
-  labels: {slo-guard.io/policy: "true"}
-data:
-  policy.yaml: |
-    match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}
-    agents: {users: ["system:serviceaccount:ai-agents:*"], requireAnnotations: []}
-    scaling: {minReplicas: 2, maxReplicas: 12, maxStep: 4, cooldown: 10m, appliesTo: agents}
-    windows:
-      freeze:
-        - {name: weekend, days: [Sat, Sun], timezone: UTC, appliesTo: agents}
-    approval: {requiredFor: [rollout], maxAge: 1h}
-"#;
-
-const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
+fn envelope_policy_manifest() -> String {
+    policy_configmap(
+        "payments",
+        "checkout",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}",
+            "scaling: {minReplicas: 2, maxReplicas: 12, maxStep: 4, cooldown: 10m, appliesTo: agents}",
+            "windows:",
+            "  freeze:",
+            "    - {name: weekend, days: [Sat, Sun], timezone: UTC, appliesTo: agents}",
+            "approval: {requiredFor: [rollout], maxAge: 1h}",
+        ],
+    )
+}
 
 fn envelope_guard(last_agent_change: Option<&str>) -> Guard {
     let store = PolicyStore::new("slo-guard");
     let documents = slo_guard::store::parse_manifest_text(
         std::path::Path::new("envelope.yaml"),
-        ENVELOPE_POLICY,
+        &envelope_policy_manifest(),
         "default",
     )
     .expect("policy");
@@ -483,7 +480,7 @@ impl Authenticator for FakeCluster {
 }
 
 async fn ask(
-    server: &common::TlsServer,
+    server: &TlsServer,
     token: Option<&str>,
     body: &Value,
 ) -> (u16, Option<String>, Value) {
@@ -516,7 +513,7 @@ async fn the_endpoint_authenticates_and_holds_each_caller_to_its_rate() {
         reader: None,
         limiter: RateLimiter::new(3, Duration::from_secs(60)),
     });
-    let server = common::TlsServer::start_with_preflight(envelope_guard(None), service).await;
+    let server = TlsServer::start_with_preflight(envelope_guard(None), service).await;
     let body = serde_json::to_value(scale_request(6)).expect("body");
 
     let (status, _, answer) = ask(&server, None, &body).await;
@@ -544,7 +541,7 @@ async fn the_endpoint_authenticates_and_holds_each_caller_to_its_rate() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
 
     // Asking about another identity needs the RBAC to impersonate it (here: none).
-    let server = common::TlsServer::start_with_preflight(
+    let server = TlsServer::start_with_preflight(
         envelope_guard(None),
         Arc::new(PreflightService {
             authenticator: cluster,
@@ -567,88 +564,42 @@ async fn the_endpoint_authenticates_and_holds_each_caller_to_its_rate() {
 
 #[tokio::test]
 async fn without_a_cluster_the_endpoint_says_it_is_not_served() {
-    let server = common::TlsServer::start(guard()).await;
+    let server = TlsServer::start(guard()).await;
     let (status, _, answer) = ask(&server, Some("any"), &json!({})).await;
     assert_eq!(status, 503, "{answer}");
 }
 
-/// A stand-in Prometheus that answers every instant query with a number and counts the
-/// queries it is asked, by PromQL.
-struct CountingPrometheus {
-    url: String,
-    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+/// What the stand-in Prometheus answers: fresh samples, a few errors, steady traffic.
+fn steady_figures(query: &str) -> Sample {
+    let now = Utc::now().timestamp();
+    let value = if query.contains("timestamp(") {
+        now.to_string()
+    } else if query.contains("5..") {
+        "0.01".to_string()
+    } else {
+        "100".to_string()
+    };
+    (now.to_string(), value)
 }
 
-impl CountingPrometheus {
-    async fn start() -> Self {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let task_counts = counts.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let counts = task_counts.clone();
-                tokio::spawn(async move {
-                    while let Ok(Some(head)) = support::read_head(&mut stream).await {
-                        let query = support::query_param(&head, "query").unwrap_or_default();
-                        *counts
-                            .lock()
-                            .expect("counts")
-                            .entry(query.clone())
-                            .or_insert(0) += 1;
-                        let now = Utc::now().timestamp();
-                        let value = if query.contains("timestamp(") {
-                            now.to_string()
-                        } else if query.contains("5..") {
-                            "0.01".to_string()
-                        } else {
-                            "100".to_string()
-                        };
-                        let body = format!(
-                            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{now},"{value}"]}}]}}}}"#
-                        );
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(response.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self {
-            url: format!("http://{address}"),
-            counts,
-        }
-    }
-
-    fn take(&self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut *self.counts.lock().expect("counts"))
-    }
-
-    /// A guard over the example policies with its own Prometheus client (and cache).
-    fn guard(&self) -> Guard {
-        let config = slo_guard::slo::PrometheusConfig {
-            refresh_interval: Duration::from_secs(60),
-            ..slo_guard::slo::PrometheusConfig::new(self.url.clone())
-        };
-        let prometheus = slo_guard::slo::Prometheus::new(&config).expect("client");
-        example_guard_with(SloSource::Live(Arc::new(prometheus)))
-    }
+/// A guard over the example policies with its own Prometheus client (and cache), asking
+/// `prometheus`.
+fn guard_asking(prometheus: &StandInPrometheus) -> Guard {
+    let config = slo_guard::slo::PrometheusConfig {
+        refresh_interval: Duration::from_secs(60),
+        ..slo_guard::slo::PrometheusConfig::new(prometheus.url.clone())
+    };
+    let prometheus = slo_guard::slo::Prometheus::new(&config).expect("client");
+    example_guard_with(SloSource::Live(Arc::new(prometheus)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cache() {
-    let prometheus = CountingPrometheus::start().await;
+    let prometheus = StandInPrometheus::start(Duration::ZERO, steady_figures).await;
     let now = Utc::now();
     // The agent scales checkout down, 3 to 2: burn rates and the spike are gathered.
     let request = scale_request(2);
-    let admission_guard = prometheus.guard();
+    let admission_guard = guard_asking(&prometheus);
     let prepared = prepare(&admission_guard, &request, &agent(), None, now).expect("reviews");
     admission_guard
         .review_async(Endpoint::Validate, &prepared.bodies[0], now)
@@ -662,7 +613,7 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
 
     // The preflight on a guard with a cold cache: the same queries, each asked once,
     // though it decides the change and its envelope (scales up and down) on them.
-    let guard = prometheus.guard();
+    let guard = guard_asking(&prometheus);
     let prepared = prepare(&guard, &request, &agent(), None, now).expect("reviews");
     assert!(
         prepared.bodies.len() >= 3,
@@ -697,9 +648,9 @@ async fn the_preflight_asks_prometheus_what_admission_asks_through_the_same_cach
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preflight_asks_prometheus_nothing_admission_of_its_change_would_not() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let prometheus = CountingPrometheus::start().await;
+    let prometheus = StandInPrometheus::start(Duration::ZERO, steady_figures).await;
     let now = Utc::now();
-    let guard = prometheus.guard();
+    let guard = guard_asking(&prometheus);
     // A scale-up, 3 to 4: admission asks Prometheus nothing, and neither does the
     // preflight, though its scale-down probe is judged on the burn and the spike.
     let up = scale_request(4);

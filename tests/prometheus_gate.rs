@@ -2,22 +2,19 @@
 //! tests/prometheus/start.sh with backfilled scenarios), asserted through the HTTPS
 //! endpoints. The test fails, never skips, when Prometheus is not installed.
 
-mod common;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::TlsServer;
 use serde_json::Value;
 use slo_guard::slo::{Prometheus, PrometheusConfig, QueryError, SloSource};
-use support::{
+use slo_guard_testkit::http::read_head;
+use slo_guard_testkit::prometheus::{
     CountingProxy, Harness, delaying_proxy, guard_with, harness_dir, live, message,
-    policy_manifest, read_head, rollout, scale, warnings,
+    policy_manifest, rollout, scale, warnings,
 };
+use slo_guard_testkit::router::TlsServer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

@@ -2,13 +2,10 @@
 //! burn yields a proposal (with its evidence), a good rollout yields none, and the
 //! proposal is a reflection the webhook accepts.
 
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::process::Command;
 
 use chrono::{TimeZone, Utc};
-use support::{Harness, harness_dir, policy_manifest};
+use slo_guard_testkit::prometheus::{Harness, harness_dir, policy_manifest};
 
 fn workload(name: &str, rollout_at: &str) -> String {
     format!(

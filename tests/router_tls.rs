@@ -1,11 +1,10 @@
 //! The router slo-guard serves, driven over real TLS on loopback with AdmissionReviews
 //! captured from a real kube-apiserver.
 
-mod common;
-
 use base64::Engine;
-use common::{TlsServer, fixture, fixture_json, guard};
 use serde_json::Value;
+use slo_guard_testkit::fixtures::{fixture, fixture_json, guard};
+use slo_guard_testkit::router::TlsServer;
 
 fn response(body: &Value) -> &Value {
     &body["response"]

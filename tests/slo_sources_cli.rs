@@ -2,20 +2,10 @@
 //! on policies whose SLO comes from a Sloth, Pyrra or OpenSLO spec, with canned
 //! Prometheus answers; and the errors of a bad or missing spec.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn slo_guard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_slo-guard"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("slo-guard runs")
-}
+use slo_guard_testkit::{root, slo_guard};
 
 fn text(output: &Output) -> String {
     format!(

@@ -11,23 +11,22 @@
 //! sloth binary that tests/e2e/build-sloth.sh builds. A missing tool fails the test; it
 //! never skips.
 
-mod common;
-#[path = "prometheus/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::TlsServer;
 use serde_json::Value;
 use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
 use slo_guard::slo_spec::CatalogEvent;
 use slo_guard::store::{PolicyStore, StoreEvent, parse_sources_text};
-use support::{harness_dir, live, message, policy_manifest, rollout, root, warnings};
+use slo_guard_testkit::prometheus::{
+    harness_dir, live, message, policy_manifest, rollout, warnings,
+};
+use slo_guard_testkit::root;
+use slo_guard_testkit::router::TlsServer;
 
 /// The scenarios of tests/prometheus/README.md that decide a rollout by budget or burn.
 const JOBS: [&str; 4] = ["healthy", "budget-low", "exhausted", "burn-both"];

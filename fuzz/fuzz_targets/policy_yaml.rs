@@ -8,11 +8,11 @@
 use libfuzzer_sys::fuzz_target;
 use slo_guard::mutation::{StampContext, patch_for};
 use slo_guard::policy::{Policy, PolicyRef, parse_policy};
-use slo_guard::rules::{DecisionContext, decide};
 use slo_guard::slo::{Observation, Observations};
 use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
-    GUARD_NAMESPACE, Weather, changes, example_policies, example_reflections, now, observations,
+    GUARD_NAMESPACE, Weather, changes, decide_and_word, example_policies, example_reflections, now,
+    observations,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -64,18 +64,7 @@ fuzz_target!(|data: &[u8]| {
         ];
         for observations in &all {
             for set in [&policies, &with_examples] {
-                let decision = decide(
-                    change,
-                    &DecisionContext {
-                        policies: set,
-                        now,
-                        observations,
-                        ledger: None,
-                    },
-                );
-                for finding in &decision.findings {
-                    let _ = finding.message();
-                }
+                let decision = decide_and_word(change, set, observations);
                 let _ = patch_for(
                     change,
                     &decision,

@@ -6,10 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slo_guard::rules::{DecisionContext, decide};
 use slo_guard::slo::{Observation, Observations, QueryRole, Reading, figures, parse_response};
 use slo_guard::store::PolicySet;
-use slo_guard_fuzz::{GUARD_NAMESPACE, Weather, baseline_policy, changes, now, readings};
+use slo_guard_fuzz::{
+    GUARD_NAMESPACE, Weather, baseline_policy, changes, decide_and_word, readings,
+};
 
 fuzz_target!(|data: &[u8]| {
     for (status, content_type) in [
@@ -37,7 +38,6 @@ fn judge(value: Option<f64>) {
     let policy = baseline_policy();
     let mut set = PolicySet::new(Vec::new(), GUARD_NAMESPACE);
     set.policies = vec![policy.clone()];
-    let now = now();
     // Enough to cover every class of change: a rollout and a scale.
     for change in changes().iter().skip(1).take(2) {
         let calm = readings(&policy.id, &policy.spec, change, Weather::Calm);
@@ -60,18 +60,7 @@ fn judge(value: Option<f64>) {
         for readings in [as_errors, as_traffic] {
             let mut observations = Observations::new();
             observations.insert(policy.id.clone(), Observation::Readings(readings));
-            let decision = decide(
-                change,
-                &DecisionContext {
-                    policies: &set,
-                    now,
-                    observations: &observations,
-                    ledger: None,
-                },
-            );
-            for finding in &decision.findings {
-                let _ = finding.message();
-            }
+            decide_and_word(change, &set, &observations);
         }
     }
 }

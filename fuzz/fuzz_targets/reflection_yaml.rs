@@ -11,10 +11,10 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use slo_guard::policy::{Policy, PolicyRef, parse_policy};
 use slo_guard::reflection::{Reflection, effective_policy, parse_reflection};
-use slo_guard::rules::{DecisionContext, decide};
 use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
-    GUARD_NAMESPACE, LOOSE_POLICY, Weather, baseline_policy, changes, now, observations,
+    GUARD_NAMESPACE, LOOSE_POLICY, Weather, baseline_policy, changes, decide_and_word, now,
+    observations,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -49,18 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 for weather in [Weather::Calm, Weather::Storm] {
                     let observations = observations(&policy, change, weather);
-                    let decision = decide(
-                        change,
-                        &DecisionContext {
-                            policies: &set,
-                            now,
-                            observations: &observations,
-                            ledger: None,
-                        },
-                    );
-                    for finding in &decision.findings {
-                        let _ = finding.message();
-                    }
+                    decide_and_word(change, &set, &observations);
                 }
             }
         }

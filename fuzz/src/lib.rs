@@ -13,6 +13,7 @@ use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
 use slo_guard::policy::{Policy, PolicyRef, PolicySpec};
 use slo_guard::reflection::Reflection;
+use slo_guard::rules::{Decision, DecisionContext, decide};
 use slo_guard::slo::{
     CannedAnswers, GateScope, Observation, Observations, QueryPlan, QueryRole, Reading, Readings,
     SloSource,
@@ -25,7 +26,8 @@ pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
 }
 
-/// The baseline test policy (tests/fixtures/policies), as tests/common/mod.rs loads it.
+/// The baseline test policy (tests/fixtures/policies), as the test kit's
+/// `fixtures::baseline_policies` loads it, embedded so the fuzz binaries run from anywhere.
 const FIXTURE_POLICIES: &[(&str, &str)] = &[(
     "tests/fixtures/policies/checkout.yaml",
     include_str!("../../tests/fixtures/policies/checkout.yaml"),
@@ -305,4 +307,26 @@ pub fn baseline_policy() -> Arc<Policy> {
         .snapshot()
         .policies[0]
         .clone()
+}
+
+/// Decides `change` against `policies` on `observations` at [`now`], without a ledger,
+/// and words every finding, so the fuzzed input also reaches the messages.
+pub fn decide_and_word(
+    change: &Change,
+    policies: &PolicySet,
+    observations: &Observations,
+) -> Decision {
+    let decision = decide(
+        change,
+        &DecisionContext {
+            policies,
+            now: now(),
+            observations,
+            ledger: None,
+        },
+    );
+    for finding in &decision.findings {
+        let _ = finding.message();
+    }
+    decision
 }

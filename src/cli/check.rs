@@ -34,8 +34,10 @@ pub enum Webhooks {
     Mutate,
 }
 
+/// The flags of `slo-guard check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    /// The policies to judge with.
     #[command(flatten)]
     pub policies: PolicyArgs,
     /// The AdmissionReview JSON file, as the apiserver sends it (`-` for standard input).
@@ -96,16 +98,22 @@ pub struct CheckArgs {
     pub prometheus: PrometheusArgs,
 }
 
+/// Why `check` cannot judge: its input is unusable (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    /// The manifests cannot be read.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// No request can be built from them.
     #[error(transparent)]
     Request(#[from] request::RequestError),
+    /// A policy is invalid.
     #[error("invalid policy: {0}")]
     Policy(String),
+    /// The AdmissionReview cannot be judged.
     #[error("{0}")]
     Review(#[from] crate::admission::AdmissionError),
+    /// Some other input is unusable.
     #[error("{0}")]
     Input(String),
 }
@@ -117,8 +125,11 @@ const UNUSABLE: u8 = 2;
 pub struct Answer {
     /// The webhook's registered name, which kubectl prints in a denial.
     pub webhook: &'static str,
+    /// The webhook's endpoint: validate or mutate.
     pub endpoint: Endpoint,
+    /// The response as the apiserver gets it.
     pub response: ReviewResponse,
+    /// The decision behind it, when the rules were reached.
     pub decision: Option<Decision>,
 }
 
@@ -155,6 +166,7 @@ impl Outcome {
         }
     }
 
+    /// Whether the change would be admitted.
     pub fn allowed(&self) -> bool {
         self.deciding().is_none_or(|a| a.response.allowed)
     }
@@ -296,11 +308,15 @@ pub fn judge_in_apiserver_order(
 /// What the judging needs besides the request: the policies, the workloads in the watch
 /// cache, the SLO answers.
 pub struct Setting {
+    /// The policy ConfigMaps.
     pub policies: Vec<ConfigMapDocument>,
     /// The SLO specs the policies may name in `slo.source`.
     pub slo_specs: Vec<crate::slo_spec::SloSpecDocument>,
+    /// slo-guard's own namespace, where cluster-wide policies live.
     pub namespace: String,
+    /// The workloads standing in for the watch cache.
     pub workloads: Vec<WorkloadState>,
+    /// Where SLO figures come from.
     pub slo: SloSource,
 }
 

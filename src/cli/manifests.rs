@@ -13,18 +13,43 @@ use crate::admission::WorkloadKind;
 use crate::reflection::learn::WorkloadState;
 use crate::store::{PolicySources, SourceError, parse_sources_text};
 
+/// Why manifests given on the command line cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// A file or directory cannot be read.
     #[error("cannot read {path}: {cause}")]
-    Read { path: String, cause: String },
+    Read {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        cause: String,
+    },
+    /// A document is not YAML or JSON.
     #[error("{origin}: not a manifest: {cause}")]
-    Parse { origin: String, cause: String },
+    Parse {
+        /// The document, as `file#index`.
+        origin: String,
+        /// The parse error.
+        cause: String,
+    },
+    /// A document is not the kind of manifest the flag takes.
     #[error("{origin}: {message}")]
-    Invalid { origin: String, message: String },
+    Invalid {
+        /// The document, as `file#index`.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A path holds no manifest.
     #[error("{path}: no manifests found")]
-    Empty { path: String },
+    Empty {
+        /// The file or directory.
+        path: String,
+    },
+    /// Two flags both ask for standard input.
     #[error("`-` (standard input) can be given only once")]
     StdinTwice,
+    /// The policy or reflection ConfigMaps cannot be read.
     #[error(transparent)]
     Policy(#[from] SourceError),
 }
@@ -33,11 +58,14 @@ pub enum ManifestError {
 /// error about it names.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// Where it came from: `file#index`, or `-#index` for standard input.
     pub origin: String,
+    /// The document.
     pub value: Value,
 }
 
 impl Manifest {
+    /// Its `kind`, or empty.
     pub fn kind(&self) -> &str {
         self.value
             .get("kind")
@@ -45,6 +73,7 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// Its `metadata.name`, or empty.
     pub fn name(&self) -> &str {
         self.value
             .pointer("/metadata/name")
@@ -69,6 +98,7 @@ pub struct Stdin {
 }
 
 impl Stdin {
+    /// All of standard input; an error the second time.
     pub fn read(&mut self) -> Result<String, ManifestError> {
         if self.taken {
             return Err(ManifestError::StdinTwice);

@@ -33,16 +33,19 @@ pub struct Cli {
     /// A tracing filter, e.g. `info` or `slo_guard=debug`.
     #[arg(long, global = true, env = "SLO_GUARD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Json,
     Text,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /validate, /mutate, /healthz, /readyz and /metrics over HTTPS.
@@ -67,6 +70,7 @@ pub enum Command {
     Preflight(preflight::PreflightArgs),
 }
 
+/// Parses the command line, sets up logging and runs the subcommand; its exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::manifests::Manifest;
 
+/// The operation of an admission request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 #[value(rename_all = "UPPERCASE")]
@@ -38,6 +39,7 @@ impl Operation {
     }
 }
 
+/// The subresources slo-guard judges requests to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Subresource {
@@ -48,10 +50,13 @@ pub enum Subresource {
 /// `--dry-run=server` would send.
 #[derive(Debug, Clone, Default)]
 pub struct Requester {
+    /// The user name the request comes from.
     pub user: String,
     /// Groups given with the user; empty means the apiserver's defaults for the user.
     pub groups: Vec<String>,
+    /// The field manager (`options.fieldManager`).
     pub field_manager: Option<String>,
+    /// A server-side dry run.
     pub dry_run: bool,
 }
 
@@ -60,16 +65,26 @@ pub struct Requester {
 pub struct ManifestChange {
     /// The object after the change (for DELETE: the object deleted, if `old` is not given).
     pub object: Option<Manifest>,
+    /// The object as stored before the change; absent for a CREATE.
     pub old: Option<Manifest>,
     /// CREATE without an old object, UPDATE with one, unless given.
     pub operation: Option<Operation>,
+    /// The subresource the request is to, if any.
     pub subresource: Option<Subresource>,
 }
 
+/// Why no AdmissionReview can be built from the manifests and flags.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// A manifest cannot be the object of the request.
     #[error("{origin}: {message}")]
-    Manifest { origin: String, message: String },
+    Manifest {
+        /// The manifest, as `file#index`.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The flags do not describe one request.
     #[error("{0}")]
     Usage(String),
 }

@@ -19,9 +19,13 @@ use super::{ObjectReader, PreflightError, Subject, WorkloadRef};
 /// An authenticated caller, as the apiserver knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
+    /// Its user name, e.g. `system:serviceaccount:ai-agents:fixer`.
     pub username: String,
+    /// Its UID, when the apiserver gives one.
     pub uid: Option<String>,
+    /// The groups it is in.
     pub groups: Vec<String>,
+    /// Extra attributes the authenticator attached, passed on to access reviews.
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
@@ -32,6 +36,8 @@ impl Caller {
     }
 }
 
+/// Who a preflight's caller is, and whom it may ask about. A trait so tests can answer
+/// without an apiserver.
 pub trait Authenticator: Send + Sync {
     /// The caller a bearer token stands for.
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, PreflightError>>;
@@ -96,6 +102,7 @@ pub struct KubeAuthenticator {
 }
 
 impl KubeAuthenticator {
+    /// Asks the apiserver `client` talks to.
     pub fn new(client: kube::Client) -> Self {
         Self { client }
     }

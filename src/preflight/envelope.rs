@@ -98,12 +98,16 @@ fn bisect(mut good: u32, mut bad: u32, allowed: &impl Fn(u32) -> bool) -> u32 {
 /// What one decision needs besides the change: the policies, figures and ledger it was
 /// taken on.
 pub struct Basis<'a> {
+    /// The policies in force.
     pub policies: &'a PolicySet,
+    /// The SLO figures, by policy.
     pub observations: &'a Observations,
+    /// The workload's change ledger, for cooldowns and step limits.
     pub ledger: Option<&'a LedgerRecord>,
 }
 
 impl<'a> Basis<'a> {
+    /// The basis an assessment gathered.
     pub fn of(assessment: &'a Assessment) -> Self {
         Self {
             policies: &assessment.policies,
@@ -112,6 +116,7 @@ impl<'a> Basis<'a> {
         }
     }
 
+    /// Decides `change` at `now` on this basis, as the webhook would.
     pub fn decide(&self, change: &Change, now: DateTime<Utc>) -> Decision {
         decide(
             change,
@@ -147,10 +152,12 @@ pub fn scaled_to(probe: &Change, replicas: u32) -> Change {
 /// identity would be admitted with now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaBounds {
+    /// The replicas now.
     pub current: u32,
     /// The most replicas allowed now (`current` when no scale-up is), or `None` when
     /// none up to [`REPLICA_CEILING`] is refused.
     pub largest: Option<u32>,
+    /// The fewest replicas allowed now (`current` when no scale-down is).
     pub smallest: u32,
 }
 

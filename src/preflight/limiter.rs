@@ -11,6 +11,8 @@ use super::PreflightError;
 /// Callers tracked at most; past it, callers whose window has ended are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
+/// Preflight requests per caller in a fixed window, so one caller cannot make slo-guard
+/// ask the apiserver and Prometheus without bound.
 pub struct RateLimiter {
     per_window: u32,
     window: Duration,
@@ -33,6 +35,7 @@ impl RateLimiter {
         self.admit_at(caller, Instant::now())
     }
 
+    /// [`RateLimiter::admit`] at `now`, for tests.
     pub fn admit_at(&self, caller: &str, now: Instant) -> Result<(), PreflightError> {
         let mut windows = self
             .windows

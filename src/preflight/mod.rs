@@ -36,13 +36,18 @@ pub enum PreflightError {
     /// or a workload it may not read.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The caller has asked too often in the current window.
     #[error("too many preflight requests from {caller}; retry after {retry_after_secs}s")]
     RateLimited {
+        /// The caller, by user name.
         caller: String,
+        /// When its window ends.
         retry_after_secs: u64,
     },
+    /// The request is malformed or asks for something a preflight cannot judge.
     #[error("invalid preflight request: {0}")]
     Invalid(String),
+    /// The workload does not exist and the change does not create it.
     #[error("not found: {0}")]
     NotFound(String),
     /// The apiserver could not be asked (to authenticate the caller, or to read the
@@ -52,8 +57,10 @@ pub enum PreflightError {
     /// The preflight is not served here: no cluster to authenticate callers against.
     #[error("the preflight is not enabled: {0}")]
     Disabled(String),
+    /// The reviews built for the change could not be judged.
     #[error("the change cannot be judged: {0}")]
     Admission(#[from] AdmissionError),
+    /// A fault in slo-guard itself.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,6 +73,8 @@ impl From<RequestError> for PreflightError {
 
 /// Reads the object a change is about as it is stored, for the preflight.
 pub trait ObjectReader: Send + Sync {
+    /// The object `apiVersion`/`kind` `namespace`/`name` as stored, or `None` when there is
+    /// none.
     fn read<'a>(
         &'a self,
         api_version: &'a str,
@@ -77,10 +86,12 @@ pub trait ObjectReader: Send + Sync {
 
 /// What the server needs to answer preflights besides the guard.
 pub struct PreflightService {
+    /// Who the caller is, and whom it may ask about.
     pub authenticator: Arc<dyn Authenticator>,
     /// Reads the current object from the cluster; `None` where there is no cluster
     /// (tests), and the request's `current` is used instead.
     pub reader: Option<Arc<dyn ObjectReader>>,
+    /// Preflights per caller.
     pub limiter: RateLimiter,
 }
 
@@ -171,6 +182,7 @@ impl PreflightService {
 
 /// The reviews of one preflight, ready to be judged.
 pub struct Prepared {
+    /// The AdmissionReviews to judge: the intended change, then the replica probes.
     pub bodies: Vec<Vec<u8>>,
     current_replicas: Option<u32>,
     has_down: bool,

@@ -16,7 +16,9 @@ use crate::cli::request::{ManifestChange, Operation, Requester, Subresource, bui
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreflightRequest {
+    /// The object the change is about.
     pub workload: WorkloadRef,
+    /// What the agent means to do to it.
     pub change: IntendedChange,
     /// Ask about another identity than the caller's own; the caller needs the RBAC to
     /// impersonate it.
@@ -38,8 +40,11 @@ pub struct WorkloadRef {
     /// Defaults by kind: `apps/v1` for Deployments and StatefulSets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// Its kind, e.g. `Deployment`.
     pub kind: String,
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
 }
 
@@ -47,7 +52,9 @@ pub struct WorkloadRef {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subject {
+    /// The user name.
     pub user: String,
+    /// Its groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
 }
@@ -60,6 +67,7 @@ pub struct IntendedChange {
     /// agent action (`update-env`, `fix-image`, ...) with a `patch` or an `object`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The replicas a `scale` goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
     /// A JSON merge patch (RFC 7386, `kubectl patch --type merge`) on the current object.
@@ -85,11 +93,15 @@ pub struct Reviews {
     pub probes: Option<ReplicaProbes>,
 }
 
+/// Scales one replica down and up from the current count, by the same identity: what
+/// the replica envelope is searched from.
 #[derive(Debug, Clone)]
 pub struct ReplicaProbes {
+    /// The replicas now.
     pub current: u32,
     /// One replica fewer; absent at zero.
     pub down: Option<Vec<u8>>,
+    /// One replica more.
     pub up: Vec<u8>,
 }
 
@@ -160,6 +172,7 @@ pub fn merge_diff(from: &Value, to: &Value) -> Value {
 }
 
 impl PreflightRequest {
+    /// The workload's `apiVersion`: as given, or the default of its kind.
     pub fn api_version(&self) -> Result<String, PreflightError> {
         match (
             &self.workload.api_version,

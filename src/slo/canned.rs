@@ -26,28 +26,47 @@ pub enum CannedAnswer {
     Error(String),
 }
 
+/// Why an answers file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CannedError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {cause}")]
-    Read { path: String, cause: String },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        cause: String,
+    },
+    /// The file is not a YAML map of query to answer.
     #[error("{path}: not a map of PromQL query to answer: {cause}")]
-    Parse { path: String, cause: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The YAML error.
+        cause: String,
+    },
+    /// One answer is none of the forms an answer may take.
     #[error(
         "{path}: answer to {query:?} is {found}; expected a number, NaN, +Inf, [] (empty) or {{error: cause}}"
     )]
     Answer {
+        /// The file.
         path: String,
+        /// The query the answer is for.
         query: String,
+        /// What the file gives instead.
         found: String,
     },
 }
 
+/// The answers of one file, by query: an offline stand-in for Prometheus.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CannedAnswers {
     answers: BTreeMap<String, CannedAnswer>,
 }
 
 impl CannedAnswers {
+    /// Reads and parses the answers file at `path`.
     pub fn load(path: &Path) -> Result<Self, CannedError> {
         let text = std::fs::read_to_string(path).map_err(|e| CannedError::Read {
             path: path.display().to_string(),
@@ -56,6 +75,7 @@ impl CannedAnswers {
         Self::parse(&path.display().to_string(), &text)
     }
 
+    /// Parses an answers file's `text`; `name` is what errors call it.
     pub fn parse(name: &str, text: &str) -> Result<Self, CannedError> {
         let raw: BTreeMap<String, serde_yaml::Value> =
             serde_yaml::from_str(text).map_err(|e| CannedError::Parse {
@@ -92,6 +112,7 @@ impl CannedAnswers {
         Ok(Self { answers })
     }
 
+    /// The answer to `query`, compared without surrounding whitespace.
     pub fn get(&self, query: &str) -> Option<&CannedAnswer> {
         self.answers.get(query.trim())
     }

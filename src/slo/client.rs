@@ -17,12 +17,26 @@ use super::cache::{CacheCollector, CacheStats, QueryCache};
 /// Why a client cannot be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The URL does not parse, or is not http(s).
     #[error("invalid Prometheus URL {url:?}: {cause}")]
-    Url { url: String, cause: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+    /// A header is not a valid `NAME=VALUE` pair.
     #[error("invalid header {0:?}: expected NAME=VALUE, e.g. X-Scope-OrgID=tenant-a")]
     Header(String),
+    /// The CA file cannot be read or holds no certificate.
     #[error("cannot read the CA file {path}: {cause}")]
-    Ca { path: String, cause: String },
+    Ca {
+        /// The CA file.
+        path: String,
+        /// Why it cannot be used.
+        cause: String,
+    },
+    /// The HTTP client cannot be built from the settings.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -36,6 +50,7 @@ pub struct PrometheusConfig {
     pub headers: Vec<(String, String)>,
     /// Read on every call, so a rotated (projected ServiceAccount) token is picked up.
     pub bearer_token_file: Option<PathBuf>,
+    /// The basic-auth user; needs `basic_auth_password_file` too.
     pub basic_auth_user: Option<String>,
     /// Read on every call, like the token.
     pub basic_auth_password_file: Option<PathBuf>,
@@ -44,13 +59,16 @@ pub struct PrometheusConfig {
     /// Send `partial_response=false` (Thanos) so a missing store is an error, not a
     /// quietly smaller answer. Plain Prometheus ignores the parameter.
     pub deny_partial_response: bool,
+    /// How long connecting may take, apart from the query's own timeout.
     pub connect_timeout: Duration,
     /// Upper bound on any one call, whatever the policy's timeout.
     pub max_timeout: Duration,
+    /// How long a cached answer serves before it is asked again.
     pub refresh_interval: Duration,
 }
 
 impl PrometheusConfig {
+    /// The settings for `url` with the `serve` flags' defaults.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -97,6 +115,7 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// A client with its own answer cache; checks the settings once, here, not per query.
     pub fn new(config: &PrometheusConfig) -> Result<Self, ConfigError> {
         let url_error = |cause: String| ConfigError::Url {
             url: config.url.clone(),
@@ -159,10 +178,12 @@ impl Prometheus {
         })
     }
 
+    /// The base URL, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The cache's counters so far.
     pub fn stats(&self) -> CacheStats {
         self.cache.stats()
     }
@@ -172,6 +193,7 @@ impl Prometheus {
         self.cache.collector()
     }
 
+    /// How long a cached answer serves.
     pub fn refresh_interval(&self) -> Duration {
         self.cache.refresh_interval()
     }

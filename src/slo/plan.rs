@@ -54,7 +54,9 @@ pub enum GateScope {
 /// strings are exactly what Prometheus receives (and what canned answers are keyed by).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPlan {
+    /// The policy whose figures these are.
     pub policy: PolicyRef,
+    /// Each query, by the figure it gives, as Prometheus receives it.
     pub queries: Vec<(QueryRole, String)>,
     /// For a window read from a recording rule: the spec's own queries, asked only when
     /// the rule has no series (the tool's rules are not loaded in this Prometheus).
@@ -64,7 +66,9 @@ pub struct QueryPlan {
 /// The raw queries standing in for one window's recording rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fallback {
+    /// The window the recording rule covers, as the policy writes it.
     pub window: String,
+    /// The raw queries, by the figure each gives.
     pub queries: Vec<(QueryRole, String)>,
 }
 
@@ -332,8 +336,11 @@ fn matching_brace(bytes: &[u8], open: usize) -> Option<usize> {
 /// Why a query gave no number. NaN, ±Inf and an empty result are never read as zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoData {
+    /// The query matched no series.
     Empty,
+    /// The value was NaN, as 0/0 gives when a service had no traffic.
     NaN,
+    /// The value was infinite.
     Inf,
 }
 
@@ -350,7 +357,9 @@ impl fmt::Display for NoData {
 /// One answer: a finite number, or no data.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reading {
+    /// A finite number.
     Value(f64),
+    /// No number, and why.
     NoData(NoData),
 }
 
@@ -365,6 +374,7 @@ impl Reading {
         }
     }
 
+    /// The number, if there is one.
     pub fn value(self) -> Option<f64> {
         match self {
             Reading::Value(v) => Some(v),
@@ -403,18 +413,22 @@ impl FromIterator<(PolicyRef, Observation)> for Observations {
 }
 
 impl Observations {
+    /// No observation yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Records what was found out for `policy`, replacing any earlier observation.
     pub fn insert(&mut self, policy: PolicyRef, observation: Observation) {
         self.by_policy.insert(policy, observation);
     }
 
+    /// What was found out for `policy`, if it was asked.
     pub fn get(&self, policy: &PolicyRef) -> Option<&Observation> {
         self.by_policy.get(policy)
     }
 
+    /// Whether no policy was asked.
     pub fn is_empty(&self) -> bool {
         self.by_policy.is_empty()
     }

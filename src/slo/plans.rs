@@ -14,6 +14,7 @@ use crate::store::PolicySet;
 /// cannot grow it without bound.
 const MAX_PLANS: usize = 4096;
 
+/// The query plans of one policy snapshot, by workload; shared by every request.
 #[derive(Default)]
 pub struct PlanCache {
     state: Mutex<PlanState>,

@@ -11,16 +11,20 @@ use super::canned::{CannedAnswer, CannedAnswers};
 use super::client::Prometheus;
 use super::plan::{Observation, QueryPlan, QueryRole, Reading, Readings};
 
+/// Where the guard gets SLO figures from.
 #[derive(Clone, Default)]
 pub enum SloSource {
     /// No Prometheus: the SLO gate is off, and every gated decision says so.
     #[default]
     Off,
+    /// Answers from a file, for offline `check` and tests.
     Canned(Arc<CannedAnswers>),
+    /// A Prometheus, Thanos or Mimir, through its answer cache.
     Live(Arc<Prometheus>),
 }
 
 impl SloSource {
+    /// Whether figures come from a live Prometheus.
     pub fn is_live(&self) -> bool {
         matches!(self, SloSource::Live(_))
     }

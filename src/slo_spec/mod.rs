@@ -34,6 +34,7 @@ pub enum SloSpecKind {
 }
 
 impl SloSpecKind {
+    /// The kind as the spec writes it in `kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             SloSpecKind::PrometheusServiceLevel => "PrometheusServiceLevel",
@@ -62,11 +63,14 @@ impl fmt::Display for SloSpecKind {
 /// by name and no policy names directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DocumentKind {
+    /// A spec a policy may name.
     Spec(SloSpecKind),
+    /// An OpenSLO `SLI`, which an OpenSLO `SLO` refers to.
     OpenSloSli,
 }
 
 impl DocumentKind {
+    /// The kind as the document writes it in `kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentKind::Spec(kind) => kind.as_str(),
@@ -79,11 +83,14 @@ impl DocumentKind {
 /// happens when a policy names it, so that a spec no policy uses costs nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SloSpecDocument {
+    /// What kind of spec the document is.
     pub kind: DocumentKind,
     /// `None` for a Sloth `prometheus/v1` file, which has no namespace: a policy in any
     /// namespace may name it.
     pub namespace: Option<String>,
+    /// Its `metadata.name`, or a Sloth spec file's `service`.
     pub name: String,
+    /// The whole document, mapped when a policy names it.
     pub body: serde_yaml::Value,
     /// Where it was read from: a file path with the document's index, or `cluster`.
     pub origin: String,
@@ -92,8 +99,11 @@ pub struct SloSpecDocument {
 /// Identifies a spec document in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpecKey {
+    /// The document's kind.
     pub kind: DocumentKind,
+    /// Its namespace; `None` for a Sloth `prometheus/v1` file.
     pub namespace: Option<String>,
+    /// Its name.
     pub name: String,
 }
 
@@ -112,6 +122,7 @@ impl fmt::Display for SpecKey {
 }
 
 impl SloSpecDocument {
+    /// The key the catalog files the document under.
     pub fn key(&self) -> SpecKey {
         SpecKey {
             kind: self.kind,
@@ -194,7 +205,9 @@ impl SloSpecDocument {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SourceRef {
+    /// The kind of spec.
     pub kind: SloSpecKind,
+    /// Its name, in the policy's namespace (or a Sloth spec file's `service`).
     pub name: String,
     /// Which SLO of a Sloth spec (which lists several); for OpenSLO, which objective
     /// (by `displayName`) when the SLO has several.
@@ -212,6 +225,7 @@ pub struct MappedSlo {
     pub period: PromDuration,
     /// slo-guard templates, with `{{window}}` where the range goes.
     pub errors: String,
+    /// The query of all requests, with `{{window}}` where the range goes.
     pub total: String,
     /// The tool's recording rules, when it writes them for this SLO.
     pub recorded: Option<RecordingRules>,
@@ -222,11 +236,14 @@ pub struct MappedSlo {
 /// The tool whose recording rules a figure reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordingTool {
+    /// Sloth's `slo:sli_error:ratio_rate<window>` rules.
     Sloth,
+    /// Pyrra's burn-rate rules.
     Pyrra,
 }
 
 impl RecordingTool {
+    /// The tool's name, for messages.
     pub fn as_str(self) -> &'static str {
         match self {
             RecordingTool::Sloth => "Sloth",
@@ -239,14 +256,17 @@ impl RecordingTool {
 /// the error ratio over that window directly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingRules {
+    /// The tool that writes the rules.
     pub tool: RecordingTool,
     /// The windows the rules cover, each with its query; the period's too when the
     /// tool records it.
     pub windows: Vec<RecordedWindow>,
 }
 
+/// One recorded window of an SLO: where the error ratio over it is already computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedWindow {
+    /// The window the rule covers.
     pub window: Duration,
     /// PromQL giving the error ratio (errors over total) for the window.
     pub query: String,
@@ -263,17 +283,33 @@ impl RecordingRules {
     }
 }
 
+/// Why a spec could not be read, or a policy's `slo.source` not resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// A document that is not a spec slo-guard can read.
     #[error("{spec}: {message}")]
-    Invalid { spec: String, message: String },
+    Invalid {
+        /// Where the document came from.
+        spec: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A policy names a spec the catalog does not hold.
     #[error("{wanted} not found{}", candidates_text(.candidates))]
     NotFound {
+        /// The spec the policy names.
         wanted: String,
+        /// The specs of that kind the policy could name instead.
         candidates: Vec<String>,
     },
+    /// A policy names a spec whose latest version the catalog rejected.
     #[error("{wanted} was rejected: {error}")]
-    Rejected { wanted: String, error: String },
+    Rejected {
+        /// The spec the policy names.
+        wanted: String,
+        /// Why the catalog rejected it.
+        error: String,
+    },
 }
 
 fn candidates_text(candidates: &[String]) -> String {
@@ -295,21 +331,27 @@ pub struct SloSpecCatalog {
 /// The outcome of adding one spec document to a catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogEvent {
+    /// The document mapped and is in force.
     Loaded(SpecKey),
     /// The document does not map; `kept_previous` says whether an older good version
     /// stays in force.
     Rejected {
+        /// The document.
         key: SpecKey,
+        /// Why it does not map.
         error: String,
+        /// Whether an older good version of it stays in force.
         kept_previous: bool,
     },
 }
 
 impl SloSpecCatalog {
+    /// Whether the catalog holds no document and no rejection.
     pub fn is_empty(&self) -> bool {
         self.documents.is_empty() && self.errors.is_empty()
     }
 
+    /// How many documents are in force.
     pub fn len(&self) -> usize {
         self.documents.len()
     }
@@ -336,15 +378,18 @@ impl SloSpecCatalog {
         }
     }
 
+    /// Forgets a document and its rejection; whether a document was in force.
     pub fn remove(&mut self, key: &SpecKey) -> bool {
         self.errors.remove(key);
         self.documents.remove(key).is_some()
     }
 
+    /// The documents in force.
     pub fn keys(&self) -> impl Iterator<Item = &SpecKey> {
         self.documents.keys()
     }
 
+    /// The rejected documents, each with its latest error.
     pub fn errors(&self) -> impl Iterator<Item = (&SpecKey, &String)> {
         self.errors.iter()
     }

@@ -23,6 +23,27 @@ fn catalog(texts: &[&str]) -> SloSpecCatalog {
     catalog
 }
 
+/// What a policy in `namespace` that names `kind` `name` (one SLO, no
+/// `slo.source.slo`) gets at the default period.
+fn resolve(
+    catalog: &SloSpecCatalog,
+    kind: SloSpecKind,
+    name: &str,
+    namespace: &str,
+) -> Result<MappedSlo, SpecError> {
+    catalog.resolve(&source(kind, name, None), namespace, None)
+}
+
+/// Fails unless a policy in `namespace` that names `source` is refused with `expected`
+/// in the message.
+fn assert_refused(catalog: &SloSpecCatalog, source: &SourceRef, namespace: &str, expected: &str) {
+    let error = catalog
+        .resolve(source, namespace, None)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(expected), "{error}");
+}
+
 fn source(kind: SloSpecKind, name: &str, slo: Option<&str>) -> SourceRef {
     SourceRef {
         kind,
@@ -135,13 +156,13 @@ spec:
 fn a_sloth_spec_file_maps_to_window_queries_and_its_recording_rules() {
     let catalog = catalog(&[SLOTH_FILE]);
     // A prometheus/v1 file has no namespace: any policy may name it, by its service.
-    let mapped = catalog
-        .resolve(
-            &source(SloSpecKind::PrometheusServiceLevel, "myservice", None),
-            "shop",
-            None,
-        )
-        .unwrap();
+    let mapped = resolve(
+        &catalog,
+        SloSpecKind::PrometheusServiceLevel,
+        "myservice",
+        "shop",
+    )
+    .unwrap();
     assert_eq!(mapped.objective, 99.9);
     assert_eq!(mapped.period.as_str(), "30d", "Sloth's default period");
     assert_eq!(
@@ -191,27 +212,24 @@ fn a_sloth_spec_file_maps_to_window_queries_and_its_recording_rules() {
 fn a_sloth_crd_names_its_slo_and_takes_the_generators_period() {
     let catalog = catalog(&[SLOTH_CRD]);
     let wanted = |slo: Option<&str>| source(SloSpecKind::PrometheusServiceLevel, "checkout", slo);
-    let error = catalog
-        .resolve(&wanted(None), "payments", None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("lists 2 SLOs (availability, latency): name one with slo.source.slo"),
-        "{error}"
+    assert_refused(
+        &catalog,
+        &wanted(None),
+        "payments",
+        "lists 2 SLOs (availability, latency): name one with slo.source.slo",
     );
-    let error = catalog
-        .resolve(&wanted(Some("nope")), "payments", None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("has no SLO named \"nope\" (it has: availability, latency)"),
-        "{error}"
+    assert_refused(
+        &catalog,
+        &wanted(Some("nope")),
+        "payments",
+        "has no SLO named \"nope\" (it has: availability, latency)",
     );
-    let error = catalog
-        .resolve(&wanted(Some("latency")), "payments", None)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("a raw SLI (errorRatioQuery)"), "{error}");
+    assert_refused(
+        &catalog,
+        &wanted(Some("latency")),
+        "payments",
+        "a raw SLI (errorRatioQuery)",
+    );
 
     let period = PromDuration::parse("28d").unwrap();
     let mapped = catalog
@@ -241,13 +259,13 @@ fn a_sloth_crd_names_its_slo_and_takes_the_generators_period() {
 #[test]
 fn a_pyrra_ratio_indicator_maps_counters_to_rates_and_burnrate_rules() {
     let catalog = catalog(&[PYRRA]);
-    let mapped = catalog
-        .resolve(
-            &source(SloSpecKind::ServiceLevelObjective, "api-errors", None),
-            "payments",
-            None,
-        )
-        .unwrap();
+    let mapped = resolve(
+        &catalog,
+        SloSpecKind::ServiceLevelObjective,
+        "api-errors",
+        "payments",
+    )
+    .unwrap();
     assert_eq!(mapped.objective, 99.9);
     assert_eq!(mapped.period.as_str(), "4w");
     assert_eq!(
@@ -334,9 +352,7 @@ fn pyrra_rejects_what_it_cannot_read() {
 fn openslo_inline_ratio_metrics_take_good_from_total() {
     let catalog = catalog(&[OPENSLO_INLINE]);
     // No metadata.namespace: the namespace it was read in (kubectl's default).
-    let mapped = catalog
-        .resolve(&source(SloSpecKind::Slo, "search", None), "payments", None)
-        .unwrap();
+    let mapped = resolve(&catalog, SloSpecKind::Slo, "search", "payments").unwrap();
     assert!((mapped.objective - 99.5).abs() < 1e-9);
     assert_eq!(mapped.period.as_str(), "28d");
     assert_eq!(mapped.total, "sum(rate(search_requests_total[{{window}}]))");
@@ -350,13 +366,7 @@ fn openslo_inline_ratio_metrics_take_good_from_total() {
 #[test]
 fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
     let catalog = catalog(&[OPENSLO_BY_REF, OPENSLO_SLI]);
-    let mapped = catalog
-        .resolve(
-            &source(SloSpecKind::Slo, "search-ref", None),
-            "payments",
-            None,
-        )
-        .unwrap();
+    let mapped = resolve(&catalog, SloSpecKind::Slo, "search-ref", "payments").unwrap();
     assert_eq!(mapped.objective, 99.0);
     assert_eq!(mapped.period.as_str(), "7d");
     assert_eq!(
@@ -365,12 +375,7 @@ fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
     );
 
     let alone = self::catalog(&[OPENSLO_BY_REF]);
-    let error = alone
-        .resolve(
-            &source(SloSpecKind::Slo, "search-ref", None),
-            "payments",
-            None,
-        )
+    let error = resolve(&alone, SloSpecKind::Slo, "search-ref", "payments")
         .unwrap_err()
         .to_string();
     assert!(
@@ -419,34 +424,34 @@ fn a_rejected_spec_keeps_the_last_good_version_and_says_why() {
         matches!(&event, CatalogEvent::Rejected { kept_previous: true, error, .. } if error.contains("strictly between 0 and 100")),
         "{event:?}"
     );
-    let mapped = catalog
-        .resolve(
-            &source(SloSpecKind::ServiceLevelObjective, "api-errors", None),
-            "payments",
-            None,
-        )
-        .unwrap();
+    let mapped = resolve(
+        &catalog,
+        SloSpecKind::ServiceLevelObjective,
+        "api-errors",
+        "payments",
+    )
+    .unwrap();
     assert_eq!(mapped.objective, 99.9, "the last good version stays");
 
     let mut fresh = SloSpecCatalog::default();
     fresh.insert(document(&broken));
-    let error = fresh
-        .resolve(
-            &source(SloSpecKind::ServiceLevelObjective, "api-errors", None),
-            "payments",
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+    let error = resolve(
+        &fresh,
+        SloSpecKind::ServiceLevelObjective,
+        "api-errors",
+        "payments",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("was rejected"), "{error}");
-    let error = fresh
-        .resolve(
-            &source(SloSpecKind::ServiceLevelObjective, "other", None),
-            "payments",
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+    let error = resolve(
+        &fresh,
+        SloSpecKind::ServiceLevelObjective,
+        "other",
+        "payments",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("Pyrra ServiceLevelObjective payments/other not found"),
         "{error}"

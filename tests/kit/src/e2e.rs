@@ -1,31 +1,14 @@
-//! Shared end-to-end support: a real control plane (tests/e2e/cluster.sh), slo-guard as
-//! a local process, and kubectl with a recorded transcript.
-#![allow(dead_code)]
+//! End-to-end support: a real control plane (tests/e2e/cluster.sh), slo-guard as a local
+//! process, and kubectl with a recorded transcript.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const AGENT: &str = "system:serviceaccount:ai-agents:fixer";
-pub const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
-
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
+/// What every end-to-end test names, so `use slo_guard_testkit::e2e::*` is all it imports.
+pub use crate::{AGENT, HPA_CONTROLLER, free_port, root, slo_guard_bin, text};
 
 /// The control plane, stopped when dropped.
 pub struct Cluster {
@@ -86,7 +69,8 @@ impl Cluster {
             .expect("cluster.sh printed KUBECONFIG")
     }
 
-    pub fn command(&self, program: &str) -> Command {
+    /// `program` with the cluster's environment (KUBECONFIG, PATH with its tools).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
         for (key, value) in &self.env {
             command.env(key, value);
@@ -99,6 +83,7 @@ impl Cluster {
         self.kubectl_with_stdin(args, None)
     }
 
+    /// Runs kubectl with `stdin` as its input, recording it as [`Cluster::kubectl`] does.
     pub fn kubectl_with_stdin(&mut self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut command = self.command("kubectl");
         command
@@ -119,17 +104,11 @@ impl Cluster {
         }
         drop(child.stdin.take());
         let output = child.wait_with_output().expect("kubectl finishes");
-        let _ = writeln!(
-            self.transcript,
-            "$ kubectl {}\n{}{}[exit {}]\n",
-            args.join(" "),
-            text(&output.stdout),
-            text(&output.stderr),
-            output.status.code().unwrap_or(-1)
-        );
+        self.record(args, &output);
         output
     }
 
+    /// `kubectl apply` of `manifest`; fails the test when kubectl does.
     pub fn apply(&mut self, manifest: &str) {
         let output = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(manifest));
         assert!(
@@ -139,6 +118,7 @@ impl Cluster {
         );
     }
 
+    /// `kubectl apply -f path`; fails the test when kubectl does.
     pub fn apply_file(&mut self, path: &Path) {
         let output = self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")]);
         assert!(
@@ -175,6 +155,8 @@ pub struct SloGuard {
 }
 
 impl SloGuard {
+    /// Starts `slo-guard serve` on `port` with the certificates in `certs`, its log in
+    /// `log`, and waits until it logs that it is ready.
     pub fn start(cluster: &Cluster, port: u16, certs: &Path, log: PathBuf) -> Self {
         Self::start_with_env(cluster, port, certs, log, &[])
     }
@@ -190,7 +172,7 @@ impl SloGuard {
         let log_file = std::fs::File::create(&log).expect("log file");
         let metrics_port = free_port();
         let child = cluster
-            .command(env!("CARGO_BIN_EXE_slo-guard"))
+            .command(slo_guard_bin())
             .envs(env.iter().copied())
             .args([
                 "serve",
@@ -217,6 +199,7 @@ impl SloGuard {
         guard
     }
 
+    /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -229,6 +212,7 @@ impl SloGuard {
             .collect()
     }
 
+    /// Waits until its log contains `needle`; fails the test after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -240,6 +224,7 @@ impl SloGuard {
         panic!("slo-guard never logged {needle:?}:\n{}", self.log_text());
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -255,6 +240,7 @@ impl SloGuard {
         text(&output.stdout)
     }
 
+    /// Kills it and waits for it to exit.
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -295,6 +281,7 @@ spec:
     )
 }
 
+/// Both local webhook configurations (webhooks/local), pointed at 127.0.0.1:`port`.
 pub fn webhooks(port: u16, ca_bundle: &str, failure_policy: &str) -> String {
     [
         "webhooks/local/validating-webhook.yaml",
@@ -312,6 +299,7 @@ pub fn webhooks(port: u16, ca_bundle: &str, failure_policy: &str) -> String {
     .join("\n---\n")
 }
 
+/// Fails unless kubectl failed with `expected` in its stderr; returns the stderr.
 pub fn assert_denied(output: &Output, expected: &str) -> String {
     let stderr = text(&output.stderr);
     assert!(
@@ -326,6 +314,7 @@ pub fn assert_denied(output: &Output, expected: &str) -> String {
     stderr
 }
 
+/// Fails unless kubectl succeeded.
 pub fn assert_allowed(output: &Output) {
     assert!(
         output.status.success(),
@@ -336,11 +325,17 @@ pub fn assert_allowed(output: &Output) {
 
 /// A control plane with slo-guard running behind both webhook configurations.
 pub struct Guarded {
+    /// The control plane.
     pub cluster: Cluster,
+    /// slo-guard, while it runs.
     pub guard: Option<SloGuard>,
+    /// The port slo-guard serves the webhooks on.
     pub port: u16,
+    /// The CA the webhook configurations trust, base64 PEM.
     pub ca_bundle: String,
+    /// The folder with tls.crt and tls.key.
     pub certs: PathBuf,
+    /// The test's scratch folder: certificates and slo-guard's logs.
     pub work: tempfile::TempDir,
 }
 
@@ -395,6 +390,7 @@ impl Guarded {
         self.guard = Some(guard);
     }
 
+    /// The running slo-guard.
     pub fn guard(&self) -> &SloGuard {
         self.guard.as_ref().expect("slo-guard is running")
     }
@@ -417,7 +413,7 @@ pub fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> R
 /// returns the caBundle it printed.
 pub fn make_certs(cluster: &Cluster, dir: &Path) -> String {
     let made = cluster
-        .command(env!("CARGO_BIN_EXE_slo-guard"))
+        .command(slo_guard_bin())
         .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
         .arg(dir)
         .output()

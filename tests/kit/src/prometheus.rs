@@ -1,8 +1,6 @@
-//! Rust side of the real-Prometheus harness, shared by `tests/prometheus_gate.rs` and
-//! `benches/storm.rs` (both include it with `#[path]`): starting and stopping the
-//! harness, a policy over its scenarios, AdmissionReviews for them, and the proxies the
-//! tests put in front of Prometheus (counting, delaying).
-#![allow(dead_code)]
+//! Prometheus for the tests: the real-Prometheus harness (tests/prometheus), a policy over
+//! its scenarios, AdmissionReviews for them, the proxies the tests put in front of it
+//! (counting, delaying), and a stand-in that answers every query without Prometheus.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,15 +18,20 @@ use slo_guard::store::{PolicyStore, StoreEvent, parse_manifest_text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::fixtures::fixture_json;
+use crate::http::{content_length, query_param, read_head};
+use crate::root;
 
 /// A running harness Prometheus (see tests/prometheus/README.md).
 pub struct Harness {
+    /// `http://IP:PORT` of its HTTP API.
     pub url: String,
+    /// Its data and pid folder.
     pub dir: PathBuf,
+    /// The Unix time the scenario data is written relative to.
     pub anchor: i64,
+    /// Until when (Unix time) the burn-short-only scenario still burns only its short
+    /// windows.
     pub burn_short_only_valid_until: i64,
 }
 
@@ -71,6 +74,7 @@ impl Harness {
         }
     }
 
+    /// Stops it (tests/prometheus/stop.sh).
     pub fn stop(&self) {
         let status = Command::new(root().join("tests/prometheus/stop.sh"))
             .arg(&self.dir)
@@ -79,6 +83,7 @@ impl Harness {
         assert!(status.success(), "stop.sh failed");
     }
 
+    /// Its address, from its URL.
     pub fn address(&self) -> SocketAddr {
         self.url
             .trim_start_matches("http://")
@@ -152,18 +157,13 @@ pub fn guard_with(policy: &str, slo: SloSource) -> Guard {
     Guard::new(Arc::new(store), Arc::new(()), Arc::new(Metrics::new())).with_slo(slo)
 }
 
+/// A live Prometheus source at `url` refreshed every `refresh`, and its client.
 pub fn live(url: &str, refresh: Duration) -> (Arc<Prometheus>, SloSource) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = PrometheusConfig::new(url);
     config.refresh_interval = refresh;
     let prometheus = Arc::new(Prometheus::new(&config).expect("client"));
     (prometheus.clone(), SloSource::Live(prometheus))
-}
-
-fn captured(name: &str) -> Value {
-    let path = root().join("tests/fixtures/captured").join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("fixture is JSON")
 }
 
 fn retarget(review: &mut Value, workload: &str) {
@@ -188,7 +188,7 @@ fn as_person(review: &mut Value) {
 /// An image change of Deployment shop/`workload`, captured from a real apiserver: by
 /// the agent (with its full decision context) or by a person.
 pub fn rollout(workload: &str, by_agent: bool) -> Vec<u8> {
-    let mut review = captured("deployment-image-change.json");
+    let mut review = fixture_json("deployment-image-change.json");
     retarget(&mut review, workload);
     if !by_agent {
         as_person(&mut review);
@@ -198,27 +198,40 @@ pub fn rollout(workload: &str, by_agent: bool) -> Vec<u8> {
 
 /// A person's `kubectl scale` of Deployment shop/`workload` from `old` to `new`.
 pub fn scale(workload: &str, old: u32, new: u32) -> Vec<u8> {
-    let mut review = captured("scale-person.json");
+    let mut review = fixture_json("scale-person.json");
     retarget(&mut review, workload);
     review["request"]["oldObject"]["spec"]["replicas"] = Value::from(old);
     review["request"]["object"]["spec"]["replicas"] = Value::from(new);
     serde_json::to_vec(&review).expect("JSON")
 }
 
+/// Queries seen, by PromQL, shared with the task that sees them.
+type QueryCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Queries seen, all together, shared with the task that sees them.
+type QueryTotal = Arc<AtomicU64>;
+
+/// A listener on a free loopback port, and its `http://` URL.
+async fn loopback_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    (listener, format!("http://{address}"))
+}
+
 /// An HTTP proxy in front of Prometheus that counts each `/api/v1/query` by its PromQL,
 /// to prove how many queries reached Prometheus.
 pub struct CountingProxy {
+    /// `http://IP:PORT` to give slo-guard instead of Prometheus's.
     pub url: String,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 }
 
 impl CountingProxy {
+    /// Listens on a loopback port and forwards to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let total = Arc::new(AtomicU64::new(0));
+        let (listener, url) = loopback_listener().await;
+        let (counts, total) = <(QueryCounts, QueryTotal)>::default();
         let (counts_task, total_task) = (counts.clone(), total.clone());
         tokio::spawn(async move {
             loop {
@@ -231,11 +244,7 @@ impl CountingProxy {
                 });
             }
         });
-        Self {
-            url: format!("http://{address}"),
-            counts,
-            total,
-        }
+        Self { url, counts, total }
     }
 
     /// Queries seen so far, by PromQL.
@@ -243,10 +252,12 @@ impl CountingProxy {
         self.counts.lock().expect("counts").clone()
     }
 
+    /// Queries seen so far, all together.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::SeqCst)
     }
 
+    /// Forgets the queries seen so far.
     pub fn reset(&self) {
         self.counts.lock().expect("counts").clear();
         self.total.store(0, Ordering::SeqCst);
@@ -258,8 +269,8 @@ impl CountingProxy {
 async fn forward_counting(
     mut inbound: TcpStream,
     target: SocketAddr,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    total: Arc<AtomicU64>,
+    counts: QueryCounts,
+    total: QueryTotal,
 ) -> std::io::Result<()> {
     let mut outbound = TcpStream::connect(target).await?;
     loop {
@@ -282,46 +293,10 @@ async fn forward_counting(
     }
 }
 
-/// Reads up to and including the blank line that ends an HTTP head.
-pub async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(None);
-        }
-        head.push(byte[0]);
-        if head.len() > 64 * 1024 {
-            return Err(std::io::Error::other("head too large"));
-        }
-    }
-    Ok(Some(head))
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    String::from_utf8_lossy(head).lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
-/// A parameter of the request line's query string, percent-decoded.
-pub fn query_param(head: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(head);
-    let target = text.lines().next()?.split_whitespace().nth(1)?.to_string();
-    let (_, query) = target.split_once('?')?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-}
-
 /// A TCP proxy that holds each connection for `delay` before connecting it through:
 /// Prometheus made slow, without touching Prometheus.
 pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
+    let (listener, url) = loopback_listener().await;
     tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
@@ -335,7 +310,7 @@ pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> String {
             });
         }
     });
-    format!("http://{address}")
+    url
 }
 
 /// The denial message of an AdmissionReview response (empty when allowed).
@@ -356,4 +331,85 @@ pub fn warnings(response: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A stand-in Prometheus: answers every instant query, GET or POSTed form, after `delay`
+/// with one sample, and counts the queries it is asked by PromQL. For tests that need
+/// slo-guard to reach a Prometheus, but not the figures of a real one.
+pub struct StandInPrometheus {
+    /// `http://IP:PORT` to give slo-guard as its Prometheus.
+    pub url: String,
+    counts: QueryCounts,
+    total: QueryTotal,
+}
+
+/// What a [`StandInPrometheus`] answers a query with: the sample's time and its value,
+/// both as the JSON answer writes them (the time bare, the value quoted).
+pub type Sample = (String, String);
+
+impl StandInPrometheus {
+    /// Listens on a loopback port; `answer` gives each query's sample.
+    pub async fn start(delay: Duration, answer: fn(&str) -> Sample) -> Self {
+        let (listener, url) = loopback_listener().await;
+        let (counts, total) = <(QueryCounts, QueryTotal)>::default();
+        let (counts_task, total_task) = (counts.clone(), total.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counts, total) = (counts_task.clone(), total_task.clone());
+                tokio::spawn(answer_queries(stream, delay, answer, counts, total));
+            }
+        });
+        Self { url, counts, total }
+    }
+
+    /// The queries asked since the last `take`, by PromQL; forgets them.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.counts.lock().expect("counts"))
+    }
+
+    /// Queries asked so far, all together (`take` does not reset it).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// Answers the queries on one connection, one at a time, until the client closes it.
+async fn answer_queries(
+    mut stream: TcpStream,
+    delay: Duration,
+    answer: fn(&str) -> Sample,
+    counts: QueryCounts,
+    total: QueryTotal,
+) {
+    while let Ok(Some(head)) = read_head(&mut stream).await {
+        let mut query = query_param(&head, "query");
+        if query.is_none() {
+            // A POSTed form: the query is in the body.
+            let mut body = vec![0u8; content_length(&head).unwrap_or(0)];
+            if stream.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let line = format!("POST /?{} HTTP/1.1\r\n", String::from_utf8_lossy(&body));
+            query = query_param(line.as_bytes(), "query");
+        }
+        let query = query.unwrap_or_default();
+        *counts
+            .lock()
+            .expect("counts")
+            .entry(query.clone())
+            .or_insert(0) += 1;
+        total.fetch_add(1, Ordering::AcqRel);
+        tokio::time::sleep(delay).await;
+        let (at, value) = answer(&query);
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{at},"{value}"]}}]}}}}"#
+        );
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
