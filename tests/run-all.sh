@@ -52,7 +52,7 @@ SLOTH="$(bash tests/e2e/build-sloth.sh | tail -n1)"
 
 step "formatting and lints"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "policy test suites (policies/tests)"
 cargo run --quiet --locked -- test policies/tests --junit target/slo-guard-junit.xml
