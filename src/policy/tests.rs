@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::admission::ChangeClass;
 use crate::store::*;
 
 fn design_example() -> ConfigMapDocument {
