@@ -143,21 +143,28 @@ pub async fn watch_slo_specs(
     if served.is_empty() {
         signal();
     }
-    for (resource, kind) in served {
-        let remaining = remaining.clone();
-        let signal = signal.clone();
+    let spawn = |resource: ApiResource, kind: DocumentKind, listed: Box<dyn FnOnce() + Send>| {
         tokio::spawn(watch_slo_spec_kind(
             client.clone(),
             store.clone(),
             metrics.clone(),
             resource,
             kind,
-            move || {
+            listed,
+        ))
+    };
+    for (resource, kind) in served {
+        let remaining = remaining.clone();
+        let signal = signal.clone();
+        spawn(
+            resource,
+            kind,
+            Box::new(move || {
                 if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                     signal();
                 }
-            },
-        ));
+            }),
+        );
     }
     while watched.len() < SLO_SPEC_RESOURCES.len() {
         tokio::time::sleep(recheck).await;
@@ -171,14 +178,7 @@ pub async fn watch_slo_specs(
                 "SLO spec CRD now served: watching it"
             );
             watched.push(resource.kind.clone());
-            tokio::spawn(watch_slo_spec_kind(
-                client.clone(),
-                store.clone(),
-                metrics.clone(),
-                resource,
-                kind,
-                || {},
-            ));
+            spawn(resource, kind, Box::new(|| {}));
         }
     }
 }

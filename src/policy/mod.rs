@@ -37,8 +37,9 @@ pub use clock::ClockTime;
 pub mod duration;
 pub use duration::PromDuration;
 pub mod quantity;
+pub use quantity::MemoryQuantity;
 pub mod threshold;
-pub use threshold::{Threshold, ThresholdPath};
+pub use threshold::{Threshold, ThresholdPath, Thresholds};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,10 +1,8 @@
 //! `reflection`: how far reflections may loosen this policy's thresholds.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::{FieldError, PolicySpec, ThresholdPath};
+use super::{FieldError, PolicySpec, Thresholds, threshold};
 
 /// How reflections may change this policy's thresholds.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -12,8 +10,8 @@ use super::{FieldError, PolicySpec, ThresholdPath};
 pub struct ReflectionPolicy {
     /// The furthest a reflection may loosen each threshold (dotted paths, as in
     /// reflections). A threshold not listed may only be tightened.
-    #[serde(default)]
-    pub loosen_bounds: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default, deserialize_with = "threshold::deserialize_bounds")]
+    pub loosen_bounds: Thresholds,
     /// Whether slo-guard's own proposals (learned from outcomes) apply without a person
     /// accepting them.
     #[serde(default)]
@@ -21,19 +19,14 @@ pub struct ReflectionPolicy {
 }
 
 impl ReflectionPolicy {
-    /// Every bound names a threshold, has a value it takes, and is at least as loose as
-    /// the value `spec`, the policy it belongs to, sets itself.
+    /// Every bound is at least as loose as the value `spec`, the policy it belongs to,
+    /// sets itself (paths and values are parsed as they are read).
     pub(crate) fn validate(&self, spec: &PolicySpec) -> Result<(), FieldError> {
-        for (path, value) in &self.loosen_bounds {
-            let field = format!("reflection.loosenBounds.{path}");
-            let threshold = ThresholdPath::parse(path)
-                .ok_or_else(|| FieldError::new(&field, "unknown threshold"))?;
-            let bound = threshold
-                .parse_value(value)
-                .map_err(|message| FieldError::new(&field, message))?;
+        for (&threshold, bound) in &self.loosen_bounds {
+            let field = format!("reflection.loosenBounds.{}", threshold.as_str());
             if let Some(current) = threshold.read(spec)
-                && threshold.tightens(&bound, &current) == Some(true)
-                && bound != current
+                && threshold.tightens(bound, &current) == Some(true)
+                && *bound != current
             {
                 return Err(FieldError::new(
                     &field,

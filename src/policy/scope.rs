@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FieldError, Pattern, quantity};
+use super::{FieldError, MemoryQuantity, Pattern};
 
 /// `scope`: the bounds of what a declared action may change.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -10,7 +10,7 @@ use super::{FieldError, Pattern, quantity};
 pub struct ScopeSpec {
     /// The largest memory request or limit `increase-memory` may set, e.g. `4Gi`.
     #[serde(default)]
-    pub max_memory: Option<String>,
+    pub max_memory: Option<MemoryQuantity>,
     /// The largest factor (new over old) `increase-memory` may apply.
     #[serde(default = "default_memory_factor")]
     pub max_memory_factor: f64,
@@ -41,16 +41,8 @@ fn default_secret_names() -> Vec<Pattern> {
 }
 
 impl ScopeSpec {
-    /// The memory quantity parses, and the factor is at least 1.
+    /// The factor is at least 1 (`maxMemory` is parsed as it is read).
     pub(crate) fn validate(&self) -> Result<(), FieldError> {
-        if let Some(max) = &self.max_memory
-            && quantity::parse_bytes(max).is_none()
-        {
-            return Err(FieldError::new(
-                "scope.maxMemory",
-                format!("{max:?} is not a memory quantity such as 4Gi"),
-            ));
-        }
         if !(self.max_memory_factor.is_finite() && self.max_memory_factor >= 1.0) {
             return Err(FieldError::new(
                 "scope.maxMemoryFactor",

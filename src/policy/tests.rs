@@ -678,3 +678,41 @@ spec:
         );
     }
 }
+
+#[test]
+fn quantities_and_threshold_bounds_are_parsed_at_load_naming_the_field() {
+    let cases = [
+        (
+            "match: {kinds: [Deployment]}\nscope: {maxMemory: lots}",
+            "policy.yaml: field `scope.maxMemory`: \"lots\" is not a memory quantity such as 4Gi",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nreflection: {loosenBounds: {scaling.maxReplica: 30}}",
+            "policy.yaml: field `reflection.loosenBounds.scaling.maxReplica`: unknown threshold",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nreflection: {loosenBounds: {traffic.spikeRatio: 0.5}}",
+            "policy.yaml: field `reflection.loosenBounds.traffic.spikeRatio`: Number(0.5) must be a number above 1",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 20}\nreflection: {loosenBounds: {scaling.maxReplicas: 10}}",
+            "policy.yaml: field `reflection.loosenBounds.scaling.maxReplicas`: 10 is stricter than the policy's own 20: a loosening bound must be at least as loose",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = parse_policy(POLICY_KEY, yaml).unwrap_err().to_string();
+        assert!(error.starts_with(expected), "{yaml:?} gave {error:?}");
+    }
+    let spec = parse_policy(
+        POLICY_KEY,
+        "match: {kinds: [Deployment]}\nscope: {maxMemory: 4Gi}\nreflection: {loosenBounds: {scaling.maxStep: \"50%\"}}",
+    )
+    .unwrap();
+    let max_memory = spec.scope.max_memory.expect("maxMemory is set");
+    assert_eq!(max_memory.bytes(), 4.0 * 1024.0 * 1024.0 * 1024.0);
+    assert_eq!(max_memory.to_string(), "4Gi");
+    assert_eq!(
+        spec.reflection.loosen_bounds[&ThresholdPath::ScalingMaxStep],
+        Threshold::Step(Step::Percent(50.0))
+    );
+}
