@@ -32,12 +32,16 @@ mod check;
 use check::{FieldError, check_fraction, check_query};
 
 // The value types sections are written in, parsed when the policy is loaded.
+/// `HH:MM` times of day (freeze windows).
 pub mod clock;
 pub use clock::ClockTime;
+/// Prometheus durations (`5m`, `30d`).
 pub mod duration;
 pub use duration::PromDuration;
+/// Memory quantities (`4Gi`).
 pub mod quantity;
 pub use quantity::MemoryQuantity;
+/// The thresholds reflections may change, and their values.
 pub mod threshold;
 pub use threshold::{Threshold, ThresholdPath, Thresholds};
 
@@ -50,7 +54,9 @@ pub const POLICY_KEY: &str = "policy.yaml";
 /// Identifies a policy by its ConfigMap: `namespace/name`, as denials print it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyRef {
+    /// The ConfigMap's namespace.
     pub namespace: String,
+    /// The ConfigMap's name.
     pub name: String,
 }
 
@@ -60,29 +66,55 @@ impl fmt::Display for PolicyRef {
     }
 }
 
+/// A policy in force: the ConfigMap it came from, and what it says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    /// The ConfigMap it came from.
     pub id: PolicyRef,
+    /// What it says, validated (and, with `slo.source`, resolved).
     pub spec: PolicySpec,
 }
 
+/// Why a policy or reflection ConfigMap was rejected; the text is what its owner sees
+/// (in the `kubectl apply` denial, the log and the ConfigMap's Events).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// A field has a bad value or type; `field` is the dotted path into the policy.
     #[error("{key}: field `{field}`: {message}")]
     Field {
+        /// The data key the document came from.
         key: String,
+        /// The dotted path into the document (`slo.burnRate[0].short`).
         field: String,
+        /// What is wrong with the value.
         message: String,
     },
+    /// The document as a whole is not one: empty, not a map, not YAML.
     #[error("{key}: {message}")]
-    Document { key: String, message: String },
+    Document {
+        /// The data key the document came from.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A policy ConfigMap without its `policy.yaml` key.
     #[error("ConfigMap {configmap} has no `{POLICY_KEY}` key (found: {found})")]
-    MissingKey { configmap: String, found: String },
+    MissingKey {
+        /// `namespace/name` of the ConfigMap.
+        configmap: String,
+        /// The keys it has instead.
+        found: String,
+    },
+    /// A policy ConfigMap with a key other than `policy.yaml`.
     #[error(
         "ConfigMap {configmap}: unexpected key `{key}`: a policy ConfigMap holds only `{POLICY_KEY}`"
     )]
-    UnexpectedKey { configmap: String, key: String },
+    UnexpectedKey {
+        /// `namespace/name` of the ConfigMap.
+        configmap: String,
+        /// The stray key.
+        key: String,
+    },
 }
 
 /// Parses and validates the YAML of one policy. `key` names where it came from, for errors.

@@ -73,6 +73,7 @@ mod rfc3339_option {
     use chrono::{DateTime, FixedOffset, SecondsFormat};
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    /// Reads an RFC 3339 time, refusing one without an offset.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
@@ -86,6 +87,7 @@ mod rfc3339_option {
             })
     }
 
+    /// Writes the time with the offset it was read with.
     pub fn serialize<S: Serializer>(
         value: &Option<DateTime<FixedOffset>>,
         serializer: S,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod effective;
+/// Proposals learned from the outcomes of past changes.
 pub mod learn;
 
 pub use crate::policy::{Threshold, ThresholdPath, Thresholds};
