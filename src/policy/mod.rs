@@ -234,4 +234,6 @@ pub fn resolve_slo_source(
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

@@ -449,20 +449,7 @@ mod slo_sources {
     use super::*;
     use crate::slo_spec::SloSpecDocument;
 
-    const SLOTH: &str = r#"apiVersion: sloth.slok.dev/v1
-kind: PrometheusServiceLevel
-metadata: {name: checkout, namespace: payments}
-spec:
-  service: checkout
-  slos:
-    - name: availability
-      objective: 99.9
-      sli:
-        events:
-          errorQuery: sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{.window}}]))
-          totalQuery: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
-      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
-"#;
+    use crate::policy::fixtures::SLOTH_CHECKOUT as SLOTH;
 
     const SOURCED: &str = "match: {kinds: [Deployment]}\nslo:\n  source: {kind: PrometheusServiceLevel, name: checkout, slo: availability}\n  budget: {agentFreezeBelow: 0.25}\n  burnRate: [{long: 1h, short: 5m, factor: 14.4}]\n";
 
