@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A text that is not a Prometheus duration, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid duration {input:?}: {reason} (use Prometheus units such as 30s, 5m, 1h, 30d, 1w)")]
 pub struct DurationError {
@@ -21,6 +22,7 @@ pub struct PromDuration {
 }
 
 impl PromDuration {
+    /// Parses one or more number-unit pairs (`1h30m`); the total must be positive.
     pub fn parse(input: &str) -> Result<Self, DurationError> {
         let err = |reason| DurationError {
             input: input.to_string(),
@@ -69,10 +71,12 @@ impl PromDuration {
         })
     }
 
+    /// The duration as written, for PromQL ranges.
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// The duration.
     pub fn duration(&self) -> Duration {
         self.value
     }

@@ -1,6 +1,10 @@
 //! Kubernetes resource quantities (`512Mi`, `1.5Gi`, `400M`, `1e9`), as bytes, for the
 //! memory bounds of `increase-memory`.
 
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// Parses a memory quantity into bytes. Returns `None` for anything Kubernetes would not
 /// accept as a memory quantity, or that is negative or not finite.
 pub fn parse_bytes(text: &str) -> Option<f64> {
@@ -29,6 +33,60 @@ pub fn parse_bytes(text: &str) -> Option<f64> {
     let value: f64 = number.parse().ok()?;
     let bytes = value * multiplier;
     (bytes.is_finite() && bytes >= 0.0).then_some(bytes)
+}
+
+/// A memory quantity as a policy writes it (`4Gi`), with its bytes: parsed when the
+/// policy is loaded, so no request parses it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryQuantity {
+    text: String,
+    bytes: f64,
+}
+
+/// A text that is not a memory quantity.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a memory quantity such as 4Gi")]
+pub struct QuantityError(String);
+
+impl MemoryQuantity {
+    /// Parses a memory quantity, as [`parse_bytes`] accepts it.
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
+        parse_bytes(text)
+            .map(|bytes| MemoryQuantity {
+                text: text.to_string(),
+                bytes,
+            })
+            .ok_or_else(|| QuantityError(text.to_string()))
+    }
+
+    /// The quantity in bytes.
+    pub fn bytes(&self) -> f64 {
+        self.bytes
+    }
+
+    /// The quantity as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for MemoryQuantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryQuantity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        MemoryQuantity::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MemoryQuantity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::admission::ChangeClass;
 use crate::store::*;
 
 fn design_example() -> ConfigMapDocument {
@@ -448,20 +449,7 @@ mod slo_sources {
     use super::*;
     use crate::slo_spec::SloSpecDocument;
 
-    const SLOTH: &str = r#"apiVersion: sloth.slok.dev/v1
-kind: PrometheusServiceLevel
-metadata: {name: checkout, namespace: payments}
-spec:
-  service: checkout
-  slos:
-    - name: availability
-      objective: 99.9
-      sli:
-        events:
-          errorQuery: sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{.window}}]))
-          totalQuery: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
-      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
-"#;
+    use crate::policy::fixtures::SLOTH_CHECKOUT as SLOTH;
 
     const SOURCED: &str = "match: {kinds: [Deployment]}\nslo:\n  source: {kind: PrometheusServiceLevel, name: checkout, slo: availability}\n  budget: {agentFreezeBelow: 0.25}\n  burnRate: [{long: 1h, short: 5m, factor: 14.4}]\n";
 
@@ -676,4 +664,42 @@ spec:
             "{error}"
         );
     }
+}
+
+#[test]
+fn quantities_and_threshold_bounds_are_parsed_at_load_naming_the_field() {
+    let cases = [
+        (
+            "match: {kinds: [Deployment]}\nscope: {maxMemory: lots}",
+            "policy.yaml: field `scope.maxMemory`: \"lots\" is not a memory quantity such as 4Gi",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nreflection: {loosenBounds: {scaling.maxReplica: 30}}",
+            "policy.yaml: field `reflection.loosenBounds.scaling.maxReplica`: unknown threshold",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nreflection: {loosenBounds: {traffic.spikeRatio: 0.5}}",
+            "policy.yaml: field `reflection.loosenBounds.traffic.spikeRatio`: Number(0.5) must be a number above 1",
+        ),
+        (
+            "match: {kinds: [Deployment]}\nscaling: {maxReplicas: 20}\nreflection: {loosenBounds: {scaling.maxReplicas: 10}}",
+            "policy.yaml: field `reflection.loosenBounds.scaling.maxReplicas`: 10 is stricter than the policy's own 20: a loosening bound must be at least as loose",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = parse_policy(POLICY_KEY, yaml).unwrap_err().to_string();
+        assert!(error.starts_with(expected), "{yaml:?} gave {error:?}");
+    }
+    let spec = parse_policy(
+        POLICY_KEY,
+        "match: {kinds: [Deployment]}\nscope: {maxMemory: 4Gi}\nreflection: {loosenBounds: {scaling.maxStep: \"50%\"}}",
+    )
+    .unwrap();
+    let max_memory = spec.scope.max_memory.expect("maxMemory is set");
+    assert_eq!(max_memory.bytes(), 4.0 * 1024.0 * 1024.0 * 1024.0);
+    assert_eq!(max_memory.to_string(), "4Gi");
+    assert_eq!(
+        spec.reflection.loosen_bounds[&ThresholdPath::ScalingMaxStep],
+        Threshold::Step(Step::Percent(50.0))
+    );
 }

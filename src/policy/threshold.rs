@@ -1,7 +1,11 @@
 //! The thresholds a reflection may change: where each lives in a policy, what values it
 //! takes, and which direction tightens it.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{PolicySpec, PromDuration, Step};
 
@@ -265,4 +269,99 @@ impl ThresholdPath {
         }
         true
     }
+}
+
+/// Threshold values by path, as reflections and `reflection.loosenBounds` write them.
+pub type Thresholds = BTreeMap<ThresholdPath, Threshold>;
+
+impl Serialize for ThresholdPath {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for Threshold {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Threshold::Replicas(count) => serializer.serialize_u32(*count),
+            Threshold::Step(step) => step.serialize(serializer),
+            Threshold::Duration(duration) => duration.serialize(serializer),
+            Threshold::Number(number) => serializer.serialize_f64(*number),
+        }
+    }
+}
+
+/// Reads a map of thresholds, each value parsed and range-checked for its path, so that
+/// a document with a bad one is refused when it is loaded. The error names the path as
+/// a field (`thresholds.traffic.spikeRatio`), as a field of the document would be.
+fn deserialize_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    unknown: fn(&str) -> String,
+) -> Result<Thresholds, D::Error> {
+    /// A key: a threshold path, or the `unknown` message.
+    struct PathSeed(fn(&str) -> String);
+
+    impl<'de> DeserializeSeed<'de> for PathSeed {
+        type Value = ThresholdPath;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<ThresholdPath, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            ThresholdPath::parse(&text).ok_or_else(|| de::Error::custom((self.0)(&text)))
+        }
+    }
+
+    /// A value, parsed for its path.
+    struct ValueSeed(ThresholdPath);
+
+    impl<'de> DeserializeSeed<'de> for ValueSeed {
+        type Value = Threshold;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Threshold, D::Error> {
+            let value = serde_yaml::Value::deserialize(deserializer)?;
+            self.0.parse_value(&value).map_err(de::Error::custom)
+        }
+    }
+
+    struct MapVisitor(fn(&str) -> String);
+
+    impl<'de> Visitor<'de> for MapVisitor {
+        type Value = Thresholds;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of threshold paths to values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Thresholds, A::Error> {
+            let mut thresholds = Thresholds::new();
+            while let Some(path) = map.next_key_seed(PathSeed(self.0))? {
+                let value = map.next_value_seed(ValueSeed(path))?;
+                thresholds.insert(path, value);
+            }
+            Ok(thresholds)
+        }
+    }
+
+    deserializer.deserialize_map(MapVisitor(unknown))
+}
+
+/// A reflection's `thresholds`: an unknown path is refused with the list of known ones.
+pub(crate) fn deserialize_reflected<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Thresholds, D::Error> {
+    deserialize_map(deserializer, |_| {
+        format!(
+            "unknown threshold; expected one of {}",
+            ThresholdPath::ALL.map(ThresholdPath::as_str).join(", ")
+        )
+    })
+}
+
+/// A policy's `reflection.loosenBounds`.
+pub(crate) fn deserialize_bounds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Thresholds, D::Error> {
+    deserialize_map(deserializer, |_| "unknown threshold".to_string())
 }

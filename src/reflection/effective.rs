@@ -111,13 +111,9 @@ pub fn effective_policy(
             ));
             continue;
         }
-        for (text, value) in &reflection.spec.thresholds {
-            let Some(path) = ThresholdPath::parse(text) else {
-                continue;
-            };
-            let Ok(candidate) = path.parse_value(value) else {
-                continue;
-            };
+        for (&path, candidate) in &reflection.spec.thresholds {
+            let text = path.as_str();
+            let candidate = candidate.clone();
             let base = path.read(&policy.spec);
             let allowed = match &base {
                 None => Some((candidate, None)),
@@ -128,14 +124,9 @@ pub fn effective_policy(
                         None
                     }
                     Some(false) => {
-                        let bound = policy
-                            .spec
-                            .reflection
-                            .loosen_bounds
-                            .get(text)
-                            .and_then(|b| path.parse_value(b).ok());
+                        let bound = policy.spec.reflection.loosen_bounds.get(&path);
                         match bound
-                            .and_then(|bound| path.bounded(&candidate, &bound).map(|v| (v, bound)))
+                            .and_then(|bound| path.bounded(&candidate, bound).map(|v| (v, bound)))
                         {
                             Some((value, bound)) if value != candidate => Some((
                                 value,

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod effective;
+/// Proposals learned from the outcomes of past changes.
 pub mod learn;
 
-pub use crate::policy::{Threshold, ThresholdPath};
+pub use crate::policy::{Threshold, ThresholdPath, Thresholds};
 pub use effective::{EffectivePolicy, Provenance, effective_policy};
 
 use crate::admission::WorkloadKind;
@@ -23,9 +24,10 @@ use crate::policy::{PolicyError, PolicyRef, deserialize_strict};
 pub struct ReflectionSpec {
     /// The workload whose policy's thresholds it updates.
     pub target: ReflectionTarget,
-    /// New values by threshold path (`scaling.maxReplicas: 12`), checked against the
-    /// policy's `reflection` bounds when applied.
-    pub thresholds: BTreeMap<String, serde_yaml::Value>,
+    /// New values by threshold path (`scaling.maxReplicas: 12`), each parsed for its
+    /// path as it is read; checked against the policy's `reflection` bounds when applied.
+    #[serde(deserialize_with = "crate::policy::threshold::deserialize_reflected")]
+    pub thresholds: Thresholds,
     /// Why (an incident, a postmortem finding); shown in denials that cite the value.
     pub reason: String,
     /// Where the reflection came from (a postmortem URL, an agent's run).
@@ -79,21 +81,6 @@ pub fn parse_reflection(key: &str, yaml: &str) -> Result<ReflectionSpec, PolicyE
             "thresholds".into(),
             "sets no thresholds".into(),
         ));
-    }
-    for (path, value) in &spec.thresholds {
-        let threshold = ThresholdPath::parse(path).ok_or_else(|| {
-            field_error(
-                format!("thresholds.{path}"),
-                format!(
-                    "unknown threshold; expected one of {}",
-                    ThresholdPath::ALL.map(ThresholdPath::as_str).join(", ")
-                ),
-            )
-        })?;
-        threshold
-            .parse_value(value)
-            .map(|_| ())
-            .map_err(|message| field_error(format!("thresholds.{path}"), message))?;
     }
     if spec.reason.trim().is_empty() {
         return Err(field_error(

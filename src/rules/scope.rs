@@ -297,7 +297,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
     if let (Some(old), Some(new)) = (&change.old_object, &change.object) {
         if action == AgentAction::IncreaseMemory {
             let scope = &input.policy.spec.scope;
-            let ceiling = scope.max_memory.as_deref().and_then(parse_bytes);
+            let ceiling = scope.max_memory.as_ref().map(|max| max.bytes());
             for memory in memory_changes(old, new, &paths) {
                 let what = format!("memory {} of container {}", memory.field, memory.container);
                 match (memory.old, memory.new, memory.factor()) {
@@ -322,7 +322,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
                     problems.push(format!(
                         "{what} {} is above scope.maxMemory {}",
                         memory.new_text,
-                        scope.max_memory.as_deref().unwrap_or_default()
+                        scope.max_memory.as_ref().map_or("", |max| max.as_str())
                     ));
                 }
             }

@@ -71,27 +71,17 @@ slos:
     alerting: {page_alert: {disable: true}, ticket_alert: {disable: true}}
 "#;
 
-const SLOTH_CRD: &str = r#"
-apiVersion: sloth.slok.dev/v1
-kind: PrometheusServiceLevel
-metadata: {name: checkout, namespace: payments}
-spec:
-  service: checkout
-  slos:
-    - name: availability
-      objective: 99.5
-      sli:
-        events:
-          errorQuery: sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{.window}}]))
-          totalQuery: sum(rate(http_requests_total{job="checkout"}[{{.window}}]))
-      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
-    - name: latency
+/// The checkout spec at 99.5%, with a second SLO, `latency`, written as a raw ratio.
+fn sloth_crd() -> String {
+    crate::policy::fixtures::SLOTH_CHECKOUT.replace("objective: 99.9", "objective: 99.5")
+        + r#"    - name: latency
       objective: 99
       sli:
         raw:
           errorRatioQuery: 1 - histogram_quantile(0.99, rate(x[{{.window}}]))
       alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
-"#;
+"#
+}
 
 const PYRRA: &str = r#"
 apiVersion: pyrra.dev/v1alpha1
@@ -210,7 +200,7 @@ fn a_sloth_spec_file_maps_to_window_queries_and_its_recording_rules() {
 
 #[test]
 fn a_sloth_crd_names_its_slo_and_takes_the_generators_period() {
-    let catalog = catalog(&[SLOTH_CRD]);
+    let catalog = catalog(&[&sloth_crd()]);
     let wanted = |slo: Option<&str>| source(SloSpecKind::PrometheusServiceLevel, "checkout", slo);
     assert_refused(
         &catalog,

@@ -24,7 +24,9 @@ use crate::slo_spec::{CatalogEvent, DocumentKind, SloSpecCatalog, SloSpecDocumen
 /// An immutable view of the policies and reflections in force.
 #[derive(Debug, Default)]
 pub struct PolicySet {
+    /// The policies in force: each ConfigMap's last good version.
     pub policies: Vec<Arc<Policy>>,
+    /// The reflections loaded; each applies until its `expires`.
     pub reflections: Vec<Arc<Reflection>>,
     /// slo-guard's own namespace, whose policies may govern other namespaces.
     pub guard_namespace: String,
@@ -64,6 +66,7 @@ impl PolicySet {
 }
 
 impl PolicySet {
+    /// A set of `policies` without reflections or SLO specs.
     pub fn new(policies: Vec<Policy>, guard_namespace: impl Into<String>) -> Self {
         Self {
             policies: policies.into_iter().map(Arc::new).collect(),
@@ -158,17 +161,24 @@ fn label_basis(selector: &LabelSelector, target: &Target) -> Option<MatchBasis> 
 /// The outcome of applying one ConfigMap to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
+    /// The new version is in force.
     Loaded {
+        /// The ConfigMap.
         configmap: PolicyRef,
     },
     /// The new version was rejected; `kept_previous` says whether an older good version
     /// stays in force.
     Rejected {
+        /// The ConfigMap.
         configmap: PolicyRef,
+        /// Why, as its owner sees it.
         error: String,
+        /// Whether an older good version stays in force.
         kept_previous: bool,
     },
+    /// The ConfigMap no longer governs anything (deleted, or its label removed).
     Removed {
+        /// The ConfigMap.
         configmap: PolicyRef,
     },
     /// The ConfigMap carries neither label.
@@ -186,6 +196,9 @@ struct Entries {
     slo_specs: Arc<SloSpecCatalog>,
 }
 
+/// The policies, reflections and SLO specs in force, as ConfigMaps and specs come and
+/// go: a bad version is rejected and the last good one stays. Requests read a
+/// [`PolicySet`] snapshot without locking; writers take a lock and publish a new one.
 #[derive(Debug)]
 pub struct PolicyStore {
     guard_namespace: String,
@@ -194,6 +207,7 @@ pub struct PolicyStore {
 }
 
 impl PolicyStore {
+    /// An empty store; policies in `guard_namespace` may govern other namespaces.
     pub fn new(guard_namespace: impl Into<String>) -> Self {
         let guard_namespace = guard_namespace.into();
         Self {
@@ -206,10 +220,12 @@ impl PolicyStore {
         }
     }
 
+    /// slo-guard's own namespace.
     pub fn guard_namespace(&self) -> &str {
         &self.guard_namespace
     }
 
+    /// What is in force now; it does not change under the caller.
     pub fn snapshot(&self) -> Arc<PolicySet> {
         self.current.load_full()
     }
@@ -223,6 +239,7 @@ impl PolicyStore {
             .collect()
     }
 
+    /// Takes in a new version of a ConfigMap, and says what became of it.
     pub fn apply(&self, document: &ConfigMapDocument) -> StoreEvent {
         let mut entries = self.lock();
         let event = self.apply_locked(&mut entries, document);
@@ -390,6 +407,7 @@ impl PolicyStore {
             .collect()
     }
 
+    /// Withdraws the ConfigMap `namespace/name` (deleted, or its label removed).
     pub fn remove(&self, namespace: &str, name: &str) -> StoreEvent {
         let id = PolicyRef {
             namespace: namespace.to_string(),

@@ -12,11 +12,14 @@ use crate::slo_spec::SloSpecDocument;
 /// Pyrra, OpenSLO) its policies may name in `slo.source`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicySources {
+    /// Policy and reflection ConfigMaps.
     pub configmaps: Vec<ConfigMapDocument>,
+    /// SLO specs.
     pub slo_specs: Vec<SloSpecDocument>,
 }
 
 impl PolicySources {
+    /// Adds what `other` holds.
     pub fn extend(&mut self, other: PolicySources) {
         self.configmaps.extend(other.configmaps);
         self.slo_specs.extend(other.slo_specs);
@@ -26,9 +29,13 @@ impl PolicySources {
 /// The parts of a ConfigMap slo-guard reads, wherever it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigMapDocument {
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// Its labels, which say whether it holds a policy or reflections.
     pub labels: BTreeMap<String, String>,
+    /// Its data: the documents, by key.
     pub data: BTreeMap<String, String>,
     /// Where it was read from, for messages: a file path or `cluster`.
     pub origin: String,
@@ -67,23 +74,32 @@ impl ConfigMapDocument {
         })
     }
 
+    /// Whether `label` is set to `"true"`.
     pub fn has_label(&self, label: &str) -> bool {
         self.labels.get(label).is_some_and(|value| value == "true")
     }
 }
 
+/// Why a policy file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A YAML document in it is not a manifest slo-guard reads.
     #[error("{path}: document {index}: {message}")]
     Document {
+        /// The file.
         path: PathBuf,
+        /// Which document, from 1.
         index: usize,
+        /// What is wrong with it.
         message: String,
     },
 }

@@ -21,6 +21,7 @@
 //! This module is the pure part: what the scope is and how it changes. `manager` reads and
 //! writes the webhook configurations.
 
+/// Reads and writes slo-guard's webhook configurations.
 pub mod manager;
 
 use std::collections::{BTreeMap, BTreeSet};
