@@ -431,12 +431,90 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
     phase
 }
 
+/// The flood's clients come from 127.0.0.2.
+const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// A few stalled clients from an address of their own (under the per-source bound, so
+/// never refused) on a runtime of their own, so that how long the server let each hold
+/// its connection is timed without the flood's own queue in the way.
+const OBSERVED_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+const OBSERVED_CLIENTS: usize = 32;
+
+/// One client that keeps trying to hold a connection with half a header, until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn stalled_client(
+    start: Duration,
+    source: Ipv4Addr,
+    addr: SocketAddr,
+    tls: TlsConnector,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Flood>,
+    retry_after: Duration,
+    observed: bool,
+) {
+    tokio::time::sleep(start).await;
+    while !stop.load(Ordering::Relaxed) {
+        let held = async {
+            let tcp = tcp_from(source, addr).await.ok()?;
+            let mut stream = tls
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await
+                .ok()?;
+            stream
+                .write_all(b"POST /validate HTTP/1.1\r\nHost: slo-guard\r\nContent-Ty")
+                .await
+                .ok()?;
+            stream.flush().await.ok()?;
+            Some(stream)
+        }
+        .await;
+        let Some(mut stream) = held else {
+            if !observed {
+                seen.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(retry_after).await;
+            continue;
+        };
+        if !observed {
+            seen.held.fetch_add(1, Ordering::Relaxed);
+        }
+        let since = Instant::now();
+        let mut buffer = [0u8; 256];
+        loop {
+            tokio::select! {
+                read = stream.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Ordering::Relaxed) {
+                        if !observed {
+                            seen.still_open_at_end.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        let held_ms = since.elapsed().as_millis() as u64;
+        if observed {
+            seen.observed_held.fetch_add(1, Ordering::Relaxed);
+            seen.observed_longest_held_ms
+                .fetch_max(held_ms, Ordering::Relaxed);
+        } else {
+            seen.longest_held_ms.fetch_max(held_ms, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What the flood saw.
 #[derive(Default)]
 struct Flood {
     held: AtomicU64,
     refused: AtomicU64,
     longest_held_ms: AtomicU64,
+    /// Held connections of the observed clients, and the longest of them.
+    observed_held: AtomicU64,
+    observed_longest_held_ms: AtomicU64,
     still_open_at_end: AtomicU64,
     churned: AtomicU64,
 }
@@ -446,6 +524,7 @@ struct Flood {
 fn flood(
     o: &Options,
     runtime: &tokio::runtime::Handle,
+    observer: &tokio::runtime::Handle,
     thread_start: fn(),
     addr: SocketAddr,
     tls: &TlsConnector,
@@ -460,50 +539,32 @@ fn flood(
     let retry_after = Duration::from_secs_f64(o.retry_after);
     for client in 0..o.stalled {
         let (tls, stop, seen) = (tls.clone(), stop.clone(), seen.clone());
-        tasks.push(runtime.spawn(async move {
-            // Spread the first connections over a second.
-            tokio::time::sleep(Duration::from_micros((client as u64 * 1_000_000) / 10_000)).await;
-            while !stop.load(Ordering::Relaxed) {
-                let held = async {
-                    let tcp = tcp_from(Ipv4Addr::new(127, 0, 0, 2), addr).await.ok()?;
-                    let mut stream = tls
-                        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-                        .await
-                        .ok()?;
-                    stream
-                        .write_all(b"POST /validate HTTP/1.1\r\nHost: slo-guard\r\nContent-Ty")
-                        .await
-                        .ok()?;
-                    stream.flush().await.ok()?;
-                    Some(stream)
-                }
-                .await;
-                let Some(mut stream) = held else {
-                    seen.refused.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(retry_after).await;
-                    continue;
-                };
-                seen.held.fetch_add(1, Ordering::Relaxed);
-                let since = Instant::now();
-                let mut buffer = [0u8; 256];
-                loop {
-                    tokio::select! {
-                        read = stream.read(&mut buffer) => match read {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        },
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                            if stop.load(Ordering::Relaxed) {
-                                seen.still_open_at_end.fetch_add(1, Ordering::Relaxed);
-                                return;
-                            }
-                        }
-                    }
-                }
-                seen.longest_held_ms
-                    .fetch_max(since.elapsed().as_millis() as u64, Ordering::Relaxed);
-            }
-        }));
+        // Spread the first connections over a second.
+        let start = Duration::from_micros((client as u64 * 1_000_000) / 10_000);
+        tasks.push(runtime.spawn(stalled_client(
+            start,
+            FLOOD_SOURCE,
+            addr,
+            tls,
+            stop,
+            seen,
+            retry_after,
+            false,
+        )));
+    }
+    for client in 0..OBSERVED_CLIENTS {
+        let (tls, stop, seen) = (tls.clone(), stop.clone(), seen.clone());
+        let start = Duration::from_millis(client as u64 * 10);
+        tasks.push(observer.spawn(stalled_client(
+            start,
+            OBSERVED_SOURCE,
+            addr,
+            tls,
+            stop,
+            seen,
+            retry_after,
+            true,
+        )));
     }
     // A thread of its own: among 10,000 stalled clients on one runtime it would get a turn
     // only once per round of theirs.
@@ -591,6 +652,14 @@ fn main() {
     let flood_runtime = flood_runtime
         .build()
         .unwrap_or_else(|e| die(&format!("flood runtime: {e}")));
+    // At normal priority, not FIFO: it does little, and must not delay the stand-in.
+    let observer_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("observed")
+        .on_thread_start(|| normal_priority().unwrap_or_else(|e| die(&format!("SCHED_OTHER: {e}"))))
+        .build()
+        .unwrap_or_else(|e| die(&format!("observer runtime: {e}")));
     stand_in.block_on(async {
         let server = Server::start(o.server_threads, pinned.then_some(0));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -633,6 +702,7 @@ fn main() {
         let (seen, flooders, churn) = flood(
             &o,
             flood_runtime.handle(),
+            observer_runtime.handle(),
             flood_thread_start,
             server.addr,
             &tls,
@@ -658,7 +728,7 @@ fn main() {
         report("hostile", &hostile);
         let metrics = ops_get(server.ops, "/metrics").await.unwrap_or_default();
         println!(
-            "flood:   {:.1} s; connections held {}  refused or failed at connect {} ({:.0}/s)  longest held {} ms (header read timeout 10000 ms, TLS handshake 5000 ms)  still open at the end {}  churn connections {} ({:.0}/s)",
+            "flood:   {:.1} s; connections held {}  refused or failed at connect {} ({:.0}/s)  longest held {} ms as the flood saw it  still open at the end {}  churn connections {} ({:.0}/s)",
             flood_seconds,
             seen.held.load(Ordering::Relaxed),
             seen.refused.load(Ordering::Relaxed),
@@ -667,6 +737,12 @@ fn main() {
             seen.still_open_at_end.load(Ordering::Relaxed),
             seen.churned.load(Ordering::Relaxed),
             seen.churned.load(Ordering::Relaxed) as f64 / flood_seconds,
+        );
+        println!(
+            "observed: {} stalled clients from {OBSERVED_SOURCE}: {} connections held and closed by the server, the longest {} ms (header read timeout 10000 ms)",
+            OBSERVED_CLIENTS,
+            seen.observed_held.load(Ordering::Relaxed),
+            seen.observed_longest_held_ms.load(Ordering::Relaxed),
         );
         println!(
             "server:  refused per_source_limit {}  connection_limit {}  timeouts request_start {}  header {}  idle {}  tls_handshake {}  VmHWM {:.1} MiB",
