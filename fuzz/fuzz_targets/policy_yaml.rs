@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use slo_guard::mutation::{StampContext, patch_for};
 use slo_guard::policy::{Policy, PolicyRef, parse_policy};
-use slo_guard::rules::{DecisionContext, decide};
+use slo_guard::rules::{DecisionContext, assess_and_decide};
 use slo_guard::slo::{Observation, Observations};
 use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
         ];
         for observations in &all {
             for set in [&policies, &with_examples] {
-                let decision = decide(
+                let decision = assess_and_decide(
                     change,
                     &DecisionContext {
                         policies: set,

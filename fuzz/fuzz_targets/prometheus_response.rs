@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slo_guard::rules::{DecisionContext, decide};
+use slo_guard::rules::{DecisionContext, assess_and_decide};
 use slo_guard::slo::{Observation, Observations, QueryRole, Reading, figures, parse_response};
 use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{GUARD_NAMESPACE, Weather, baseline_policy, changes, now, readings};
@@ -60,7 +60,7 @@ fn judge(value: Option<f64>) {
         for readings in [as_errors, as_traffic] {
             let mut observations = Observations::new();
             observations.insert(policy.id.clone(), Observation::Readings(readings));
-            let decision = decide(
+            let decision = assess_and_decide(
                 change,
                 &DecisionContext {
                     policies: &set,

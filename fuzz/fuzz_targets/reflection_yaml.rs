@@ -11,7 +11,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use slo_guard::policy::{Policy, PolicyRef, parse_policy};
 use slo_guard::reflection::{Reflection, effective_policy, parse_reflection};
-use slo_guard::rules::{DecisionContext, decide};
+use slo_guard::rules::{DecisionContext, assess_and_decide};
 use slo_guard::store::PolicySet;
 use slo_guard_fuzz::{
     GUARD_NAMESPACE, LOOSE_POLICY, Weather, baseline_policy, changes, now, observations,
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 for weather in [Weather::Calm, Weather::Storm] {
                     let observations = observations(&policy, change, weather);
-                    let decision = decide(
+                    let decision = assess_and_decide(
                         change,
                         &DecisionContext {
                             policies: &set,

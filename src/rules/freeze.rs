@@ -22,9 +22,7 @@ use crate::admission::{ActorKind, ChangeClass, Requester};
 use crate::annotations::{
     EXCEPTION_KEYS, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
 };
-use crate::policy::{
-    AgentAnnotation, ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name,
-};
+use crate::policy::{ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
 
 /// How far a stamped `freeze-exception-at` may be from the judging clock when it is
 /// written: slo-guard stamps it in the same request.
@@ -360,15 +358,11 @@ fn exception_lifts(
         ));
     }
     if let Some((decision, digest)) = &exception.change {
-        let own = input
-            .change
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(AgentAnnotation::DecisionId.key()));
-        if own != Some(decision) || input.identity.digest() != digest {
+        let own = input.agent_context.decision_id;
+        if own != Some(decision.as_str()) || input.identity.digest() != digest {
             return Err(format!(
                 "it is for change {decision}@{digest}, not this one ({}@{})",
-                own.map_or("<no decision-id>", String::as_str),
+                own.unwrap_or("<no decision-id>"),
                 input.identity.digest()
             ));
         }
@@ -430,10 +424,8 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
         // An agent's decision can be named, so that the exception lifts the freeze for
         // this change and no other.
         let only = input
-            .change
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
+            .agent_context
+            .decision_id
             .filter(|_| input.actor == ActorKind::Agent)
             .map(|decision| {
                 format!(
@@ -590,7 +582,7 @@ mod tests {
     fn decide_at(policy: &str, change: &Change, now: DateTime<Utc>) -> Decision {
         let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
-        crate::rules::decide(
+        crate::rules::assess_and_decide(
             change,
             &crate::rules::DecisionContext {
                 policies: &policies,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::scope::{changed_paths, memory_changes};
+use super::scope::memory_changes;
 use super::{Finding, Rule, RuleInput, classify_actor};
 use crate::admission::{ActorKind, Change, ChangeClass, Requester, TargetKind};
 use crate::annotations::{
@@ -161,17 +161,12 @@ fn rule_matches(
         }
     }
     if let Some(min_factor) = rule.min_memory_factor {
-        let (Some(old), Some(new)) = (&change.old_object, &change.object) else {
+        let (Some(old), Some(new), Some(paths)) =
+            (&change.old_object, &change.object, input.spec_diff.paths())
+        else {
             return false;
         };
-        let mut paths = Vec::new();
-        changed_paths(
-            old.get("spec").unwrap_or(&serde_json::Value::Null),
-            new.get("spec").unwrap_or(&serde_json::Value::Null),
-            "spec",
-            &mut paths,
-        );
-        let grows = memory_changes(old, new, &paths)
+        let grows = memory_changes(old, new, paths)
             .iter()
             .filter_map(|m| m.factor())
             .any(|factor| factor >= min_factor);
@@ -207,12 +202,7 @@ pub(super) fn budget_decides_tier(change: &Change, spec: &PolicySpec, actor: Act
 /// classes `approval.requiredFor` lists, else the autonomy default.
 pub(super) fn tier_of(input: &RuleInput<'_>, budget_left: Option<f64>) -> (Tier, String) {
     let spec = &input.policy.spec;
-    let action = input
-        .change
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(AgentAnnotation::Action.key()))
-        .and_then(|a| AgentAction::parse(a.trim()));
+    let action = input.agent_context.action;
     if let Some(autonomy) = &spec.autonomy
         && let Some((index, rule)) = autonomy
             .rules
@@ -254,14 +244,8 @@ pub(super) fn check_tier(
         return None;
     }
     let (tier, why) = tier_of(input, budget_left);
-    let decision_id = change
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
-        .cloned();
-    let id_text = decision_id
-        .clone()
-        .unwrap_or_else(|| "<decision-id>".to_string());
+    let decision_id = input.agent_context.decision_id;
+    let id_text = decision_id.unwrap_or("<decision-id>");
     match tier {
         Tier::Auto => None,
         Tier::Never => Some(input.finding(
@@ -273,9 +257,9 @@ pub(super) fn check_tier(
         Tier::Approval => {
             let remedy = format!(
                 "Ask an SRE to approve this change and no other: {}",
-                approve_command(input, &id_text)
+                approve_command(input, id_text)
             );
-            let problem = approval_problem(input, now, decision_id.as_deref())?;
+            let problem = approval_problem(input, now, decision_id)?;
             Some(input.finding(
                 Rule::Approval,
                 format!("agent {} needs a person's approval (tier approval, {why}): {problem}", change.class),
@@ -299,12 +283,8 @@ pub(super) fn approve_command(input: &RuleInput<'_>, decision_id: &str) -> Strin
 /// by a person, within `maxAge`). An approved agent change may pass the agent-only SLO
 /// blocks (the agent budget floor, a fast burn); the floor for everyone still holds.
 pub(super) fn approved(input: &RuleInput<'_>, now: DateTime<Utc>) -> bool {
-    let decision_id = input
-        .change
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(AgentAnnotation::DecisionId.key()));
-    decision_id.is_some() && approval_problem(input, now, decision_id.map(String::as_str)).is_none()
+    let decision_id = input.agent_context.decision_id;
+    decision_id.is_some() && approval_problem(input, now, decision_id).is_none()
 }
 
 /// The approval stored on the workload (`<decision-id>@<digest>`), if any.
@@ -624,7 +604,7 @@ mod tests {
     ) -> crate::rules::Decision {
         let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
-        crate::rules::decide(
+        crate::rules::assess_and_decide(
             change,
             &crate::rules::DecisionContext {
                 policies: &policies,
@@ -889,7 +869,7 @@ mod tests {
     fn freeze_at(policy: &str, now: DateTime<Utc>, username: &str) -> Option<Finding> {
         let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
         let observations = crate::slo::Observations::new();
-        let decision = crate::rules::decide(
+        let decision = crate::rules::assess_and_decide(
             &rollout_by(username),
             &crate::rules::DecisionContext {
                 policies: &policies,
