@@ -6,15 +6,14 @@
 //!
 //! - [`assess`]: the assessment, with the agent's decision context and the spec diff.
 //! - [`decide`]: the decision, rule by rule: `actor`, `agent`, `scaling`, `governance`
-//!   (approval, autonomy, cooldown), `freeze`, `scope`, `slo`, and for ConfigMaps, pods
-//!   and Services, `config` and `pods`.
+//!   (approval, autonomy, cooldown, freeze windows, GitOps), `scope`, `slo`, and for
+//!   ConfigMaps, pods and Services, `config` and `pods`.
 //! - [`time_limits`]: when time alone changes the decision, for the preflight.
 
 mod actor;
 mod agent;
 mod assess;
 mod config;
-mod freeze;
 mod governance;
 mod pods;
 mod scaling;
@@ -599,8 +598,10 @@ fn judge_target(
             .extend(governance::check_approval_keys(&input, now));
         decision
             .findings
-            .extend(freeze::check_exception_keys(&input, now));
-        decision.findings.extend(freeze::check_windows(&input, now));
+            .extend(governance::windows::check_exception_keys(&input, now));
+        decision
+            .findings
+            .extend(governance::windows::check_windows(&input, now));
         decision
             .findings
             .extend(governance::check_cooldown(&input, now));
@@ -670,7 +671,7 @@ pub fn time_limits(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Vec<
             let entry = TimeLimits {
                 policy: input.policy.id.to_string(),
                 cooldown: governance::cooldown_span(&input),
-                windows: freeze::window_spans(&input, assessment.now),
+                windows: governance::windows::window_spans(&input, assessment.now),
             };
             (entry.cooldown.is_some() || !entry.windows.is_empty()).then_some(entry)
         })

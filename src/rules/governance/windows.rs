@@ -17,12 +17,12 @@ use chrono::{
     SecondsFormat, TimeZone, Utc,
 };
 
-use super::{Finding, Rule, RuleInput, classify_actor};
 use crate::admission::{ActorKind, ChangeClass, Requester};
 use crate::annotations::{
     EXCEPTION_KEYS, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
 };
 use crate::policy::{ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
+use crate::rules::{Finding, Rule, RuleInput, classify_actor};
 
 /// How far a stamped `freeze-exception-at` may be from the judging clock when it is
 /// written: slo-guard stamps it in the same request.
@@ -195,7 +195,10 @@ fn weekly_occurrence(
 
 /// Whether `window` holds at `now`, and when it ends: for a weekly window, the end of
 /// the run of occurrences (a Saturday-and-Sunday freeze ends on Monday at 00:00).
-pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(in crate::rules) fn freeze_end(
+    window: &FreezeWindow,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if let (Some(from), Some(until)) = (window.from, window.until) {
         return (from <= now && now < until).then(|| until.with_timezone(&Utc));
     }
@@ -213,7 +216,7 @@ pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<Da
 
 /// When `window` next begins after `now`: its `from` for a dated window, else the first
 /// local start (or midnight) over the coming week at which it holds.
-pub(super) fn next_freeze_start(
+pub(in crate::rules) fn next_freeze_start(
     window: &FreezeWindow,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
@@ -232,7 +235,10 @@ pub(super) fn next_freeze_start(
 
 /// Each freeze window of the policy that applies to this change's actor and class: its
 /// name as denials give it, when it ends if it is in force, and when it next begins.
-pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<super::WindowSpan> {
+pub(in crate::rules) fn window_spans(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Vec<crate::rules::WindowSpan> {
     let Some(windows) = input.policy.spec.windows.as_ref() else {
         return Vec::new();
     };
@@ -248,7 +254,7 @@ pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<sup
         .filter(|window| window.applies_to.contains(input.actor))
         .map(|window| {
             let ends = freeze_end(window, now);
-            super::WindowSpan {
+            crate::rules::WindowSpan {
                 window: describe(window),
                 ends,
                 // A freeze in force next begins after this run of it ends.
@@ -299,7 +305,7 @@ fn exception_lifts(
     window: &FreezeWindow,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let Some(stored) = super::governance::stored_annotations(input) else {
+    let Some(stored) = super::stored_annotations(input) else {
         return Err(String::new());
     };
     let Some(value) = stored.get(FREEZE_EXCEPTION) else {
@@ -374,7 +380,7 @@ fn exception_lifts(
 fn exception_command(input: &RuleInput<'_>, window: &FreezeWindow, until: &str) -> String {
     format!(
         "kubectl annotate {} {FREEZE_EXCEPTION}='{};until={until};reason=<why>' --overwrite",
-        super::governance::kubectl_resource(input),
+        super::kubectl_resource(input),
         window.name.as_deref().unwrap_or("*"),
     )
 }
@@ -382,7 +388,10 @@ fn exception_command(input: &RuleInput<'_>, window: &FreezeWindow, until: &str) 
 /// Freeze windows: weekly ones in the window's own time zone, so daylight saving time
 /// moves them with the wall clock; dated ones between `from` (inclusive) and `until`
 /// (exclusive). A valid exception on the workload lifts a freeze.
-pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+pub(in crate::rules) fn check_windows(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Option<Finding> {
     let windows = input.policy.spec.windows.as_ref()?;
     if matches!(
         input.change.class,
@@ -460,8 +469,11 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
 /// (or a controller) that adds, changes or removes any exception key is denied; so is a
 /// person who writes the stamps by hand, or an exception that is malformed, already
 /// expired, or longer than `windows.maxException`.
-pub(super) fn check_exception_keys(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
-    if !super::governance::carries_annotations(input) {
+pub(in crate::rules) fn check_exception_keys(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Option<Finding> {
+    if !super::carries_annotations(input) {
         return None;
     }
     let new = input.change.annotations.as_ref()?;
@@ -474,7 +486,7 @@ pub(super) fn check_exception_keys(input: &RuleInput<'_>, now: DateTime<Utc>) ->
         return None;
     }
     let requester = &input.change.requester.username;
-    let resource = super::governance::kubectl_resource(input);
+    let resource = super::kubectl_resource(input);
     if input.actor != ActorKind::Person {
         return Some(input.finding(
             Rule::FreezeException,
