@@ -136,6 +136,16 @@ struct Gathering {
 /// are plenty.
 const LEDGER_ROUNDS: usize = 5;
 
+/// How a review's figures and records are gathered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gather {
+    /// As the server gathers them: Prometheus (through the cache), the change ledger and
+    /// the webhook scope, awaited.
+    Live,
+    /// Without I/O: canned answers or the gate off, no change ledger, no webhook scope.
+    WithoutIo,
+}
+
 enum Stage {
     /// slo-guard does not govern the request: the answer is already known.
     Answered(Box<Judgement>),
@@ -194,22 +204,16 @@ impl Guard {
     }
 
     /// Judges a review without waiting on I/O: the SLO figures come from canned answers,
-    /// or the gate is off. For `check` and tests; the server uses [`Guard::review_async`].
+    /// or the gate is off, and neither the change ledger nor the webhook scope is used.
+    /// For `check` and tests; the server uses [`Guard::review_async`].
     pub fn review(
         &self,
         endpoint: Endpoint,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
-        let prepared = match self.prepare(body)? {
-            Stage::Answered(judgement) => return Ok(*judgement),
-            Stage::Prepared(prepared) => prepared,
-        };
-        let assessment = assess(&prepared.change, &prepared.policies, now);
-        let gathering = self.gathering(&prepared, &assessment);
-        let observations = self.observe_now(&gathering);
-        let decision = decide_once(&assessment, &observations, None);
-        self.finish(endpoint, &prepared, decision, Duration::ZERO, now)
+        // Nothing in a review gathered without I/O awaits anything: it runs to completion.
+        futures::executor::block_on(self.judge(endpoint, body, now, Gather::WithoutIo))
     }
 
     /// Judges a review, asking Prometheus first when a matching policy gates the change.
@@ -221,28 +225,46 @@ impl Guard {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
+        self.judge(endpoint, body, now, Gather::Live).await
+    }
+
+    /// The one path of a review: read, assess, gather what the assessment asks for (as
+    /// `gather` allows), decide, answer.
+    async fn judge(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        now: DateTime<Utc>,
+        gather: Gather,
+    ) -> Result<Judgement, AdmissionError> {
         let prepared = match self.prepare(body)? {
             Stage::Answered(judgement) => return Ok(*judgement),
             Stage::Prepared(prepared) => prepared,
         };
         let assessment = assess(&prepared.change, &prepared.policies, now);
         let gathering = self.gathering(&prepared, &assessment);
-        let asked = Instant::now();
-        let observations = self.observe(&gathering).await;
-        let slo_time = if gathering.plans.is_empty() {
-            Duration::ZERO
-        } else {
-            asked.elapsed()
+        let (observations, slo_time) = match gather {
+            Gather::WithoutIo => (self.observe_now(&gathering), Duration::ZERO),
+            Gather::Live => {
+                let asked = Instant::now();
+                let observations = self.observe(&gathering).await;
+                let slo_time = if gathering.plans.is_empty() {
+                    Duration::ZERO
+                } else {
+                    asked.elapsed()
+                };
+                (observations, slo_time)
+            }
         };
-        let decision = match (&self.ledger, &gathering.ledger_key, endpoint) {
+        let decision = match (gather, &self.ledger, &gathering.ledger_key, endpoint) {
             // Only the validating answer admits; the mutating one stamps what it is sent.
-            (Some(ledger), Some(key), Endpoint::Validate) => {
+            (Gather::Live, Some(ledger), Some(key), Endpoint::Validate) => {
                 decide_recorded(ledger.as_ref(), key, &assessment, &observations).await
             }
             _ => decide_once(&assessment, &observations, None),
         };
-        let decision = match (&self.scope, endpoint) {
-            (Some(scope), Endpoint::Validate) => {
+        let decision = match (gather, &self.scope, endpoint) {
+            (Gather::Live, Some(scope), Endpoint::Validate) => {
                 widen_for_policy(
                     scope.as_ref(),
                     &prepared.change,
@@ -268,6 +290,28 @@ impl Guard {
         bodies: &[Vec<u8>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        self.assess_all(bodies, now, Gather::Live).await
+    }
+
+    /// [`Guard::assess`] without waiting on I/O: SLO figures from canned answers (or the
+    /// gate off) for every review, and no change ledger. For the offline preflight and
+    /// tests.
+    pub fn assess_now(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        // Nothing gathered without I/O awaits anything: it runs to completion.
+        futures::executor::block_on(self.assess_all(bodies, now, Gather::WithoutIo))
+    }
+
+    /// The one path of [`Guard::assess`] and [`Guard::assess_now`].
+    async fn assess_all(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+        gather: Gather,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
         let mut ledger_reads: Vec<(LedgerKey, Result<LedgerRecord, String>)> = Vec::new();
         let mut assessments = Vec::with_capacity(bodies.len());
         for (index, body) in bodies.iter().enumerate() {
@@ -281,10 +325,10 @@ impl Guard {
             let assessment = assess(&prepared.change, &prepared.policies, now);
             let gathering = self.gathering(&prepared, &assessment);
             let mut figures_uncached = false;
-            let observations: Observations = if index == 0 {
-                self.observe(&gathering).await
-            } else {
-                gathering
+            let observations: Observations = match gather {
+                Gather::WithoutIo => self.observe_now(&gathering),
+                Gather::Live if index == 0 => self.observe(&gathering).await,
+                Gather::Live => gathering
                     .plans
                     .iter()
                     .map(|(plan, _)| {
@@ -294,10 +338,10 @@ impl Guard {
                         });
                         (plan.policy.clone(), observation)
                     })
-                    .collect()
+                    .collect(),
             };
-            let read = match (&self.ledger, &gathering.ledger_key) {
-                (Some(ledger), Some(key)) => {
+            let read = match (gather, &self.ledger, &gathering.ledger_key) {
+                (Gather::Live, Some(ledger), Some(key)) => {
                     match ledger_reads.iter().find(|(read_key, _)| read_key == key) {
                         Some((_, read)) => Some(read.clone()),
                         None => {
@@ -318,31 +362,6 @@ impl Guard {
             let mut assessment = assessment_of(*prepared, observations, read, decision);
             assessment.figures_uncached = figures_uncached;
             assessments.push(Some(assessment));
-        }
-        Ok(assessments)
-    }
-
-    /// [`Guard::assess`] without waiting on I/O: SLO figures from canned answers (or the
-    /// gate off), and no change ledger. For the offline preflight and tests.
-    pub fn assess_now(
-        &self,
-        bodies: &[Vec<u8>],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
-        let mut assessments = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let prepared = match self.prepare(body)? {
-                Stage::Answered(_) => {
-                    assessments.push(None);
-                    continue;
-                }
-                Stage::Prepared(prepared) => prepared,
-            };
-            let assessment = assess(&prepared.change, &prepared.policies, now);
-            let observations = self.observe_now(&self.gathering(&prepared, &assessment));
-            let decision = decide_unrecorded(&assessment, &observations, &None);
-            drop(assessment);
-            assessments.push(Some(assessment_of(*prepared, observations, None, decision)));
         }
         Ok(assessments)
     }

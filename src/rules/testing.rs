@@ -45,6 +45,25 @@ pub fn judge_with(policy: &str, change: &Change, observations: &Observations) ->
     )
 }
 
+/// Judges under one test policy at `now`, with the change ledger's record `ledger`.
+pub fn judge_at(
+    policy: &str,
+    change: &Change,
+    now: chrono::DateTime<Utc>,
+    ledger: Option<&crate::ledger::LedgerRecord>,
+) -> Decision {
+    let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+    assess_and_decide(
+        change,
+        &DecisionContext {
+            policies: &policies,
+            now,
+            observations: &Observations::new(),
+            ledger,
+        },
+    )
+}
+
 pub fn test_now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 18, 10, 0, 0).unwrap()
 }

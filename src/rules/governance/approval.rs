@@ -5,15 +5,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{carries_annotations, human, kubectl_resource, since, stored_annotations};
+use super::{Stamp, human, kubectl_resource, since, stored_annotations, written_keys};
 use crate::admission::{ActorKind, Requester};
 use crate::annotations::{APPROVAL_KEYS, APPROVE, APPROVED_AT, APPROVED_BY};
 use crate::policy::AgentAnnotation;
 use crate::rules::{Finding, Rule, RuleInput, classify_actor};
-
-/// How far a stamped `approved-at` may be from the judging clock: slo-guard stamps it in
-/// the same request, so anything further was written by hand.
-const STAMP_SKEW: Duration = Duration::from_secs(120);
 
 /// How old an approval may be when the policy sets no `approval.maxAge`.
 const DEFAULT_APPROVAL_AGE: Duration = Duration::from_secs(3600);
@@ -26,18 +22,7 @@ pub(in crate::rules) fn check_approval_keys(
     input: &RuleInput<'_>,
     now: DateTime<Utc>,
 ) -> Option<Finding> {
-    if !carries_annotations(input) {
-        return None;
-    }
-    let new = input.change.annotations.as_ref()?;
-    let old = &input.change.old_annotations;
-    let changed: Vec<&str> = APPROVAL_KEYS
-        .into_iter()
-        .filter(|key| new.get(*key) != old.get(*key))
-        .collect();
-    if changed.is_empty() {
-        return None;
-    }
+    let (new, changed) = written_keys(input, APPROVAL_KEYS)?;
     let requester = &input.change.requester.username;
     if input.actor != ActorKind::Person {
         return Some(input.finding(
@@ -54,20 +39,10 @@ pub(in crate::rules) fn check_approval_keys(
             format!("agents cannot approve: {} changed {}", requester, changed.join(", ")),
         ));
     }
-    let stamped_by = new.get(APPROVED_BY);
-    let stamped_at = new
-        .get(APPROVED_AT)
-        .and_then(|at| DateTime::parse_from_rfc3339(at).ok());
-    let forged_by = changed.contains(&APPROVED_BY) && stamped_by.is_some_and(|by| by != requester);
-    let forged_at = changed.contains(&APPROVED_AT)
-        && new.contains_key(APPROVED_AT)
-        && stamped_at.is_none_or(|at| {
-            let at = at.with_timezone(&Utc);
-            since(now, at).max(since(at, now)) > STAMP_SKEW
-        });
+    let stamp = Stamp::read(new, &changed, [APPROVED_BY, APPROVED_AT], requester, now);
     let approve_without_stamp =
-        changed.contains(&APPROVE) && new.contains_key(APPROVE) && stamped_by != Some(requester);
-    if forged_by || forged_at || approve_without_stamp {
+        changed.contains(&APPROVE) && new.contains_key(APPROVE) && stamp.by != Some(requester);
+    if stamp.forged || approve_without_stamp {
         return Some(input.finding(
             Rule::SelfApproval,
             format!(

@@ -18,7 +18,7 @@ pub(super) mod windows;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use super::RuleInput;
 use crate::admission::ChangeClass;
@@ -57,6 +57,69 @@ pub(super) fn kubectl_resource(input: &RuleInput<'_>) -> String {
         "{kind}/{} -n {}",
         input.change.target.name, input.change.target.namespace
     )
+}
+
+/// How far a person's stamp (`approved-at`, `freeze-exception-at`) may be from the judging
+/// clock when it is written: slo-guard stamps it in the same request, so anything
+/// further was written by hand.
+const STAMP_SKEW: Duration = Duration::from_secs(120);
+
+/// The annotations among `keys` a change writes (adds, changes or removes), with the
+/// object's annotations after it; `None` when the change carries no annotations of its
+/// own or writes none of the keys.
+fn written_keys<'a>(
+    input: &RuleInput<'a>,
+    keys: [&'static str; 3],
+) -> Option<(&'a BTreeMap<String, String>, Vec<&'static str>)> {
+    if !carries_annotations(input) {
+        return None;
+    }
+    let new = input.change.annotations.as_ref()?;
+    let old = &input.change.old_annotations;
+    let changed: Vec<&str> = keys
+        .into_iter()
+        .filter(|key| new.get(*key) != old.get(*key))
+        .collect();
+    (!changed.is_empty()).then_some((new, changed))
+}
+
+/// A person's stamp (who, when) as a request that writes it sets it.
+struct Stamp<'a> {
+    /// The stamped identity.
+    by: Option<&'a String>,
+    /// The stamped time, when it is one.
+    at: Option<DateTime<FixedOffset>>,
+    /// The request sets the stamp otherwise than slo-guard would: another identity than
+    /// the requester's, or a time that is not within [`STAMP_SKEW`] of now.
+    forged: bool,
+}
+
+impl<'a> Stamp<'a> {
+    /// The stamp under `by_key` and `at_key` in `new`, written (`changed`) by `requester`.
+    fn read(
+        new: &'a BTreeMap<String, String>,
+        changed: &[&str],
+        [by_key, at_key]: [&str; 2],
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let by = new.get(by_key);
+        let at = new
+            .get(at_key)
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok());
+        let forged_by = changed.contains(&by_key) && by.is_some_and(|by| by != requester);
+        let forged_at = changed.contains(&at_key)
+            && new.contains_key(at_key)
+            && at.is_none_or(|at| {
+                let at = at.with_timezone(&Utc);
+                since(now, at).max(since(at, now)) > STAMP_SKEW
+            });
+        Self {
+            by,
+            at,
+            forged: forged_by || forged_at,
+        }
+    }
 }
 
 /// Changes that carry their own object annotations (a Scale or a delete carries none).

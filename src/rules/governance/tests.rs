@@ -103,17 +103,7 @@ fn judge_with_ledger(
     change: &crate::admission::Change,
     ledger: &crate::ledger::LedgerRecord,
 ) -> crate::rules::Decision {
-    let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
-    let observations = crate::slo::Observations::new();
-    crate::rules::assess_and_decide(
-        change,
-        &crate::rules::DecisionContext {
-            policies: &policies,
-            now: test_now(),
-            observations: &observations,
-            ledger: Some(ledger),
-        },
-    )
+    judge_at(policy, change, test_now(), Some(ledger))
 }
 
 #[test]

@@ -24,9 +24,7 @@ use crate::annotations::{
 use crate::policy::{ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
 use crate::rules::{Finding, Rule, RuleInput, classify_actor};
 
-/// How far a stamped `freeze-exception-at` may be from the judging clock when it is
-/// written: slo-guard stamps it in the same request.
-const STAMP_SKEW: Duration = Duration::from_secs(120);
+use super::STAMP_SKEW;
 
 /// The longest reason an exception may carry.
 const MAX_REASON: usize = 1024;
@@ -473,18 +471,7 @@ pub(in crate::rules) fn check_exception_keys(
     input: &RuleInput<'_>,
     now: DateTime<Utc>,
 ) -> Option<Finding> {
-    if !super::carries_annotations(input) {
-        return None;
-    }
-    let new = input.change.annotations.as_ref()?;
-    let old = &input.change.old_annotations;
-    let changed: Vec<&str> = EXCEPTION_KEYS
-        .into_iter()
-        .filter(|key| new.get(*key) != old.get(*key))
-        .collect();
-    if changed.is_empty() {
-        return None;
-    }
+    let (new, changed) = super::written_keys(input, EXCEPTION_KEYS)?;
     let requester = &input.change.requester.username;
     let resource = super::kubectl_resource(input);
     if input.actor != ActorKind::Person {
@@ -504,25 +491,17 @@ pub(in crate::rules) fn check_exception_keys(
             ),
         ));
     }
-    let stamped_by = new.get(FREEZE_EXCEPTION_BY);
-    let stamped_at = new
-        .get(FREEZE_EXCEPTION_AT)
-        .and_then(|at| DateTime::parse_from_rfc3339(at).ok());
-    let forged_by =
-        changed.contains(&FREEZE_EXCEPTION_BY) && stamped_by.is_some_and(|by| by != requester);
-    let forged_at = changed.contains(&FREEZE_EXCEPTION_AT)
-        && new.contains_key(FREEZE_EXCEPTION_AT)
-        && stamped_at.is_none_or(|at| {
-            let skew = (now - at.with_timezone(&Utc))
-                .abs()
-                .to_std()
-                .unwrap_or_default();
-            skew > STAMP_SKEW
-        });
+    let stamped = super::Stamp::read(
+        new,
+        &changed,
+        [FREEZE_EXCEPTION_BY, FREEZE_EXCEPTION_AT],
+        requester,
+        now,
+    );
     let value = new.get(FREEZE_EXCEPTION);
     let granted = changed.contains(&FREEZE_EXCEPTION) && value.is_some();
-    let without_stamp = granted && (stamped_by != Some(requester) || stamped_at.is_none());
-    if forged_by || forged_at || without_stamp {
+    let without_stamp = granted && (stamped.by != Some(requester) || stamped.at.is_none());
+    if stamped.forged || without_stamp {
         return Some(input.finding(
             Rule::FreezeException,
             format!(
@@ -592,17 +571,7 @@ mod tests {
     }
 
     fn decide_at(policy: &str, change: &Change, now: DateTime<Utc>) -> Decision {
-        let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
-        let observations = crate::slo::Observations::new();
-        crate::rules::assess_and_decide(
-            change,
-            &crate::rules::DecisionContext {
-                policies: &policies,
-                now,
-                observations: &observations,
-                ledger: None,
-            },
-        )
+        judge_at(policy, change, now, None)
     }
 
     fn rule(decision: &Decision, rule: Rule) -> Option<&Finding> {
