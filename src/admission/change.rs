@@ -689,12 +689,11 @@ fn classify_borrowed(
                 .ok_or_else(|| unreachable_resource(resource))?;
             // Malformed without an object to judge.
             current()?;
-            let name = &object_name;
             let mut target = Target::new(
                 TargetKind::Workload(kind),
                 Some(kind),
                 &namespace,
-                name,
+                &object_name,
                 BTreeMap::new(),
             );
             set_labels(&mut target, object, old_object, request.operation);
@@ -772,12 +771,11 @@ fn classify_borrowed(
             else {
                 return Ok(None);
             };
-            let name = &object_name;
             let mut target = Target::new(
                 TargetKind::ConfigMap(config_kind),
                 None,
                 &namespace,
-                name,
+                &object_name,
                 current.metadata.labels.clone().unwrap_or_default(),
             );
             target.before = old_object.map(|o| LabelState {
@@ -822,12 +820,11 @@ fn classify_borrowed(
                 .ok_or_else(|| unreachable_resource(resource))?;
             // Malformed without an object to judge.
             current()?;
-            let name = &object_name;
             let mut target = Target::new(
                 TargetKind::PodMaker(kind),
                 None,
                 &namespace,
-                name,
+                &object_name,
                 BTreeMap::new(),
             );
             set_labels_at(
@@ -853,19 +850,7 @@ fn classify_borrowed(
         }
         ("", "services", "") => {
             let current = current()?;
-            let name = &object_name;
-            let selector_of = |o: &ReviewObject| -> BTreeMap<String, String> {
-                o.body
-                    .pointer("/spec/selector")
-                    .and_then(Value::as_object)
-                    .map(|labels| {
-                        labels
-                            .iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
+            let selector_of = |o: &ReviewObject| string_map_at(&o.body, "/spec/selector");
             let after = object
                 .filter(|_| request.operation != Operation::Delete)
                 .map(selector_of);
@@ -881,7 +866,7 @@ fn classify_borrowed(
                 TargetKind::Service,
                 None,
                 &namespace,
-                name,
+                &object_name,
                 current.metadata.labels.clone().unwrap_or_default(),
             );
             target.pod_labels = after.clone().unwrap_or_default();
@@ -982,17 +967,7 @@ fn set_labels_at(
 ) {
     let state = |o: &ReviewObject| LabelState {
         labels: o.metadata.labels.clone().unwrap_or_default(),
-        pod_labels: o
-            .body
-            .pointer(template_labels)
-            .and_then(Value::as_object)
-            .map(|labels| {
-                labels
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        pod_labels: string_map_at(&o.body, template_labels),
     };
     let after = object
         .filter(|_| operation != Operation::Delete)
@@ -1094,6 +1069,20 @@ fn replicas_field(data: &Value, pointer: &str) -> Option<u32> {
     data.pointer(pointer)?
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
+}
+
+/// The string entries of the map at `pointer` in `body` (a label map or a selector);
+/// empty when there is none.
+fn string_map_at(body: &Value, pointer: &str) -> BTreeMap<String, String> {
+    body.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn annotations_of(object: &ReviewObject) -> BTreeMap<String, String> {
