@@ -26,8 +26,9 @@ pub struct Assessment<'a> {
     pub policies: &'a PolicySet,
     /// The time reflections, windows, freezes and cooldowns are judged at.
     pub now: DateTime<Utc>,
-    /// The actor as no policy sees it (controller or person): the decision's actor when
-    /// no policy says otherwise.
+    /// The actor the decision starts from: the first governing policy's view (which the
+    /// decision takes anyway), or, when no policy governs the target, the actor as no
+    /// policy sees it (controller or person).
     pub default_actor: ActorKind,
     /// What the agent declared in its `slo-guard.io/` annotations, read once.
     pub agent_context: AgentContext<'a>,
@@ -237,11 +238,15 @@ pub fn assess<'a>(
     } else {
         (Vec::new(), None)
     };
+    let default_actor = match governing.first() {
+        Some(first) => first.actor,
+        None => classify_actor(&change.requester, None),
+    };
     Assessment {
         change,
         policies,
         now,
-        default_actor: classify_actor(&change.requester, None),
+        default_actor,
         agent_context: AgentContext::of(change),
         spec_diff: SpecDiff::of(change),
         identity: ChangeIdentity::new(change),
