@@ -1,5 +1,7 @@
 //! The webhook's work for one AdmissionReview, shared by the HTTPS server and the
-//! offline `check` command: parse, classify, decide, answer, and record.
+//! offline `check` command: parse, classify, assess ([`crate::rules::assess`]), gather
+//! the figures and ledger record the assessment asks for, decide
+//! ([`crate::rules::decide`]), answer, and record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +15,7 @@ use crate::admission::{
 use crate::ledger::{ChangeLedger, LedgerError, LedgerKey, LedgerRecord};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicyRef, parse_policy_configmap};
-use crate::rules::{
-    Decision, DecisionContext, Finding, Rule, classify_actor, decide, figures_needed,
-};
+use crate::rules::{Assessment as RuleAssessment, Decision, Observed, assess, decide};
 use crate::slo::{Observation, Observations, PlanCache, QueryPlan, SloSource};
 use crate::store::{PolicySet, PolicyStore};
 use crate::webhook_scope::Governed;
@@ -78,8 +78,9 @@ pub struct Assessment {
     pub decision: Decision,
 }
 
-/// Turns AdmissionReviews into answers: classifies the change, gathers what the rules
-/// read (SLO figures, the ledger's record), calls [`crate::rules::decide`], and records
+/// Turns AdmissionReviews into answers: classifies the change, assesses it
+/// ([`crate::rules::assess`]), gathers what the assessment says the rules read (SLO
+/// figures, the ledger's record), calls [`crate::rules::decide`], and records
 /// what admission leaves behind (the ledger, Events, the webhook scope).
 pub struct Guard {
     /// The policies and reflections in force.
@@ -113,15 +114,20 @@ pub trait AdmissionEffects: Send + Sync {
     fn record_denial(&self, change: &Change, decision: &Decision);
 }
 
-/// A review that was read and classified, with the SLO queries its decision needs.
+/// A review that was read and classified, with the policies in force.
 struct Prepared {
     started: Instant,
     change: Change,
     policies: Arc<PolicySet>,
-    /// One plan per gated policy, with that policy's `prometheus.timeout`.
+}
+
+/// What the guard gathers before deciding on an assessed change.
+struct Gathering {
+    /// One plan per policy whose figures the decision needs, with that policy's
+    /// `prometheus.timeout`.
     plans: Vec<(Arc<QueryPlan>, Duration)>,
     /// The workload whose change ledger the decision reads: set for an agent's change of
-    /// a class the ledger records ([`reads_ledger`]) under a policy that matches it.
+    /// a class the ledger records ([`reads_ledger`]) under a policy that governs it.
     ledger_key: Option<LedgerKey>,
 }
 
@@ -129,6 +135,16 @@ struct Prepared {
 /// it was based on. Each round is lost only to an admission that succeeded, so a few
 /// are plenty.
 const LEDGER_ROUNDS: usize = 5;
+
+/// How a review's figures and records are gathered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gather {
+    /// As the server gathers them: Prometheus (through the cache), the change ledger and
+    /// the webhook scope, awaited.
+    Live,
+    /// Without I/O: canned answers or the gate off, no change ledger, no webhook scope.
+    WithoutIo,
+}
 
 enum Stage {
     /// slo-guard does not govern the request: the answer is already known.
@@ -188,20 +204,16 @@ impl Guard {
     }
 
     /// Judges a review without waiting on I/O: the SLO figures come from canned answers,
-    /// or the gate is off. For `check` and tests; the server uses [`Guard::review_async`].
+    /// or the gate is off, and neither the change ledger nor the webhook scope is used.
+    /// For `check` and tests; the server uses [`Guard::review_async`].
     pub fn review(
         &self,
         endpoint: Endpoint,
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
-        let prepared = match self.prepare(body)? {
-            Stage::Answered(judgement) => return Ok(*judgement),
-            Stage::Prepared(prepared) => prepared,
-        };
-        let observations = self.observe_now(&prepared);
-        let decision = decide_once(&prepared, &observations, None, now);
-        self.finish(endpoint, *prepared, decision, Duration::ZERO, now)
+        // Nothing in a review gathered without I/O awaits anything: it runs to completion.
+        futures::executor::block_on(self.judge(endpoint, body, now, Gather::WithoutIo))
     }
 
     /// Judges a review, asking Prometheus first when a matching policy gates the change.
@@ -213,26 +225,46 @@ impl Guard {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Judgement, AdmissionError> {
+        self.judge(endpoint, body, now, Gather::Live).await
+    }
+
+    /// The one path of a review: read, assess, gather what the assessment asks for (as
+    /// `gather` allows), decide, answer.
+    async fn judge(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        now: DateTime<Utc>,
+        gather: Gather,
+    ) -> Result<Judgement, AdmissionError> {
         let prepared = match self.prepare(body)? {
             Stage::Answered(judgement) => return Ok(*judgement),
             Stage::Prepared(prepared) => prepared,
         };
-        let asked = Instant::now();
-        let observations = self.observe(&prepared).await;
-        let slo_time = if prepared.plans.is_empty() {
-            Duration::ZERO
-        } else {
-            asked.elapsed()
-        };
-        let decision = match (&self.ledger, &prepared.ledger_key, endpoint) {
-            // Only the validating answer admits; the mutating one stamps what it is sent.
-            (Some(ledger), Some(key), Endpoint::Validate) => {
-                decide_recorded(ledger.as_ref(), key, &prepared, &observations, now).await
+        let assessment = assess(&prepared.change, &prepared.policies, now);
+        let gathering = self.gathering(&prepared, &assessment);
+        let (observations, slo_time) = match gather {
+            Gather::WithoutIo => (self.observe_now(&gathering), Duration::ZERO),
+            Gather::Live => {
+                let asked = Instant::now();
+                let observations = self.observe(&gathering).await;
+                let slo_time = if gathering.plans.is_empty() {
+                    Duration::ZERO
+                } else {
+                    asked.elapsed()
+                };
+                (observations, slo_time)
             }
-            _ => decide_once(&prepared, &observations, None, now),
         };
-        let decision = match (&self.scope, endpoint) {
-            (Some(scope), Endpoint::Validate) => {
+        let decision = match (gather, &self.ledger, &gathering.ledger_key, endpoint) {
+            // Only the validating answer admits; the mutating one stamps what it is sent.
+            (Gather::Live, Some(ledger), Some(key), Endpoint::Validate) => {
+                decide_recorded(ledger.as_ref(), key, &assessment, &observations).await
+            }
+            _ => decide_once(&assessment, &observations, None),
+        };
+        let decision = match (gather, &self.scope, endpoint) {
+            (Gather::Live, Some(scope), Endpoint::Validate) => {
                 widen_for_policy(
                     scope.as_ref(),
                     &prepared.change,
@@ -243,7 +275,7 @@ impl Guard {
             }
             _ => decision,
         };
-        self.finish(endpoint, *prepared, decision, slo_time, now)
+        self.finish(endpoint, &prepared, decision, slo_time, now)
     }
 
     /// Judges reviews as the validating webhook would, without admitting them: for the
@@ -258,6 +290,28 @@ impl Guard {
         bodies: &[Vec<u8>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        self.assess_all(bodies, now, Gather::Live).await
+    }
+
+    /// [`Guard::assess`] without waiting on I/O: SLO figures from canned answers (or the
+    /// gate off) for every review, and no change ledger. For the offline preflight and
+    /// tests.
+    pub fn assess_now(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+        // Nothing gathered without I/O awaits anything: it runs to completion.
+        futures::executor::block_on(self.assess_all(bodies, now, Gather::WithoutIo))
+    }
+
+    /// The one path of [`Guard::assess`] and [`Guard::assess_now`].
+    async fn assess_all(
+        &self,
+        bodies: &[Vec<u8>],
+        now: DateTime<Utc>,
+        gather: Gather,
+    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
         let mut ledger_reads: Vec<(LedgerKey, Result<LedgerRecord, String>)> = Vec::new();
         let mut assessments = Vec::with_capacity(bodies.len());
         for (index, body) in bodies.iter().enumerate() {
@@ -268,11 +322,13 @@ impl Guard {
                 }
                 Stage::Prepared(prepared) => prepared,
             };
+            let assessment = assess(&prepared.change, &prepared.policies, now);
+            let gathering = self.gathering(&prepared, &assessment);
             let mut figures_uncached = false;
-            let observations: Observations = if index == 0 {
-                self.observe(&prepared).await
-            } else {
-                prepared
+            let observations: Observations = match gather {
+                Gather::WithoutIo => self.observe_now(&gathering),
+                Gather::Live if index == 0 => self.observe(&gathering).await,
+                Gather::Live => gathering
                     .plans
                     .iter()
                     .map(|(plan, _)| {
@@ -282,10 +338,10 @@ impl Guard {
                         });
                         (plan.policy.clone(), observation)
                     })
-                    .collect()
+                    .collect(),
             };
-            let read = match (&self.ledger, &prepared.ledger_key) {
-                (Some(ledger), Some(key)) => {
+            let read = match (gather, &self.ledger, &gathering.ledger_key) {
+                (Gather::Live, Some(ledger), Some(key)) => {
                     match ledger_reads.iter().find(|(read_key, _)| read_key == key) {
                         Some((_, read)) => Some(read.clone()),
                         None => {
@@ -301,39 +357,46 @@ impl Guard {
                 }
                 _ => None,
             };
-            let mut assessment = assess_prepared(*prepared, observations, read, now);
+            let decision = decide_unrecorded(&assessment, &observations, &read);
+            drop(assessment);
+            let mut assessment = assessment_of(*prepared, observations, read, decision);
             assessment.figures_uncached = figures_uncached;
             assessments.push(Some(assessment));
         }
         Ok(assessments)
     }
 
-    /// [`Guard::assess`] without waiting on I/O: SLO figures from canned answers (or the
-    /// gate off), and no change ledger. For the offline preflight and tests.
-    pub fn assess_now(
-        &self,
-        bodies: &[Vec<u8>],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
-        let mut assessments = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let prepared = match self.prepare(body)? {
-                Stage::Answered(_) => {
-                    assessments.push(None);
-                    continue;
-                }
-                Stage::Prepared(prepared) => prepared,
-            };
-            let observations = self.observe_now(&prepared);
-            assessments.push(Some(assess_prepared(*prepared, observations, None, now)));
+    /// What deciding on `assessment` needs gathered: the query plan of every policy whose
+    /// figures it needs (built from the assessment, cached per policy snapshot), and the
+    /// change ledger's key when an agent's change may be judged on its record.
+    fn gathering(&self, prepared: &Prepared, assessment: &RuleAssessment<'_>) -> Gathering {
+        let change = &prepared.change;
+        let mut plans = Vec::new();
+        let mut ledger_key = None;
+        for assessed in &assessment.governing {
+            if assessed.actor == ActorKind::Agent
+                && ledger_key.is_none()
+                && reads_ledger(change)
+                && (crate::rules::turns_on_ledger(&assessed.policy().spec)
+                    || !prepared.policies.reflections.is_empty())
+            {
+                ledger_key = LedgerKey::of(change);
+            }
+            if let Some(scope) = assessed.figures {
+                plans.push((
+                    self.plans
+                        .plan(&prepared.policies, assessed.stored, &change.target, scope),
+                    assessed.stored.spec.prometheus.timeout.duration(),
+                ));
+            }
         }
-        Ok(assessments)
+        Gathering { plans, ledger_key }
     }
 
-    /// The SLO figures of every plan of `prepared`, asked in parallel, each within its
+    /// The SLO figures of every plan of `gathering`, asked in parallel, each within its
     /// policy's timeout.
-    async fn observe(&self, prepared: &Prepared) -> Observations {
-        futures::future::join_all(prepared.plans.iter().map(|(plan, timeout)| async move {
+    async fn observe(&self, gathering: &Gathering) -> Observations {
+        futures::future::join_all(gathering.plans.iter().map(|(plan, timeout)| async move {
             (plan.policy.clone(), self.slo.observe(plan, *timeout).await)
         }))
         .await
@@ -341,15 +404,16 @@ impl Guard {
         .collect()
     }
 
-    /// The SLO figures of every plan of `prepared`, from a source that needs no I/O.
-    fn observe_now(&self, prepared: &Prepared) -> Observations {
-        prepared
+    /// The SLO figures of every plan of `gathering`, from a source that needs no I/O.
+    fn observe_now(&self, gathering: &Gathering) -> Observations {
+        gathering
             .plans
             .iter()
             .map(|(plan, _)| (plan.policy.clone(), self.slo.observe_now(plan)))
             .collect()
     }
 
+    /// Reads and classifies a review; `Answered` when slo-guard does not govern it.
     fn prepare(&self, body: &[u8]) -> Result<Stage, AdmissionError> {
         let started = Instant::now();
         let request = parse_review(body)?;
@@ -360,41 +424,17 @@ impl Guard {
                 decision: None,
             })));
         };
-        let policies = self.policies.snapshot();
-        let mut plans = Vec::new();
-        let mut ledger_key = None;
-        if change.class != ChangeClass::Config {
-            for (policy, _) in policies.matching(&change.target) {
-                let actor = classify_actor(&change.requester, Some(&policy.spec));
-                if actor == ActorKind::Agent
-                    && ledger_key.is_none()
-                    && reads_ledger(&change)
-                    && (crate::rules::turns_on_ledger(&policy.spec)
-                        || !policies.reflections.is_empty())
-                {
-                    ledger_key = LedgerKey::of(&change);
-                }
-                if let Some(scope) = figures_needed(&change, &policy.spec, actor) {
-                    plans.push((
-                        self.plans.plan(&policies, policy, &change.target, scope),
-                        policy.spec.prometheus.timeout.duration(),
-                    ));
-                }
-            }
-        }
         Ok(Stage::Prepared(Box::new(Prepared {
             started,
             change,
-            policies,
-            plans,
-            ledger_key,
+            policies: self.policies.snapshot(),
         })))
     }
 
     fn finish(
         &self,
         endpoint: Endpoint,
-        prepared: Prepared,
+        prepared: &Prepared,
         decision: Decision,
         slo_time: Duration,
         now: DateTime<Utc>,
@@ -407,23 +447,12 @@ impl Guard {
             // The validating webhook gives the denial; the mutating one always stamps,
             // because what it stamps (an approver's identity) can be what turns a denial
             // into an admission, and a change that is still denied is never stored.
-            // An agent writing approval or freeze-exception keys is denied here already:
-            // the patch below would strip what it wrote, and the validating webhook would
-            // never see it.
-            Endpoint::Mutate
-                if decision.actor != ActorKind::Person
-                    && decision.findings.iter().any(|f| {
-                        matches!(
-                            f.rule,
-                            crate::rules::Rule::SelfApproval | crate::rules::Rule::FreezeException
-                        ) && f.mode == crate::policy::Mode::Enforce
-                    }) =>
-            {
+            Endpoint::Mutate if decision.denied_at_mutation() => {
                 verdict::review_response(&change.uid, &decision)
             }
             Endpoint::Mutate => {
                 let patch = mutation::patch_for(
-                    &change,
+                    change,
                     &decision,
                     mutation::StampContext {
                         now,
@@ -434,10 +463,7 @@ impl Guard {
                     .with_patch(&patch)
                     .map_err(|e| AdmissionError::Internal(format!("cannot encode patch: {e}")))?;
                 if let Some(clamp) = &decision.clamp {
-                    response.warnings.push(verdict::clip(&format!(
-                        "slo-guard: replicas lowered from {} to the cap of {} ({} scaling.onExceed: clamp)",
-                        clamp.requested, clamp.cap, clamp.policy
-                    )));
+                    response.warnings.push(verdict::clip(&clamp.warning()));
                 }
                 response
             }
@@ -449,7 +475,7 @@ impl Guard {
             && !response.allowed
             && !change.dry_run
         {
-            effects.record_denial(&change, &decision);
+            effects.record_denial(change, &decision);
         }
         if endpoint == Endpoint::Validate {
             self.count(&decision, verdict);
@@ -535,16 +561,13 @@ fn reads_ledger(change: &Change) -> bool {
 }
 
 fn decide_once(
-    prepared: &Prepared,
+    assessment: &RuleAssessment<'_>,
     observations: &Observations,
     ledger: Option<&LedgerRecord>,
-    now: DateTime<Utc>,
 ) -> Decision {
     decide(
-        &prepared.change,
-        &DecisionContext {
-            policies: &prepared.policies,
-            now,
+        assessment,
+        &Observed {
             observations,
             ledger,
         },
@@ -552,25 +575,39 @@ fn decide_once(
 }
 
 /// The decision admission would take on `read` (the ledger as it stands, if admission
-/// reads it), as [`decide_recorded`] takes it when its write succeeds.
-fn assess_prepared(
+/// reads it), as [`decide_recorded`] takes it when its write succeeds, with nothing to
+/// record.
+fn decide_unrecorded(
+    assessment: &RuleAssessment<'_>,
+    observations: &Observations,
+    read: &Option<Result<LedgerRecord, String>>,
+) -> Decision {
+    let ledger = match read {
+        Some(Ok(record)) => Some(record),
+        _ => None,
+    };
+    let mut decision = decide_once(assessment, observations, ledger);
+    if let Some(Err(cause)) = read
+        && decision.record.is_some()
+    {
+        decision = ledger_failure(assessment, observations, cause);
+    }
+    decision.record = None;
+    decision
+}
+
+/// The preflight's record of a change judged as admission would judge it.
+fn assessment_of(
     prepared: Prepared,
     observations: Observations,
     read: Option<Result<LedgerRecord, String>>,
-    now: DateTime<Utc>,
+    decision: Decision,
 ) -> Assessment {
     let (ledger, ledger_error) = match read {
         Some(Ok(record)) => (Some(record), None),
         Some(Err(cause)) => (None, Some(cause)),
         None => (None, None),
     };
-    let mut decision = decide_once(&prepared, &observations, ledger.as_ref(), now);
-    if let Some(cause) = &ledger_error
-        && decision.record.is_some()
-    {
-        decision = ledger_failure(&prepared, &observations, now, cause);
-    }
-    decision.record = None;
     Assessment {
         change: prepared.change,
         policies: prepared.policies,
@@ -590,9 +627,8 @@ fn assess_prepared(
 async fn decide_recorded(
     ledger: &dyn ChangeLedger,
     key: &LedgerKey,
-    prepared: &Prepared,
+    assessment: &RuleAssessment<'_>,
     observations: &Observations,
-    now: DateTime<Utc>,
 ) -> Decision {
     let mut last_error = None;
     for _ in 0..LEDGER_ROUNDS {
@@ -601,7 +637,7 @@ async fn decide_recorded(
             Err(error) => {
                 // A decision that records nothing (no cooldown, no approval) does not
                 // need the ledger: it stands, denial or not.
-                let decision = decide_once(prepared, observations, None, now);
+                let decision = decide_once(assessment, observations, None);
                 if decision.record.is_none() {
                     return decision;
                 }
@@ -609,11 +645,11 @@ async fn decide_recorded(
                 break;
             }
         };
-        let mut decision = decide_once(prepared, observations, Some(&read.record), now);
+        let mut decision = decide_once(assessment, observations, Some(&read.record));
         let Some(record) = decision.record.take() else {
             return decision;
         };
-        if prepared.change.dry_run {
+        if assessment.change.dry_run {
             return decision;
         }
         match ledger.write(key, &record, read.version.as_deref()).await {
@@ -626,31 +662,22 @@ async fn decide_recorded(
         }
     }
     let cause = last_error.map_or_else(|| "no answer".to_string(), |e| e.to_string());
-    tracing::error!(workload = %prepared.change.target.describe(), %cause, "change ledger not written; the agent change is denied");
-    ledger_failure(prepared, observations, now, &cause)
+    tracing::error!(workload = %assessment.change.target.describe(), %cause, "change ledger not written; the agent change is denied");
+    ledger_failure(assessment, observations, &cause)
 }
 
 /// What admission answers when the change ledger a decision needs cannot be read or
 /// written: the decision without the record, denied for the ledger, naming `cause`.
 fn ledger_failure(
-    prepared: &Prepared,
+    assessment: &RuleAssessment<'_>,
     observations: &Observations,
-    now: DateTime<Utc>,
     cause: &str,
 ) -> Decision {
-    let mut decision = decide_once(prepared, observations, None, now);
-    decision.findings.insert(0, Finding {
-        source: "slo-guard".to_string(),
-        rule: Rule::ChangeRecord,
-        mode: crate::policy::Mode::Enforce,
-        headline: format!(
-            "{} of {} blocked: slo-guard could not record the change in its change ledger, which cooldowns and approvals are kept in ({cause})",
-            prepared.change.class,
-            prepared.change.describe()
-        ),
-        remedy: "Retry in a moment; if this persists, check slo-guard's access to Leases in its namespace".to_string(),
-        brief: format!("change ledger unavailable: {cause}"),
-    });
+    let mut decision = decide_once(assessment, observations, None);
+    decision.findings.insert(
+        0,
+        crate::rules::ledger_unavailable(assessment.change, cause),
+    );
     decision.record = None;
     decision
 }
@@ -686,16 +713,9 @@ async fn widen_for_policy(
     let governed = Governed::of_policy(&policy, guard_namespace);
     if let Err(cause) = scope.widen(&governed).await {
         tracing::error!(policy = %id, %cause, "webhook scope not widened; the policy is not admitted");
-        decision.findings.insert(0, Finding {
-            source: id.to_string(),
-            rule: Rule::WebhookScope,
-            mode: crate::policy::Mode::Enforce,
-            headline: format!(
-                "policy ConfigMap {id} not admitted: slo-guard could not extend its webhooks to the namespaces this policy governs, so the policy would not see their changes ({cause})"
-            ),
-            remedy: "Retry in a moment; if this persists, check slo-guard's access to its webhook configurations (get, update), or run it with --webhook-scope static".to_string(),
-            brief: format!("webhook scope not widened: {cause}"),
-        });
+        decision
+            .findings
+            .insert(0, crate::rules::scope_not_widened(&id, &cause.to_string()));
     }
     decision
 }

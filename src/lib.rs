@@ -1,8 +1,10 @@
 //! slo-guard: a Kubernetes admission webhook that keeps people, CI and AI agents from
 //! changing workloads in ways that endanger their SLOs.
 //!
-//! The decision core ([`rules::decide`]) is pure; admission I/O, policy loading, TLS and
-//! HTTP are thin edges around it. [`server::router`] is exposed so tests can drive it.
+//! The decision core is pure and takes two steps: [`rules::assess`] works out once what a
+//! change is under the policies in force, and [`rules::decide`] judges that assessment on
+//! the SLO figures and ledger record the guard ([`guard::Guard`]) gathered for it.
+//! Admission I/O, policy loading, TLS and HTTP are thin edges around it. [`server::router`] is exposed so tests can drive it.
 
 pub mod admission;
 pub mod annotations;

@@ -13,7 +13,7 @@ use slo_guard::guard::Guard;
 use slo_guard::metrics::Metrics;
 use slo_guard::policy::{Policy, PolicyRef, PolicySpec};
 use slo_guard::reflection::Reflection;
-use slo_guard::rules::{Decision, DecisionContext, decide};
+use slo_guard::rules::{Decision, DecisionContext, assess_and_decide};
 use slo_guard::slo::{
     CannedAnswers, GateScope, Observation, Observations, QueryPlan, QueryRole, Reading, Readings,
     SloSource,
@@ -316,7 +316,7 @@ pub fn decide_and_word(
     policies: &PolicySet,
     observations: &Observations,
 ) -> Decision {
-    let decision = decide(
+    let decision = assess_and_decide(
         change,
         &DecisionContext {
             policies,

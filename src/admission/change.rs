@@ -596,6 +596,12 @@ fn classify_borrowed(
     let group = request.resource.group.as_str();
     let resource = request.resource.resource.as_str();
 
+    // The name of the object the request writes: the apiserver leaves `request.name` empty
+    // for a create whose name is generated.
+    let object_name = object
+        .or(old_object)
+        .and_then(|o| o.metadata.name.clone())
+        .unwrap_or_else(|| request.name.clone());
     let base = |class, target, annotations| Change {
         uid: request.uid.clone(),
         class,
@@ -611,14 +617,22 @@ fn classify_borrowed(
         retargeted_from: None,
         served_workloads: Vec::new(),
         scale_subresource: sub_resource == "scale",
-        object_name: object
-            .or(old_object)
-            .and_then(|o| o.metadata.name.clone())
-            .unwrap_or_else(|| request.name.clone()),
+        object_name: object_name.clone(),
         object_uid: object.or(old_object).and_then(|o| o.metadata.uid.clone()),
         annotations_map_present: object.is_some_and(|o| o.metadata.annotations.is_some()),
         object: None,
         old_object: None,
+    };
+
+    // A change of a workload or pod maker itself (no subresource): judged by its class,
+    // with the replicas it moves.
+    let object_change = |target: Target| -> Result<Option<Change>, AdmissionError> {
+        let Some(class) = object_class(request.operation, object, old_object)? else {
+            return Ok(None);
+        };
+        let mut change = base(class, target, object.map(annotations_of));
+        change.replicas = replica_change(object, old_object);
+        Ok(Some(change))
     };
 
     // The apiserver always sends metadata; an object without any is hand-made, and a patch
@@ -673,26 +687,17 @@ fn classify_borrowed(
         ("apps", "deployments" | "statefulsets", "") => {
             let kind = WorkloadKind::from_resource(resource)
                 .ok_or_else(|| unreachable_resource(resource))?;
-            let current = current()?;
-            let name = current
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| request.name.clone());
+            // Malformed without an object to judge.
+            current()?;
             let mut target = Target::new(
                 TargetKind::Workload(kind),
                 Some(kind),
                 &namespace,
-                &name,
+                &object_name,
                 BTreeMap::new(),
             );
             set_labels(&mut target, object, old_object, request.operation);
-            let Some(class) = object_class(request.operation, object, old_object)? else {
-                return Ok(None);
-            };
-            let mut change = base(class, target, object.map(annotations_of));
-            change.replicas = replica_change(object, old_object);
-            Ok(Some(change))
+            object_change(target)
         }
         ("autoscaling", "horizontalpodautoscalers", "") => {
             let current = current()?;
@@ -766,16 +771,11 @@ fn classify_borrowed(
             else {
                 return Ok(None);
             };
-            let name = current
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| request.name.clone());
             let mut target = Target::new(
                 TargetKind::ConfigMap(config_kind),
                 None,
                 &namespace,
-                &name,
+                &object_name,
                 current.metadata.labels.clone().unwrap_or_default(),
             );
             target.before = old_object.map(|o| LabelState {
@@ -818,17 +818,13 @@ fn classify_borrowed(
         | ("batch", "jobs" | "cronjobs", "") => {
             let kind = PodMakerKind::from_resource(group, resource)
                 .ok_or_else(|| unreachable_resource(resource))?;
-            let current = current()?;
-            let name = current
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| request.name.clone());
+            // Malformed without an object to judge.
+            current()?;
             let mut target = Target::new(
                 TargetKind::PodMaker(kind),
                 None,
                 &namespace,
-                &name,
+                &object_name,
                 BTreeMap::new(),
             );
             set_labels_at(
@@ -850,32 +846,11 @@ fn classify_borrowed(
                 .flatten()
                 .flat_map(|o| o.metadata.owner_references.iter().cloned())
                 .collect();
-            let Some(class) = object_class(request.operation, object, old_object)? else {
-                return Ok(None);
-            };
-            let mut change = base(class, target, object.map(annotations_of));
-            change.replicas = replica_change(object, old_object);
-            Ok(Some(change))
+            object_change(target)
         }
         ("", "services", "") => {
             let current = current()?;
-            let name = current
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| request.name.clone());
-            let selector_of = |o: &ReviewObject| -> BTreeMap<String, String> {
-                o.body
-                    .pointer("/spec/selector")
-                    .and_then(Value::as_object)
-                    .map(|labels| {
-                        labels
-                            .iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
+            let selector_of = |o: &ReviewObject| string_map_at(&o.body, "/spec/selector");
             let after = object
                 .filter(|_| request.operation != Operation::Delete)
                 .map(selector_of);
@@ -891,7 +866,7 @@ fn classify_borrowed(
                 TargetKind::Service,
                 None,
                 &namespace,
-                &name,
+                &object_name,
                 current.metadata.labels.clone().unwrap_or_default(),
             );
             target.pod_labels = after.clone().unwrap_or_default();
@@ -992,17 +967,7 @@ fn set_labels_at(
 ) {
     let state = |o: &ReviewObject| LabelState {
         labels: o.metadata.labels.clone().unwrap_or_default(),
-        pod_labels: o
-            .body
-            .pointer(template_labels)
-            .and_then(Value::as_object)
-            .map(|labels| {
-                labels
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        pod_labels: string_map_at(&o.body, template_labels),
     };
     let after = object
         .filter(|_| operation != Operation::Delete)
@@ -1106,6 +1071,20 @@ fn replicas_field(data: &Value, pointer: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
+/// The string entries of the map at `pointer` in `body` (a label map or a selector);
+/// empty when there is none.
+fn string_map_at(body: &Value, pointer: &str) -> BTreeMap<String, String> {
+    body.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn annotations_of(object: &ReviewObject) -> BTreeMap<String, String> {
     object.metadata.annotations.clone().unwrap_or_default()
 }
@@ -1134,9 +1113,15 @@ mod tests {
     use crate::admission::parse_review;
     use crate::rules::testing::{AGENT, hpa_by};
 
-    fn review(resource: (&str, &str, &str), operation: &str, object: Value, old: Value) -> Change {
+    /// An AdmissionReview of `resource` (group, version, plural) by the agent.
+    fn review_body(
+        resource: (&str, &str, &str),
+        operation: &str,
+        object: Value,
+        old: Value,
+    ) -> Value {
         let (group, version, plural) = resource;
-        let body = serde_json::json!({
+        serde_json::json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
@@ -1151,7 +1136,11 @@ mod tests {
                 "oldObject": old,
                 "dryRun": false,
             }
-        });
+        })
+    }
+
+    fn review(resource: (&str, &str, &str), operation: &str, object: Value, old: Value) -> Change {
+        let body = review_body(resource, operation, object, old);
         let request = parse_review(body.to_string().as_bytes()).expect("a review");
         classify(request, &()).expect("classified").expect("judged")
     }
@@ -1189,21 +1178,12 @@ mod tests {
                 "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}
             })
         };
-        let body = serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "0c1d",
-                "kind": {"group": "", "version": "v1", "kind": "Service"},
-                "resource": {"group": "", "version": "v1", "resource": "services"},
-                "name": "checkout",
-                "namespace": "payments",
-                "operation": "UPDATE",
-                "userInfo": {"username": AGENT},
-                "object": service("shadow"),
-                "oldObject": service("checkout"),
-            }
-        });
+        let body = review_body(
+            ("", "v1", "services"),
+            "UPDATE",
+            service("shadow"),
+            service("checkout"),
+        );
         let request = parse_review(body.to_string().as_bytes()).expect("a review");
         let change = classify(request, &workloads)
             .expect("classified")
@@ -1247,22 +1227,13 @@ mod tests {
                 "spec": {"containers": [{"name": "c", "image": "i"}], "ephemeralContainers": ephemeral}
             })
         };
-        let mut body = serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "0c1d",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "subResource": "ephemeralcontainers",
-                "name": "x",
-                "namespace": "payments",
-                "operation": "UPDATE",
-                "userInfo": {"username": AGENT},
-                "object": pod(serde_json::json!([{"name": "debug", "image": "evil:1"}])),
-                "oldObject": pod(serde_json::json!([])),
-            }
-        });
+        let mut body = review_body(
+            ("", "v1", "pods"),
+            "UPDATE",
+            pod(serde_json::json!([{"name": "debug", "image": "evil:1"}])),
+            pod(serde_json::json!([])),
+        );
+        body["request"]["subResource"] = Value::from("ephemeralcontainers");
         let request = parse_review(body.to_string().as_bytes()).expect("a review");
         let change = classify(request, &()).expect("classified").expect("judged");
         assert_eq!(change.target.kind, TargetKind::PodMaker(PodMakerKind::Pod));

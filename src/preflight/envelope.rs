@@ -11,7 +11,9 @@ use crate::guard::Assessment;
 use crate::ledger::LedgerRecord;
 use crate::policy::Mode;
 use crate::reflection::ThresholdPath;
-use crate::rules::{Decision, DecisionContext, Finding, Rule, decide, time_limits};
+use crate::rules::{
+    Decision, DecisionContext, Finding, Observed, Rule, assess, assess_and_decide, time_limits,
+};
 use crate::slo::figures::{budget_left, burn_rate, traffic_ratio};
 use crate::slo::{Observation, Observations, QueryRole};
 use crate::store::PolicySet;
@@ -116,9 +118,17 @@ impl<'a> Basis<'a> {
         }
     }
 
+    /// What the assessment's figures and ledger record were.
+    pub fn observed(&self) -> Observed<'a> {
+        Observed {
+            observations: self.observations,
+            ledger: self.ledger,
+        }
+    }
+
     /// Decides `change` at `now` on this basis, as the webhook would.
     pub fn decide(&self, change: &Change, now: DateTime<Utc>) -> Decision {
-        decide(
+        assess_and_decide(
             change,
             &DecisionContext {
                 policies: self.policies,
@@ -214,23 +224,18 @@ pub fn next_allowed_time(
     if decision.allowed() || enforced(decision).any(|f| !TIME_RULES.contains(&f.rule)) {
         return None;
     }
-    let context = DecisionContext {
-        policies: basis.policies,
-        now,
-        observations: basis.observations,
-        ledger: basis.ledger,
-    };
-    let mut candidates: Vec<DateTime<Utc>> = time_limits(change, &context)
-        .into_iter()
-        .flat_map(|limits| {
-            limits
-                .cooldown
-                .map(|(_, ends)| ends)
-                .into_iter()
-                .chain(limits.windows.into_iter().filter_map(|w| w.ends))
-        })
-        .filter(|at| *at > now)
-        .collect();
+    let mut candidates: Vec<DateTime<Utc>> =
+        time_limits(&assess(change, basis.policies, now), &basis.observed())
+            .into_iter()
+            .flat_map(|limits| {
+                limits
+                    .cooldown
+                    .map(|(_, ends)| ends)
+                    .into_iter()
+                    .chain(limits.windows.into_iter().filter_map(|w| w.ends))
+            })
+            .filter(|at| *at > now)
+            .collect();
     candidates.sort();
     candidates.dedup();
     // A cooldown may end inside a freeze: each candidate is tried in turn.
@@ -456,13 +461,7 @@ pub fn approval(decision: &Decision) -> Value {
 
 /// The cooldown and freeze windows that hold the change, as instants.
 pub fn timing(change: &Change, basis: &Basis<'_>, now: DateTime<Utc>) -> (Value, Vec<Value>) {
-    let context = DecisionContext {
-        policies: basis.policies,
-        now,
-        observations: basis.observations,
-        ledger: basis.ledger,
-    };
-    let limits = time_limits(change, &context);
+    let limits = time_limits(&assess(change, basis.policies, now), &basis.observed());
     let cooldown = limits
         .iter()
         .filter_map(|l| {

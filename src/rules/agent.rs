@@ -27,11 +27,13 @@ pub(crate) fn valid_decision_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Why an annotation's value is unacceptable, if it is.
+/// Why an annotation's value is unacceptable, if it is. `action` is the `action`
+/// annotation as the assessment parsed it (`None` when it names no known action).
 fn annotation_problem(
     annotation: AgentAnnotation,
     value: &str,
     min_confidence: Option<f64>,
+    action: Option<AgentAction>,
 ) -> Option<String> {
     let key = annotation.key();
     match annotation {
@@ -55,7 +57,7 @@ fn annotation_problem(
             }
             _ => Some(format!("{key} {value:?} is not a number in 0..1")),
         },
-        AgentAnnotation::Action if AgentAction::parse(value.trim()).is_none() => Some(format!(
+        AgentAnnotation::Action if action.is_none() => Some(format!(
             "{key} {value:?} is not one of {}",
             AgentAction::ALL.map(AgentAction::as_str).join(", ")
         )),
@@ -109,9 +111,12 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
                 missing.push(annotation.key())
             }
             None => {}
-            Some(value) => {
-                invalid.extend(annotation_problem(annotation, value, agents.min_confidence))
-            }
+            Some(value) => invalid.extend(annotation_problem(
+                annotation,
+                value,
+                agents.min_confidence,
+                input.agent_context.action,
+            )),
         }
     }
     if missing.is_empty() && invalid.is_empty() {
@@ -142,13 +147,7 @@ pub(super) fn check_forbidden(input: &RuleInput<'_>) -> Option<Finding> {
     if input.actor != ActorKind::Agent {
         return None;
     }
-    let declared_action = input
-        .change
-        .annotations
-        .as_ref()
-        .unwrap_or(&input.change.old_annotations)
-        .get(AgentAnnotation::Action.key())
-        .and_then(|action| AgentAction::parse(action.trim()));
+    let declared_action = input.agent_context.declared_action;
     let forbidden = input
         .policy
         .spec

@@ -274,7 +274,7 @@ mod tests {
                 "slo-guard",
             );
             policies.slo_specs = std::sync::Arc::new(catalog);
-            crate::rules::decide(
+            crate::rules::assess_and_decide(
                 &change,
                 &crate::rules::DecisionContext {
                     policies: &policies,

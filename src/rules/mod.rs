@@ -1,10 +1,19 @@
-//! The decision core: `decide(change, context) -> Decision`. Pure: no I/O, no clock, no
+//! The decision core, in two pure steps: [`assess`] works out once what a change is
+//! under the policies in force (which govern it, as reflections leave them, the actor
+//! each sees, the figures each needs), and [`decide`] judges that assessment on what the
+//! guard observed (SLO figures, the change ledger's record). No I/O, no clock, no
 //! globals, so every rule is tested with plain values.
+//!
+//! - [`assess`]: the assessment, with the agent's decision context and the spec diff.
+//! - [`decide`]: the decision, rule by rule: `actor`, `agent`, `scaling`, `governance`
+//!   (approval, autonomy, cooldown, freeze windows, GitOps), `scope`, `slo`, and for
+//!   ConfigMaps, pods and Services, `config` and `pods`.
+//! - [`time_limits`]: when time alone changes the decision, for the preflight.
 
 mod actor;
 mod agent;
+mod assess;
 mod config;
-mod freeze;
 mod governance;
 mod pods;
 mod scaling;
@@ -12,28 +21,22 @@ mod scope;
 mod slo;
 
 pub use actor::classify_actor;
+pub use assess::{
+    AgentContext, Assessment, ChangeIdentity, PolicyAssessment, Retargeted, SpecDiff, assess,
+    figures_needed,
+};
 
-use std::cell::OnceCell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind};
-use crate::ledger::{ChangeMark, LedgerRecord};
+use crate::ledger::LedgerRecord;
 use crate::policy::PolicySpec;
 use crate::policy::{Mode, Policy};
-use crate::reflection::{EffectivePolicy, Provenance, Threshold, ThresholdPath, effective_policy};
-use crate::slo::{GateScope, Observations};
+use crate::reflection::{Provenance, Threshold, ThresholdPath};
+use crate::slo::Observations;
 use crate::store::{MatchBasis, PolicySet};
-
-/// The SLO figures judging `change` under `spec` needs, if any: the SLO gate's, or, for
-/// a change no gate covers, the error budget alone when an `autonomy` rule's tier turns
-/// on it. Shared with the guard, which gathers only these before calling [`decide`].
-pub fn figures_needed(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Option<GateScope> {
-    slo::gate(change, spec, actor).or_else(|| {
-        governance::budget_decides_tier(change, spec, actor).then_some(GateScope::BudgetOnly)
-    })
-}
 
 /// Every rule a finding can name, as it appears in `[namespace/policy:rule]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -208,6 +211,18 @@ impl Decision {
     pub fn findings_in(&self, mode: Mode) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.mode == mode)
     }
+
+    /// Whether the mutating webhook must give this denial itself: an agent (or a
+    /// controller) writing approval or freeze-exception keys. The mutating answer
+    /// otherwise always admits and stamps, but its patch would strip what the agent wrote,
+    /// and the validating webhook would never see it.
+    pub fn denied_at_mutation(&self) -> bool {
+        self.actor != ActorKind::Person
+            && self.findings.iter().any(|f| {
+                matches!(f.rule, Rule::SelfApproval | Rule::FreezeException)
+                    && f.mode == Mode::Enforce
+            })
+    }
 }
 
 /// A replica request lowered to a cap by `scaling.onExceed: clamp`.
@@ -221,7 +236,28 @@ pub struct Clamp {
     pub policy: String,
 }
 
-/// Everything a decision reads besides the request itself.
+impl Clamp {
+    /// The warning the mutating webhook gives when it lowers the request.
+    pub fn warning(&self) -> String {
+        format!(
+            "slo-guard: replicas lowered from {} to the cap of {} ({} scaling.onExceed: clamp)",
+            self.requested, self.cap, self.policy
+        )
+    }
+}
+
+/// What the guard observed for an assessed change: the second input of [`decide`].
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    /// The SLO figures gathered for this change, by policy (empty when none is gated).
+    pub observations: &'a Observations,
+    /// What slo-guard admitted before for the workload, from the change ledger; `None`
+    /// where there is no ledger (offline) or no record yet.
+    pub ledger: Option<&'a LedgerRecord>,
+}
+
+/// Everything a decision reads besides the request itself, for callers that assess and
+/// decide in one go ([`assess_and_decide`]): the preflight's neighbouring changes, tests.
 pub struct DecisionContext<'a> {
     /// The policies and reflections in force.
     pub policies: &'a PolicySet,
@@ -234,34 +270,6 @@ pub struct DecisionContext<'a> {
     pub ledger: Option<&'a LedgerRecord>,
 }
 
-/// What identifies a change, computed once and only for the changes that need it.
-pub(crate) struct ChangeIdentity<'a> {
-    change: &'a Change,
-    digest: OnceCell<String>,
-    mark: OnceCell<ChangeMark>,
-}
-
-impl<'a> ChangeIdentity<'a> {
-    fn new(change: &'a Change) -> Self {
-        Self {
-            change,
-            digest: OnceCell::new(),
-            mark: OnceCell::new(),
-        }
-    }
-
-    /// [`Change::content_digest`].
-    pub fn digest(&self) -> &str {
-        self.digest.get_or_init(|| self.change.content_digest())
-    }
-
-    /// [`ChangeMark::of`] the change.
-    pub fn mark(&self) -> &ChangeMark {
-        self.mark
-            .get_or_init(|| ChangeMark::of(self.change, self.digest()))
-    }
-}
-
 /// The facts a rule needs about the policy it is checking on behalf of.
 pub(crate) struct RuleInput<'a> {
     pub change: &'a Change,
@@ -272,6 +280,10 @@ pub(crate) struct RuleInput<'a> {
     pub provenance: &'a [Provenance],
     pub identity: &'a ChangeIdentity<'a>,
     pub ledger: Option<&'a LedgerRecord>,
+    /// What the agent declared in its annotations.
+    pub agent_context: &'a AgentContext<'a>,
+    /// What the change alters in `spec`.
+    pub spec_diff: &'a SpecDiff<'a>,
 }
 
 impl RuleInput<'_> {
@@ -380,12 +392,59 @@ fn budget_left_for(
     }
 }
 
-/// Judges `change` against every policy in `context` that governs it. Pure: everything it
-/// reads (the SLO figures, the ledger's record, the time) is in `context`.
-pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
+/// The finding that denies `change` when the change ledger its decision records into
+/// cannot be read or written (`cause`): cooldowns and approvals would not hold.
+pub fn ledger_unavailable(change: &Change, cause: &str) -> Finding {
+    Finding {
+        source: "slo-guard".to_string(),
+        rule: Rule::ChangeRecord,
+        mode: Mode::Enforce,
+        headline: format!(
+            "{} of {} blocked: slo-guard could not record the change in its change ledger, which cooldowns and approvals are kept in ({cause})",
+            change.class,
+            change.describe()
+        ),
+        remedy: "Retry in a moment; if this persists, check slo-guard's access to Leases in its namespace".to_string(),
+        brief: format!("change ledger unavailable: {cause}"),
+    }
+}
+
+/// The finding that keeps policy ConfigMap `policy` out when slo-guard could not extend
+/// its webhooks to the namespaces it governs (`cause`): the policy would not see their
+/// changes.
+pub fn scope_not_widened(policy: &crate::policy::PolicyRef, cause: &str) -> Finding {
+    Finding {
+        source: policy.to_string(),
+        rule: Rule::WebhookScope,
+        mode: Mode::Enforce,
+        headline: format!(
+            "policy ConfigMap {policy} not admitted: slo-guard could not extend its webhooks to the namespaces this policy governs, so the policy would not see their changes ({cause})"
+        ),
+        remedy: "Retry in a moment; if this persists, check slo-guard's access to its webhook configurations (get, update), or run it with --webhook-scope static".to_string(),
+        brief: format!("webhook scope not widened: {cause}"),
+    }
+}
+
+/// Assesses `change` and decides on it in one go: [`assess`], then [`decide`].
+pub fn assess_and_decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
+    decide(
+        &assess(change, context.policies, context.now),
+        &Observed {
+            observations: context.observations,
+            ledger: context.ledger,
+        },
+    )
+}
+
+/// Judges an assessed change on what was observed for it. Pure: everything it reads
+/// (the policies as assessed, the SLO figures, the ledger's record, the time) is in
+/// `assessment` and `observed`.
+pub fn decide(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Decision {
+    let change = assessment.change;
+    let policies = assessment.policies;
     let mut decision = Decision {
         class: change.class,
-        actor: classify_actor(&change.requester, None),
+        actor: assessment.default_actor,
         target: change.describe(),
         policies: Vec::new(),
         findings: Vec::new(),
@@ -396,7 +455,7 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
         record: None,
     };
     if change.class == ChangeClass::Config {
-        if let Some(agent) = config::agent_under(&change.requester, context.policies) {
+        if let Some(agent) = config::agent_under(&change.requester, policies) {
             decision.actor = ActorKind::Agent;
             decision
                 .findings
@@ -406,42 +465,45 @@ pub fn decide(change: &Change, context: &DecisionContext<'_>) -> Decision {
                 .extend(config::agent_reflection_change(change, agent));
         }
         decision.findings.extend(config::check_written_by(change));
-        decision
-            .findings
-            .extend(config::check(change, context.policies));
+        decision.findings.extend(config::check(change, policies));
         return decision;
     }
     if let TargetKind::PodMaker(_) | TargetKind::Service = change.target.kind {
-        let (actor, findings) = pods::check(change, context.policies);
+        let (actor, findings) = pods::check(change, policies);
         decision.actor = actor;
         decision.findings = findings;
         return decision;
     }
-    let identity = ChangeIdentity::new(change);
     let mut judged = Judged::default();
-    judge_target(change, &identity, context, &mut decision, &mut judged);
-    let unlisted = pods::check_unlisted_kind(change, context.policies);
+    let target = Target {
+        change,
+        identity: &assessment.identity,
+        governing: &assessment.governing,
+    };
+    judge_target(&target, assessment, observed, &mut decision, &mut judged);
+    let unlisted = pods::check_unlisted_kind(change, policies);
     if !unlisted.is_empty() {
         decision.actor = ActorKind::Agent;
         decision.findings.extend(unlisted);
     }
     // An HPA pointed elsewhere stops autoscaling the workload it scaled: for that
     // workload's policies, the change is a delete of its HPA.
-    if let Some(previous) = &change.retargeted_from {
-        let mut away = change.clone();
-        away.class = ChangeClass::Delete;
-        away.target = previous.clone();
-        away.retargeted_from = None;
-        let away_identity = ChangeIdentity::new(&away);
+    if let Some(retargeted) = &assessment.retargeted {
+        let away_identity = ChangeIdentity::new(&retargeted.change);
+        let away = Target {
+            change: &retargeted.change,
+            identity: &away_identity,
+            governing: &retargeted.governing,
+        };
         let mut ignored = Judged::default();
-        judge_target(&away, &away_identity, context, &mut decision, &mut ignored);
+        judge_target(&away, assessment, observed, &mut decision, &mut ignored);
         decision.notes.push(format!(
             "the HPA's scaleTargetRef moved from {} to {}: judged as a delete for the former",
-            previous.describe_workload(),
+            retargeted.change.target.describe_workload(),
             change.target.describe_workload()
         ));
     }
-    decision.record = record_after(change, &identity, context, &decision, &judged);
+    decision.record = record_after(assessment, observed, &decision, &judged);
     decision
 }
 
@@ -454,28 +516,54 @@ struct Judged {
     approval: Option<String>,
 }
 
+/// A change judged for one target: the change's own, or, for a retargeted HPA, the
+/// workload it leaves.
+struct Target<'t, 'a> {
+    change: &'t Change,
+    identity: &'t ChangeIdentity<'t>,
+    governing: &'t [PolicyAssessment<'a>],
+}
+
+impl<'t> Target<'t, '_> {
+    /// The facts the rules read about `assessed`, one of the target's policies.
+    fn input(
+        &self,
+        assessed: &'t PolicyAssessment<'_>,
+        assessment: &'t Assessment<'_>,
+        observed: &Observed<'t>,
+    ) -> RuleInput<'t> {
+        RuleInput {
+            change: self.change,
+            policy: assessed.policy(),
+            actor: assessed.actor,
+            provenance: assessed.provenance(),
+            identity: self.identity,
+            ledger: observed.ledger,
+            agent_context: &assessment.agent_context,
+            spec_diff: &assessment.spec_diff,
+        }
+    }
+}
+
 fn judge_target(
-    change: &Change,
-    identity: &ChangeIdentity<'_>,
-    context: &DecisionContext<'_>,
+    target: &Target<'_, '_>,
+    assessment: &Assessment<'_>,
+    observed: &Observed<'_>,
     decision: &mut Decision,
     judged: &mut Judged,
 ) {
+    let change = target.change;
+    let now = assessment.now;
     let mut first_policy = decision.policies.is_empty();
-    for (policy, basis) in context.policies.matching(&change.target) {
-        let effective = reflected(policy, change, context);
-        let (policy, provenance) = match &effective {
-            Some(effective) => {
-                decision.notes.extend(effective.skipped.iter().cloned());
-                (&effective.policy, effective.applied.as_slice())
-            }
-            None => (policy, &[][..]),
-        };
-        let thresholds = PolicyThresholds::of(policy, provenance);
+    for assessed in target.governing {
+        decision.notes.extend(assessed.skipped().iter().cloned());
+        let input = target.input(assessed, assessment, observed);
+        let policy = input.policy;
+        let actor = input.actor;
+        let thresholds = PolicyThresholds::of(policy, input.provenance);
         if !thresholds.values.is_empty() {
             decision.thresholds.push(thresholds);
         }
-        let actor = classify_actor(&change.requester, Some(&policy.spec));
         // The decision's actor: an agent if any policy says so, else the first policy's view.
         if first_policy || actor == ActorKind::Agent {
             decision.actor = actor;
@@ -485,23 +573,15 @@ fn judge_target(
         if !decision.policies.contains(&id) {
             decision.policies.push(id);
         }
-        if basis == MatchBasis::Assumed {
+        if assessed.basis == MatchBasis::Assumed {
             decision.notes.push(format!(
                 "labels of {} unknown; {} applied without its selector",
                 change.target.describe_workload(),
                 policy.id
             ));
         }
-        let input = RuleInput {
-            change,
-            policy,
-            actor,
-            provenance,
-            identity,
-            ledger: context.ledger,
-        };
         // Most decisive first: kubectl users read the first line.
-        if basis == MatchBasis::Before {
+        if assessed.basis == MatchBasis::Before {
             decision.findings.extend(scope::check_policy_scope(&input));
         }
         decision.findings.extend(agent::check_forbidden(&input));
@@ -515,27 +595,32 @@ fn judge_target(
         }
         decision
             .findings
-            .extend(governance::check_approval_keys(&input, context.now));
+            .extend(governance::check_approval_keys(&input, now));
         decision
             .findings
-            .extend(freeze::check_exception_keys(&input, context.now));
+            .extend(governance::windows::check_exception_keys(&input, now));
         decision
             .findings
-            .extend(freeze::check_windows(&input, context.now));
+            .extend(governance::windows::check_windows(&input, now));
         decision
             .findings
-            .extend(governance::check_cooldown(&input, context.now));
+            .extend(governance::check_cooldown(&input, now));
         judged.cooldown |= governance::cooldown_applies(&input);
-        let budget_left = budget_left_for(policy, context.observations, context.now);
+        let budget_left = budget_left_for(policy, observed.observations, now);
         decision
             .findings
-            .extend(governance::check_tier(&input, context.now, budget_left));
-        if actor == ActorKind::Agent && governance::approved(&input, context.now) {
+            .extend(governance::check_tier(&input, now, budget_left));
+        if actor == ActorKind::Agent && governance::approved(&input, now) {
             judged.approval = governance::stored_approval(&input).map(str::to_string);
         }
         decision.findings.extend(scope::check(&input));
         decision.findings.extend(governance::check_gitops(&input));
-        let slo = slo::check(&input, context.observations.get(&policy.id), context.now);
+        let slo = slo::check(
+            &input,
+            assessed.slo_gate(),
+            observed.observations.get(&policy.id),
+            now,
+        );
         decision.findings.extend(slo.findings);
         decision.notes.extend(slo.notes);
         if let Some(figures) = slo.figures {
@@ -569,50 +654,28 @@ pub struct WindowSpan {
     pub next_start: Option<DateTime<Utc>>,
 }
 
-/// `policy` with the reflections in force for `change`'s target applied, when any apply.
-fn reflected(
-    policy: &Policy,
-    change: &Change,
-    context: &DecisionContext<'_>,
-) -> Option<EffectivePolicy> {
-    effective_policy(
-        policy,
-        &context.policies.reflections,
-        &change.target,
-        &context.policies.guard_namespace,
-        context.now,
-    )
-}
-
-/// The cooldown and freeze windows each policy matching `change` holds it to, on the
-/// policy as reflections leave it, for the actor that policy sees. Pure, like [`decide`].
-pub fn time_limits(change: &Change, context: &DecisionContext<'_>) -> Vec<TimeLimits> {
-    let identity = ChangeIdentity::new(change);
-    let mut limits = Vec::new();
-    for (policy, _) in context.policies.matching(&change.target) {
-        let effective = reflected(policy, change, context);
-        let (policy, provenance) = match &effective {
-            Some(effective) => (&effective.policy, effective.applied.as_slice()),
-            None => (policy, &[][..]),
-        };
-        let input = RuleInput {
-            change,
-            policy,
-            actor: classify_actor(&change.requester, Some(&policy.spec)),
-            provenance,
-            identity: &identity,
-            ledger: context.ledger,
-        };
-        let entry = TimeLimits {
-            policy: policy.id.to_string(),
-            cooldown: governance::cooldown_span(&input),
-            windows: freeze::window_spans(&input, context.now),
-        };
-        if entry.cooldown.is_some() || !entry.windows.is_empty() {
-            limits.push(entry);
-        }
-    }
-    limits
+/// The cooldown and freeze windows each policy governing an assessed change holds it to,
+/// on the policy as reflections leave it, for the actor that policy sees. Pure, like
+/// [`decide`]; reads the ledger record in `observed` for the cooldown.
+pub fn time_limits(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Vec<TimeLimits> {
+    let target = Target {
+        change: assessment.change,
+        identity: &assessment.identity,
+        governing: &assessment.governing,
+    };
+    target
+        .governing
+        .iter()
+        .filter_map(|assessed| {
+            let input = target.input(assessed, assessment, observed);
+            let entry = TimeLimits {
+                policy: input.policy.id.to_string(),
+                cooldown: governance::cooldown_span(&input),
+                windows: governance::windows::window_spans(&input, assessment.now),
+            };
+            (entry.cooldown.is_some() || !entry.windows.is_empty()).then_some(entry)
+        })
+        .collect()
 }
 
 /// Whether an agent change under `spec` can turn on the change ledger: a cooldown, an
@@ -631,9 +694,8 @@ pub fn turns_on_ledger(spec: &PolicySpec) -> bool {
 /// The ledger record to write when an agent's change is admitted and a cooldown or an
 /// approval turns on it. A change the ledger already holds (a retry) needs no write.
 fn record_after(
-    change: &Change,
-    identity: &ChangeIdentity<'_>,
-    context: &DecisionContext<'_>,
+    assessment: &Assessment<'_>,
+    observed: &Observed<'_>,
     decision: &Decision,
     judged: &Judged,
 ) -> Option<LedgerRecord> {
@@ -643,8 +705,8 @@ fn record_after(
     {
         return None;
     }
-    let previous = context.ledger.cloned().unwrap_or_default();
-    let mark = identity.mark();
+    let previous = observed.ledger.cloned().unwrap_or_default();
+    let mark = assessment.identity.mark();
     let already_recorded = previous
         .last_agent_change
         .as_ref()
@@ -656,7 +718,12 @@ fn record_after(
     if already_recorded {
         return None;
     }
-    Some(previous.after(change, mark, judged.approval.as_deref(), context.now))
+    Some(previous.after(
+        assessment.change,
+        mark,
+        judged.approval.as_deref(),
+        assessment.now,
+    ))
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use serde_json::Value;
 use super::{Finding, Rule, RuleInput};
 use crate::admission::{ActorKind, ChangeClass};
 use crate::annotations::{CONTAINER, RESTARTED_AT};
+use crate::policy::AgentAction;
 use crate::policy::quantity::parse_bytes;
-use crate::policy::{AgentAction, AgentAnnotation};
 
 /// Every leaf path (`spec.template.spec.containers[0].image`) where `old` and `new`
 /// differ. Arrays are compared index by index; an array whose length changed is reported
@@ -261,26 +261,13 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
     {
         return None;
     }
-    let action = change
-        .annotations
-        .as_ref()?
-        .get(AgentAnnotation::Action.key())
-        .and_then(|a| AgentAction::parse(a.trim()))?;
+    let action = input.agent_context.action?;
     let mut problems = Vec::new();
-    let paths = if change.scale_subresource {
-        vec!["spec.replicas".to_string()]
+    let scaled = ["spec.replicas".to_string()];
+    let paths: &[String] = if change.scale_subresource {
+        &scaled
     } else {
-        let (Some(old), Some(new)) = (&change.old_object, &change.object) else {
-            return None;
-        };
-        let mut paths = Vec::new();
-        changed_paths(
-            old.get("spec").unwrap_or(&Value::Null),
-            new.get("spec").unwrap_or(&Value::Null),
-            "spec",
-            &mut paths,
-        );
-        paths
+        input.spec_diff.paths()?
     };
     let outside: Vec<&str> = paths
         .iter()
@@ -298,7 +285,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
         if action == AgentAction::IncreaseMemory {
             let scope = &input.policy.spec.scope;
             let ceiling = scope.max_memory.as_ref().map(|max| max.bytes());
-            for memory in memory_changes(old, new, &paths) {
+            for memory in memory_changes(old, new, paths) {
                 let what = format!("memory {} of container {}", memory.field, memory.container);
                 match (memory.old, memory.new, memory.factor()) {
                     (_, None, _) => problems.push(format!(

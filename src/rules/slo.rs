@@ -13,10 +13,9 @@ use crate::slo::figures::{
 };
 use crate::slo::{GateScope, Observation, QueryRole, Reading, Readings, request_rate_window};
 
-const DECISION_ID: &str = "slo-guard.io/decision-id";
-
 /// Whether `change` goes through the SLO gate of `spec`, and how far. Pure; the guard
-/// learns it through [`super::figures_needed`] and gathers figures only where needed.
+/// learns it through the assessment ([`super::figures_needed`]) and gathers figures only
+/// where needed.
 pub(super) fn gate(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Option<GateScope> {
     if spec.slo.is_none() && spec.traffic.is_none() {
         return None;
@@ -54,14 +53,17 @@ pub(super) struct SloOutcome {
     pub figures: Option<String>,
 }
 
+/// Judges the change against the SLO gate of `input`'s policy, which it goes through
+/// as far as `gate` says (from the assessment), on the figures in `observation`.
 pub(super) fn check(
     input: &RuleInput<'_>,
+    gate: Option<GateScope>,
     observation: Option<&Observation>,
     now: DateTime<Utc>,
 ) -> SloOutcome {
     let mut outcome = SloOutcome::default();
     let spec = &input.policy.spec;
-    let Some(scope) = gate(input.change, spec, input.actor) else {
+    let Some(scope) = gate else {
         return outcome;
     };
     let policy = &input.policy.id;
@@ -408,10 +410,8 @@ fn budget_finding(
 /// decision when it has one, and the command that approves this change and no other.
 fn approve_remedy(input: &RuleInput<'_>) -> String {
     match input
-        .change
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DECISION_ID))
+        .agent_context
+        .decision_id
         .filter(|id| !id.trim().is_empty())
     {
         Some(id) => format!(
@@ -1080,7 +1080,7 @@ spec:
         readings.insert(QueryRole::Baseline, Reading::Value(10.0));
 
         let policies = crate::store::PolicySet::new(vec![policy], "slo-guard");
-        let decision = crate::rules::decide(
+        let decision = crate::rules::assess_and_decide(
             &agent_rollout(),
             &crate::rules::DecisionContext {
                 policies: &policies,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 
-use super::{Decision, DecisionContext, Finding, Rule, decide};
+use super::{Decision, DecisionContext, Finding, Rule, assess_and_decide};
 use crate::admission::{
     Change, ChangeClass, HpaBounds, ReplicaChange, Requester, Target, TargetKind, WorkloadKind,
 };
@@ -34,13 +34,32 @@ pub fn judge(policy: &str, change: &Change) -> Decision {
 /// Judges with SLO observations (keyed by the test policy, `payments/checkout`).
 pub fn judge_with(policy: &str, change: &Change, observations: &Observations) -> Decision {
     let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
-    decide(
+    assess_and_decide(
         change,
         &DecisionContext {
             policies: &policies,
             now: test_now(),
             observations,
             ledger: None,
+        },
+    )
+}
+
+/// Judges under one test policy at `now`, with the change ledger's record `ledger`.
+pub fn judge_at(
+    policy: &str,
+    change: &Change,
+    now: chrono::DateTime<Utc>,
+    ledger: Option<&crate::ledger::LedgerRecord>,
+) -> Decision {
+    let policies = PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
+    assess_and_decide(
+        change,
+        &DecisionContext {
+            policies: &policies,
+            now,
+            observations: &Observations::new(),
+            ledger,
         },
     )
 }
@@ -85,7 +104,7 @@ pub fn judge_with_reflections(
         })
         .collect();
     let observations = crate::slo::Observations::new();
-    decide(
+    assess_and_decide(
         change,
         &DecisionContext {
             policies: &policies,

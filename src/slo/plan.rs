@@ -437,7 +437,6 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{TargetKind, WorkloadKind};
     use crate::policy::parse_policy;
 
     const POLICY: &str = r#"match: {kinds: [Deployment]}
@@ -453,14 +452,9 @@ traffic:
   spikeRatio: 2
 "#;
 
+    /// Deployment payments/checkout, as the rule tests' changes target it.
     fn target() -> Target {
-        Target::new(
-            TargetKind::Workload(WorkloadKind::Deployment),
-            Some(WorkloadKind::Deployment),
-            "payments",
-            "checkout",
-            Default::default(),
-        )
+        crate::rules::testing::rollout_by(crate::rules::testing::AGENT).target
     }
 
     fn policy_ref() -> PolicyRef {

@@ -17,18 +17,14 @@ use chrono::{
     SecondsFormat, TimeZone, Utc,
 };
 
-use super::{Finding, Rule, RuleInput, classify_actor};
 use crate::admission::{ActorKind, ChangeClass, Requester};
 use crate::annotations::{
     EXCEPTION_KEYS, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
 };
-use crate::policy::{
-    AgentAnnotation, ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name,
-};
+use crate::policy::{ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
+use crate::rules::{Finding, Rule, RuleInput, classify_actor};
 
-/// How far a stamped `freeze-exception-at` may be from the judging clock when it is
-/// written: slo-guard stamps it in the same request.
-const STAMP_SKEW: Duration = Duration::from_secs(120);
+use super::STAMP_SKEW;
 
 /// The longest reason an exception may carry.
 const MAX_REASON: usize = 1024;
@@ -197,7 +193,10 @@ fn weekly_occurrence(
 
 /// Whether `window` holds at `now`, and when it ends: for a weekly window, the end of
 /// the run of occurrences (a Saturday-and-Sunday freeze ends on Monday at 00:00).
-pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(in crate::rules) fn freeze_end(
+    window: &FreezeWindow,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if let (Some(from), Some(until)) = (window.from, window.until) {
         return (from <= now && now < until).then(|| until.with_timezone(&Utc));
     }
@@ -215,7 +214,7 @@ pub(super) fn freeze_end(window: &FreezeWindow, now: DateTime<Utc>) -> Option<Da
 
 /// When `window` next begins after `now`: its `from` for a dated window, else the first
 /// local start (or midnight) over the coming week at which it holds.
-pub(super) fn next_freeze_start(
+pub(in crate::rules) fn next_freeze_start(
     window: &FreezeWindow,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
@@ -234,7 +233,10 @@ pub(super) fn next_freeze_start(
 
 /// Each freeze window of the policy that applies to this change's actor and class: its
 /// name as denials give it, when it ends if it is in force, and when it next begins.
-pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<super::WindowSpan> {
+pub(in crate::rules) fn window_spans(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Vec<crate::rules::WindowSpan> {
     let Some(windows) = input.policy.spec.windows.as_ref() else {
         return Vec::new();
     };
@@ -250,7 +252,7 @@ pub(super) fn window_spans(input: &RuleInput<'_>, now: DateTime<Utc>) -> Vec<sup
         .filter(|window| window.applies_to.contains(input.actor))
         .map(|window| {
             let ends = freeze_end(window, now);
-            super::WindowSpan {
+            crate::rules::WindowSpan {
                 window: describe(window),
                 ends,
                 // A freeze in force next begins after this run of it ends.
@@ -301,7 +303,7 @@ fn exception_lifts(
     window: &FreezeWindow,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let Some(stored) = super::governance::stored_annotations(input) else {
+    let Some(stored) = super::stored_annotations(input) else {
         return Err(String::new());
     };
     let Some(value) = stored.get(FREEZE_EXCEPTION) else {
@@ -360,15 +362,11 @@ fn exception_lifts(
         ));
     }
     if let Some((decision, digest)) = &exception.change {
-        let own = input
-            .change
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(AgentAnnotation::DecisionId.key()));
-        if own != Some(decision) || input.identity.digest() != digest {
+        let own = input.agent_context.decision_id;
+        if own != Some(decision.as_str()) || input.identity.digest() != digest {
             return Err(format!(
                 "it is for change {decision}@{digest}, not this one ({}@{})",
-                own.map_or("<no decision-id>", String::as_str),
+                own.unwrap_or("<no decision-id>"),
                 input.identity.digest()
             ));
         }
@@ -380,7 +378,7 @@ fn exception_lifts(
 fn exception_command(input: &RuleInput<'_>, window: &FreezeWindow, until: &str) -> String {
     format!(
         "kubectl annotate {} {FREEZE_EXCEPTION}='{};until={until};reason=<why>' --overwrite",
-        super::governance::kubectl_resource(input),
+        super::kubectl_resource(input),
         window.name.as_deref().unwrap_or("*"),
     )
 }
@@ -388,7 +386,10 @@ fn exception_command(input: &RuleInput<'_>, window: &FreezeWindow, until: &str) 
 /// Freeze windows: weekly ones in the window's own time zone, so daylight saving time
 /// moves them with the wall clock; dated ones between `from` (inclusive) and `until`
 /// (exclusive). A valid exception on the workload lifts a freeze.
-pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
+pub(in crate::rules) fn check_windows(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Option<Finding> {
     let windows = input.policy.spec.windows.as_ref()?;
     if matches!(
         input.change.class,
@@ -430,10 +431,8 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
         // An agent's decision can be named, so that the exception lifts the freeze for
         // this change and no other.
         let only = input
-            .change
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
+            .agent_context
+            .decision_id
             .filter(|_| input.actor == ActorKind::Agent)
             .map(|decision| {
                 format!(
@@ -468,21 +467,13 @@ pub(super) fn check_windows(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option
 /// (or a controller) that adds, changes or removes any exception key is denied; so is a
 /// person who writes the stamps by hand, or an exception that is malformed, already
 /// expired, or longer than `windows.maxException`.
-pub(super) fn check_exception_keys(input: &RuleInput<'_>, now: DateTime<Utc>) -> Option<Finding> {
-    if !super::governance::carries_annotations(input) {
-        return None;
-    }
-    let new = input.change.annotations.as_ref()?;
-    let old = &input.change.old_annotations;
-    let changed: Vec<&str> = EXCEPTION_KEYS
-        .into_iter()
-        .filter(|key| new.get(*key) != old.get(*key))
-        .collect();
-    if changed.is_empty() {
-        return None;
-    }
+pub(in crate::rules) fn check_exception_keys(
+    input: &RuleInput<'_>,
+    now: DateTime<Utc>,
+) -> Option<Finding> {
+    let (new, changed) = super::written_keys(input, EXCEPTION_KEYS)?;
     let requester = &input.change.requester.username;
-    let resource = super::governance::kubectl_resource(input);
+    let resource = super::kubectl_resource(input);
     if input.actor != ActorKind::Person {
         return Some(input.finding(
             Rule::FreezeException,
@@ -500,25 +491,17 @@ pub(super) fn check_exception_keys(input: &RuleInput<'_>, now: DateTime<Utc>) ->
             ),
         ));
     }
-    let stamped_by = new.get(FREEZE_EXCEPTION_BY);
-    let stamped_at = new
-        .get(FREEZE_EXCEPTION_AT)
-        .and_then(|at| DateTime::parse_from_rfc3339(at).ok());
-    let forged_by =
-        changed.contains(&FREEZE_EXCEPTION_BY) && stamped_by.is_some_and(|by| by != requester);
-    let forged_at = changed.contains(&FREEZE_EXCEPTION_AT)
-        && new.contains_key(FREEZE_EXCEPTION_AT)
-        && stamped_at.is_none_or(|at| {
-            let skew = (now - at.with_timezone(&Utc))
-                .abs()
-                .to_std()
-                .unwrap_or_default();
-            skew > STAMP_SKEW
-        });
+    let stamped = super::Stamp::read(
+        new,
+        &changed,
+        [FREEZE_EXCEPTION_BY, FREEZE_EXCEPTION_AT],
+        requester,
+        now,
+    );
     let value = new.get(FREEZE_EXCEPTION);
     let granted = changed.contains(&FREEZE_EXCEPTION) && value.is_some();
-    let without_stamp = granted && (stamped_by != Some(requester) || stamped_at.is_none());
-    if forged_by || forged_at || without_stamp {
+    let without_stamp = granted && (stamped.by != Some(requester) || stamped.at.is_none());
+    if stamped.forged || without_stamp {
         return Some(input.finding(
             Rule::FreezeException,
             format!(
@@ -588,17 +571,7 @@ mod tests {
     }
 
     fn decide_at(policy: &str, change: &Change, now: DateTime<Utc>) -> Decision {
-        let policies = crate::store::PolicySet::new(vec![policy_yaml(policy)], "slo-guard");
-        let observations = crate::slo::Observations::new();
-        crate::rules::decide(
-            change,
-            &crate::rules::DecisionContext {
-                policies: &policies,
-                now,
-                observations: &observations,
-                ledger: None,
-            },
-        )
+        judge_at(policy, change, now, None)
     }
 
     fn rule(decision: &Decision, rule: Rule) -> Option<&Finding> {
