@@ -988,20 +988,7 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
 
     /// A policy whose SLO is a Sloth spec's, resolved as the store resolves it.
     fn sloth_sourced_policy() -> crate::policy::Policy {
-        let spec_text = r#"apiVersion: sloth.slok.dev/v1
-kind: PrometheusServiceLevel
-metadata: {name: checkout, namespace: payments}
-spec:
-  service: checkout
-  slos:
-    - name: availability
-      objective: 99.9
-      sli:
-        events:
-          errorQuery: sum(rate(e[{{.window}}]))
-          totalQuery: sum(rate(t[{{.window}}]))
-      alerting: {pageAlert: {disable: true}, ticketAlert: {disable: true}}
-"#;
+        let spec_text = crate::policy::fixtures::SLOTH_CHECKOUT;
         let value: serde_yaml::Value = serde_yaml::from_str(spec_text).unwrap();
         let mut catalog = crate::slo_spec::SloSpecCatalog::default();
         catalog.insert(
@@ -1023,7 +1010,10 @@ spec:
     fn a_sourced_policy_reads_recording_rules_and_falls_back_to_the_specs_queries() {
         let policy = sloth_sourced_policy();
         let slo = policy.spec.slo.as_ref().unwrap();
-        assert_eq!(slo.errors, "sum(rate(e[{{window}}]))");
+        assert_eq!(
+            slo.errors,
+            r#"sum(rate(http_requests_total{job="checkout",code=~"5.."}[{{window}}]))"#
+        );
         let plan = crate::slo::QueryPlan::new(
             &policy.id,
             &policy.spec,
@@ -1065,11 +1055,11 @@ spec:
             vec![
                 (
                     QueryRole::Errors("5m".into()),
-                    "sum(rate(e[5m]))".to_string()
+                    r#"sum(rate(http_requests_total{job="checkout",code=~"5.."}[5m]))"#.to_string()
                 ),
                 (
                     QueryRole::Total("5m".into()),
-                    "sum(rate(t[5m]))".to_string()
+                    r#"sum(rate(http_requests_total{job="checkout"}[5m]))"#.to_string()
                 ),
             ],
             "only the window whose rule has no series falls back"

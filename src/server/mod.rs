@@ -92,25 +92,33 @@ async fn review(
         )
             .into_response(),
         Err(error) => {
-            guard
-                .metrics
-                .bad_requests
-                .get_or_create(&ReasonLabels {
-                    reason: error.reason().to_string(),
-                })
-                .inc();
+            count_refusal(guard, &error);
             tracing::warn!(endpoint = endpoint.as_str(), error = %error, "refused request");
             error.into_response()
         }
     };
+    observe_latency(guard, endpoint.as_str(), started);
+    response
+}
+
+fn count_refusal(guard: &Guard, error: &HttpError) {
+    guard
+        .metrics
+        .bad_requests
+        .get_or_create(&ReasonLabels {
+            reason: error.reason().to_string(),
+        })
+        .inc();
+}
+
+fn observe_latency(guard: &Guard, endpoint: &str, started: Instant) {
     guard
         .metrics
         .latency
         .get_or_create(&EndpointLabels {
-            endpoint: endpoint.as_str().to_string(),
+            endpoint: endpoint.to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// `POST /v1/preflight`: what a change would get now, and its envelope, for the caller
@@ -142,24 +150,12 @@ async fn preflight(
     let response = match answer {
         Ok(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
         Err(error) => {
-            guard
-                .metrics
-                .bad_requests
-                .get_or_create(&ReasonLabels {
-                    reason: error.reason().to_string(),
-                })
-                .inc();
+            count_refusal(guard, &error);
             tracing::info!(endpoint = "preflight", error = %error, "refused preflight");
             error.into_response()
         }
     };
-    guard
-        .metrics
-        .latency
-        .get_or_create(&EndpointLabels {
-            endpoint: "preflight".to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    observe_latency(guard, "preflight", started);
     response
 }
 
