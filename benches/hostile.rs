@@ -272,6 +272,9 @@ struct Phase {
     /// How late the dispatcher released each request: what the client itself added (a
     /// dispatcher delayed by other threads on its CPU), not the server.
     lateness: Vec<Duration>,
+    /// Latency from when the dispatcher released the request: the latency without the
+    /// dispatcher's own lateness, still with every wait for a connection or the server.
+    from_release: Vec<Duration>,
     peak_rss_kib: u64,
     /// The server's CPU time during the phase, in seconds.
     server_cpu: f64,
@@ -365,6 +368,7 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
                     Ok(()) => {
                         phase.answered += 1;
                         phase.latencies.push(job.due.elapsed());
+                        phase.from_release.push(job.released.elapsed());
                     }
                     Err(error) => {
                         phase.failed += 1;
@@ -420,6 +424,7 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
         }
         phase.latencies.extend(lane.latencies);
         phase.lateness.extend(lane.lateness);
+        phase.from_release.extend(lane.from_release);
     }
     if dispatcher.join().is_err() {
         die("the dispatcher thread panicked");
@@ -606,9 +611,11 @@ fn report(name: &str, phase: &Phase) {
         phase.server_cpu,
     );
     println!(
-        "         the dispatcher released requests late by: p50 {:.3} ms  p99 {:.3} ms",
+        "         the dispatcher released requests late by: p50 {:.3} ms  p99 {:.3} ms; latency from release p50 {:.3} ms  p99 {:.3} ms",
         percentile(&phase.lateness, 0.50).as_secs_f64() * 1e3,
         percentile(&phase.lateness, 0.99).as_secs_f64() * 1e3,
+        percentile(&phase.from_release, 0.50).as_secs_f64() * 1e3,
+        percentile(&phase.from_release, 0.99).as_secs_f64() * 1e3,
     );
     if let Some(failure) = &phase.first_failure {
         println!("         first failure: {failure}");
