@@ -34,6 +34,10 @@
 //! - `shared`: nothing pinned, the flood at normal priority on every core, competing with
 //!   both the server and the stand-in (the bench as it was before; a diagnostic).
 //!
+//! `--fifo` (root) runs the server and the stand-in SCHED_FIFO, the flood at normal
+//! priority; `--fifo-stand-in-only` the stand-in alone, so that the flood cannot delay the
+//! client while the server, at normal priority, gets no help against it.
+//!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few
 //! seconds with a small flood, nothing pinned, checking only that every review is
 //! answered.
@@ -76,6 +80,9 @@ struct Options {
     /// work (builds), what is measured is then the server against the flood, not against
     /// the other work. A diagnostic; the flood stays SCHED_IDLE (pinned) or normal.
     fifo: bool,
+    /// With `fifo`: the server at normal priority, only the stand-in FIFO, so that the
+    /// flood cannot delay the client while the server gets no help against it.
+    server_normal: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -108,6 +115,7 @@ impl Options {
                     Cpus::Shared
                 },
                 fifo: false,
+                server_normal: false,
             }
         } else {
             Options {
@@ -120,6 +128,7 @@ impl Options {
                 retry_after: 1.0,
                 cpus: Cpus::Shared,
                 fifo: false,
+                server_normal: false,
             }
         };
         let mut it = args.iter().skip(1);
@@ -137,6 +146,10 @@ impl Options {
                 "--server-threads" => o.server_threads = number("--server-threads") as usize,
                 "--retry-after" => o.retry_after = number("--retry-after"),
                 "--fifo" => o.fifo = true,
+                "--fifo-stand-in-only" => {
+                    o.fifo = true;
+                    o.server_normal = true;
+                }
                 "--cpus" => {
                     o.cpus = match it.next().map(String::as_str) {
                         Some("pinned") => Cpus::Pinned,
@@ -173,7 +186,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(threads: usize, cpu: Option<usize>) -> Server {
+    fn start(threads: usize, cpu: Option<usize>, normal: bool) -> Server {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_slo-guard"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| die(&format!("tempdir: {e}")));
         let certs = dir.path().join("certs");
@@ -192,6 +205,13 @@ impl Server {
         let log = std::fs::File::create(dir.path().join("serve.log"))
             .unwrap_or_else(|e| die(&format!("log: {e}")));
         let mut command = Command::new(&bin);
+        if normal {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only sched_setscheduler, async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(normal_priority);
+            }
+        }
         if let Some(cpu) = cpu {
             use std::os::unix::process::CommandExt;
             // SAFETY: only sched_setaffinity, async-signal-safe, between fork and exec.
@@ -668,7 +688,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| die(&format!("observer runtime: {e}")));
     stand_in.block_on(async {
-        let server = Server::start(o.server_threads, pinned.then_some(0));
+        let server = Server::start(o.server_threads, pinned.then_some(0), o.server_normal);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ops_get(server.ops, "/readyz")
             .await
@@ -693,7 +713,9 @@ fn main() {
             } else {
                 "shared (nothing pinned, flood at normal priority)"
             },
-            if o.fifo {
+            if o.server_normal {
+                "; stand-in SCHED_FIFO, server and flood SCHED_OTHER"
+            } else if o.fifo {
                 "; server and stand-in SCHED_FIFO, flood SCHED_OTHER"
             } else if pinned {
                 "; flood SCHED_IDLE"
