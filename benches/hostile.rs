@@ -55,7 +55,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use slo_guard_testkit::sched::{
-    idle_priority, normal_priority, pin_to, real_time_fifo, status_kib, tight_timer_slack,
+    Job, idle_priority, normal_priority, pace, pin_to, real_time_fifo, status_kib,
 };
 use slo_guard_testkit::{client_tls_config, free_port, root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,13 +76,20 @@ struct Options {
     retry_after: f64,
     /// Whether the server, the stand-in and the flood are kept apart (see the header).
     cpus: Cpus,
-    /// SCHED_FIFO for the server and the stand-in (root): on a machine shared with other
-    /// work (builds), what is measured is then the server against the flood, not against
-    /// the other work. A diagnostic; the flood stays SCHED_IDLE (pinned) or normal.
-    fifo: bool,
-    /// With `fifo`: the server at normal priority, only the stand-in FIFO, so that the
-    /// flood cannot delay the client while the server gets no help against it.
-    server_normal: bool,
+    /// Who runs SCHED_FIFO (root): on a machine shared with other work (builds), what is
+    /// measured is then the server against the flood, not against the other work.
+    fifo: Fifo,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fifo {
+    /// Everything at its default policy (the flood SCHED_IDLE when pinned).
+    Off,
+    /// `--fifo`: the server and the stand-in; the flood at normal priority.
+    ServerAndStandIn,
+    /// `--fifo-stand-in-only`: the stand-in alone, so that the flood cannot delay the
+    /// client while the server, at normal priority, gets no help against it.
+    StandInOnly,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -114,8 +121,7 @@ impl Options {
                 } else {
                     Cpus::Shared
                 },
-                fifo: false,
-                server_normal: false,
+                fifo: Fifo::Off,
             }
         } else {
             Options {
@@ -127,8 +133,7 @@ impl Options {
                 server_threads: 1,
                 retry_after: 1.0,
                 cpus: Cpus::Shared,
-                fifo: false,
-                server_normal: false,
+                fifo: Fifo::Off,
             }
         };
         let mut it = args.iter().skip(1);
@@ -145,11 +150,8 @@ impl Options {
                 "--stalled" => o.stalled = number("--stalled") as usize,
                 "--server-threads" => o.server_threads = number("--server-threads") as usize,
                 "--retry-after" => o.retry_after = number("--retry-after"),
-                "--fifo" => o.fifo = true,
-                "--fifo-stand-in-only" => {
-                    o.fifo = true;
-                    o.server_normal = true;
-                }
+                "--fifo" => o.fifo = Fifo::ServerAndStandIn,
+                "--fifo-stand-in-only" => o.fifo = Fifo::StandInOnly,
                 "--cpus" => {
                     o.cpus = match it.next().map(String::as_str) {
                         Some("pinned") => Cpus::Pinned,
@@ -326,13 +328,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
 }
 
-/// One scheduled request, released by the dispatcher.
-struct Job {
-    seq: u64,
-    due: Instant,
-    released: Instant,
-}
-
 /// The apiserver stand-in: `rate` reviews/s over `connections` keep-alive connections for
 /// `seconds`. A dispatcher thread releases each request at its scheduled time; any free
 /// connection takes it, and its latency counts from the scheduled time, so a request
@@ -402,22 +397,12 @@ async fn steady(o: &Options, server: &Server, tls: &TlsConnector, body: Bytes) -
             phase
         }));
     }
-    // A plain thread sleeping to each due time keeps the schedule, not the runtime's timer.
-    let dispatcher = std::thread::spawn(move || {
-        tight_timer_slack();
-        let start = Instant::now() + Duration::from_millis(200);
-        for seq in 0..total {
-            let due = start + interval.mul_f64(seq as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            let released = Instant::now();
-            if tx.send(Job { seq, due, released }).is_err() {
-                break;
-            }
-        }
-    });
+    let dispatcher = pace(
+        Instant::now() + Duration::from_millis(200),
+        interval,
+        total,
+        tx,
+    );
     let pid = server.pid();
     let cpu_before = cpu_seconds(pid);
     let sampling = Arc::new(AtomicBool::new(true));
@@ -654,7 +639,7 @@ fn main() {
         // Everything of this process runs on CPU 1; the server is moved to CPU 0.
         pin_to(1).unwrap_or_else(|e| die(&format!("pin to CPU 1: {e}")));
     }
-    if o.fifo {
+    if o.fifo != Fifo::Off {
         real_time_fifo().unwrap_or_else(|e| die(&format!("--fifo: SCHED_FIFO: {e}")));
     }
     let stand_in = tokio::runtime::Builder::new_current_thread()
@@ -666,7 +651,7 @@ fn main() {
     if pinned {
         flood_runtime.worker_threads(1);
     }
-    let flood_thread_start: fn() = if o.fifo {
+    let flood_thread_start: fn() = if o.fifo != Fifo::Off {
         // The FIFO stand-in already comes first on CPU 1; at normal priority the flood
         // keeps its strength against other work on a shared machine.
         || normal_priority().unwrap_or_else(|e| die(&format!("SCHED_OTHER: {e}")))
@@ -688,7 +673,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| die(&format!("observer runtime: {e}")));
     stand_in.block_on(async {
-        let server = Server::start(o.server_threads, pinned.then_some(0), o.server_normal);
+        let server = Server::start(o.server_threads, pinned.then_some(0), o.fifo == Fifo::StandInOnly);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ops_get(server.ops, "/readyz")
             .await
@@ -713,14 +698,11 @@ fn main() {
             } else {
                 "shared (nothing pinned, flood at normal priority)"
             },
-            if o.server_normal {
-                "; stand-in SCHED_FIFO, server and flood SCHED_OTHER"
-            } else if o.fifo {
-                "; server and stand-in SCHED_FIFO, flood SCHED_OTHER"
-            } else if pinned {
-                "; flood SCHED_IDLE"
-            } else {
-                ""
+            match (o.fifo, pinned) {
+                (Fifo::StandInOnly, _) => "; stand-in SCHED_FIFO, server and flood SCHED_OTHER",
+                (Fifo::ServerAndStandIn, _) => "; server and stand-in SCHED_FIFO, flood SCHED_OTHER",
+                (Fifo::Off, true) => "; flood SCHED_IDLE",
+                (Fifo::Off, false) => "",
             }
         );
         let quiet = steady(&o, &server, &tls, body.clone()).await;

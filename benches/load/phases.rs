@@ -13,7 +13,8 @@ use hyper::Request;
 use crate::client::{BoxError, Requests, Sender, Tls, connect, exchange};
 use crate::die;
 use crate::options::{Mode, Options, Proto};
-use crate::system::{Usage, status_kib, steal, tight_timer_slack, usage, used_since};
+use crate::system::{Usage, status_kib, steal, usage, used_since};
+use slo_guard_testkit::sched::{Job, pace};
 
 pub(crate) struct Sample {
     /// Completion minus the reference instant (send start, or scheduled send time).
@@ -336,12 +337,6 @@ pub(crate) async fn saturation(
     }
 }
 
-pub(crate) struct Job {
-    pub(crate) seq: u64,
-    pub(crate) due: Instant,
-    pub(crate) released: Instant,
-}
-
 pub(crate) async fn steady(
     target: &Target<'_>,
     proto: Proto,
@@ -356,7 +351,6 @@ pub(crate) async fn steady(
     let total = warmup_jobs + measured_jobs;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let measuring = Arc::new(AtomicBool::new(false));
 
     let mut tasks = Vec::new();
     for (index, sender) in senders.into_iter().enumerate() {
@@ -387,50 +381,18 @@ pub(crate) async fn steady(
         }));
     }
 
-    // The schedule is kept by a plain thread sleeping to each due time (1 ns timer slack),
-    // not by the runtime's 1 ms timer wheel.
-    let flag = measuring.clone();
-    let dispatcher = std::thread::spawn(move || {
-        tight_timer_slack();
-        let start = Instant::now() + Duration::from_millis(20);
-        let mut measure_started = None;
-        for seq in 0..total {
-            let due = start + period.mul_f64(seq as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            if seq == warmup_jobs {
-                flag.store(true, Ordering::Relaxed);
-                measure_started = Some(due);
-            }
-            if tx
-                .send(Job {
-                    seq,
-                    due,
-                    released: Instant::now(),
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-        measure_started
-    });
-
-    while !measuring.load(Ordering::Relaxed) && !dispatcher.is_finished() {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let start = Instant::now() + Duration::from_millis(20);
+    let dispatcher = pace(start, period, total, tx);
+    // Measuring starts with the first job after the warm-up.
+    let measure_started = start + period.mul_f64(warmup_jobs as f64);
+    tokio::time::sleep_until(measure_started.into()).await;
     let meter = Meter::start(target.pid);
     let mut outcome = Outcome::default();
     for task in tasks {
         outcome.merge(task.await.expect("connection task"));
     }
     let metered = meter.stop().await;
-    let measure_started = dispatcher
-        .join()
-        .expect("dispatcher")
-        .unwrap_or_else(Instant::now);
+    dispatcher.join().expect("dispatcher");
     let elapsed = measure_started.elapsed();
     let missed = outcome.samples.iter().filter(|s| s.lag > period).count() as u64;
     PhaseResult {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::die;
 
-pub(crate) use slo_guard_testkit::sched::{pin_to, real_time_fifo, status_kib, tight_timer_slack};
+pub(crate) use slo_guard_testkit::sched::{pin_to, real_time_fifo, status_kib};
 
 /// CPU time and run-queue wait of a process, summed over its threads
 /// (`/proc/<pid>/task/*/schedstat`), in seconds. The wait is time a thread was runnable

@@ -1,8 +1,10 @@
-//! Where and how the benches' threads run: CPU pinning, scheduling policies, timer slack
-//! and a process's memory from /proc. Benchmarks on a shared 2-core machine need these
+//! Where and how the benches' threads run: CPU pinning, scheduling policies, timer slack,
+//! a fixed-rate schedule kept by a thread of its own, and a process's memory from /proc. Benchmarks on a shared 2-core machine need these
 //! to measure the server rather than their neighbours.
 
 #![allow(unsafe_code)]
+
+use std::time::{Duration, Instant};
 
 /// Keeps the calling thread, and the threads and processes it starts afterwards, on
 /// `cpu`. Async-signal-safe, so it may run between fork and exec (`pre_exec`).
@@ -69,4 +71,42 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// One request of a fixed-rate schedule, as the pacing thread released it.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    /// Its place in the schedule, from 0.
+    pub seq: u64,
+    /// When it was due: `start + seq × period`. Latency counts from here, so waiting for a
+    /// connection or for the server counts (no coordinated omission).
+    pub due: Instant,
+    /// When the pacing thread sent it; later than `due` by the thread's own lateness.
+    pub released: Instant,
+}
+
+/// Releases `total` jobs, `period` apart from `start`, into `jobs`, from a plain thread
+/// that sleeps to each due time with 1 ns timer slack: tokio's timer wheel rounds to 1 ms,
+/// which a steady rate of thousands a second cannot afford. Stops early when `jobs` is
+/// closed.
+pub fn pace(
+    start: Instant,
+    period: Duration,
+    total: u64,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        tight_timer_slack();
+        for seq in 0..total {
+            let due = start + period.mul_f64(seq as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let released = Instant::now();
+            if jobs.send(Job { seq, due, released }).is_err() {
+                break;
+            }
+        }
+    })
 }
