@@ -6,10 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{Stamp, human, kubectl_resource, since, stored_annotations, written_keys};
-use crate::admission::{ActorKind, Requester};
+use crate::admission::ActorKind;
 use crate::annotations::{APPROVAL_KEYS, APPROVE, APPROVED_AT, APPROVED_BY};
 use crate::policy::AgentAnnotation;
-use crate::rules::{Finding, Rule, RuleInput, classify_actor};
+use crate::rules::{Finding, Rule, RuleInput};
 
 /// How old an approval may be when the policy sets no `approval.maxAge`.
 const DEFAULT_APPROVAL_AGE: Duration = Duration::from_secs(3600);
@@ -127,15 +127,10 @@ pub(super) fn approval_problem(
             "the approval of {decision_id} has no {APPROVED_BY} stamp, so no person is known to have given it"
         ));
     };
-    let approver = Requester {
-        username: by.clone(),
-        groups: Vec::new(),
-        field_manager: None,
-    };
     if *by == input.change.requester.username {
         return Some(format!("the approval was given by {by}, the agent itself"));
     }
-    if classify_actor(&approver, Some(&input.policy.spec)) != ActorKind::Person {
+    if !super::stamped_by_person(by, &input.policy.spec) {
         return Some(format!(
             "the approval was given by {by}, which is not a person; only people approve"
         ));

@@ -123,6 +123,17 @@ impl<'a> Stamp<'a> {
 }
 
 /// Changes that carry their own object annotations (a Scale or a delete carries none).
+/// Whether the person who stamped an approval or a freeze exception is a person under
+/// `policy`: known only by the username on the stamp, so no group can vouch for it.
+fn stamped_by_person(username: &str, policy: &crate::policy::PolicySpec) -> bool {
+    let stamper = crate::admission::Requester {
+        username: username.to_string(),
+        groups: Vec::new(),
+        field_manager: None,
+    };
+    super::classify_actor(&stamper, Some(policy)) == crate::admission::ActorKind::Person
+}
+
 pub(super) fn carries_annotations(input: &RuleInput<'_>) -> bool {
     !input.change.scale_subresource
         && input.change.class != ChangeClass::Delete

@@ -17,12 +17,12 @@ use chrono::{
     SecondsFormat, TimeZone, Utc,
 };
 
-use crate::admission::{ActorKind, ChangeClass, Requester};
+use crate::admission::{ActorKind, ChangeClass};
 use crate::annotations::{
     EXCEPTION_KEYS, FREEZE_EXCEPTION, FREEZE_EXCEPTION_AT, FREEZE_EXCEPTION_BY,
 };
 use crate::policy::{ClockTime, DEFAULT_MAX_EXCEPTION, FreezeWindow, valid_window_name};
-use crate::rules::{Finding, Rule, RuleInput, classify_actor};
+use crate::rules::{Finding, Rule, RuleInput};
 
 use super::STAMP_SKEW;
 
@@ -321,15 +321,10 @@ fn exception_lifts(
             "it has no {FREEZE_EXCEPTION_BY} stamp, so no person is known to have granted it"
         ));
     };
-    let granter = Requester {
-        username: by.clone(),
-        groups: Vec::new(),
-        field_manager: None,
-    };
     if *by == input.change.requester.username && input.actor != ActorKind::Person {
         return Err(format!("it was granted by {by}, the requester itself"));
     }
-    if classify_actor(&granter, Some(&input.policy.spec)) != ActorKind::Person {
+    if !super::stamped_by_person(by, &input.policy.spec) {
         return Err(format!(
             "it was granted by {by}, which is not a person; only people grant exceptions"
         ));
