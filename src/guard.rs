@@ -18,7 +18,7 @@ use crate::policy::{PolicyRef, parse_policy_configmap};
 use crate::rules::{Assessment as RuleAssessment, Decision, Observed, assess, decide};
 use crate::slo::{Observation, Observations, PlanCache, QueryPlan, SloSource};
 use crate::store::{PolicySet, PolicyStore};
-use crate::webhook_scope::Governed;
+use crate::webhook_scope::Reach;
 use crate::webhook_scope::manager::ScopeWidener;
 use crate::{mutation, verdict};
 
@@ -710,8 +710,8 @@ async fn widen_for_policy(
     else {
         return decision;
     };
-    let governed = Governed::of_policy(&policy, guard_namespace);
-    if let Err(cause) = scope.widen(&governed).await {
+    let reach = Reach::of_policy(&policy, guard_namespace);
+    if let Err(cause) = scope.widen(&reach).await {
         tracing::error!(policy = %id, %cause, "webhook scope not widened; the policy is not admitted");
         decision
             .findings
@@ -1017,14 +1017,14 @@ mod tests {
     /// A scope that records what it was asked to widen, or fails.
     #[derive(Default)]
     struct RecordingScope {
-        widened: std::sync::Mutex<Vec<Governed>>,
+        widened: std::sync::Mutex<Vec<Reach>>,
         failing: bool,
     }
 
     impl ScopeWidener for RecordingScope {
         fn widen<'a>(
             &'a self,
-            governed: &'a Governed,
+            reach: &'a Reach,
         ) -> futures::future::BoxFuture<'a, Result<(), crate::webhook_scope::manager::ScopeError>>
         {
             Box::pin(async move {
@@ -1034,7 +1034,7 @@ mod tests {
                         cause: "forbidden".into(),
                     });
                 }
-                self.widened.lock().expect("lock").push(governed.clone());
+                self.widened.lock().expect("lock").push(reach.clone());
                 Ok(())
             })
         }
@@ -1060,7 +1060,12 @@ mod tests {
         assert!(admitted.allowed(), "{:?}", admitted.findings);
         assert_eq!(
             *scope.widened.lock().expect("lock"),
-            vec![Governed::Namespaces(["payments".to_string()].into())]
+            vec![Reach {
+                namespaces: crate::webhook_scope::Governed::Namespaces(
+                    ["payments".to_string()].into()
+                ),
+                clamps_scales: false,
+            }]
         );
         let dry_run = POLICY_CREATE.replacen("\"dryRun\": false", "\"dryRun\": true", 1);
         assert_ne!(dry_run, POLICY_CREATE, "the fixture has a dryRun field");

@@ -82,6 +82,9 @@ pub struct Metrics {
     pub webhook_scope_managed: Gauge,
     /// Namespaces the workload webhooks are sent for; -1 for all of them.
     pub webhook_scope_namespaces: Gauge,
+    /// 1 while scale requests are sent to the mutating webhook (a policy clamps, or the
+    /// scope is not managed), 0 while they are left out.
+    pub webhook_scope_scale_mutations: Gauge,
     /// Scope changes written (widened, narrowed) and failed attempts.
     pub webhook_scope_updates: Family<ResultLabels, Counter>,
 }
@@ -195,6 +198,13 @@ impl Metrics {
             webhook_scope_namespaces.clone(),
         );
         webhook_scope_namespaces.set(-1);
+        let webhook_scope_scale_mutations = Gauge::default();
+        registry.register(
+            "webhook_scope_scale_mutations",
+            "1 while scale requests are sent to the mutating webhook (a policy clamps, or the scope is static), 0 while they are left out",
+            webhook_scope_scale_mutations.clone(),
+        );
+        webhook_scope_scale_mutations.set(1);
         let webhook_scope_updates = Family::<ResultLabels, Counter>::default();
         registry.register(
             "webhook_scope_updates",
@@ -216,6 +226,7 @@ impl Metrics {
             request_timeouts,
             webhook_scope_managed,
             webhook_scope_namespaces,
+            webhook_scope_scale_mutations,
             webhook_scope_updates,
         }
     }

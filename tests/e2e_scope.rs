@@ -1,7 +1,8 @@
 //! The workload webhooks' scope follows the policies in force (`--webhook-scope
 //! policies`), on a real kube-apiserver: requests in namespaces no policy governs never
 //! leave the apiserver, a new policy's namespace is in scope before the policy is stored,
-//! and a namespace leaves only a grace period after its last policy.
+//! and a namespace leaves only a grace period after its last policy. Scales reach the
+//! mutating webhook only while a policy clamps them.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,51 @@ fn workload_scope(cluster: &mut Cluster) -> Result<Option<Vec<String>>, String> 
     Ok(validate)
 }
 
+/// A policy that lowers agents' scales of `clamped` to 3 instead of denying them.
+fn clamping_policy() -> String {
+    policy_configmap(
+        "payments",
+        "clamped",
+        &[
+            "match: {kinds: [Deployment], selector: {matchLabels: {app: clamped}}}",
+            "agents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}",
+            "scaling: {maxReplicas: 3, onExceed: clamp}",
+        ],
+    )
+}
+
+/// Whether the mutating webhook is sent scale requests (has a `*/scale` rule).
+fn mutating_scales(cluster: &mut Cluster) -> bool {
+    let output = cluster.kubectl(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "slo-guard-local",
+        "-o",
+        "json",
+    ]);
+    assert_allowed(&output);
+    let configuration: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("webhook configuration JSON");
+    configuration["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .filter(|hook| hook["name"] == "mutate.slo-guard.io")
+        .flat_map(|hook| hook["rules"].as_array().into_iter().flatten())
+        .flat_map(|rule| rule["resources"].as_array().into_iter().flatten())
+        .any(|resource| resource.as_str().is_some_and(|r| r.ends_with("/scale")))
+}
+
+fn wait_for_no_scale_rule(cluster: &mut Cluster) {
+    retry_until("the scale rule to leave", Duration::from_secs(10), || {
+        if mutating_scales(cluster) {
+            Err("the mutating webhook still has its scale rule".to_string())
+        } else {
+            Ok(())
+        }
+    });
+}
+
 fn names(list: &[&str]) -> Option<Vec<String>> {
     Some(list.iter().map(|n| n.to_string()).collect())
 }
@@ -124,12 +170,15 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
     assert_allowed(&cluster.kubectl(&["create", "namespace", "scratch"]));
     assert_allowed(&cluster.kubectl(&["create", "namespace", "orders"]));
 
-    // As installed, every namespace is sent; with no policy, none is.
+    // As installed, every namespace is sent; with no policy, none is. No policy clamps,
+    // so scales no longer reach the mutating webhook: one webhook call each, not two.
+    assert!(mutating_scales(cluster), "installed without the scale rule");
     wait_for_scope(
         cluster,
         names(&["none.slo-guard.io"]),
         Duration::from_secs(30),
     );
+    wait_for_no_scale_rule(cluster);
 
     // Widened while the policy is admitted: in scope when `kubectl apply` returns, no wait.
     // The 1 s reconcile loop could widen it too; the log says the admission did.
@@ -193,8 +242,11 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
         "--replicas",
         "3",
     ]);
-    // The local mutating webhook fails closed too, and is called first.
-    assert_denied(&governed, "failed calling webhook \"mutate.slo-guard.io\"");
+    // No policy clamps, so the scale is sent to the validating webhook only.
+    assert_denied(
+        &governed,
+        "failed calling webhook \"validate.slo-guard.io\"",
+    );
     let ungoverned = cluster.kubectl(&[
         "scale",
         "deployment/scratch",
@@ -237,10 +289,56 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
     cluster.apply(&pattern);
     assert_eq!(workload_scope(cluster), Ok(None));
 
+    // A clamping policy brings the scale rule back before it is stored, and an agent's
+    // scale above its cap is lowered to it rather than denied.
+    assert!(
+        !mutating_scales(cluster),
+        "the scale rule came back unasked"
+    );
+    cluster.apply(&clamping_policy());
+    assert!(
+        mutating_scales(cluster),
+        "the clamping policy was stored before the scale rule was back"
+    );
+    assert_allowed(&cluster.kubectl(&[
+        "create",
+        "deployment",
+        "clamped",
+        "-n",
+        "payments",
+        "--image",
+        "registry.example.com/clamped:1",
+    ]));
+    let clamped = cluster.kubectl(&[
+        "scale",
+        "deployment/clamped",
+        "-n",
+        "payments",
+        "--replicas",
+        "8",
+        "--as",
+        "system:serviceaccount:ai-agents:fixer",
+    ]);
+    assert_allowed(&clamped);
+    let replicas = cluster.kubectl(&[
+        "get",
+        "deployment/clamped",
+        "-n",
+        "payments",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&replicas.stdout),
+        "3",
+        "not clamped"
+    );
+
     // Removed: every namespace stays sent for the grace period, then only what the
     // remaining policies govern.
     assert_allowed(&cluster.kubectl(&["delete", "configmap", "teams", "-n", "slo-guard"]));
     assert_allowed(&cluster.kubectl(&["delete", "configmap", "checkout", "-n", "payments"]));
+    assert_allowed(&cluster.kubectl(&["delete", "configmap", "clamped", "-n", "payments"]));
     let removed = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
@@ -248,7 +346,12 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
         Ok(None),
         "narrowed before the grace"
     );
+    assert!(
+        mutating_scales(cluster),
+        "the scale rule left before the grace"
+    );
     wait_for_scope(cluster, names(&["orders"]), Duration::from_secs(30));
+    wait_for_no_scale_rule(cluster);
     let waited = removed.elapsed();
     assert!(
         waited >= Duration::from_secs(3),
@@ -262,6 +365,10 @@ fn the_workload_webhooks_follow_the_policies_in_force() {
     );
     assert!(
         metrics.contains("slo_guard_webhook_scope_namespaces 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("slo_guard_webhook_scope_scale_mutations 0"),
         "{metrics}"
     );
 }

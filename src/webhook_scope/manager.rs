@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use super::{Governed, SCOPE_ANNOTATION, ScopeRecord};
+use super::{Reach, SCOPE_ANNOTATION, ScopeRecord};
 use crate::admission::POLICY_LABEL;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyRef, parse_policy_configmap};
@@ -53,8 +53,9 @@ pub enum ScopeError {
 /// Extends the webhooks' scope before a policy is admitted (the guard's side of it, so
 /// tests can stand in for the cluster).
 pub trait ScopeWidener: Send + Sync {
-    /// Puts `governed` in the workload webhooks' scope, and returns once it is written.
-    fn widen<'a>(&'a self, governed: &'a Governed) -> BoxFuture<'a, Result<(), ScopeError>>;
+    /// Puts what a policy needs (`reach`) in the workload webhooks' scope, and returns once
+    /// it is written.
+    fn widen<'a>(&'a self, reach: &'a Reach) -> BoxFuture<'a, Result<(), ScopeError>>;
 }
 
 /// Which configurations and webhooks to scope, and how patiently.
@@ -65,7 +66,8 @@ pub struct ScopeSettings {
     /// The MutatingWebhookConfiguration's name, if one is installed.
     pub mutating: Option<String>,
     /// The webhooks (by name, in either configuration) whose namespaceSelector follows the
-    /// policies. Policy and reflection ConfigMap webhooks must never be listed.
+    /// policies; in the mutating configuration, their scale rule follows the clamping
+    /// policies too. Policy and reflection ConfigMap webhooks must never be listed.
     pub webhooks: Vec<String>,
     /// How long a namespace no policy governs any more stays in scope.
     pub grace: Duration,
@@ -214,7 +216,7 @@ impl WebhookScope {
                 // Installed without the mutating webhook: nothing to scope.
                 return Ok(());
             };
-            let changed = self.scope_selectors(
+            let mut changed = self.scope_selectors(
                 configuration
                     .webhooks
                     .iter_mut()
@@ -222,6 +224,16 @@ impl WebhookScope {
                     .map(|w| (w.name.as_str(), &mut w.namespace_selector)),
                 record,
             );
+            for webhook in configuration.webhooks.iter_mut().flatten() {
+                if self.is_managed(&webhook.name) {
+                    let current = webhook.rules.clone().unwrap_or_default();
+                    let scoped = record.apply_to_mutating_rules(&current);
+                    if scoped != current {
+                        webhook.rules = Some(scoped);
+                        changed = true;
+                    }
+                }
+            }
             if !changed {
                 return Ok(());
             }
@@ -245,7 +257,7 @@ impl WebhookScope {
     ) -> bool {
         let mut changed = false;
         for (name, selector) in webhooks {
-            if self.settings.webhooks.iter().any(|managed| managed == name) {
+            if self.is_managed(name) {
                 let scoped = record.apply_to(selector.as_ref());
                 if selector.as_ref() != Some(&scoped) {
                     *selector = Some(scoped);
@@ -256,17 +268,27 @@ impl WebhookScope {
         changed
     }
 
+    fn is_managed(&self, webhook: &str) -> bool {
+        self.settings
+            .webhooks
+            .iter()
+            .any(|managed| managed == webhook)
+    }
+
     fn observe(&self, record: &ScopeRecord) {
         self.metrics.webhook_scope_managed.set(1);
         self.metrics
             .webhook_scope_namespaces
             .set(record.sent().map_or(-1, |names| names.len() as i64));
+        self.metrics
+            .webhook_scope_scale_mutations
+            .set(i64::from(record.scale_mutations_since.is_some()));
     }
 
-    /// The namespaces the policy ConfigMaps in the apiserver govern now (a consistent
-    /// list, not a cache): the check before any namespace leaves the scope. ConfigMaps
+    /// What the policy ConfigMaps in the apiserver need now (a consistent list, not a
+    /// cache): the check before anything leaves the scope. ConfigMaps
     /// that do not parse govern nothing here; the store keeps their last good version.
-    async fn listed_governance(&self) -> Result<Governed, ScopeError> {
+    async fn listed_reach(&self) -> Result<Reach, ScopeError> {
         let listed = self
             .configmaps
             .list(&ListParams::default().labels(&format!("{POLICY_LABEL}=true")))
@@ -286,8 +308,8 @@ impl WebhookScope {
                 let data = configmap.data.clone().unwrap_or_default();
                 parse_policy_configmap(&id, &data).ok()
             })
-            .fold(Governed::none(), |governed, policy| {
-                governed.union(Governed::of_policy(&policy, &self.guard_namespace))
+            .fold(Reach::none(), |reach, policy| {
+                reach.union(Reach::of_policy(&policy, &self.guard_namespace))
             }))
     }
 
@@ -299,15 +321,15 @@ impl WebhookScope {
     ) -> Result<(Reconciled, ScopeRecord), ScopeError> {
         let grace = chrono::Duration::from_std(self.settings.grace)
             .unwrap_or_else(|_| chrono::Duration::minutes(5));
-        let mut governed = Governed::of_set(&store.snapshot());
+        let mut reach = Reach::of_set(&store.snapshot());
         let (_, record) = self.read_record().await?;
-        if record.narrows_to(&record.reconciled(&governed, Utc::now(), grace)) {
-            governed = governed.union(self.listed_governance().await?);
+        if record.narrows_to(&record.reconciled(&reach, Utc::now(), grace)) {
+            reach = reach.union(self.listed_reach().await?);
         }
         let before = record;
         let after = self
             .update(|current| {
-                let next = current.reconciled(&governed, Utc::now(), grace);
+                let next = current.reconciled(&reach, Utc::now(), grace);
                 (next != *current).then_some(next)
             })
             .await?;
@@ -375,10 +397,10 @@ impl WebhookScope {
 }
 
 impl ScopeWidener for WebhookScope {
-    fn widen<'a>(&'a self, governed: &'a Governed) -> BoxFuture<'a, Result<(), ScopeError>> {
+    fn widen<'a>(&'a self, reach: &'a Reach) -> BoxFuture<'a, Result<(), ScopeError>> {
         Box::pin(async move {
             let record = self
-                .update(|current| Some(current.widened(governed, Utc::now())))
+                .update(|current| Some(current.widened(reach, Utc::now())))
                 .await?;
             self.metrics
                 .webhook_scope_updates
