@@ -2,14 +2,15 @@
 //! request is judged with its workload's labels and decision context without an API call.
 
 use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use serde::Deserialize;
 
 use super::watch::{WatchSink, follow};
 use crate::admission::{WorkloadKind, WorkloadLookup, WorkloadSnapshot};
@@ -60,10 +61,14 @@ fn map_of(pairs: &Pairs) -> BTreeMap<String, String> {
 }
 
 impl CachedWorkload {
-    fn of(metadata: ObjectMeta, replicas: Option<i32>, template: PodTemplateSpec) -> Self {
+    fn of(
+        metadata: ObjectMeta,
+        replicas: Option<i32>,
+        pod_labels: Option<BTreeMap<String, String>>,
+    ) -> Self {
         CachedWorkload {
             labels: pairs(metadata.labels),
-            pod_labels: pairs(template.metadata.and_then(|m| m.labels)),
+            pod_labels: pairs(pod_labels),
             annotations: pairs(metadata.annotations),
             replicas: replicas.and_then(|r| u32::try_from(r).ok()),
             uid: metadata.uid.map(String::into_boxed_str),
@@ -80,21 +85,178 @@ impl CachedWorkload {
     }
 }
 
-/// A watched kind the cache keeps: where its name, namespace and cached form come from.
-trait Cacheable:
-    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
-{
-    /// The object's metadata, replicas and pod template: all the cache keeps of it.
-    fn parts(self) -> (ObjectMeta, Option<i32>, PodTemplateSpec);
+/// A Deployment or StatefulSet as the watch reads it: only what the cache keeps is
+/// decoded. serde skips the rest of each object (the pod spec, the status, the managed
+/// fields) without allocating it, so a listed page costs little more than its text; a
+/// typed page of 500 Deployments held the whole of every object at once.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct Watched<K> {
+    #[serde(deserialize_with = "kept_metadata")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<WatchedSpec>,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> K>,
+}
 
+#[derive(Deserialize, Default, Clone, Debug)]
+struct WatchedSpec {
+    #[serde(default)]
+    replicas: Option<i32>,
+    #[serde(default)]
+    template: Option<WatchedTemplate>,
+}
+
+#[derive(Deserialize, Default, Clone, Debug)]
+struct WatchedTemplate {
+    #[serde(default)]
+    metadata: Option<WatchedLabels>,
+}
+
+#[derive(Deserialize, Default, Clone, Debug)]
+struct WatchedLabels {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// The metadata the cache and the watch itself read: identity, the resource version the
+/// watch resumes from, labels and annotations (less the last-applied copy, skipped).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeptMetadata {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "annotations_kept")]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+fn kept_metadata<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
+    let kept = KeptMetadata::deserialize(deserializer)?;
+    Ok(ObjectMeta {
+        name: kept.name,
+        namespace: kept.namespace,
+        uid: kept.uid,
+        resource_version: kept.resource_version,
+        labels: kept.labels,
+        annotations: kept.annotations,
+        ..ObjectMeta::default()
+    })
+}
+
+/// Annotations without [`LAST_APPLIED`], whose value (a whole manifest) is skipped, not
+/// read into a string.
+fn annotations_kept<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Kept;
+    impl<'de> serde::de::Visitor<'de> for Kept {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a map of annotations")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut entries: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(key) = entries.next_key::<String>()? {
+                if key == LAST_APPLIED {
+                    entries.next_value::<serde::de::IgnoredAny>()?;
+                } else {
+                    kept.insert(key, entries.next_value()?);
+                }
+            }
+            Ok(Some(kept))
+        }
+    }
+    deserializer.deserialize_option(Kept)
+}
+
+// Hand-written rather than derived: a derive would ask `K` itself to be Clone and Debug.
+impl<K> Clone for Watched<K> {
+    fn clone(&self) -> Self {
+        Watched {
+            metadata: self.metadata.clone(),
+            spec: self.spec.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Watched<K> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Watched")
+            .field("metadata", &self.metadata)
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+/// The watch's URLs and kind are `K`'s: a `Watched<Deployment>` lists and watches
+/// `apps/v1` deployments.
+impl<K: k8s_openapi::Resource> k8s_openapi::Resource for Watched<K> {
+    const API_VERSION: &'static str = K::API_VERSION;
+    const GROUP: &'static str = K::GROUP;
+    const KIND: &'static str = K::KIND;
+    const VERSION: &'static str = K::VERSION;
+    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
+    type Scope = K::Scope;
+}
+
+impl<K: k8s_openapi::Resource> k8s_openapi::Metadata for Watched<K> {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<K> Watched<K> {
     /// The object's namespace, name and cached form.
     fn into_cached(self) -> (Box<str>, Box<str>, CachedWorkload) {
-        let (metadata, replicas, template) = self.parts();
-        let (namespace, name) = identity(&metadata);
+        let (namespace, name) = identity(&self.metadata);
+        let spec = self.spec.unwrap_or_default();
+        let pod_labels = spec
+            .template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels);
         (
             namespace,
             name,
-            CachedWorkload::of(metadata, replicas, template),
+            CachedWorkload::of(self.metadata, spec.replicas, pod_labels),
         )
     }
 }
@@ -108,20 +270,6 @@ fn identity(metadata: &ObjectMeta) -> (Box<str>, Box<str>) {
             .into_boxed_str(),
         metadata.name.clone().unwrap_or_default().into_boxed_str(),
     )
-}
-
-impl Cacheable for Deployment {
-    fn parts(self) -> (ObjectMeta, Option<i32>, PodTemplateSpec) {
-        let spec = self.spec.unwrap_or_default();
-        (self.metadata, spec.replicas, spec.template)
-    }
-}
-
-impl Cacheable for StatefulSet {
-    fn parts(self) -> (ObjectMeta, Option<i32>, PodTemplateSpec) {
-        let spec = self.spec.unwrap_or_default();
-        (self.metadata, spec.replicas, spec.template)
-    }
 }
 
 // Every write is a single insert, remove or swap, so a poisoned lock holds a consistent
@@ -200,10 +348,10 @@ impl WorkloadCache {
 /// in whole, so lookups never see half a list.
 struct ShelfSink(Arc<RwLock<Shelf>>);
 
-impl<K: Cacheable> WatchSink<K> for ShelfSink {
+impl<K> WatchSink<Watched<K>> for ShelfSink {
     type Listing = Shelf;
 
-    fn listed(&mut self, listing: &mut Shelf, object: K) {
+    fn listed(&mut self, listing: &mut Shelf, object: Watched<K>) {
         let (namespace, name, cached) = object.into_cached();
         listing
             .entry(namespace)
@@ -215,7 +363,7 @@ impl<K: Cacheable> WatchSink<K> for ShelfSink {
         *write(&self.0) = listing;
     }
 
-    fn applied(&mut self, object: K) {
+    fn applied(&mut self, object: Watched<K>) {
         let (namespace, name, cached) = object.into_cached();
         write(&self.0)
             .entry(namespace)
@@ -223,8 +371,8 @@ impl<K: Cacheable> WatchSink<K> for ShelfSink {
             .insert(name, Arc::new(cached));
     }
 
-    fn deleted(&mut self, object: K) {
-        let (namespace, name) = identity(object.meta());
+    fn deleted(&mut self, object: Watched<K>) {
+        let (namespace, name) = identity(&object.metadata);
         let mut shelf = write(&self.0);
         if let Some(workloads) = shelf.get_mut(&namespace) {
             workloads.remove(&name);
@@ -236,8 +384,8 @@ impl<K: Cacheable> WatchSink<K> for ShelfSink {
 }
 
 /// Keeps `shelf` in step with a watch of `K`. Sends on `listed` after the first list.
-async fn keep_in_step<K: Cacheable>(
-    api: Api<K>,
+async fn keep_in_step<K: k8s_openapi::Resource + 'static>(
+    api: Api<Watched<K>>,
     shelf: Arc<RwLock<Shelf>>,
     what: &'static str,
     listed: tokio::sync::oneshot::Sender<()>,
@@ -251,8 +399,8 @@ async fn keep_in_step<K: Cacheable>(
     .await;
 }
 
-/// Starts the workload watches, listing `page_size` objects a page (each page is held
-/// whole, typed, while it is read into the cache). The returned future resolves once
+/// Starts the workload watches, listing `page_size` objects a page (each page's text is
+/// held whole while it is read into the cache). The returned future resolves once
 /// both caches have their initial list.
 pub fn start_workload_cache(
     client: &Client,
@@ -262,14 +410,14 @@ pub fn start_workload_cache(
     let (deployments_listed, deployments_ready) = tokio::sync::oneshot::channel();
     let (statefulsets_listed, statefulsets_ready) = tokio::sync::oneshot::channel();
     tokio::spawn(keep_in_step(
-        Api::<Deployment>::all(client.clone()),
+        Api::<Watched<Deployment>>::all(client.clone()),
         cache.deployments.clone(),
         "deployments",
         deployments_listed,
         page_size,
     ));
     tokio::spawn(keep_in_step(
-        Api::<StatefulSet>::all(client.clone()),
+        Api::<Watched<StatefulSet>>::all(client.clone()),
         cache.statefulsets.clone(),
         "statefulsets",
         statefulsets_listed,
@@ -280,4 +428,68 @@ pub fn start_workload_cache(
         let _ = statefulsets_ready.await;
     };
     (cache, synced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Deployment as the apiserver sent it in a captured review (managed fields, status
+    /// and all), with a last-applied copy added.
+    fn captured_deployment() -> serde_json::Value {
+        let review: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/captured/deployment-image-change.json"
+        ))
+        .expect("fixture");
+        let mut object = review["request"]["object"].clone();
+        object["metadata"]["annotations"][LAST_APPLIED] =
+            serde_json::Value::String("{\"apiVersion\":\"apps/v1\"}".to_string());
+        object
+    }
+
+    #[test]
+    fn a_watched_workload_keeps_what_the_cache_reads() {
+        let object = captured_deployment();
+        let typed: Deployment = serde_json::from_value(object.clone()).expect("typed");
+        let watched: Watched<Deployment> = serde_json::from_value(object).expect("watched");
+        assert_eq!(
+            watched.metadata.resource_version,
+            typed.metadata.resource_version
+        );
+        assert!(watched.metadata.resource_version.is_some());
+        let (namespace, name, cached) = watched.into_cached();
+        assert_eq!(
+            (namespace.as_ref(), name.as_ref()),
+            (
+                typed.metadata.namespace.as_deref().unwrap_or_default(),
+                typed.metadata.name.as_deref().unwrap_or_default()
+            )
+        );
+        let spec = typed.spec.expect("spec");
+        let snapshot = cached.snapshot();
+        assert_eq!(snapshot.labels, typed.metadata.labels.unwrap_or_default());
+        assert_eq!(
+            Some(snapshot.pod_labels),
+            spec.template.metadata.and_then(|m| m.labels)
+        );
+        assert_eq!(snapshot.replicas, spec.replicas.map(|r| r as u32));
+        assert!(!snapshot.annotations.is_empty());
+        let mut annotations = typed.metadata.annotations.unwrap_or_default();
+        annotations.remove(LAST_APPLIED);
+        assert_eq!(snapshot.annotations, annotations);
+        assert_eq!(cached.uid.as_deref(), typed.metadata.uid.as_deref());
+    }
+
+    #[test]
+    fn null_or_missing_parts_read_as_empty() {
+        let watched: Watched<StatefulSet> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "data", "annotations": null},
+        }))
+        .expect("watched");
+        let (_, name, cached) = watched.into_cached();
+        assert_eq!(name.as_ref(), "db");
+        let snapshot = cached.snapshot();
+        assert!(snapshot.annotations.is_empty() && snapshot.labels.is_empty());
+        assert_eq!(snapshot.replicas, None);
+    }
 }
