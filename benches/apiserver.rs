@@ -6,7 +6,7 @@
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
 //!         --concurrency 10,50,200 --setups none,vap,slo-guard,kyverno \
-//!         --workloads create,scale --out FILE
+//!         --workloads create,scale --out FILE [--apiserver-profile DIR]
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
 //! - a control plane (etcd + kube-apiserver v1.34, built from Go modules by
@@ -69,7 +69,9 @@
 //! admission webhook calls per request and their mean round trip as the apiserver saw
 //! it, and the other API requests it served per benchmark request (those the admission
 //! server under test made while judging, plus background work such as lease renewals);
-//! slo-guard's `/metrics` gives its own time per review. The tables go to stdout
+//! slo-guard's `/metrics` gives its own time per review. With `--apiserver-profile DIR`
+//! the apiserver's CPU profile over each measured slice is saved there
+//! (`<setup>-<namespace>-<workload>-c<n>-r<round>.pprof`; read with `go tool pprof -top`). The tables go to stdout
 //! (and to `--out FILE`): one row per cell with avg, p95 and p99 latency and throughput,
 //! then the throughput ratios against `none` and against `vap`.
 //!
@@ -154,6 +156,8 @@ struct Options {
     setups: Vec<Setup>,
     workloads: Vec<Workload>,
     out: Option<PathBuf>,
+    /// A folder for a CPU profile of the apiserver over each measured slice.
+    apiserver_profile: Option<PathBuf>,
 }
 
 fn die(message: &str) -> ! {
@@ -175,6 +179,7 @@ impl Options {
                 setups: vec![Setup::None, Setup::Vap, Setup::SloGuard, Setup::Kyverno],
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
+                apiserver_profile: None,
             }
         } else {
             Options {
@@ -186,6 +191,7 @@ impl Options {
                 setups: vec![Setup::None, Setup::Vap, Setup::SloGuard],
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
+                apiserver_profile: None,
             }
         };
         let mut it = args.iter().skip(1);
@@ -226,6 +232,9 @@ impl Options {
                         .collect()
                 }
                 "--out" => o.out = Some(PathBuf::from(value("--out"))),
+                "--apiserver-profile" => {
+                    o.apiserver_profile = Some(PathBuf::from(value("--apiserver-profile")))
+                }
                 _ => {}
             }
         }
@@ -644,6 +653,39 @@ fn apiserver_metrics(cluster: &Cluster) -> String {
         .output()
         .expect("kubectl runs");
     text(&output.stdout)
+}
+
+/// Starts a CPU profile of the apiserver (its `/debug/pprof/profile`, whole seconds of
+/// the slice, at least one) written to `path`, for `go tool pprof -top`. The profile is
+/// taken while the slice runs and waited for after it.
+fn profile_apiserver(
+    cluster: &Cluster,
+    slice: Duration,
+    path: &Path,
+) -> std::thread::JoinHandle<()> {
+    let seconds = slice.as_secs().max(1);
+    let mut command = cluster.command("kubectl");
+    command.args([
+        "get",
+        "--raw",
+        &format!("/debug/pprof/profile?seconds={seconds}"),
+    ]);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let output = command.output().expect("kubectl runs");
+        if !output.status.success() {
+            eprintln!(
+                "apiserver: no profile for {}: {}",
+                path.display(),
+                text(&output.stderr)
+            );
+            return;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("the profile folder");
+        }
+        std::fs::write(&path, &output.stdout).expect("the profile is written");
+    })
 }
 
 fn read_counters(cluster: &Cluster, guard_metrics: Option<u16>) -> Counters {
@@ -1532,6 +1574,19 @@ fn main() {
                                 state.clone(),
                             ));
                         }
+                        let profile = options.apiserver_profile.as_ref().map(|dir| {
+                            profile_apiserver(
+                                &bench.cluster,
+                                slice,
+                                &dir.join(format!(
+                                    "{}-{}-{}-c{concurrency}-r{}.pprof",
+                                    setup.name(),
+                                    ns_label(namespace),
+                                    workload.name(),
+                                    round + 1
+                                )),
+                            )
+                        });
                         let before = read_counters(&bench.cluster, guard_metrics);
                         let result = bench.runtime.block_on(run_cell(
                             bench.target.clone(),
@@ -1542,6 +1597,9 @@ fn main() {
                             state,
                         ));
                         let after = read_counters(&bench.cluster, guard_metrics);
+                        if let Some(profile) = profile {
+                            profile.join().expect("the profile thread");
+                        }
                         let mut part = Row::new(setup, namespace, workload, concurrency);
                         part.guarded = guard_metrics.is_some();
                         part.add(result, before, after);
