@@ -16,10 +16,17 @@ pub use crate::{AGENT, HPA_CONTROLLER, free_port, root, slo_guard_bin, text};
 /// has each test's [`TestNs`] on a shared cluster.
 pub struct Session {
     env: Vec<(String, String)>,
+    namespace: String,
     transcript: String,
 }
 
 impl Session {
+    /// The namespace the test acts in: `payments` (which 00-setup.yaml makes) on a
+    /// [`Cluster`] of its own, the test's own namespace in a [`TestNs`].
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The admin kubeconfig cluster.sh wrote.
     pub fn kubeconfig(&self) -> PathBuf {
         self.env
@@ -155,6 +162,7 @@ impl Cluster {
             state,
             session: Session {
                 env,
+                namespace: "payments".to_string(),
                 transcript: String::new(),
             },
         }
@@ -162,7 +170,7 @@ impl Cluster {
 
     /// The file this cluster's transcript goes to.
     fn transcript_path(&self) -> PathBuf {
-        root().join(format!("target/e2e-transcript-{}.txt", self.name))
+        transcript_path(self.name)
     }
 }
 
@@ -505,8 +513,32 @@ struct Shared {
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 
-/// Serializes the tests' appends to the transcript file.
-static TRANSCRIPT: Mutex<()> = Mutex::new(());
+/// The transcript files this process has written to: the first write to one replaces
+/// what an earlier run left, later ones append.
+static TRANSCRIPTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// target/e2e-transcript-`name`.txt.
+fn transcript_path(name: &str) -> PathBuf {
+    root().join(format!("target/e2e-transcript-{name}.txt"))
+}
+
+/// Adds `section` to the transcript file `path`: replacing what an earlier run left on
+/// this process's first write to it, appending after. Like the rest of the transcript,
+/// best effort (target/ may be elsewhere).
+fn write_transcript(path: &Path, section: &str) {
+    let mut started = TRANSCRIPTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let first = !started.iter().any(|known| known == path);
+    if first {
+        started.push(path.to_path_buf());
+    }
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!first)
+        .truncate(first)
+        .open(path)
+        .and_then(|mut file| file.write_all(section.as_bytes()));
+}
 
 /// What the reaper runs once the test process has exited (see [`Shared`]).
 const REAPER: &str = r#"trap '' INT HUP TERM
@@ -517,7 +549,8 @@ rm -rf "$REAPER_STATE" "$REAPER_WORK"
 "#;
 
 impl Shared {
-    /// The binary's shared cluster, started on first use; `name` names its transcript.
+    /// The binary's shared cluster, started on first use; the transcript of its set-up
+    /// goes to `name`'s (target/e2e-transcript-`name`.txt).
     fn get(name: &'static str) -> &'static Shared {
         SHARED.get_or_init(|| {
             // Were this to panic, `guarded` would drop while unwinding and stop all.
@@ -537,7 +570,7 @@ impl Shared {
                 .expect("the reaper starts");
             // The set-up's kubectl runs open the transcript; each test appends its own.
             let setup = guarded.cluster.take_transcript();
-            let _ = std::fs::write(guarded.cluster.transcript_path(), setup);
+            write_transcript(&guarded.cluster.transcript_path(), &setup);
             Shared {
                 guarded: RwLock::new(guarded),
                 pid_file,
@@ -565,8 +598,9 @@ enum Hold {
 /// grants tests/e2e/capture/manifests/00-setup.yaml gives in `payments` (the agent's Role,
 /// the SRE Role, the policy editors' Role and their bindings), so a test written against
 /// `payments` runs unchanged in it. It derefs to its own [`Session`], whose transcript is
-/// appended to target/e2e-transcript-<binary>.txt when it drops (also when the test
-/// fails). The namespace is left behind: this control plane has no namespace controller
+/// appended to target/e2e-transcript-<transcript>.txt when it drops (also when the test
+/// fails). There is one shared cluster per test binary, whatever the transcript names:
+/// tests grouped under several names share it too. The namespace is left behind: this control plane has no namespace controller
 /// to finish deleting one, and the cluster goes when the binary exits.
 pub struct TestNs {
     /// The namespace's name.
@@ -577,31 +611,33 @@ pub struct TestNs {
 }
 
 impl TestNs {
-    /// Namespace `namespace` on the shared cluster of binary `binary` (its transcript's
-    /// name), while other tests run alongside. Starts the cluster on first use.
-    pub fn shared(binary: &'static str, namespace: &str) -> Self {
-        let guarded = &Shared::get(binary).guarded;
+    /// Namespace `namespace` on the binary's shared cluster, while other tests run
+    /// alongside; its kubectl runs go to target/e2e-transcript-`transcript`.txt. Starts
+    /// the cluster on first use.
+    pub fn shared(transcript: &'static str, namespace: &str) -> Self {
+        let guarded = &Shared::get(transcript).guarded;
         let hold = guarded.read().unwrap_or_else(PoisonError::into_inner);
-        Self::make(namespace, Hold::Shared(hold))
+        Self::make(transcript, namespace, Hold::Shared(hold))
     }
 
     /// Like [`TestNs::shared`], but no other test of the binary runs until this one ends:
     /// for a test that restarts slo-guard ([`TestNs::restart_guard`]).
-    pub fn exclusive(binary: &'static str, namespace: &str) -> Self {
-        let guarded = &Shared::get(binary).guarded;
+    pub fn exclusive(transcript: &'static str, namespace: &str) -> Self {
+        let guarded = &Shared::get(transcript).guarded;
         let hold = guarded.write().unwrap_or_else(PoisonError::into_inner);
-        Self::make(namespace, Hold::Exclusive(hold))
+        Self::make(transcript, namespace, Hold::Exclusive(hold))
     }
 
-    fn make(namespace: &str, hold: Hold) -> Self {
+    fn make(transcript: &str, namespace: &str, hold: Hold) -> Self {
         let cluster = &Self::guarded_of(&hold).cluster;
         let mut test = Self {
             name: namespace.to_string(),
             session: Session {
                 env: cluster.session.env.clone(),
+                namespace: namespace.to_string(),
                 transcript: String::new(),
             },
-            transcript: cluster.transcript_path(),
+            transcript: transcript_path(transcript),
             hold,
         };
         test.apply(&namespace_setup(namespace));
@@ -650,17 +686,12 @@ impl TestNs {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _serial = TRANSCRIPT.lock().unwrap_or_else(PoisonError::into_inner);
         let section = format!(
             "### namespace {}\n\n{}",
             self.name,
             self.session.take_transcript()
         );
-        let _ = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.transcript)
-            .and_then(|mut file| file.write_all(section.as_bytes()));
+        write_transcript(&self.transcript, &section);
     }
 }
 
