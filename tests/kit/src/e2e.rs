@@ -629,6 +629,15 @@ impl TestNs {
     }
 
     fn make(transcript: &str, namespace: &str, hold: Hold) -> Self {
+        // Two tests in one namespace would see each other's policies and workloads.
+        static TAKEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            !taken.iter().any(|name| name == namespace),
+            "namespace {namespace} is another test's: give each test its own"
+        );
+        taken.push(namespace.to_string());
+        drop(taken);
         let cluster = &Self::guarded_of(&hold).cluster;
         let mut test = Self {
             name: namespace.to_string(),
