@@ -9,8 +9,14 @@
 //! subresources), so nothing here is stopped by RBAC: only slo-guard stands in the way.
 //!
 //! One control plane per invariant:
-//! - [`an_approval_admits_one_change_once`]: rule `approval`;
-//! - [`a_workload_cannot_leave_its_policy`]: rule `policy-scope`, and the template labels;
+//! - [`an_approved_rollout_passes_once_after_a_dry_run`],
+//!   [`switching_the_decision_id_brings_no_approval_back`] and
+//!   [`an_approved_scale_passes_once_with_the_approval_on_the_workload`]: rule `approval`,
+//!   on one control plane they share, each in its own namespace;
+//! - [`a_relabelled_workload_is_still_held_by_its_policy`],
+//!   [`a_shadow_deployment_is_governed_by_its_pods_labels`] and
+//!   [`an_agent_cannot_drop_the_label_its_policy_selects`]: rule `policy-scope`, and the
+//!   template labels, on one control plane they share, each in its own namespace;
 //! - [`every_object_that_makes_pods_is_judged`]: rule `pod-route`;
 //! - [`a_change_is_judged_by_what_it_was_and_what_it_becomes`]: HPA retargeting, policy
 //!   ConfigMap turned reflection;
@@ -92,6 +98,11 @@ subjects:
 - {kind: ServiceAccount, name: replicaset-controller, namespace: kube-system}
 "#;
 
+/// [`RBAC`] in `namespace`.
+fn rbac(namespace: &str) -> String {
+    RBAC.replace("namespace: payments", &format!("namespace: {namespace}"))
+}
+
 const AGENTS: &str = "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
 const CHECKOUT_MATCH: &str =
     "match: {kinds: [Deployment, StatefulSet], selector: {matchLabels: {app: checkout}}}";
@@ -100,16 +111,16 @@ const CHECKOUT_MATCH: &str =
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A policy ConfigMap `name` in payments.
-fn policy(name: &str, body: &str) -> String {
+/// A policy ConfigMap `name` in `namespace`.
+fn policy(namespace: &str, name: &str, body: &str) -> String {
     let indented: String = body.lines().map(|line| format!("    {line}\n")).collect();
     format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: payments\n  labels: {{slo-guard.io/policy: \"true\"}}\ndata:\n  policy.yaml: |\n{indented}"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{slo-guard.io/policy: \"true\"}}\ndata:\n  policy.yaml: |\n{indented}"
     )
 }
 
-fn policy_loads(guard: &SloGuard, name: &str) -> usize {
-    let configmap = format!("payments/{name}");
+fn policy_loads(guard: &SloGuard, namespace: &str, name: &str) -> usize {
+    let configmap = format!("{namespace}/{name}");
     guard
         .log_lines()
         .iter()
@@ -119,16 +130,35 @@ fn policy_loads(guard: &SloGuard, name: &str) -> usize {
         .count()
 }
 
-/// Applies a policy as the admin and waits until every given slo-guard has loaded it.
-fn apply_policy(cluster: &mut Cluster, guards: &[&SloGuard], name: &str, body: &str) {
-    let before: Vec<usize> = guards.iter().map(|g| policy_loads(g, name)).collect();
-    cluster.apply(&policy(name, body));
+/// Applies a policy as the admin in the session's namespace and waits until every given
+/// slo-guard has loaded it.
+fn apply_policy(cluster: &mut Session, guards: &[&SloGuard], name: &str, body: &str) {
+    let namespace = cluster.namespace().to_string();
+    let before: Vec<usize> = guards
+        .iter()
+        .map(|g| policy_loads(g, &namespace, name))
+        .collect();
+    cluster.apply(&policy(&namespace, name, body));
+    wait_loaded(guards, &namespace, name, &before);
+}
+
+/// [`apply_policy`] on a test's namespace of the shared cluster, with its slo-guard.
+fn apply_shared_policy(test: &mut TestNs, name: &str, body: &str) {
+    let namespace = test.namespace().to_string();
+    let before = policy_loads(test.guard(), &namespace, name);
+    test.apply(&policy(&namespace, name, body));
+    wait_loaded(&[test.guard()], &namespace, name, &[before]);
+}
+
+/// Waits until each of `guards` has loaded policy `namespace/name` more often than the
+/// `before` counts.
+fn wait_loaded(guards: &[&SloGuard], namespace: &str, name: &str, before: &[usize]) {
     retry_until(
-        &format!("slo-guard loads policy payments/{name}"),
+        &format!("slo-guard loads policy {namespace}/{name}"),
         Duration::from_secs(30),
         || {
-            for (guard, before) in guards.iter().zip(&before) {
-                if policy_loads(guard, name) <= *before {
+            for (guard, before) in guards.iter().zip(before) {
+                if policy_loads(guard, namespace, name) <= *before {
                     return Err(format!("not loaded yet:\n{}", guard.log_text()));
                 }
             }
@@ -138,28 +168,37 @@ fn apply_policy(cluster: &mut Cluster, guards: &[&SloGuard], name: &str, body: &
 }
 
 /// kubectl as `who` (AS_AGENT, AS_ALICE, AS_ADMIN).
-fn run(cluster: &mut Cluster, who: &[&str], args: &[&str]) -> Output {
+fn run(cluster: &mut Session, who: &[&str], args: &[&str]) -> Output {
     let all: Vec<&str> = args.iter().chain(who.iter()).copied().collect();
     cluster.kubectl(&all)
 }
 
-fn run_stdin(cluster: &mut Cluster, who: &[&str], args: &[&str], stdin: &str) -> Output {
+fn run_stdin(cluster: &mut Session, who: &[&str], args: &[&str], stdin: &str) -> Output {
     let all: Vec<&str> = args.iter().chain(who.iter()).copied().collect();
     cluster.kubectl_with_stdin(&all, Some(stdin))
 }
 
-fn create(cluster: &mut Cluster, who: &[&str], manifest: &str) -> Output {
-    run_stdin(cluster, who, &["create", "-f", "-"], manifest)
+/// `kubectl create` in the session's namespace.
+fn create(cluster: &mut Session, who: &[&str], manifest: &str) -> Output {
+    let namespace = cluster.namespace().to_string();
+    run_stdin(
+        cluster,
+        who,
+        &["create", "-f", "-", "-n", &namespace],
+        manifest,
+    )
 }
 
-/// `kubectl get <what> -n payments -o jsonpath=<path>` as the admin; what kubectl said
-/// if it failed, so that a comparison with the expected value fails and says why.
-fn get(cluster: &mut Cluster, what: &str, path: &str) -> String {
+/// `kubectl get <what> -n <the session's namespace> -o jsonpath=<path>` as the admin;
+/// what kubectl said if it failed, so that a comparison with the expected value fails
+/// and says why.
+fn get(cluster: &mut Session, what: &str, path: &str) -> String {
+    let namespace = cluster.namespace().to_string();
     let output = cluster.kubectl(&[
         "get",
         what,
         "-n",
-        "payments",
+        &namespace,
         "-o",
         &format!("jsonpath={path}"),
     ]);
@@ -181,13 +220,14 @@ fn key_path(field: &str, key: &str) -> String {
     )
 }
 
-fn annotation(cluster: &mut Cluster, what: &str, key: &str) -> String {
+fn annotation(cluster: &mut Session, what: &str, key: &str) -> String {
     get(cluster, what, &key_path("annotations", key))
 }
 
-fn exists(cluster: &mut Cluster, what: &str) -> bool {
+fn exists(cluster: &mut Session, what: &str) -> bool {
+    let namespace = cluster.namespace().to_string();
     cluster
-        .kubectl(&["get", what, "-n", "payments", "-o", "name"])
+        .kubectl(&["get", what, "-n", &namespace, "-o", "name"])
         .status
         .success()
 }
@@ -264,7 +304,7 @@ impl Verdicts {
     /// (a watch cache catching up); an admitted request is not retried.
     fn retry_denied(
         &mut self,
-        cluster: &mut Cluster,
+        cluster: &mut Session,
         what: &str,
         args: &[&str],
         expected: &str,
@@ -303,7 +343,8 @@ fn context(decision: &str, action: &str) -> Value {
     })
 }
 
-/// A Deployment in payments with the agent's decision context.
+/// A Deployment with the agent's decision context, in no namespace ([`create`] puts it in
+/// the session's).
 fn workload(
     name: &str,
     labels: &str,
@@ -317,7 +358,6 @@ fn workload(
 kind: Deployment
 metadata:
   name: {name}
-  namespace: payments
   labels: {labels}
   annotations:
     slo-guard.io/decision-id: "{decision}"
@@ -342,7 +382,7 @@ fn image(tag: &str) -> String {
 
 /// The `slo-guard.io/approve=` value an approval denial tells a person to set, checked to
 /// be `<decision>@<16 hex digits>`, with the remedy command printed in full.
-fn approval_in(denial: &str, workload: &str, decision: &str) -> String {
+fn approval_in(denial: &str, namespace: &str, workload: &str, decision: &str) -> String {
     let marker = "slo-guard.io/approve=";
     let start = denial
         .find(marker)
@@ -368,7 +408,7 @@ fn approval_in(denial: &str, workload: &str, decision: &str) -> String {
         "the approval binds the change with 16 hex digits, got {digest:?}:\n{denial}"
     );
     let command = format!(
-        "kubectl annotate deployment/{workload} -n payments slo-guard.io/approve={value} --overwrite"
+        "kubectl annotate deployment/{workload} -n {namespace} slo-guard.io/approve={value} --overwrite"
     );
     assert!(
         denial.contains(&command),
@@ -377,7 +417,8 @@ fn approval_in(denial: &str, workload: &str, decision: &str) -> String {
     value
 }
 
-fn approve(cluster: &mut Cluster, workload: &str, value: &str) {
+fn approve(cluster: &mut Session, workload: &str, value: &str) {
+    let namespace = cluster.namespace().to_string();
     let output = run(
         cluster,
         &AS_ALICE,
@@ -385,7 +426,7 @@ fn approve(cluster: &mut Cluster, workload: &str, value: &str) {
             "annotate",
             &format!("deployment/{workload}"),
             "-n",
-            "payments",
+            &namespace,
             &format!("slo-guard.io/approve={value}"),
             "--overwrite",
         ],
@@ -406,7 +447,7 @@ fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn retry_denied(cluster: &mut Cluster, what: &str, args: &[&str], expected: &str) -> String {
+fn retry_denied(cluster: &mut Session, what: &str, args: &[&str], expected: &str) -> String {
     let mut last = String::new();
     retry_until(what, Duration::from_secs(20), || {
         let output = cluster.kubectl(args);
@@ -429,7 +470,7 @@ fn retry_denied(cluster: &mut Cluster, what: &str, args: &[&str], expected: &str
     last
 }
 
-fn retry_allowed(cluster: &mut Cluster, what: &str, args: &[&str]) {
+fn retry_allowed(cluster: &mut Session, what: &str, args: &[&str]) {
     retry_until(what, Duration::from_secs(20), || {
         let output = cluster.kubectl(args);
         if output.status.success() {
@@ -446,82 +487,97 @@ fn retry_allowed(cluster: &mut Cluster, what: &str, args: &[&str]) {
 
 /// **An approval admits exactly one change, once.** Under `approval.requiredFor`, an
 /// agent's rollout or scale is denied with the command a person runs to approve *that*
-/// change (`<decision-id>@<digest of the change>`). The approved change then passes,
-/// after a server-side dry run that must not spend the approval; but the same approval
-/// does not cover a different change under the same decision, cannot be spent twice
-/// (the first content re-applied after a person rolled elsewhere), does not come back by
-/// switching the decision-id annotation to an older approved decision, and cannot be
-/// written by the agent itself. The scale subresource follows the same rules with the
-/// approval on the workload.
-#[test]
-fn an_approval_admits_one_change_once() {
-    let mut guarded = Guarded::start("attacks-approval");
-    guarded.cluster.apply(RBAC);
-    let guard = guarded.guard.take().expect("slo-guard");
-    let cluster = &mut guarded.cluster;
-    let mut v = Verdicts::default();
-    apply_policy(
-        cluster,
-        &[&guard],
+/// change (`<decision-id>@<digest of the change>`). Three tests, one namespace each on a
+/// cluster they share: the rollout ([`an_approved_rollout_passes_once_after_a_dry_run`]),
+/// the decision-id switch ([`switching_the_decision_id_brings_no_approval_back`]) and the
+/// scale subresource ([`an_approved_scale_passes_once_with_the_approval_on_the_workload`]).
+///
+/// `namespace` with the attack RBAC, the `checkout` policy (approval for rollouts and
+/// scales) loaded, and the Deployment `checkout` at 3 replicas, image 1.0.0, under
+/// decision [`D1`] (fix-image); and the start of the denial an unapproved change gets.
+fn approval_stage(namespace: &str) -> (TestNs, String) {
+    let mut test = TestNs::shared("attacks-approval", namespace);
+    test.apply(&rbac(namespace));
+    apply_shared_policy(
+        &mut test,
         "checkout",
         &format!(
             "{CHECKOUT_MATCH}\n{AGENTS}\nscaling: {{minReplicas: 2, maxReplicas: 20, maxStep: 5}}\napproval: {{requiredFor: [rollout, scale], maxAge: 1h}}"
         ),
     );
-    let d1 = "d-approve-0001";
     assert_allowed(&create(
-        cluster,
+        &mut test,
         &AS_ADMIN,
         &workload(
             "checkout",
             "{app: checkout}",
             "{app: checkout}",
             3,
-            d1,
+            D1,
             "fix-image",
         ),
     ));
-    let deploy = "deployment/checkout";
-    let image_path = "{.spec.template.spec.containers[0].image}";
-    let set_image = |tag: &str| -> Vec<String> {
-        vec![
-            "set".into(),
-            "image".into(),
-            deploy.into(),
-            "-n".into(),
-            "payments".into(),
-            format!("app={}", image(tag)),
-        ]
-    };
+    (test, format!("[{namespace}/checkout:approval]"))
+}
+
+/// The decision the approval tests' `checkout` is created under.
+const D1: &str = "d-approve-0001";
+
+const DEPLOY: &str = "deployment/checkout";
+const IMAGE_PATH: &str = "{.spec.template.spec.containers[0].image}";
+
+/// `kubectl set image` of checkout's app container to `tag` in `namespace`.
+fn set_image(namespace: &str, tag: &str) -> Vec<String> {
+    vec![
+        "set".into(),
+        "image".into(),
+        DEPLOY.into(),
+        "-n".into(),
+        namespace.into(),
+        format!("app={}", image(tag)),
+    ]
+}
+
+/// The approval of the rollout is the person's to give: the agent cannot write it (d); a
+/// dry run of the approved change passes, changes nothing and does not spend the
+/// approval (e); the approval covers no other change under the same decision (a), and
+/// once spent does not admit the same content again after a person rolled elsewhere (b).
+#[test]
+fn an_approved_rollout_passes_once_after_a_dry_run() {
+    let ns = "approval-rollout";
+    let (mut test, refused) = approval_stage(ns);
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
+    let self_approval = format!("[{ns}/checkout:self-approval]");
     let agent_approves = |value: &str| -> Vec<String> {
         vec![
             "annotate".into(),
-            deploy.into(),
+            DEPLOY.into(),
             "-n".into(),
-            "payments".into(),
+            ns.into(),
             format!("slo-guard.io/approve={value}"),
             "--overwrite".into(),
         ]
     };
 
     // --- The agent's rollout under decision d1 needs a person's approval of this change.
-    let rollout_101 = set_image("1.0.1");
+    let rollout_101 = set_image(ns, "1.0.1");
     let output = run(cluster, &AS_AGENT, &args(&rollout_101));
     say("agent rolls out 1.0.1 unapproved", &output);
-    let denial = assert_denied(&output, "[payments/checkout:approval]");
-    let a1 = approval_in(&denial, "checkout", d1);
+    let denial = assert_denied(&output, &refused);
+    let a1 = approval_in(&denial, ns, "checkout", D1);
 
     // (d) The agent cannot approve it itself, with exactly the value the denial printed.
     let output = run(cluster, &AS_AGENT, &args(&agent_approves(&a1)));
     v.denied(
         "(d) agent writes the approval itself",
         &output,
-        "[payments/checkout:self-approval]",
+        &self_approval,
     );
 
     approve(cluster, "checkout", &a1);
     assert_eq!(
-        annotation(cluster, deploy, "slo-guard.io/approved-by"),
+        annotation(cluster, DEPLOY, "slo-guard.io/approved-by"),
         ALICE
     );
 
@@ -531,23 +587,23 @@ fn an_approval_admits_one_change_once() {
     dry.push("--dry-run=server".into());
     let output = run(cluster, &AS_AGENT, &args(&dry));
     v.allowed("(e) agent dry-runs the approved rollout", &output);
-    let now = get(cluster, deploy, image_path);
+    let now = get(cluster, DEPLOY, IMAGE_PATH);
     v.eq("(e) image after the dry run", &now, &image("1.0.0"));
     let output = run(cluster, &AS_AGENT, &args(&rollout_101));
     assert_allowed(&output);
     say("agent retries the approved rollout", &output);
-    assert_eq!(get(cluster, deploy, image_path), image("1.0.1"));
+    assert_eq!(get(cluster, DEPLOY, IMAGE_PATH), image("1.0.1"));
 
     // (a) Another change under the same decision: the approval was for 1.0.1.
-    let rollout_102 = set_image("1.0.2");
+    let rollout_102 = set_image(ns, "1.0.2");
     let output = run(cluster, &AS_AGENT, &args(&rollout_102));
     let denial = v.denied(
         "(a) agent rolls out 1.0.2 under the same decision",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
     if denial.contains("slo-guard.io/approve=") {
-        let a2 = approval_in(&denial, "checkout", d1);
+        let a2 = approval_in(&denial, ns, "checkout", D1);
         v.check(
             "(a) an approval names one change",
             a1 != a2,
@@ -558,12 +614,12 @@ fn an_approval_admits_one_change_once() {
         v.denied(
             "(d) agent approves its second change itself",
             &output,
-            "[payments/checkout:self-approval]",
+            &self_approval,
         );
     }
-    let now = get(cluster, deploy, image_path);
+    let now = get(cluster, DEPLOY, IMAGE_PATH);
     v.eq("(a) image after the denied 1.0.2", &now, &image("1.0.1"));
-    let stored = annotation(cluster, deploy, "slo-guard.io/approve");
+    let stored = annotation(cluster, DEPLOY, "slo-guard.io/approve");
     v.eq(
         "the stored approval after the agent's attempts",
         &stored,
@@ -572,14 +628,14 @@ fn an_approval_admits_one_change_once() {
 
     // (b) A person rolls to something else; the agent re-applies the approved 1.0.1
     // content, whose approval is still the stored one, already spent.
-    let output = run(cluster, &AS_ALICE, &args(&set_image("1.0.9")));
+    let output = run(cluster, &AS_ALICE, &args(&set_image(ns, "1.0.9")));
     say("alice rolls to 1.0.9", &output);
     assert_allowed(&output);
     let output = run(cluster, &AS_AGENT, &args(&rollout_101));
     let denial = v.denied(
         "(b) agent re-applies the approved 1.0.1 after alice rolled to 1.0.9",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
     if !output.status.success() {
         v.check(
@@ -588,16 +644,20 @@ fn an_approval_admits_one_change_once() {
             denial.trim(),
         );
     }
-    let now = get(cluster, deploy, image_path);
+    let now = get(cluster, DEPLOY, IMAGE_PATH);
     v.eq("(b) image after the replay", &now, &image("1.0.9"));
-    if now != image("1.0.9") {
-        // Put the person's version back so that what follows starts where it should.
-        assert_allowed(&run(cluster, &AS_ALICE, &args(&set_image("1.0.9"))));
-    }
+    v.finish();
+}
 
-    // (c) A new decision d2 is approved and used. The agent then moves on to decision d3,
-    // is refused its next change, and switches its decision-id back to d2 (whose approval
-    // is the one stored on the workload), then to d1.
+/// (c) A new decision d2 is approved and used. The agent then moves on to decision d3,
+/// is refused its next change, and switches its decision-id back to d2 (whose approval
+/// is the one stored on the workload), then to d1: neither admits the change.
+#[test]
+fn switching_the_decision_id_brings_no_approval_back() {
+    let ns = "approval-switch";
+    let (mut test, refused) = approval_stage(ns);
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
     let d2 = "d-approve-0002";
     let d3 = "d-approve-0003";
     let patch = |decision: &str, tag: &str| -> Vec<String> {
@@ -607,31 +667,31 @@ fn an_approval_admits_one_change_once() {
         });
         vec![
             "patch".into(),
-            deploy.into(),
+            DEPLOY.into(),
             "-n".into(),
-            "payments".into(),
+            ns.into(),
             "-p".into(),
             body.to_string(),
         ]
     };
     let output = run(cluster, &AS_AGENT, &args(&patch(d2, "1.0.5")));
     say("agent rolls out 1.0.5 under d2", &output);
-    let denial = assert_denied(&output, "[payments/checkout:approval]");
-    let a3 = approval_in(&denial, "checkout", d2);
+    let denial = assert_denied(&output, &refused);
+    let a3 = approval_in(&denial, ns, "checkout", d2);
     approve(cluster, "checkout", &a3);
     let output = run(cluster, &AS_AGENT, &args(&patch(d2, "1.0.5")));
     say("agent rolls out 1.0.5 under d2, approved", &output);
     assert_allowed(&output);
-    assert_eq!(get(cluster, deploy, image_path), image("1.0.5"));
+    assert_eq!(get(cluster, DEPLOY, IMAGE_PATH), image("1.0.5"));
     // The decision context moves on to d3 (a metadata change, which agents may make).
     let output = run(
         cluster,
         &AS_AGENT,
         &[
             "annotate",
-            deploy,
+            DEPLOY,
             "-n",
-            "payments",
+            ns,
             &format!("slo-guard.io/decision-id={d3}"),
             "--overwrite",
         ],
@@ -642,34 +702,44 @@ fn an_approval_admits_one_change_once() {
     v.denied(
         "(c) agent rolls out 1.0.6 under d3, unapproved",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
     let output = run(cluster, &AS_AGENT, &args(&patch(d2, "1.0.6")));
     v.denied(
         "(c) agent switches its decision-id back to the approved d2 for 1.0.6",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
-    let output = run(cluster, &AS_AGENT, &args(&patch(d1, "1.0.6")));
+    let output = run(cluster, &AS_AGENT, &args(&patch(D1, "1.0.6")));
     v.denied(
         "(c) agent switches its decision-id back to d1 for 1.0.6",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
-    let now = get(cluster, deploy, image_path);
+    let now = get(cluster, DEPLOY, IMAGE_PATH);
     v.eq("(c) image after the switches", &now, &image("1.0.5"));
+    v.finish();
+}
 
-    // --- The scale subresource: the decision context and the approval are read from the
-    // workload.
+/// The scale subresource: the decision context and the approval are read from the
+/// workload. The approved scale passes after its dry run (e), the approval covers no
+/// other scale (a) nor a scale back (b), the approved scale re-sent passes, and people
+/// are not held by approvals.
+#[test]
+fn an_approved_scale_passes_once_with_the_approval_on_the_workload() {
+    let ns = "approval-scale";
+    let (mut test, refused) = approval_stage(ns);
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
     let d4 = "d-approve-scale-0004";
     let output = run(
         cluster,
         &AS_AGENT,
         &[
             "annotate",
-            deploy,
+            DEPLOY,
             "-n",
-            "payments",
+            ns,
             "--overwrite",
             &format!("slo-guard.io/decision-id={d4}"),
             "slo-guard.io/action=scale",
@@ -682,9 +752,9 @@ fn an_approval_admits_one_change_once() {
     let scale_to = |n: u32| -> Vec<String> {
         vec![
             "scale".into(),
-            deploy.into(),
+            DEPLOY.into(),
             "-n".into(),
-            "payments".into(),
+            ns.into(),
             format!("--replicas={n}"),
             "--as".into(),
             AGENT.into(),
@@ -698,8 +768,8 @@ fn an_approval_admits_one_change_once() {
         &format!("slo-guard.io/approve={d4}@"),
     );
     println!("agent scales to 5 unapproved: {}", denial.trim());
-    assert!(denial.contains("[payments/checkout:approval]"), "{denial}");
-    let a4 = approval_in(&denial, "checkout", d4);
+    assert!(denial.contains(&refused), "{denial}");
+    let a4 = approval_in(&denial, ns, "checkout", d4);
     approve(cluster, "checkout", &a4);
     let mut dry_scale = scale_5.clone();
     dry_scale.push("--dry-run=server".into());
@@ -708,39 +778,38 @@ fn an_approval_admits_one_change_once() {
         "(e) the approved scale's dry run (once the watch cache has the approval)",
         &args(&dry_scale),
     );
-    let replicas = get(cluster, deploy, "{.spec.replicas}");
+    let replicas = get(cluster, DEPLOY, "{.spec.replicas}");
     v.eq("(e) replicas after the scale's dry run", &replicas, "3");
     let output = cluster.kubectl(&args(&scale_5));
     v.allowed("(e) agent scales to 5, approved, after a dry run", &output);
-    let replicas = get(cluster, deploy, "{.spec.replicas}");
+    let replicas = get(cluster, DEPLOY, "{.spec.replicas}");
     v.eq("replicas after the approved scale", &replicas, "5");
     let output = cluster.kubectl(&args(&scale_to(6)));
     v.denied(
         "(a) agent scales to 6 under the same approval",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
     let output = cluster.kubectl(&args(&scale_to(3)));
     v.denied(
         "(b) agent scales back to 3 under the same approval",
         &output,
-        "[payments/checkout:approval]",
+        &refused,
     );
     let output = cluster.kubectl(&args(&scale_to(5)));
     v.allowed(
         "the approved scale re-sent: the change that spent the approval, retried",
         &output,
     );
-    let replicas = get(cluster, deploy, "{.spec.replicas}");
+    let replicas = get(cluster, DEPLOY, "{.spec.replicas}");
     v.eq("replicas after the agent's scale attempts", &replicas, "5");
     // People are not held by approvals.
     let output = run(
         cluster,
         &AS_ALICE,
-        &["scale", deploy, "-n", "payments", "--replicas=6"],
+        &["scale", DEPLOY, "-n", ns, "--replicas=6"],
     );
     v.allowed("alice scales to 6", &output);
-    drop(guard);
     v.finish();
 }
 
@@ -755,24 +824,23 @@ fn an_approval_admits_one_change_once() {
 /// policy it leaves (b). Nor can it dodge the selector with a new Deployment whose own
 /// labels look unrelated while its pods carry the governed labels: the pod template's
 /// labels bring it under the policy, at create and on the scale subresource (c). People
-/// may relabel.
-#[test]
-fn a_workload_cannot_leave_its_policy() {
-    let mut guarded = Guarded::start("attacks-scope");
-    guarded.cluster.apply(RBAC);
-    let guard = guarded.guard.take().expect("slo-guard");
-    let cluster = &mut guarded.cluster;
-    let mut v = Verdicts::default();
-    apply_policy(
-        cluster,
-        &[&guard],
+/// may relabel. Three tests on one control plane they share, each in its own namespace.
+///
+/// `namespace` with the attack RBAC, the `checkout` policy (max 20 replicas) loaded, and
+/// the Deployment `checkout` at 4 replicas; and the start of the denial of a scale above
+/// the policy's maximum.
+fn scope_stage(namespace: &str) -> (TestNs, String) {
+    let mut test = TestNs::shared("attacks-scope", namespace);
+    test.apply(&rbac(namespace));
+    apply_shared_policy(
+        &mut test,
         "checkout",
         &format!(
             "{CHECKOUT_MATCH}\n{AGENTS}\nscaling: {{minReplicas: 2, maxReplicas: 20, maxStep: 5}}"
         ),
     );
     assert_allowed(&create(
-        cluster,
+        &mut test,
         &AS_ADMIN,
         &workload(
             "checkout",
@@ -783,6 +851,18 @@ fn a_workload_cannot_leave_its_policy() {
             "scale",
         ),
     ));
+    (test, format!("[{namespace}/checkout:max-replicas]"))
+}
+
+/// (b) A relabel and a scale in one patch are judged under the policy the relabel
+/// leaves; (a) a relabel of the metadata alone leaves the pods, and so the workload,
+/// under the policy, whose caps still hold after it.
+#[test]
+fn a_relabelled_workload_is_still_held_by_its_policy() {
+    let ns = "scope-relabel";
+    let (mut test, above_max) = scope_stage(ns);
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
     let deploy = "deployment/checkout";
 
     // (b) Relabel and scale to 50 in one patch: judged under the policy it leaves.
@@ -791,12 +871,12 @@ fn a_workload_cannot_leave_its_policy() {
     let output = run(
         cluster,
         &AS_AGENT,
-        &["patch", deploy, "-n", "payments", "-p", &both],
+        &["patch", deploy, "-n", ns, "-p", &both],
     );
     v.denied(
         "agent relabels and scales to 50 in one patch",
         &output,
-        "[payments/checkout:max-replicas]",
+        &above_max,
     );
     v.state(
         "checkout replicas after the relabel-and-scale",
@@ -808,14 +888,7 @@ fn a_workload_cannot_leave_its_policy() {
     // immutable, and its template must match it), so the policy, which also selects by
     // the pods' labels, still governs it: the relabel moves nothing out of the guard,
     // and is the agent's to make. What counts is that the caps still hold after it.
-    let relabel = [
-        "label",
-        deploy,
-        "-n",
-        "payments",
-        "app=elsewhere",
-        "--overwrite",
-    ];
+    let relabel = ["label", deploy, "-n", ns, "app=elsewhere", "--overwrite"];
     let output = run(cluster, &AS_AGENT, &relabel);
     v.allowed(
         "agent relabels checkout's metadata (its pods keep app=checkout)",
@@ -824,12 +897,12 @@ fn a_workload_cannot_leave_its_policy() {
     let output = run(
         cluster,
         &AS_AGENT,
-        &["scale", deploy, "-n", "payments", "--replicas=50"],
+        &["scale", deploy, "-n", ns, "--replicas=50"],
     );
     v.denied(
         "agent scales the relabelled checkout to 50",
         &output,
-        "[payments/checkout:max-replicas]",
+        &above_max,
     );
     v.state(
         "checkout replicas after the scale of the relabelled workload",
@@ -839,18 +912,20 @@ fn a_workload_cannot_leave_its_policy() {
     let output = run(
         cluster,
         &AS_ALICE,
-        &[
-            "label",
-            deploy,
-            "-n",
-            "payments",
-            "app=checkout",
-            "--overwrite",
-        ],
+        &["label", deploy, "-n", ns, "app=checkout", "--overwrite"],
     );
     v.allowed("alice puts checkout's label back", &output);
+    v.finish();
+}
 
-    // (c) A shadow Deployment: unrelated metadata labels, governed pods.
+/// (c) A shadow Deployment: unrelated metadata labels, governed pods. Its template
+/// labels bring it under the policy at create and on the scale subresource.
+#[test]
+fn a_shadow_deployment_is_governed_by_its_pods_labels() {
+    let (mut test, above_max) = scope_stage("scope-shadow");
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
+    let ns = cluster.namespace().to_string();
     let shadow = |replicas: u32| {
         workload(
             "checkout-shadow",
@@ -865,7 +940,7 @@ fn a_workload_cannot_leave_its_policy() {
     v.denied(
         "agent creates checkout-shadow (pods app=checkout) at 50",
         &output,
-        "[payments/checkout:max-replicas]",
+        &above_max,
     );
     v.check(
         "deployment/checkout-shadow",
@@ -881,12 +956,12 @@ fn a_workload_cannot_leave_its_policy() {
             "scale",
             "deployment/checkout-shadow",
             "-n",
-            "payments",
+            &ns,
             "--replicas=50",
             "--as",
             AGENT,
         ],
-        "[payments/checkout:max-replicas]",
+        &above_max,
     );
     if exists(cluster, "deployment/checkout-shadow") {
         v.state(
@@ -895,18 +970,28 @@ fn a_workload_cannot_leave_its_policy() {
             "3",
         );
     }
+    v.finish();
+}
 
-    // (d) Leaving for real: policy gold selects `slo: gold`, a label outside the
-    // Deployment's (immutable) selector, so the agent can drop it from the workload and
-    // from its pods in one change; and from a workload whose pods never carried it.
-    apply_policy(
-        cluster,
-        &[&guard],
+/// (d) Leaving for real: policy gold selects `slo: gold`, a label outside the
+/// Deployment's (immutable) selector, so the agent could drop it from the workload and
+/// from its pods in one change, or from a workload whose pods never carried it. Both are
+/// refused; a person may do both.
+#[test]
+fn an_agent_cannot_drop_the_label_its_policy_selects() {
+    let ns = "scope-unlabel";
+    let mut test = TestNs::shared("attacks-scope", ns);
+    test.apply(&rbac(ns));
+    apply_shared_policy(
+        &mut test,
         "gold",
         &format!(
             "match: {{kinds: [Deployment], selector: {{matchLabels: {{slo: gold}}}}}}\n{AGENTS}\nscaling: {{maxReplicas: 20, maxStep: 5}}"
         ),
     );
+    let cluster = &mut *test;
+    let mut v = Verdicts::default();
+    let dropped = format!("[{ns}/gold:policy-scope]");
     assert_allowed(&create(
         cluster,
         &AS_ADMIN,
@@ -944,7 +1029,7 @@ fn a_workload_cannot_leave_its_policy() {
         "patch",
         "deployment/ledger",
         "-n",
-        "payments",
+        ns,
         "-p",
         unlabel_both.as_str(),
     ];
@@ -952,19 +1037,19 @@ fn a_workload_cannot_leave_its_policy() {
     v.denied(
         "(d) agent drops slo=gold from ledger and its pods",
         &output,
-        "[payments/gold:policy-scope]",
+        &dropped,
     );
     v.state(
         "ledger's slo label after the agent's patch",
         get(cluster, "deployment/ledger", "{.metadata.labels.slo}"),
         "gold",
     );
-    let unlabel_audit = ["label", "deployment/audit", "-n", "payments", "slo-"];
+    let unlabel_audit = ["label", "deployment/audit", "-n", ns, "slo-"];
     let output = run(cluster, &AS_AGENT, &unlabel_audit);
     v.denied(
         "(d) agent drops slo=gold from audit (its pods never had it)",
         &output,
-        "[payments/gold:policy-scope]",
+        &dropped,
     );
     v.state(
         "audit's slo label after the agent's relabel",
@@ -975,7 +1060,6 @@ fn a_workload_cannot_leave_its_policy() {
     v.allowed("(d) alice drops slo=gold from ledger and its pods", &output);
     let output = run(cluster, &AS_ALICE, &unlabel_audit);
     v.allowed("(d) alice drops slo=gold from audit", &output);
-    drop(guard);
     v.finish();
 }
 
@@ -1993,7 +2077,7 @@ fn one_agent_change_per_cooldown_across_two_processes() {
         "the second slo-guard loads the policy",
         Duration::from_secs(30),
         || {
-            if policy_loads(&second, "checkout") > 0 {
+            if policy_loads(&second, "payments", "checkout") > 0 {
                 Ok(())
             } else {
                 Err(second.log_text())

@@ -3,6 +3,9 @@
 //! two slo-guard processes, a change window at its boundary, and every diff-scope
 //! violation. Identities are impersonated with `kubectl --as`, so the requests reach
 //! slo-guard exactly as an agent's or a person's would.
+//!
+//! The tests share one control plane and one slo-guard ([`TestNs`]), each in its own
+//! namespace with its own policies; the cooldown test restarts slo-guard, so it runs alone.
 
 use std::time::Duration;
 
@@ -12,28 +15,49 @@ use slo_guard_testkit::e2e::*;
 const REVIEWER: &str = "system:serviceaccount:ai-agents:reviewer";
 const ALICE: [&str; 4] = ["--as", "alice@example.com", "--as-group", "sre"];
 
-const IDENTITIES: &str = r#"apiVersion: v1
+/// The transcript: target/e2e-transcript-governance.txt.
+const BINARY: &str = "governance";
+
+/// A second agent identity, with the fixer's grants in `namespace`.
+fn identities(namespace: &str) -> String {
+    format!(
+        r#"apiVersion: v1
 kind: ServiceAccount
-metadata: {name: reviewer, namespace: ai-agents}
+metadata: {{name: reviewer, namespace: ai-agents}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {name: ai-agent-reviewer, namespace: payments}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ai-agent-fixer}
+metadata: {{name: ai-agent-reviewer, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ai-agent-fixer}}
 subjects:
-- {kind: ServiceAccount, name: reviewer, namespace: ai-agents}
-"#;
+- {{kind: ServiceAccount, name: reviewer, namespace: ai-agents}}
+"#
+    )
+}
 
-fn policy(name: &str, body: &str) -> String {
+fn policy(namespace: &str, name: &str, body: &str) -> String {
     let indented: String = body.lines().map(|line| format!("    {line}\n")).collect();
     format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: payments\n  labels: {{slo-guard.io/policy: \"true\"}}\ndata:\n  policy.yaml: |\n{indented}"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{slo-guard.io/policy: \"true\"}}\ndata:\n  policy.yaml: |\n{indented}"
     )
+}
+
+/// `namespace` on the shared cluster with the policy `name` (governing the Deployment of
+/// that name, agents `system:serviceaccount:ai-agents:*`, and `rules`) loaded.
+fn with_policy(namespace: &str, name: &str, rules: &str) -> TestNs {
+    let mut test = TestNs::shared(BINARY, namespace);
+    test.apply(&policy(
+        namespace,
+        name,
+        &format!("match: {{kinds: [Deployment], names: [{name}]}}\n{AGENTS}\n{rules}"),
+    ));
+    test.wait_for_policies(&[name]);
+    test
 }
 
 const AGENTS: &str = "agents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
 
-fn deployment(name: &str, annotations: &[(&str, &str)]) -> String {
+fn deployment(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
     let annotations: String = annotations
         .iter()
         .map(|(key, value)| format!("    {key}: \"{value}\"\n"))
@@ -43,7 +67,7 @@ fn deployment(name: &str, annotations: &[(&str, &str)]) -> String {
 kind: Deployment
 metadata:
   name: {name}
-  namespace: payments
+  namespace: {namespace}
   labels: {{app: {name}}}
   annotations:
 {annotations}    team: payments
@@ -92,43 +116,46 @@ fn image(name: &str, tag: &str) -> serde_json::Value {
     ]}}})
 }
 
-fn annotation(cluster: &mut Cluster, name: &str, key: &str) -> String {
+fn annotation(test: &mut TestNs, name: &str, key: &str) -> String {
     let path = format!(
         "jsonpath={{.metadata.annotations.{}}}",
         key.replace('.', "\\.").replace('/', "\\/")
     );
-    let output = cluster.kubectl(&[
+    let namespace = test.name.clone();
+    let output = test.kubectl(&[
         "get",
         &format!("deploy/{name}"),
         "-n",
-        "payments",
+        &namespace,
         "-o",
         &path,
     ]);
     text(&output.stdout)
 }
 
-#[test]
-fn agents_cannot_talk_their_way_past_slo_guard() {
-    let mut guarded = Guarded::start("governance");
-    guarded.cluster.apply(IDENTITIES);
-    guarded.cluster.apply(&[
-        policy("inventory", &format!("match: {{kinds: [Deployment], names: [inventory]}}\n{AGENTS}\napproval: {{requiredFor: [rollout], maxAge: 1h}}")),
-        policy("billing", &format!("match: {{kinds: [Deployment], names: [billing]}}\n{AGENTS}\napproval: {{requiredFor: [rollout], maxAge: 2s}}")),
-        policy("search", &format!("match: {{kinds: [Deployment], names: [search]}}\n{AGENTS}\nscaling: {{maxReplicas: 50, maxStep: 10, cooldown: 1h}}")),
-        policy("catalog", &format!("match: {{kinds: [Deployment], names: [catalog]}}\n{AGENTS}\nscope: {{maxMemory: 2Gi, maxMemoryFactor: 2}}")),
-    ]
-    .join("---\n"));
-    for name in ["inventory", "billing", "search", "catalog"] {
-        guarded.guard().wait_for_log(
-            &format!("\"configmap\":\"payments/{name}\""),
-            Duration::from_secs(20),
-        );
-    }
-    let cluster = &mut guarded.cluster;
+/// The honest create of `inventory` by the agent (create needs no approval here), which
+/// starts the cooldown clock.
+fn create_inventory(test: &mut TestNs) {
+    let namespace = test.name.clone();
+    let context_d0: Vec<(&str, String)> = context("d0-inventory-create", "fix-image");
+    let pairs: Vec<(&str, &str)> = context_d0.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_allowed(&test.kubectl_with_stdin(
+        &["create", "-f", "-", "--as", AGENT],
+        Some(&deployment(&namespace, "inventory", &pairs)),
+    ));
+    assert!(!annotation(test, "inventory", "slo-guard.io/last-agent-change").is_empty());
+}
 
-    // --- Forgery: an agent writing approval keys itself, in every way it could.
+const INVENTORY_APPROVAL: &str = "approval: {requiredFor: [rollout], maxAge: 1h}";
+
+#[test]
+fn an_agent_cannot_write_approval_keys_into_what_it_creates() {
+    let ns = "gov-forged-create";
+    let mut test = with_policy(ns, "inventory", INVENTORY_APPROVAL);
+
+    // An agent writing approval keys itself, in every way it could.
     let forged_approve = deployment(
+        ns,
         "inventory",
         &[
             ("slo-guard.io/decision-id", "d1-inventory-rollout"),
@@ -139,10 +166,12 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         ],
     );
     let output =
-        cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_approve));
+        test.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_approve));
     assert_denied(
         &output,
-        "[payments/inventory:self-approval] create of Deployment payments/inventory blocked: agents cannot approve their own changes: system:serviceaccount:ai-agents:fixer (agent) changed slo-guard.io/approve",
+        &format!(
+            "[{ns}/inventory:self-approval] create of Deployment {ns}/inventory blocked: agents cannot approve their own changes: system:serviceaccount:ai-agents:fixer (agent) changed slo-guard.io/approve"
+        ),
     );
     let forged_by = forged_approve
         .replace("slo-guard.io/approve", "slo-guard.io/approved-by")
@@ -150,23 +179,25 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
             "\"d1-inventory-rollout\"\n    team",
             "\"alice@example.com\"\n    team",
         );
-    let output =
-        cluster.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_by));
+    assert_ne!(forged_by, forged_approve, "the approved-by forgery differs");
+    let output = test.kubectl_with_stdin(&["create", "-f", "-", "--as", AGENT], Some(&forged_by));
     assert_denied(
         &output,
         "agents cannot approve their own changes: system:serviceaccount:ai-agents:fixer (agent) changed slo-guard.io/approved-by",
     );
 
-    // The honest create passes (create needs no approval here) and starts the cooldown clock.
-    let context_d0: Vec<(&str, String)> = context("d0-inventory-create", "fix-image");
-    let pairs: Vec<(&str, &str)> = context_d0.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_allowed(&cluster.kubectl_with_stdin(
-        &["create", "-f", "-", "--as", AGENT],
-        Some(&deployment("inventory", &pairs)),
-    ));
-    assert!(!annotation(cluster, "inventory", "slo-guard.io/last-agent-change").is_empty());
+    // The honest create passes and starts the cooldown clock.
+    create_inventory(&mut test);
+}
 
-    // --- A rollout needs a person's approval, and the denial says how to get one.
+#[test]
+fn only_a_person_approves_a_rollout_and_only_the_decision_named() {
+    let ns = "gov-approval";
+    let mut test = with_policy(ns, "inventory", INVENTORY_APPROVAL);
+    test.apply(&identities(ns));
+    create_inventory(&mut test);
+
+    // A rollout needs a person's approval, and the denial says how to get one.
     let rollout_d1 = agent_patch(
         "d1-inventory-rollout",
         "fix-image",
@@ -176,15 +207,17 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "patch",
         "deploy/inventory",
         "-n",
-        "payments",
+        ns,
         "-p",
         rollout_d1.as_str(),
         "--as",
         AGENT,
     ];
     let denial = assert_denied(
-        &cluster.kubectl(&rollout),
-        "[payments/inventory:approval] rollout of Deployment payments/inventory blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision d1-inventory-rollout has no approval. Ask an SRE to approve this change and no other: kubectl annotate deployment/inventory -n payments slo-guard.io/approve=d1-inventory-rollout@",
+        &test.kubectl(&rollout),
+        &format!(
+            "[{ns}/inventory:approval] rollout of Deployment {ns}/inventory blocked: agent rollout needs a person's approval (tier approval, approval.requiredFor): decision d1-inventory-rollout has no approval. Ask an SRE to approve this change and no other: kubectl annotate deployment/inventory -n {ns} slo-guard.io/approve=d1-inventory-rollout@"
+        ),
     );
     let approval_d1 = format!("slo-guard.io/approve={}", approval_in(&denial));
 
@@ -193,25 +226,27 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "annotate",
         "deploy/inventory",
         "-n",
-        "payments",
+        ns,
         approval_d1.as_str(),
         "--overwrite",
     ];
-    let output = cluster.kubectl(&[&approve_d1[..], &["--as", AGENT]].concat());
+    let output = test.kubectl(&[&approve_d1[..], &["--as", AGENT]].concat());
     assert_denied(
         &output,
-        "[payments/inventory:self-approval] metadata of Deployment payments/inventory blocked: agents cannot approve their own changes",
+        &format!(
+            "[{ns}/inventory:self-approval] metadata of Deployment {ns}/inventory blocked: agents cannot approve their own changes"
+        ),
     );
-    let output = cluster.kubectl(&[&approve_d1[..], &["--as", REVIEWER]].concat());
+    let output = test.kubectl(&[&approve_d1[..], &["--as", REVIEWER]].concat());
     assert_denied(
         &output,
         "agents cannot approve their own changes: system:serviceaccount:ai-agents:reviewer (agent) changed slo-guard.io/approve",
     );
-    let output = cluster.kubectl(&[
+    let output = test.kubectl(&[
         "annotate",
         "deploy/inventory",
         "-n",
-        "payments",
+        ns,
         "slo-guard.io/approved-by=alice@example.com",
         "--as",
         AGENT,
@@ -220,13 +255,13 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
 
     // A person approves a different decision: it does not cover this one.
     assert_allowed(
-        &cluster.kubectl(
+        &test.kubectl(
             &[
                 &[
                     "annotate",
                     "deploy/inventory",
                     "-n",
-                    "payments",
+                    ns,
                     "slo-guard.io/approve=d0-inventory-create",
                     "--overwrite",
                 ][..],
@@ -236,25 +271,25 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         ),
     );
     assert_denied(
-        &cluster.kubectl(&rollout),
+        &test.kubectl(&rollout),
         "the approval is for decision d0-inventory-create, not d1-inventory-rollout",
     );
 
     // A person approves this decision: slo-guard stamps who and when, and the rollout passes.
-    assert_allowed(&cluster.kubectl(&[&approve_d1[..], &ALICE[..]].concat()));
+    assert_allowed(&test.kubectl(&[&approve_d1[..], &ALICE[..]].concat()));
     assert_eq!(
-        annotation(cluster, "inventory", "slo-guard.io/approved-by"),
+        annotation(&mut test, "inventory", "slo-guard.io/approved-by"),
         "alice@example.com"
     );
-    assert!(!annotation(cluster, "inventory", "slo-guard.io/approved-at").is_empty());
+    assert!(!annotation(&mut test, "inventory", "slo-guard.io/approved-at").is_empty());
     // Writing the stamp by hand changes nothing: slo-guard puts its own value back.
-    let _ = cluster.kubectl(
+    let _ = test.kubectl(
         &[
             &[
                 "annotate",
                 "deploy/inventory",
                 "-n",
-                "payments",
+                ns,
                 "slo-guard.io/approved-by=bob@example.com",
                 "--overwrite",
             ][..],
@@ -263,39 +298,47 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         .concat(),
     );
     assert_eq!(
-        annotation(cluster, "inventory", "slo-guard.io/approved-by"),
+        annotation(&mut test, "inventory", "slo-guard.io/approved-by"),
         "alice@example.com"
     );
-    assert_allowed(&cluster.kubectl(&rollout));
-    let change_cause = annotation(cluster, "inventory", "kubernetes.io/change-cause");
+    assert_allowed(&test.kubectl(&rollout));
+    let change_cause = annotation(&mut test, "inventory", "kubernetes.io/change-cause");
     assert_eq!(
         change_cause,
         "e2e: fix-image for decision d1-inventory-rollout"
     );
+}
 
-    // --- A stale approval (maxAge 2s) no longer counts.
-    cluster.apply(&deployment("billing", &[]));
+#[test]
+fn an_approval_older_than_its_max_age_no_longer_counts() {
+    let ns = "gov-stale";
+    let mut test = with_policy(
+        ns,
+        "billing",
+        "approval: {requiredFor: [rollout], maxAge: 2s}",
+    );
+    test.apply(&deployment(ns, "billing", &[]));
     let stale = agent_patch("d2-billing", "fix-image", image("billing", "1.0.1"));
     let stale_patch = [
         "patch",
         "deploy/billing",
         "-n",
-        "payments",
+        ns,
         "-p",
         stale.as_str(),
         "--as",
         AGENT,
     ];
-    let denial = assert_denied(&cluster.kubectl(&stale_patch), "has no approval");
+    let denial = assert_denied(&test.kubectl(&stale_patch), "has no approval");
     let approval_d2 = format!("slo-guard.io/approve={}", approval_in(&denial));
     assert_allowed(
-        &cluster.kubectl(
+        &test.kubectl(
             &[
                 &[
                     "annotate",
                     "deploy/billing",
                     "-n",
-                    "payments",
+                    ns,
                     approval_d2.as_str(),
                     "--overwrite",
                 ][..],
@@ -305,13 +348,14 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         ),
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert_denied(
-        &cluster.kubectl(&stale_patch),
-        "old, older than the 2s limit",
-    );
+    assert_denied(&test.kubectl(&stale_patch), "old, older than the 2s limit");
+}
 
-    // --- Diff scope: the declared action must match what the change touches.
-    cluster.apply(&deployment("catalog", &[]));
+#[test]
+fn a_change_may_touch_only_what_its_declared_action_covers() {
+    let ns = "gov-scope";
+    let mut test = with_policy(ns, "catalog", "scope: {maxMemory: 2Gi, maxMemoryFactor: 2}");
+    test.apply(&deployment(ns, "catalog", &[]));
     let scope_cases: Vec<(&str, serde_json::Value, &str)> = vec![
         (
             "fix-image",
@@ -346,11 +390,11 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
     ];
     for (action, spec, expected) in scope_cases {
         let patch = agent_patch("d3-catalog", action, spec);
-        let output = cluster.kubectl(&[
+        let output = test.kubectl(&[
             "patch",
             "deploy/catalog",
             "-n",
-            "payments",
+            ns,
             "-p",
             &patch,
             "--as",
@@ -359,7 +403,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         assert_denied(
             &output,
             &format!(
-                "[payments/catalog:diff-scope] rollout of Deployment payments/catalog blocked: the change does more than its declared action: {expected}"
+                "[{ns}/catalog:diff-scope] rollout of Deployment {ns}/catalog blocked: the change does more than its declared action: {expected}"
             ),
         );
     }
@@ -372,11 +416,11 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         ]}}}
     });
     assert_denied(
-        &cluster.kubectl(&[
+        &test.kubectl(&[
             "patch",
             "deploy/catalog",
             "-n",
-            "payments",
+            ns,
             "-p",
             &both.to_string(),
             "--as",
@@ -386,11 +430,11 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
     );
     // Within scope, it passes.
     let clean = agent_patch("d5-catalog", "fix-image", image("catalog", "1.0.4"));
-    assert_allowed(&cluster.kubectl(&[
+    assert_allowed(&test.kubectl(&[
         "patch",
         "deploy/catalog",
         "-n",
-        "payments",
+        ns,
         "-p",
         &clean,
         "--as",
@@ -398,39 +442,56 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
     ]));
 
     // A scale through the subresource while the workload declares fix-image.
-    let expected = "[payments/catalog:diff-scope] scale of Deployment payments/catalog blocked: the change does more than its declared action: the declared action fix-image does not cover spec.replicas";
+    let expected = format!(
+        "[{ns}/catalog:diff-scope] scale of Deployment {ns}/catalog blocked: the change does more than its declared action: the declared action fix-image does not cover spec.replicas"
+    );
     retry_until(
         "scale judged against the workload's declared action",
         Duration::from_secs(15),
         || {
             let stderr = text(
-                &cluster
+                &test
                     .kubectl(&[
                         "scale",
                         "deploy/catalog",
                         "-n",
-                        "payments",
+                        ns,
                         "--replicas=3",
                         "--as",
                         AGENT,
                     ])
                     .stderr,
             );
-            if stderr.contains(expected) {
+            if stderr.contains(&expected) {
                 Ok(())
             } else {
                 Err(stderr)
             }
         },
     );
+}
 
-    // --- Cooldown: stamped on the workload, so it holds across restarts and replicas.
-    cluster.apply(&deployment("search", &[]));
-    assert_allowed(&cluster.kubectl(&[
+#[test]
+fn a_cooldown_holds_across_restarts_and_processes_but_not_for_people() {
+    let ns = "gov-cooldown";
+    // Alone on the cluster: it restarts the shared slo-guard.
+    let mut test = TestNs::exclusive(BINARY, ns);
+    test.apply(&policy(
+        ns,
+        "search",
+        &format!(
+            "match: {{kinds: [Deployment], names: [search]}}\n{AGENTS}\nscaling: {{maxReplicas: 50, maxStep: 10, cooldown: 1h}}"
+        ),
+    ));
+    test.wait_for_policies(&["search"]);
+
+    // Stamped on the workload, so it holds across restarts and replicas.
+    test.apply(&deployment(ns, "search", &[]));
+    assert_allowed(&test.kubectl(&[
         "annotate",
         "deploy/search",
         "-n",
-        "payments",
+        ns,
         "--overwrite",
         "--as",
         AGENT,
@@ -443,11 +504,11 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "first agent scale of search",
         Duration::from_secs(15),
         || {
-            let output = cluster.kubectl(&[
+            let output = test.kubectl(&[
                 "scale",
                 "deploy/search",
                 "-n",
-                "payments",
+                ns,
                 "--replicas=3",
                 "--as",
                 AGENT,
@@ -461,7 +522,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
     );
     // slo-guard records the scale in its change ledger, a Lease in its own namespace that
     // every replica reads (a Scale carries no annotations).
-    let leases = cluster.kubectl(&[
+    let leases = test.kubectl(&[
         "get",
         "leases",
         "-n",
@@ -472,7 +533,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "jsonpath={.items[*].metadata.annotations.slo-guard\\.io/workload}",
     ]);
     assert!(
-        text(&leases.stdout).contains("Deployment payments/search"),
+        text(&leases.stdout).contains(&format!("Deployment {ns}/search")),
         "{}{}",
         text(&leases.stdout),
         text(&leases.stderr)
@@ -481,52 +542,55 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "scale",
         "deploy/search",
         "-n",
-        "payments",
+        ns,
         "--replicas=4",
         "--as",
         AGENT,
     ];
+    let cooldown = format!("[{ns}/search:cooldown]");
     retry_until(
         "cooldown seen through the watch cache",
         Duration::from_secs(15),
         || {
-            let output = cluster.kubectl(&second_scale);
+            let output = test.kubectl(&second_scale);
             let stderr = text(&output.stderr);
-            if stderr.contains("[payments/search:cooldown]") {
+            if stderr.contains(&cooldown) {
                 Ok(())
             } else {
                 Err(stderr)
             }
         },
     );
-    assert_denied(&cluster.kubectl(&second_scale), "inside the 1h cooldown");
+    assert_denied(&test.kubectl(&second_scale), "inside the 1h cooldown");
 
     // A restarted slo-guard, and then a second process on another port, both hold it.
-    let port = guarded.port;
-    guarded.restart_guard(port, "slo-guard-restarted.log");
+    let port = test.port();
+    test.restart_guard(port, "slo-guard-restarted.log");
     assert_denied(
-        &guarded.cluster.kubectl(&second_scale),
-        "[payments/search:cooldown] scale of Deployment payments/search blocked: the last agent change was",
+        &test.kubectl(&second_scale),
+        &format!(
+            "[{ns}/search:cooldown] scale of Deployment {ns}/search blocked: the last agent change was"
+        ),
     );
-    guarded.restart_guard(free_port(), "slo-guard-second.log");
-    assert_denied(
-        &guarded.cluster.kubectl(&second_scale),
-        "[payments/search:cooldown]",
-    );
+    test.restart_guard(free_port(), "slo-guard-second.log");
+    assert_denied(&test.kubectl(&second_scale), &cooldown);
     // People are not held by the agents' cooldown.
     assert_allowed(
-        &guarded.cluster.kubectl(
+        &test.kubectl(
             &[
-                &["scale", "deploy/search", "-n", "payments", "--replicas=4"][..],
+                &["scale", "deploy/search", "-n", ns, "--replicas=4"][..],
                 &ALICE[..],
             ]
             .concat(),
         ),
     );
+}
 
-    // --- A change window at its boundary: start is inclusive, end is exclusive.
-    let cluster = &mut guarded.cluster;
-    cluster.apply(&deployment("reports", &[]));
+#[test]
+fn a_change_window_starts_inclusive_and_ends_exclusive() {
+    let ns = "gov-window";
+    let mut test = TestNs::shared(BINARY, ns);
+    test.apply(&deployment(ns, "reports", &[]));
     let mut now = Utc::now();
     // Keep both windows inside one minute and one day.
     if now.second() > 45
@@ -551,6 +615,7 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
     let day = now.format("%a").to_string();
     let window = |start: &str, end: &str| {
         policy(
+            ns,
             "reports",
             &format!(
                 "match: {{kinds: [Deployment], names: [reports]}}\nagents: {{users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}}\nwindows: {{freeze: [{{days: [{day}], start: \"{start}\", end: \"{end}\", timezone: UTC, appliesTo: agents}}]}}"
@@ -561,30 +626,33 @@ fn agents_cannot_talk_their_way_past_slo_guard() {
         "scale",
         "deploy/reports",
         "-n",
-        "payments",
+        ns,
         "--replicas=3",
         "--as",
         AGENT,
     ];
-    cluster.apply(&window(&minute, &two_on));
+    test.apply(&window(&minute, &two_on));
+    let in_force = format!(
+        "[{ns}/reports:change-window] scale of Deployment {ns}/reports blocked: change freeze {day} {minute}-{two_on} (UTC) is in force for agent changes"
+    );
     retry_until(
         "a freeze starting this minute applies",
         Duration::from_secs(15),
         || {
-            let stderr = text(&cluster.kubectl(&scale_reports).stderr);
-            if stderr.contains(&format!("[payments/reports:change-window] scale of Deployment payments/reports blocked: change freeze {day} {minute}-{two_on} (UTC) is in force for agent changes")) {
-            Ok(())
-        } else {
-            Err(stderr)
-        }
+            let stderr = text(&test.kubectl(&scale_reports).stderr);
+            if stderr.contains(&in_force) {
+                Ok(())
+            } else {
+                Err(stderr)
+            }
         },
     );
-    cluster.apply(&window(&two_ago, &minute));
+    test.apply(&window(&two_ago, &minute));
     retry_until(
         "a freeze that ended this minute no longer applies",
         Duration::from_secs(15),
         || {
-            let output = cluster.kubectl(&scale_reports);
+            let output = test.kubectl(&scale_reports);
             if output.status.success() {
                 Ok(())
             } else {

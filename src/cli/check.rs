@@ -85,6 +85,16 @@ pub struct CheckArgs {
     /// The time to judge at (RFC 3339), for reproducible checks; defaults to now.
     #[arg(long, env = "SLO_GUARD_NOW")]
     pub now: Option<DateTime<Utc>>,
+    /// Where the SLO figures come from: canned answers or a live Prometheus.
+    #[command(flatten)]
+    pub slo: SloArgs,
+}
+
+/// Where an offline judgement's SLO figures come from: canned answers, or a live
+/// Prometheus. `check` and `preflight` share these flags; `preflight` words the
+/// `--prometheus-answers` help its own way (see [`super::preflight::PreflightArgs`]).
+#[derive(Debug, clap::Args)]
+pub struct SloArgs {
     /// Canned Prometheus answers (YAML: PromQL query -> number, NaN, [] or {error: ...}),
     /// for offline policy tests. A query without an answer names itself in the output.
     #[arg(
@@ -96,6 +106,21 @@ pub struct CheckArgs {
     /// Ask a live Prometheus instead (--prometheus-url and the other connection flags).
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
+}
+
+impl SloArgs {
+    /// The canned answers when given, else the live Prometheus (or none: the gate is off).
+    pub fn source(&self) -> Result<SloSource, CheckError> {
+        match &self.prometheus_answers {
+            Some(path) => CannedAnswers::load(path)
+                .map(|a| SloSource::Canned(Arc::new(a)))
+                .map_err(|e| CheckError::Input(e.to_string())),
+            None => self
+                .prometheus
+                .source()
+                .map_err(|e| CheckError::Input(format!("{e:#}"))),
+        }
+    }
 }
 
 /// Why `check` cannot judge: its input is unusable (exit 2).
@@ -447,20 +472,6 @@ fn unusable(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(UNUSABLE)
 }
 
-pub(super) fn slo_source(
-    answers: Option<&PathBuf>,
-    live: &PrometheusArgs,
-) -> Result<SloSource, CheckError> {
-    match answers {
-        Some(path) => CannedAnswers::load(path)
-            .map(|a| SloSource::Canned(Arc::new(a)))
-            .map_err(|e| CheckError::Input(e.to_string())),
-        None => live
-            .source()
-            .map_err(|e| CheckError::Input(format!("{e:#}"))),
-    }
-}
-
 /// The reviews to judge, each with the workloads its old objects put in the cache.
 fn reviews(
     args: &CheckArgs,
@@ -520,7 +531,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
             slo_specs: sources.slo_specs,
             namespace: args.policies.namespace.clone(),
             workloads: manifests::workloads_of(&args.workloads, &mut stdin)?,
-            slo: slo_source(args.prometheus_answers.as_ref(), &args.prometheus)?,
+            slo: args.slo.source()?,
         })
     })();
     let setting = match setting {

@@ -12,13 +12,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::PolicyArgs;
-use super::check::{CheckError, Setting, slo_source};
+use super::check::{CheckError, Setting, SloArgs};
 use super::manifests::{self, Stdin};
 use super::request::Requester;
-use super::serve::PrometheusArgs;
 use crate::preflight::{IntendedChange, PreflightRequest, Subject, WorkloadRef};
 
 #[derive(Debug, clap::Args)]
+// `--prometheus-answers` comes from `check`'s flags ([`SloArgs`]) with this command's help.
+#[command(mut_arg("prometheus_answers", |arg| arg.help("Offline: canned Prometheus answers, as for `check`")))]
 pub struct PreflightArgs {
     /// The object the change is about, as `<kind>/<name>` (`deployment/checkout`).
     pub target: Option<String>,
@@ -70,15 +71,10 @@ pub struct PreflightArgs {
     /// Offline: workload manifests standing in for the watch cache.
     #[arg(long = "workload", env = "SLO_GUARD_WORKLOADS", value_delimiter = ',')]
     pub workloads: Vec<PathBuf>,
-    /// Offline: canned Prometheus answers, as for `check`.
-    #[arg(
-        long,
-        env = "SLO_GUARD_PROMETHEUS_ANSWERS",
-        conflicts_with = "prometheus_url"
-    )]
-    pub prometheus_answers: Option<PathBuf>,
+    /// Offline: canned answers (`--prometheus-answers`, worded for preflight above) or a
+    /// live Prometheus, as for `check`.
     #[command(flatten)]
-    pub prometheus: PrometheusArgs,
+    pub slo: SloArgs,
     /// Offline: the time to judge at (RFC 3339).
     #[arg(long, env = "SLO_GUARD_NOW")]
     pub now: Option<DateTime<Utc>>,
@@ -258,7 +254,7 @@ fn offline(args: &PreflightArgs, mut request: PreflightRequest, stdin: &mut Stdi
             slo_specs: sources.slo_specs,
             namespace: args.policies.namespace.clone(),
             workloads: manifests::workloads_of(&args.workloads, stdin)?,
-            slo: slo_source(args.prometheus_answers.as_ref(), &args.prometheus)?,
+            slo: args.slo.source()?,
         };
         let guard = setting.guard(&[])?;
         if request.current.is_none() {

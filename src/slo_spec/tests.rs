@@ -34,6 +34,26 @@ fn resolve(
     catalog.resolve(&source(kind, name, None), namespace, None)
 }
 
+/// A catalog of `texts` and what a policy in `namespace` that names `kind` `name` gets
+/// from it at the default period; fails the test when it gets an error.
+fn resolved(
+    texts: &[&str],
+    kind: SloSpecKind,
+    name: &str,
+    namespace: &str,
+) -> (SloSpecCatalog, MappedSlo) {
+    let catalog = catalog(texts);
+    let mapped = resolve(&catalog, kind, name, namespace).expect("the spec resolves");
+    (catalog, mapped)
+}
+
+/// Fails unless `mapped` has this objective, period and error query.
+fn assert_figures(mapped: &MappedSlo, objective: f64, period: &str, errors: &str) {
+    assert_eq!(mapped.objective, objective);
+    assert_eq!(mapped.period.as_str(), period);
+    assert_eq!(mapped.errors, errors);
+}
+
 /// Fails unless a policy in `namespace` that names `source` is refused with `expected`
 /// in the message.
 fn assert_refused(catalog: &SloSpecCatalog, source: &SourceRef, namespace: &str, expected: &str) {
@@ -144,15 +164,13 @@ spec:
 
 #[test]
 fn a_sloth_spec_file_maps_to_window_queries_and_its_recording_rules() {
-    let catalog = catalog(&[SLOTH_FILE]);
     // A prometheus/v1 file has no namespace: any policy may name it, by its service.
-    let mapped = resolve(
-        &catalog,
+    let (_, mapped) = resolved(
+        &[SLOTH_FILE],
         SloSpecKind::PrometheusServiceLevel,
         "myservice",
         "shop",
-    )
-    .unwrap();
+    );
     assert_eq!(mapped.objective, 99.9);
     assert_eq!(mapped.period.as_str(), "30d", "Sloth's default period");
     assert_eq!(
@@ -248,19 +266,17 @@ fn a_sloth_crd_names_its_slo_and_takes_the_generators_period() {
 
 #[test]
 fn a_pyrra_ratio_indicator_maps_counters_to_rates_and_burnrate_rules() {
-    let catalog = catalog(&[PYRRA]);
-    let mapped = resolve(
-        &catalog,
+    let (catalog, mapped) = resolved(
+        &[PYRRA],
         SloSpecKind::ServiceLevelObjective,
         "api-errors",
         "payments",
-    )
-    .unwrap();
-    assert_eq!(mapped.objective, 99.9);
-    assert_eq!(mapped.period.as_str(), "4w");
-    assert_eq!(
-        mapped.errors,
-        r#"(sum(rate(http_requests_total{job="api",code=~"5.."}[{{window}}])) or vector(0))"#
+    );
+    assert_figures(
+        &mapped,
+        99.9,
+        "4w",
+        r#"(sum(rate(http_requests_total{job="api",code=~"5.."}[{{window}}])) or vector(0))"#,
     );
     assert_eq!(
         mapped.total,
@@ -340,9 +356,8 @@ fn pyrra_rejects_what_it_cannot_read() {
 
 #[test]
 fn openslo_inline_ratio_metrics_take_good_from_total() {
-    let catalog = catalog(&[OPENSLO_INLINE]);
     // No metadata.namespace: the namespace it was read in (kubectl's default).
-    let mapped = resolve(&catalog, SloSpecKind::Slo, "search", "payments").unwrap();
+    let (_, mapped) = resolved(&[OPENSLO_INLINE], SloSpecKind::Slo, "search", "payments");
     assert!((mapped.objective - 99.5).abs() < 1e-9);
     assert_eq!(mapped.period.as_str(), "28d");
     assert_eq!(mapped.total, "sum(rate(search_requests_total[{{window}}]))");
@@ -355,13 +370,17 @@ fn openslo_inline_ratio_metrics_take_good_from_total() {
 
 #[test]
 fn openslo_reads_a_referenced_sli_among_the_loaded_specs() {
-    let catalog = catalog(&[OPENSLO_BY_REF, OPENSLO_SLI]);
-    let mapped = resolve(&catalog, SloSpecKind::Slo, "search-ref", "payments").unwrap();
-    assert_eq!(mapped.objective, 99.0);
-    assert_eq!(mapped.period.as_str(), "7d");
-    assert_eq!(
-        mapped.errors,
-        r#"sum(rate(search_requests_total{code=~"5.."}[{{window}}]))"#
+    let (_, mapped) = resolved(
+        &[OPENSLO_BY_REF, OPENSLO_SLI],
+        SloSpecKind::Slo,
+        "search-ref",
+        "payments",
+    );
+    assert_figures(
+        &mapped,
+        99.0,
+        "7d",
+        r#"sum(rate(search_requests_total{code=~"5.."}[{{window}}]))"#,
     );
 
     let alone = self::catalog(&[OPENSLO_BY_REF]);

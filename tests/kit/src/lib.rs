@@ -11,7 +11,8 @@
 //! - [`prometheus`]: the real-Prometheus harness, proxies in front of it, and a stand-in
 //!   Prometheus that answers every query with one sample;
 //! - [`e2e`]: a real control plane (tests/e2e/cluster.sh), slo-guard as a local process,
-//!   and kubectl with a recorded transcript.
+//!   and kubectl with a recorded transcript; or one such cluster shared by a test
+//!   binary's tests, each in its own namespace ([`e2e::TestNs`]).
 //!
 //! Every path the kit reads is inside this repository, so it works on a clean clone.
 
