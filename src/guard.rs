@@ -503,8 +503,8 @@ impl Guard {
                 policies = %decision.policies.join(","),
                 rules = %rules.join(","),
                 figures = %decision.figures.join(" | "),
-                old_replicas = change.replicas.and_then(|r| r.old),
-                new_replicas = change.replicas.map(|r| r.new),
+                old_replicas = change.replicas().and_then(|r| r.old),
+                new_replicas = change.replicas().map(|r| r.new),
                 slo_us = slo_time.as_micros() as u64,
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "decision"
@@ -693,7 +693,7 @@ async fn widen_for_policy(
     guard_namespace: &str,
 ) -> Decision {
     if change.class != ChangeClass::Config
-        || change.config_after != Some(ConfigKind::Policy)
+        || change.config_after() != Some(ConfigKind::Policy)
         || change.dry_run
         || !decision.allowed()
     {
@@ -704,9 +704,8 @@ async fn widen_for_policy(
         name: change.target.name.clone(),
     };
     let Some(policy) = change
-        .config_data
-        .as_ref()
-        .and_then(|data| parse_policy_configmap(&id, data).ok())
+        .config_in_force()
+        .and_then(|config| parse_policy_configmap(&id, &config.data).ok())
     else {
         return decision;
     };

@@ -144,7 +144,7 @@ impl<'a> Basis<'a> {
 /// in the request object as well, where the webhook reads it.
 pub fn scaled_to(probe: &Change, replicas: u32) -> Change {
     let mut change = probe.clone();
-    if let Some(r) = &mut change.replicas {
+    if let Some(r) = change.replicas_mut() {
         r.new = replicas;
     }
     if let Some(spec) = change
@@ -344,16 +344,19 @@ fn rule_of(path: ThresholdPath) -> Rule {
 
 /// The value a threshold was held against, where the change or the figures give one.
 fn seen_for(path: ThresholdPath, change: &Change, figures: Option<&Value>) -> Value {
-    let replicas = change.replicas.map(|r| r.new).or(change.hpa.map(|h| h.max));
+    let replicas = change
+        .replicas()
+        .map(|r| r.new)
+        .or(change.hpa_bounds().map(|h| h.max));
     match path {
         ThresholdPath::ScalingMaxReplicas => replicas.map_or(Value::Null, Value::from),
         ThresholdPath::ScalingMinReplicas => change
-            .replicas
+            .replicas()
             .map(|r| r.new)
-            .or(change.hpa.map(|h| h.min))
+            .or(change.hpa_bounds().map(|h| h.min))
             .map_or(Value::Null, Value::from),
         ThresholdPath::ScalingMaxStep => change
-            .replicas
+            .replicas()
             .and_then(|r| Some(r.new.abs_diff(r.old?)))
             .map_or(Value::Null, Value::from),
         ThresholdPath::TrafficSpikeRatio => figures
@@ -370,6 +373,7 @@ fn seen_for(path: ThresholdPath, change: &Change, figures: Option<&Value>) -> Va
             .unwrap_or(Value::Null),
         ThresholdPath::AgentsMinConfidence => change
             .annotations
+            .after
             .as_ref()
             .and_then(|a| a.get(crate::policy::AgentAnnotation::Confidence.key()))
             .map_or(Value::Null, |c| Value::from(c.as_str())),
@@ -612,7 +616,7 @@ mod tests {
             observations: &observations,
             ledger: None,
         };
-        let current = probe.replicas.and_then(|r| r.old).expect("a scale");
+        let current = probe.replicas().and_then(|r| r.old).expect("a scale");
         replica_bounds(
             current,
             Some((probe, &basis)),
@@ -666,7 +670,7 @@ mod tests {
 
     fn cooling_down(new: u32) -> (Change, PolicySet) {
         let mut change = scale_by(AGENT, Some(5), new);
-        change.annotations.get_or_insert_default().insert(
+        change.annotations.after.get_or_insert_default().insert(
             crate::annotations::LAST_AGENT_CHANGE.to_string(),
             "2026-11-18T09:58:00Z".to_string(),
         );
