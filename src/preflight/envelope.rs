@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::admission::{ActorKind, Change};
-use crate::guard::Assessment;
+use crate::guard::PreflightJudgement;
 use crate::ledger::LedgerRecord;
 use crate::policy::Mode;
 use crate::reflection::ThresholdPath;
@@ -109,16 +109,16 @@ pub struct Basis<'a> {
 }
 
 impl<'a> Basis<'a> {
-    /// The basis an assessment gathered.
-    pub fn of(assessment: &'a Assessment) -> Self {
+    /// The basis a preflight judgement gathered.
+    pub fn of(judgement: &'a PreflightJudgement) -> Self {
         Self {
-            policies: &assessment.policies,
-            observations: &assessment.observations,
-            ledger: assessment.ledger.as_ref(),
+            policies: &judgement.policies,
+            observations: &judgement.observations,
+            ledger: judgement.ledger.as_ref(),
         }
     }
 
-    /// What the assessment's figures and ledger record were.
+    /// What the judgement's figures and ledger record were.
     pub fn observed(&self) -> Observed<'a> {
         Observed {
             observations: self.observations,
@@ -498,13 +498,13 @@ pub fn timing(change: &Change, basis: &Basis<'_>, now: DateTime<Utc>) -> (Value,
     (cooldown, windows)
 }
 
-/// The whole answer, from the assessments of the intended change and of the replica
+/// The whole answer, from the judgements of the intended change and of the replica
 /// probes (a scale one down and one up, each judged on its own figures).
 pub fn answer(
-    intended: &Assessment,
+    intended: &PreflightJudgement,
     current_replicas: Option<u32>,
-    up: Option<&Assessment>,
-    down: Option<&Assessment>,
+    up: Option<&PreflightJudgement>,
+    down: Option<&PreflightJudgement>,
     subject: &Value,
     now: DateTime<Utc>,
 ) -> Value {
@@ -539,7 +539,7 @@ pub fn answer(
             .collect();
         // A bound whose probe needed SLO figures that were not cached is not known: the
         // preflight does not ask Prometheus for them (admission of this change would not).
-        let uncached = |probe: Option<&Assessment>| probe.is_some_and(|a| a.figures_uncached);
+        let uncached = |probe: Option<&PreflightJudgement>| probe.is_some_and(|a| a.figures_uncached);
         let mut unknown = Vec::new();
         let largest = if uncached(up) {
             unknown.push("largestAllowed");
