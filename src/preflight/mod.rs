@@ -73,14 +73,12 @@ impl From<RequestError> for PreflightError {
 
 /// Reads the object a change is about as it is stored, for the preflight.
 pub trait ObjectReader: Send + Sync {
-    /// The object `apiVersion`/`kind` `namespace`/`name` as stored, or `None` when there is
-    /// none.
+    /// The workload as stored, read at `api_version` (the request's, or its kind's
+    /// default), or `None` when there is none.
     fn read<'a>(
         &'a self,
         api_version: &'a str,
-        kind: &'a str,
-        namespace: &'a str,
-        name: &'a str,
+        workload: &'a WorkloadRef,
     ) -> futures::future::BoxFuture<'a, Result<Option<Value>, PreflightError>>;
 }
 
@@ -158,14 +156,7 @@ impl PreflightService {
             (Some(_), None) if request.is_plain_scale() => None,
             (Some(reader), None) => {
                 let api_version = request.api_version()?;
-                reader
-                    .read(
-                        &api_version,
-                        &request.workload.kind,
-                        &request.workload.namespace,
-                        &request.workload.name,
-                    )
-                    .await?
+                reader.read(&api_version, &request.workload).await?
             }
             (None, current) => current.clone(),
         };
