@@ -15,7 +15,7 @@ use crate::admission::{
 use crate::ledger::{ChangeLedger, LedgerError, LedgerKey, LedgerRecord};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{PolicyRef, parse_policy_configmap};
-use crate::rules::{Assessment as RuleAssessment, Decision, Observed, assess, decide};
+use crate::rules::{Assessment, Decision, Observed, assess, decide};
 use crate::slo::{Observation, Observations, PlanCache, QueryPlan, SloSource};
 use crate::store::{PolicySet, PolicyStore};
 use crate::webhook_scope::Reach;
@@ -59,7 +59,7 @@ pub struct Judgement {
 /// written, recorded or counted. What the preflight reads, and what it needs to ask the
 /// same pure core about neighbouring changes (other replica counts, later times).
 #[derive(Debug)]
-pub struct Assessment {
+pub struct PreflightJudgement {
     /// The change as classified from the synthesized review.
     pub change: Change,
     /// The policies in force when it was judged.
@@ -289,7 +289,7 @@ impl Guard {
         &self,
         bodies: &[Vec<u8>],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+    ) -> Result<Vec<Option<PreflightJudgement>>, AdmissionError> {
         self.assess_all(bodies, now, Gather::Live).await
     }
 
@@ -300,7 +300,7 @@ impl Guard {
         &self,
         bodies: &[Vec<u8>],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+    ) -> Result<Vec<Option<PreflightJudgement>>, AdmissionError> {
         // Nothing gathered without I/O awaits anything: it runs to completion.
         futures::executor::block_on(self.assess_all(bodies, now, Gather::WithoutIo))
     }
@@ -311,13 +311,13 @@ impl Guard {
         bodies: &[Vec<u8>],
         now: DateTime<Utc>,
         gather: Gather,
-    ) -> Result<Vec<Option<Assessment>>, AdmissionError> {
+    ) -> Result<Vec<Option<PreflightJudgement>>, AdmissionError> {
         let mut ledger_reads: Vec<(LedgerKey, Result<LedgerRecord, String>)> = Vec::new();
-        let mut assessments = Vec::with_capacity(bodies.len());
+        let mut judgements = Vec::with_capacity(bodies.len());
         for (index, body) in bodies.iter().enumerate() {
             let prepared = match self.prepare(body)? {
                 Stage::Answered(_) => {
-                    assessments.push(None);
+                    judgements.push(None);
                     continue;
                 }
                 Stage::Prepared(prepared) => prepared,
@@ -359,17 +359,17 @@ impl Guard {
             };
             let decision = decide_unrecorded(&assessment, &observations, &read);
             drop(assessment);
-            let mut assessment = assessment_of(*prepared, observations, read, decision);
-            assessment.figures_uncached = figures_uncached;
-            assessments.push(Some(assessment));
+            let mut judgement = preflight_judgement_of(*prepared, observations, read, decision);
+            judgement.figures_uncached = figures_uncached;
+            judgements.push(Some(judgement));
         }
-        Ok(assessments)
+        Ok(judgements)
     }
 
     /// What deciding on `assessment` needs gathered: the query plan of every policy whose
     /// figures it needs (built from the assessment, cached per policy snapshot), and the
     /// change ledger's key when an agent's change may be judged on its record.
-    fn gathering(&self, prepared: &Prepared, assessment: &RuleAssessment<'_>) -> Gathering {
+    fn gathering(&self, prepared: &Prepared, assessment: &Assessment<'_>) -> Gathering {
         let change = &prepared.change;
         let mut plans = Vec::new();
         let mut ledger_key = None;
@@ -503,8 +503,8 @@ impl Guard {
                 policies = %decision.policies.join(","),
                 rules = %rules.join(","),
                 figures = %decision.figures.join(" | "),
-                old_replicas = change.replicas.and_then(|r| r.old),
-                new_replicas = change.replicas.map(|r| r.new),
+                old_replicas = change.replicas().and_then(|r| r.old),
+                new_replicas = change.replicas().map(|r| r.new),
                 slo_us = slo_time.as_micros() as u64,
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "decision"
@@ -561,7 +561,7 @@ fn reads_ledger(change: &Change) -> bool {
 }
 
 fn decide_once(
-    assessment: &RuleAssessment<'_>,
+    assessment: &Assessment<'_>,
     observations: &Observations,
     ledger: Option<&LedgerRecord>,
 ) -> Decision {
@@ -578,7 +578,7 @@ fn decide_once(
 /// reads it), as [`decide_recorded`] takes it when its write succeeds, with nothing to
 /// record.
 fn decide_unrecorded(
-    assessment: &RuleAssessment<'_>,
+    assessment: &Assessment<'_>,
     observations: &Observations,
     read: &Option<Result<LedgerRecord, String>>,
 ) -> Decision {
@@ -597,18 +597,18 @@ fn decide_unrecorded(
 }
 
 /// The preflight's record of a change judged as admission would judge it.
-fn assessment_of(
+fn preflight_judgement_of(
     prepared: Prepared,
     observations: Observations,
     read: Option<Result<LedgerRecord, String>>,
     decision: Decision,
-) -> Assessment {
+) -> PreflightJudgement {
     let (ledger, ledger_error) = match read {
         Some(Ok(record)) => (Some(record), None),
         Some(Err(cause)) => (None, Some(cause)),
         None => (None, None),
     };
-    Assessment {
+    PreflightJudgement {
         change: prepared.change,
         policies: prepared.policies,
         observations,
@@ -627,7 +627,7 @@ fn assessment_of(
 async fn decide_recorded(
     ledger: &dyn ChangeLedger,
     key: &LedgerKey,
-    assessment: &RuleAssessment<'_>,
+    assessment: &Assessment<'_>,
     observations: &Observations,
 ) -> Decision {
     let mut last_error = None;
@@ -669,7 +669,7 @@ async fn decide_recorded(
 /// What admission answers when the change ledger a decision needs cannot be read or
 /// written: the decision without the record, denied for the ledger, naming `cause`.
 fn ledger_failure(
-    assessment: &RuleAssessment<'_>,
+    assessment: &Assessment<'_>,
     observations: &Observations,
     cause: &str,
 ) -> Decision {
@@ -693,7 +693,7 @@ async fn widen_for_policy(
     guard_namespace: &str,
 ) -> Decision {
     if change.class != ChangeClass::Config
-        || change.config_after != Some(ConfigKind::Policy)
+        || change.config_after() != Some(ConfigKind::Policy)
         || change.dry_run
         || !decision.allowed()
     {
@@ -704,9 +704,8 @@ async fn widen_for_policy(
         name: change.target.name.clone(),
     };
     let Some(policy) = change
-        .config_data
-        .as_ref()
-        .and_then(|data| parse_policy_configmap(&id, data).ok())
+        .config_in_force()
+        .and_then(|config| parse_policy_configmap(&id, &config.data).ok())
     else {
         return decision;
     };

@@ -34,12 +34,12 @@ pub struct StampContext<'a> {
 /// Builds the patch for an admitted change. Changes that are not to a workload object
 /// itself (a Scale, an HPA, a delete, a ConfigMap) get none.
 pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>) -> Patch {
-    if change.config_after == Some(ConfigKind::Reflection) && change.object.is_some() {
+    if change.config_after() == Some(ConfigKind::Reflection) && change.object.is_some() {
         // Who wrote the reflection in force, so that agents may change only their own.
-        let current = change.annotations.clone().unwrap_or_default();
+        let current = change.annotations.after.clone().unwrap_or_default();
         let mut desired = current.clone();
         desired.insert(WRITTEN_BY.to_string(), change.requester.username.clone());
-        return annotation_patch(change.annotations_map_present, &current, &desired);
+        return annotation_patch(change.annotations.map_present, &current, &desired);
     }
     if context.own_username == Some(change.requester.username.as_str()) {
         return Patch(Vec::new());
@@ -52,7 +52,7 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
             value: Value::from(clamp.cap),
         })
     });
-    if change.scale_subresource {
+    if change.is_scale_subresource() {
         return Patch(clamp.into_iter().collect());
     }
     if !workload
@@ -62,9 +62,9 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
         return Patch(Vec::new());
     }
     let now = context.now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let current = change.annotations.clone().unwrap_or_default();
+    let current = change.annotations.after.clone().unwrap_or_default();
     let mut desired = current.clone();
-    let old = &change.old_annotations;
+    let old = &change.annotations.before;
     let restore = |desired: &mut BTreeMap<String, String>, key: &str| {
         match old.get(key) {
             Some(previous) => desired.insert(key.to_string(), previous.clone()),
@@ -143,7 +143,7 @@ pub fn patch_for(change: &Change, decision: &Decision, context: StampContext<'_>
     {
         desired.insert(CHANGE_CAUSE_ANNOTATION.to_string(), reason.clone());
     }
-    let mut patch = annotation_patch(change.annotations_map_present, &current, &desired);
+    let mut patch = annotation_patch(change.annotations.map_present, &current, &desired);
     patch.0.extend(clamp);
     patch
 }
@@ -206,8 +206,8 @@ mod tests {
     fn agent_rollout(annotations: Option<BTreeMap<String, String>>) -> Change {
         let mut change = rollout_by(AGENT);
         change.object = Some(deployment(annotations.as_ref()));
-        change.annotations_map_present = annotations.is_some();
-        change.annotations = Some(annotations.unwrap_or_default());
+        change.annotations.map_present = annotations.is_some();
+        change.annotations.after = Some(annotations.unwrap_or_default());
         change
     }
 
@@ -255,8 +255,8 @@ mod tests {
     fn works_when_the_annotations_map_is_absent() {
         let mut change = rollout_by(PERSON);
         change.object = Some(deployment(None));
-        change.annotations = None;
-        change.annotations_map_present = false;
+        change.annotations.after = None;
+        change.annotations.map_present = false;
         let decision = judge(POLICY, &change);
         let patch = patch_for(&change, &decision, stamp());
         assert_eq!(patch.0.len(), 1);
@@ -273,7 +273,7 @@ mod tests {
         let annotations: BTreeMap<String, String> =
             serde_json::from_value(patched["metadata"]["annotations"].clone()).unwrap();
         again.object = Some(patched.clone());
-        again.annotations = Some(annotations);
+        again.annotations.after = Some(annotations);
         let second = patch_for(&again, &decision, stamp());
         assert!(second.0.is_empty(), "{second:?}");
     }
@@ -290,7 +290,7 @@ mod tests {
             "{\"verdict\":\"allowed\"}".into(),
         );
         let mut change = agent_rollout(Some(forged));
-        change.old_annotations = BTreeMap::from([(
+        change.annotations.before = BTreeMap::from([(
             "slo-guard.io/approved-at".to_string(),
             "2026-11-18T09:00:00Z".to_string(),
         )]);
@@ -327,8 +327,8 @@ mod tests {
         change.class = ChangeClass::Metadata;
         let approve = BTreeMap::from([(APPROVE.to_string(), "7f3a9c2e".to_string())]);
         change.object = Some(deployment(Some(&approve)));
-        change.annotations = Some(approve.clone());
-        change.annotations_map_present = true;
+        change.annotations.after = Some(approve.clone());
+        change.annotations.map_present = true;
         let decision = judge(POLICY, &change);
         let patched = apply(&change, &patch_for(&change, &decision, stamp()));
         let annotations = &patched["metadata"]["annotations"];
@@ -340,7 +340,7 @@ mod tests {
         // Withdrawing the approval withdraws the stamps.
         let mut withdrawn = rollout_by(PERSON);
         withdrawn.class = ChangeClass::Metadata;
-        withdrawn.old_annotations = BTreeMap::from([
+        withdrawn.annotations.before = BTreeMap::from([
             (APPROVE.to_string(), "7f3a9c2e".to_string()),
             (APPROVED_BY.to_string(), PERSON.to_string()),
             (APPROVED_AT.to_string(), "2026-11-18T09:00:00Z".to_string()),
@@ -350,7 +350,7 @@ mod tests {
             (APPROVED_AT.to_string(), "2026-11-18T09:00:00Z".to_string()),
         ]);
         withdrawn.object = Some(deployment(Some(&remaining)));
-        withdrawn.annotations = Some(remaining);
+        withdrawn.annotations.after = Some(remaining);
         let decision = judge(POLICY, &withdrawn);
         let patched = apply(&withdrawn, &patch_for(&withdrawn, &decision, stamp()));
         assert_eq!(patched["metadata"]["annotations"], json!({}));
@@ -382,7 +382,7 @@ mod tests {
         let mut change = rollout_by(PERSON);
         change.class = ChangeClass::Metadata;
         change.object = Some(deployment(Some(&granted)));
-        change.annotations = Some(granted.clone());
+        change.annotations.after = Some(granted.clone());
         let decision = judge(POLICY, &change);
         let patched = apply(&change, &patch_for(&change, &decision, stamp()));
         let annotations = &patched["metadata"]["annotations"];
@@ -407,7 +407,7 @@ mod tests {
         extended.insert(FREEZE_EXCEPTION_BY.into(), PERSON.into());
         extended.insert(FREEZE_EXCEPTION_AT.into(), "2026-11-18T10:00:00Z".into());
         let mut change = agent_rollout(Some(extended));
-        change.old_annotations = stored.clone();
+        change.annotations.before = stored.clone();
         let decision = judge(POLICY, &change);
         let patched = apply(&change, &patch_for(&change, &decision, stamp()));
         let annotations = &patched["metadata"]["annotations"];
@@ -428,8 +428,8 @@ mod tests {
         // A person's change does not start an agent cooldown.
         let mut person = rollout_by(PERSON);
         person.object = Some(deployment(None));
-        person.annotations = None;
-        person.annotations_map_present = false;
+        person.annotations.after = None;
+        person.annotations.map_present = false;
         let decision = judge(POLICY, &person);
         let patched = apply(&person, &patch_for(&person, &decision, stamp()));
         assert!(
@@ -448,7 +448,7 @@ mod tests {
             "2026-11-18T10:00:00Z".to_string(),
         )]);
         change.object = Some(deployment(Some(&stamp_only)));
-        change.annotations = Some(stamp_only);
+        change.annotations.after = Some(stamp_only);
         let decision = judge(POLICY, &change);
         let own = StampContext {
             own_username: Some("system:serviceaccount:slo-guard:slo-guard"),

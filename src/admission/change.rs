@@ -147,7 +147,11 @@ pub enum TargetKind {
     /// A Deployment or StatefulSet, by itself or through its `scale` subresource.
     Workload(WorkloadKind),
     /// An HPA, judged for the workload its `scaleTargetRef` names.
-    HorizontalPodAutoscaler,
+    HorizontalPodAutoscaler {
+        /// The kind of the workload it scales; `None` when that is no kind policies
+        /// govern (the name is still the scaled object's).
+        scales: Option<WorkloadKind>,
+    },
     /// A policy or reflection ConfigMap (other ConfigMaps never reach the webhook).
     ConfigMap(ConfigKind),
     /// A ReplicaSet or a bare Pod: objects that make pods, or are pods, outside the
@@ -155,6 +159,30 @@ pub enum TargetKind {
     PodMaker(PodMakerKind),
     /// A Service: judged for the workloads whose pods it selects, before or after.
     Service,
+}
+
+impl TargetKind {
+    /// The workload kind policies match on: the workload's own, or the one an HPA scales.
+    #[must_use]
+    pub fn workload_kind(self) -> Option<WorkloadKind> {
+        match self {
+            TargetKind::Workload(kind) => Some(kind),
+            TargetKind::HorizontalPodAutoscaler { scales } => scales,
+            TargetKind::ConfigMap(_) | TargetKind::PodMaker(_) | TargetKind::Service => None,
+        }
+    }
+
+    /// The kind as the API spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Workload(kind) => kind.as_str(),
+            TargetKind::HorizontalPodAutoscaler { .. } => "HorizontalPodAutoscaler",
+            TargetKind::ConfigMap(_) => "ConfigMap",
+            TargetKind::PodMaker(kind) => kind.as_str(),
+            TargetKind::Service => "Service",
+        }
+    }
 }
 
 /// The kinds that make pods (or are pods) outside the workloads policies name.
@@ -241,10 +269,8 @@ pub enum ConfigKind {
 /// being scaled, so that policies match it by the workload's labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    /// What the object is.
+    /// What the object is, and for an HPA the kind of workload it scales.
     pub kind: TargetKind,
-    /// The workload kind policies match on (the HPA's scale target for HPAs).
-    pub workload_kind: Option<WorkloadKind>,
     /// Policies govern the workloads of their own namespace.
     pub namespace: String,
     /// The workload's name (for an HPA, the workload it scales).
@@ -266,16 +292,15 @@ pub struct Target {
 
 impl Target {
     /// A target known by its labels alone (no pod template, nothing before).
+    #[must_use]
     pub fn new(
         kind: TargetKind,
-        workload_kind: Option<WorkloadKind>,
         namespace: &str,
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Self {
         Self {
             kind,
-            workload_kind,
             namespace: namespace.to_string(),
             name: name.to_string(),
             labels,
@@ -286,6 +311,12 @@ impl Target {
         }
     }
 
+    /// The workload kind policies match on (the HPA's scale target for HPAs).
+    #[must_use]
+    pub fn workload_kind(&self) -> Option<WorkloadKind> {
+        self.kind.workload_kind()
+    }
+
     /// Every label set the object had or will have, for matching selectors.
     pub fn label_sets(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
         [&self.labels, &self.pod_labels]
@@ -294,21 +325,15 @@ impl Target {
     }
 
     /// "Deployment payments/checkout", as denials name it.
+    #[must_use]
     pub fn describe(&self) -> String {
-        let kind = match self.kind {
-            TargetKind::Workload(kind) => kind.as_str(),
-            TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
-            TargetKind::ConfigMap(_) => "ConfigMap",
-            TargetKind::PodMaker(kind) => kind.as_str(),
-            TargetKind::Service => "Service",
-        };
-        format!("{kind} {}", self.describe_name())
+        format!("{} {}", self.kind.as_str(), self.describe_name())
     }
 
     /// The workload a target stands for: "Deployment payments/checkout" for an HPA's
     /// scale target too.
     pub fn describe_workload(&self) -> String {
-        match self.workload_kind {
+        match self.workload_kind() {
             Some(kind) => format!("{} {}", kind.as_str(), self.describe_name()),
             None => self.describe(),
         }
@@ -396,6 +421,63 @@ impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapsho
     }
 }
 
+/// The annotations a change is judged by: slo-guard reads the decision context and
+/// approvals from them, and patches them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnotationState {
+    /// The decision context: the object's annotations after the change, or the parent
+    /// workload's for a scale request. `None` when it could not be read (a delete, or a
+    /// scale of a workload the watch cache does not hold).
+    pub after: Option<BTreeMap<String, String>>,
+    /// The annotations before the change (empty for a create).
+    pub before: BTreeMap<String, String>,
+    /// Whether the written object has a `metadata.annotations` map at all, which decides
+    /// how a patch may add to it: a key into the map, or the whole map.
+    pub map_present: bool,
+}
+
+/// A policy or reflection ConfigMap in force after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigInForce {
+    /// Which of slo-guard's ConfigMaps it is after the change.
+    pub kind: ConfigKind,
+    /// Its `data`.
+    pub data: BTreeMap<String, String>,
+}
+
+/// What a change sets, by the kind of request it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeDetail {
+    /// A workload or pod maker written as an object: `spec.replicas` when the change
+    /// moves them.
+    Object {
+        /// `None` when the replicas stay, or the object has none.
+        replicas: Option<ReplicaChange>,
+    },
+    /// A write to the `scale` subresource: its object is a Scale, not the workload.
+    ScaleSubresource(ReplicaChange),
+    /// An HPA created, updated or deleted.
+    Autoscaler {
+        /// Its bounds after the change; `None` when the request carries no new object
+        /// (a delete).
+        bounds: Option<HpaBounds>,
+        /// When its `scaleTargetRef` changes: the workload it scaled before, which loses
+        /// its autoscaler (judged as a delete for that workload).
+        retargeted_from: Option<Box<Target>>,
+    },
+    /// A policy or reflection ConfigMap written: what is in force after the change;
+    /// `None` when the change deletes, parks or unlabels it. `target.kind` is what it was
+    /// or becomes, a policy if either is one: turning a policy into anything else
+    /// removes a policy.
+    Config(Option<ConfigInForce>),
+    /// A Service.
+    Service {
+        /// The workloads (from the watch cache) whose pods its selector picks, before or
+        /// after the change.
+        served_workloads: Vec<Target>,
+    },
+}
+
 /// A request the rules can judge.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -410,38 +492,15 @@ pub struct Change {
     /// A server-side dry run: judged as any change, but nothing is recorded (no cooldown
     /// stamp, no spent approval, no Event, no widened webhook scope).
     pub dry_run: bool,
-    /// `spec.replicas` of a workload or Scale, when the change has them.
-    pub replicas: Option<ReplicaChange>,
-    /// The bounds of an HPA change.
-    pub hpa: Option<HpaBounds>,
-    /// The decision context: the object's annotations after the change, or the parent
-    /// workload's for a scale request. `None` when it could not be read.
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// The annotations before the change (empty for a create).
-    pub old_annotations: BTreeMap<String, String>,
-    /// The ConfigMap's data, for policy and reflection ConfigMaps that are in force after
-    /// the change; `None` when the change deletes, parks or unlabels one.
-    pub config_data: Option<BTreeMap<String, String>>,
-    /// What a policy or reflection ConfigMap is after the change; `None` when the change
-    /// deletes, parks or unlabels it. `target.kind` is what it was or becomes, a policy
-    /// if either is one: turning a policy into anything else removes a policy.
-    pub config_after: Option<ConfigKind>,
-    /// For an HPA whose `scaleTargetRef` changes: the workload it scaled before, which
-    /// loses its autoscaler (judged as a delete for that workload).
-    pub retargeted_from: Option<Target>,
-    /// For a Service: the workloads (from the watch cache) whose pods its selector picks,
-    /// before or after the change.
-    pub served_workloads: Vec<Target>,
-    /// A request to the `scale` subresource: its object is a Scale, not the workload.
-    pub scale_subresource: bool,
+    /// What the change sets, by the kind of request it is.
+    pub detail: ChangeDetail,
+    /// The annotations before and after the change.
+    pub annotations: AnnotationState,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
     /// itself, while `target` is the workload it scales. Events about the request go here.
     pub object_name: String,
     /// `None` for a create, whose object has no uid yet.
     pub object_uid: Option<String>,
-    /// Whether the new object has a `metadata.annotations` map at all, which decides how
-    /// a patch may add to it.
-    pub annotations_map_present: bool,
     /// The object's fields other than apiVersion, kind and metadata (`spec`, `status`, `data`).
     pub object: Option<Value>,
     /// The same fields of the object before the change (an update or delete).
@@ -452,9 +511,10 @@ impl Change {
     /// The object as denials name it: "Deployment payments/checkout", or for an HPA named
     /// apart from its workload "HorizontalPodAutoscaler payments/web-hpa (scales
     /// Deployment web)", since the policy is matched by the workload the HPA scales.
+    #[must_use]
     pub fn describe(&self) -> String {
-        match (self.target.kind, self.target.workload_kind) {
-            (TargetKind::HorizontalPodAutoscaler, Some(kind))
+        match self.target.kind {
+            TargetKind::HorizontalPodAutoscaler { scales: Some(kind) }
                 if self.object_name != self.target.name =>
             {
                 format!(
@@ -468,6 +528,77 @@ impl Change {
             _ => self.target.describe(),
         }
     }
+
+    /// `spec.replicas` before and after, of a workload or pod maker written as an object
+    /// or through its `scale` subresource.
+    #[must_use]
+    pub fn replicas(&self) -> Option<ReplicaChange> {
+        match &self.detail {
+            ChangeDetail::Object { replicas } => *replicas,
+            ChangeDetail::ScaleSubresource(replicas) => Some(*replicas),
+            _ => None,
+        }
+    }
+
+    /// [`Change::replicas`], to move: the preflight's probes are the intended change
+    /// with another count.
+    pub fn replicas_mut(&mut self) -> Option<&mut ReplicaChange> {
+        match &mut self.detail {
+            ChangeDetail::Object { replicas } => replicas.as_mut(),
+            ChangeDetail::ScaleSubresource(replicas) => Some(replicas),
+            _ => None,
+        }
+    }
+
+    /// A request to the `scale` subresource.
+    #[must_use]
+    pub fn is_scale_subresource(&self) -> bool {
+        matches!(self.detail, ChangeDetail::ScaleSubresource(_))
+    }
+
+    /// The bounds of an HPA change that carries them.
+    #[must_use]
+    pub fn hpa_bounds(&self) -> Option<HpaBounds> {
+        match &self.detail {
+            ChangeDetail::Autoscaler { bounds, .. } => *bounds,
+            _ => None,
+        }
+    }
+
+    /// For an HPA pointed elsewhere: the workload it scaled before.
+    #[must_use]
+    pub fn retargeted_from(&self) -> Option<&Target> {
+        match &self.detail {
+            ChangeDetail::Autoscaler {
+                retargeted_from, ..
+            } => retargeted_from.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The policy or reflection ConfigMap in force after the change, if any.
+    #[must_use]
+    pub fn config_in_force(&self) -> Option<&ConfigInForce> {
+        match &self.detail {
+            ChangeDetail::Config(in_force) => in_force.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Which of slo-guard's ConfigMaps is in force after the change, if any.
+    #[must_use]
+    pub fn config_after(&self) -> Option<ConfigKind> {
+        self.config_in_force().map(|config| config.kind)
+    }
+
+    /// For a Service: the workloads whose pods it selects, before or after.
+    #[must_use]
+    pub fn served_workloads(&self) -> &[Target] {
+        match &self.detail {
+            ChangeDetail::Service { served_workloads } => served_workloads,
+            _ => &[],
+        }
+    }
 }
 
 impl Change {
@@ -476,22 +607,23 @@ impl Change {
     /// move) for a rollout, the replicas for a scale by either route, the bounds for an
     /// HPA. An approval names this digest, so it approves this change and no other; a
     /// retry of the same change has the same digest.
+    #[must_use]
     pub fn content_digest(&self) -> String {
         let content = match self.class {
             ChangeClass::Create => spec_of(self.object.as_ref()),
             ChangeClass::Rollout => serde_json::json!({
                 "spec": spec_without_replicas_of(self.object.as_ref()),
-                "replicas": self.replicas.map(|r| r.new),
+                "replicas": self.replicas().map(|r| r.new),
             }),
-            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas.map(|r| r.new)}),
+            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas().map(|r| r.new)}),
             ChangeClass::Autoscaling => serde_json::json!({
-                "min": self.hpa.map(|h| h.min),
-                "max": self.hpa.map(|h| h.max),
+                "min": self.hpa_bounds().map(|h| h.min),
+                "max": self.hpa_bounds().map(|h| h.max),
                 "hpa": self.object_name,
             }),
             ChangeClass::Delete => Value::from("delete"),
             ChangeClass::Metadata => Value::from("metadata"),
-            ChangeClass::Config => serde_json::json!(self.config_data),
+            ChangeClass::Config => serde_json::json!(self.config_in_force().map(|c| &c.data)),
         };
         self.digest_of(content)
     }
@@ -501,15 +633,16 @@ impl Change {
     /// HPA change. The apiserver's retry after a write conflict (another writer changed
     /// the status, say) starts from the same base; a replay of the same content after
     /// someone else changed the workload does not, and is another change.
+    #[must_use]
     pub fn base_digest(&self) -> String {
         let base = match self.class {
             ChangeClass::Rollout => spec_without_replicas_of(self.old_object.as_ref()),
             ChangeClass::Scale => {
-                serde_json::json!({"replicas": self.replicas.and_then(|r| r.old)})
+                serde_json::json!({"replicas": self.replicas().and_then(|r| r.old)})
             }
             ChangeClass::Autoscaling => serde_json::json!({
-                "min": self.hpa.and_then(|h| h.old_min),
-                "max": self.hpa.and_then(|h| h.old_max),
+                "min": self.hpa_bounds().and_then(|h| h.old_min),
+                "max": self.hpa_bounds().and_then(|h| h.old_max),
             }),
             _ => Value::Null,
         };
@@ -518,13 +651,14 @@ impl Change {
 
     /// The state the change leaves, in the form of [`Change::base_digest`]: a retry of
     /// the change after it landed starts from it.
+    #[must_use]
     pub fn result_digest(&self) -> String {
         let result = match self.class {
             ChangeClass::Rollout => spec_without_replicas_of(self.object.as_ref()),
-            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas.map(|r| r.new)}),
+            ChangeClass::Scale => serde_json::json!({"replicas": self.replicas().map(|r| r.new)}),
             ChangeClass::Autoscaling => serde_json::json!({
-                "min": self.hpa.map(|h| h.min),
-                "max": self.hpa.map(|h| h.max),
+                "min": self.hpa_bounds().map(|h| h.min),
+                "max": self.hpa_bounds().map(|h| h.max),
             }),
             _ => Value::Null,
         };
@@ -576,68 +710,15 @@ pub fn classify(
 }
 
 /// Everything [`classify`] reads, from a borrowed request; the bodies are left for it
-/// to move.
+/// to move. Each resource slo-guard judges has its own classifier.
 fn classify_borrowed(
     request: &ReviewRequest,
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
-    let requester = Requester {
-        username: request.user_info.username.clone().unwrap_or_default(),
-        groups: request.user_info.groups.clone().unwrap_or_default(),
-        field_manager: request
-            .options
-            .as_ref()
-            .and_then(|options| options.field_manager.clone()),
-    };
-    let namespace = request.namespace.clone().unwrap_or_default();
-    let object = request.object.as_ref();
-    let old_object = request.old_object.as_ref();
-    let sub_resource = request.sub_resource.as_deref().unwrap_or("");
-    let group = request.resource.group.as_str();
-    let resource = request.resource.resource.as_str();
-
-    // The name of the object the request writes: the apiserver leaves `request.name` empty
-    // for a create whose name is generated.
-    let object_name = object
-        .or(old_object)
-        .and_then(|o| o.metadata.name.clone())
-        .unwrap_or_else(|| request.name.clone());
-    let base = |class, target, annotations| Change {
-        uid: request.uid.clone(),
-        class,
-        target,
-        requester: requester.clone(),
-        dry_run: request.dry_run,
-        replicas: None,
-        hpa: None,
-        annotations,
-        old_annotations: old_object.map(annotations_of).unwrap_or_default(),
-        config_data: None,
-        config_after: None,
-        retargeted_from: None,
-        served_workloads: Vec::new(),
-        scale_subresource: sub_resource == "scale",
-        object_name: object_name.clone(),
-        object_uid: object.or(old_object).and_then(|o| o.metadata.uid.clone()),
-        annotations_map_present: object.is_some_and(|o| o.metadata.annotations.is_some()),
-        object: None,
-        old_object: None,
-    };
-
-    // A change of a workload or pod maker itself (no subresource): judged by its class,
-    // with the replicas it moves.
-    let object_change = |target: Target| -> Result<Option<Change>, AdmissionError> {
-        let Some(class) = object_class(request.operation, object, old_object)? else {
-            return Ok(None);
-        };
-        let mut change = base(class, target, object.map(annotations_of));
-        change.replicas = replica_change(object, old_object);
-        Ok(Some(change))
-    };
-
+    let incoming = Incoming::new(request);
     // The apiserver always sends metadata; an object without any is hand-made, and a patch
     // under /metadata could not apply to it.
-    if [object, old_object]
+    if [incoming.object, incoming.old_object]
         .into_iter()
         .flatten()
         .any(|o| o.metadata.field_count == 0)
@@ -646,266 +727,440 @@ fn classify_borrowed(
             "object or oldObject has no metadata".to_string(),
         ));
     }
-    // The object the request is about: the new one, or the old one for a DELETE.
-    let current = || {
-        object.or(old_object).ok_or_else(|| {
-            AdmissionError::Malformed(format!(
-                "{} {resource} request carries neither object nor oldObject",
-                request.operation.as_str()
-            ))
-        })
+    let group = request.resource.group.as_str();
+    let resource = request.resource.resource.as_str();
+    let sub_resource = request.sub_resource.as_deref().unwrap_or("");
+    let workload_kind =
+        || WorkloadKind::from_resource(resource).ok_or_else(|| unreachable_resource(resource));
+    let pod_maker_kind = || {
+        PodMakerKind::from_resource(group, resource).ok_or_else(|| unreachable_resource(resource))
     };
     match (group, resource, sub_resource) {
         ("apps", "deployments" | "statefulsets", "scale") => {
-            let kind = WorkloadKind::from_resource(resource)
-                .ok_or_else(|| unreachable_resource(resource))?;
-            let parent = workloads.workload(kind, &namespace, &request.name);
-            let new = object
-                .and_then(|scale| replicas_at(&scale.body, "spec"))
-                .ok_or_else(|| {
-                    AdmissionError::Malformed("Scale object has no spec.replicas".into())
-                })?;
-            let old = old_object
-                .and_then(|scale| replicas_at(&scale.body, "spec"))
-                .or_else(|| parent.as_ref().and_then(|p| p.replicas));
-            let mut target = Target::new(
-                TargetKind::Workload(kind),
-                Some(kind),
-                &namespace,
-                &request.name,
-                BTreeMap::new(),
-            );
-            if let Some(parent) = &parent {
-                target.labels = parent.labels.clone();
-                target.pod_labels = parent.pod_labels.clone();
-            }
-            target.labels_known = parent.is_some();
-            let mut change = base(ChangeClass::Scale, target, parent.map(|p| p.annotations));
-            change.replicas = Some(ReplicaChange { old, new });
-            Ok(Some(change))
+            classify_workload_scale(&incoming, workload_kind()?, workloads)
         }
         ("apps", "deployments" | "statefulsets", "") => {
-            let kind = WorkloadKind::from_resource(resource)
-                .ok_or_else(|| unreachable_resource(resource))?;
-            // Malformed without an object to judge.
-            current()?;
-            let mut target = Target::new(
-                TargetKind::Workload(kind),
-                Some(kind),
-                &namespace,
-                &object_name,
-                BTreeMap::new(),
-            );
-            set_labels(&mut target, object, old_object, request.operation);
-            object_change(target)
+            classify_workload(&incoming, workload_kind()?)
         }
-        ("autoscaling", "horizontalpodautoscalers", "") => {
-            let current = current()?;
-            let (target_kind, target_name) = scale_target_of(current);
-            let target = hpa_target(current, target_kind, &target_name, &namespace, workloads);
-            // Pointing an HPA elsewhere takes autoscaling away from the workload it scaled.
-            let retargeted_from = match (request.operation, old_object) {
-                (Operation::Update, Some(old)) => {
-                    let (old_kind, old_name) = scale_target_of(old);
-                    (old_kind != target_kind || old_name != target_name)
-                        .then(|| hpa_target(old, old_kind, &old_name, &namespace, workloads))
-                }
-                _ => None,
-            };
-            let class = match request.operation {
-                Operation::Delete => ChangeClass::Delete,
-                Operation::Connect => return Ok(None),
-                _ => ChangeClass::Autoscaling,
-            };
-            let mut change = base(class, target, object.map(annotations_of));
-            change.retargeted_from = retargeted_from;
-            if let Some(new) = object {
-                let max = replicas_field(&new.body, "/spec/maxReplicas").ok_or_else(|| {
-                    AdmissionError::Malformed(
-                        "HorizontalPodAutoscaler has no spec.maxReplicas".into(),
-                    )
-                })?;
-                // The API defaults minReplicas to 1 when it is absent.
-                let min = replicas_field(&new.body, "/spec/minReplicas").unwrap_or(1);
-                change.hpa = Some(HpaBounds {
-                    min,
-                    max,
-                    old_min: old_object
-                        .map(|o| replicas_field(&o.body, "/spec/minReplicas").unwrap_or(1)),
-                    old_max: old_object.and_then(|o| replicas_field(&o.body, "/spec/maxReplicas")),
-                });
-            }
-            Ok(Some(change))
-        }
-        ("", "configmaps", "") => {
-            let current = current()?;
-            // "true" enables, "false" parks a ConfigMap; any other value is a typo that
-            // would silently disable a guardrail, so it is judged (and rejected) too.
-            let config_kind_of = |o: &ReviewObject| {
-                let label_state = |label: &str| {
-                    o.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|labels| labels.get(label))
-                        .map(|value| value.as_str())
-                };
-                match (label_state(POLICY_LABEL), label_state(REFLECTION_LABEL)) {
-                    (Some(value), _) if value != "false" => Some(ConfigKind::Policy),
-                    (_, Some(value)) if value != "false" => Some(ConfigKind::Reflection),
-                    _ => None,
-                }
-            };
-            // The version after the change, if it is one slo-guard reads; for a DELETE
-            // there is none.
-            let after = object
-                .filter(|_| request.operation != Operation::Delete)
-                .and_then(|o| config_kind_of(o).map(|kind| (o, kind)));
-            let before = old_object.and_then(config_kind_of);
-            // A change is judged for what the ConfigMap was and what it becomes; a policy
-            // if either is one, so that turning a policy into a reflection (or into nothing)
-            // is judged as removing a policy.
-            let Some(config_kind) = [after.map(|(_, kind)| kind), before]
-                .into_iter()
-                .flatten()
-                .min_by_key(|kind| *kind != ConfigKind::Policy)
-            else {
-                return Ok(None);
-            };
-            let mut target = Target::new(
-                TargetKind::ConfigMap(config_kind),
-                None,
-                &namespace,
-                &object_name,
-                current.metadata.labels.clone().unwrap_or_default(),
-            );
-            target.before = old_object.map(|o| LabelState {
-                labels: o.metadata.labels.clone().unwrap_or_default(),
-                pod_labels: BTreeMap::new(),
-            });
-            let mut change = base(ChangeClass::Config, target, object.map(annotations_of));
-            change.config_data = after.map(|(o, _)| config_data_of(&o.body)).transpose()?;
-            change.config_after = after.map(|(_, kind)| kind);
-            Ok(Some(change))
-        }
+        ("autoscaling", "horizontalpodautoscalers", "") => classify_hpa(&incoming, workloads),
+        ("", "configmaps", "") => classify_config_map(&incoming),
         ("apps", "replicasets", "scale") | ("", "replicationcontrollers", "scale") => {
-            let kind = PodMakerKind::from_resource(group, resource)
-                .ok_or_else(|| unreachable_resource(resource))?;
-            let new = object
-                .and_then(|scale| replicas_at(&scale.body, "spec"))
-                .ok_or_else(|| {
-                    AdmissionError::Malformed("Scale object has no spec.replicas".into())
-                })?;
-            let mut target = Target::new(
-                TargetKind::PodMaker(kind),
-                None,
-                &namespace,
-                &request.name,
-                BTreeMap::new(),
-            );
-            target.labels_known = false;
-            let mut change = base(ChangeClass::Scale, target, None);
-            change.replicas = Some(ReplicaChange {
-                old: old_object.and_then(|scale| replicas_at(&scale.body, "spec")),
-                new,
-            });
-            Ok(Some(change))
+            classify_pod_maker_scale(&incoming, pod_maker_kind()?)
         }
         // An ephemeral container runs another image in a live Pod: judged as a change of
         // that Pod.
         ("apps", "replicasets" | "daemonsets", "")
         | ("", "pods" | "replicationcontrollers", "")
         | ("", "pods", "ephemeralcontainers")
-        | ("batch", "jobs" | "cronjobs", "") => {
-            let kind = PodMakerKind::from_resource(group, resource)
-                .ok_or_else(|| unreachable_resource(resource))?;
-            // Malformed without an object to judge.
-            current()?;
-            let mut target = Target::new(
-                TargetKind::PodMaker(kind),
-                None,
-                &namespace,
-                &object_name,
-                BTreeMap::new(),
-            );
-            set_labels_at(
-                &mut target,
-                object,
-                old_object,
-                request.operation,
-                kind.pod_template_labels(),
-            );
-            if kind == PodMakerKind::Pod {
-                // A Pod's own labels are what a Service selects.
-                target.pod_labels = target.labels.clone();
-                if let Some(before) = target.before.as_mut() {
-                    before.pod_labels = before.labels.clone();
-                }
-            }
-            target.owners = [object, old_object]
-                .into_iter()
-                .flatten()
-                .flat_map(|o| o.metadata.owner_references.iter().cloned())
-                .collect();
-            object_change(target)
-        }
-        ("", "services", "") => {
-            let current = current()?;
-            let selector_of = |o: &ReviewObject| string_map_at(&o.body, "/spec/selector");
-            let after = object
-                .filter(|_| request.operation != Operation::Delete)
-                .map(selector_of);
-            let before = old_object.map(selector_of);
-            let class = match request.operation {
-                Operation::Create => ChangeClass::Create,
-                Operation::Delete => ChangeClass::Delete,
-                Operation::Update if after == before => ChangeClass::Metadata,
-                Operation::Update => ChangeClass::Rollout,
-                Operation::Connect => return Ok(None),
-            };
-            let mut target = Target::new(
-                TargetKind::Service,
-                None,
-                &namespace,
-                &object_name,
-                current.metadata.labels.clone().unwrap_or_default(),
-            );
-            target.pod_labels = after.clone().unwrap_or_default();
-            target.before = before.clone().map(|selector| LabelState {
-                labels: BTreeMap::new(),
-                pod_labels: selector,
-            });
-            // A selector picks a pod when the pod carries every pair; an empty one picks
-            // none (a Service without selector, whose endpoints are managed by hand).
-            let picks = |selector: &BTreeMap<String, String>, pods: &BTreeMap<String, String>| {
-                !selector.is_empty() && selector.iter().all(|(k, v)| pods.get(k) == Some(v))
-            };
-            let served_workloads = workloads
-                .workloads_in(&namespace)
-                .into_iter()
-                .filter(|(_, _, snapshot)| {
-                    [after.as_ref(), before.as_ref()]
-                        .into_iter()
-                        .flatten()
-                        .any(|selector| picks(selector, &snapshot.pod_labels))
-                })
-                .map(|(kind, name, snapshot)| {
-                    let mut served = Target::new(
-                        TargetKind::Workload(kind),
-                        Some(kind),
-                        &namespace,
-                        &name,
-                        snapshot.labels,
-                    );
-                    served.pod_labels = snapshot.pod_labels;
-                    served
-                })
-                .collect();
-            let mut change = base(class, target, object.map(annotations_of));
-            change.served_workloads = served_workloads;
-            Ok(Some(change))
-        }
+        | ("batch", "jobs" | "cronjobs", "") => classify_pod_maker(&incoming, pod_maker_kind()?),
+        ("", "services", "") => classify_service(&incoming, workloads),
         _ => Ok(None),
     }
+}
+
+/// What every classifier reads of a request.
+struct Incoming<'a> {
+    request: &'a ReviewRequest,
+    namespace: &'a str,
+    object: Option<&'a ReviewObject>,
+    old_object: Option<&'a ReviewObject>,
+    /// The name of the object the request writes: the apiserver leaves `request.name`
+    /// empty for a create whose name is generated.
+    object_name: String,
+}
+
+impl<'a> Incoming<'a> {
+    fn new(request: &'a ReviewRequest) -> Self {
+        let object = request.object.as_ref();
+        let old_object = request.old_object.as_ref();
+        Self {
+            request,
+            namespace: request.namespace.as_deref().unwrap_or_default(),
+            object,
+            old_object,
+            object_name: object
+                .or(old_object)
+                .and_then(|o| o.metadata.name.clone())
+                .unwrap_or_else(|| request.name.clone()),
+        }
+    }
+
+    /// The object the request is about: the new one, or the old one for a DELETE.
+    fn current(&self) -> Result<&'a ReviewObject, AdmissionError> {
+        self.object.or(self.old_object).ok_or_else(|| {
+            AdmissionError::Malformed(format!(
+                "{} {} request carries neither object nor oldObject",
+                self.request.operation.as_str(),
+                self.request.resource.resource
+            ))
+        })
+    }
+
+    /// The object after the change, if the change leaves one: none for a DELETE.
+    fn after(&self) -> Option<&'a ReviewObject> {
+        self.object
+            .filter(|_| self.request.operation != Operation::Delete)
+    }
+
+    /// The change of `class` to `target`, judged by the decision context `context`.
+    fn change(
+        &self,
+        class: ChangeClass,
+        target: Target,
+        detail: ChangeDetail,
+        context: Option<BTreeMap<String, String>>,
+    ) -> Change {
+        let request = self.request;
+        Change {
+            uid: request.uid.clone(),
+            class,
+            target,
+            requester: Requester {
+                username: request.user_info.username.clone().unwrap_or_default(),
+                groups: request.user_info.groups.clone().unwrap_or_default(),
+                field_manager: request
+                    .options
+                    .as_ref()
+                    .and_then(|options| options.field_manager.clone()),
+            },
+            dry_run: request.dry_run,
+            detail,
+            annotations: AnnotationState {
+                after: context,
+                before: self.old_object.map(annotations_of).unwrap_or_default(),
+                map_present: self
+                    .object
+                    .is_some_and(|o| o.metadata.annotations.is_some()),
+            },
+            object_name: self.object_name.clone(),
+            object_uid: self
+                .object
+                .or(self.old_object)
+                .and_then(|o| o.metadata.uid.clone()),
+            object: None,
+            old_object: None,
+        }
+    }
+
+    /// A change of a workload or pod maker itself (no subresource): judged by its class,
+    /// with the replicas it moves.
+    fn object_change(&self, target: Target) -> Result<Option<Change>, AdmissionError> {
+        let Some(class) = object_class(self.request.operation, self.object, self.old_object)?
+        else {
+            return Ok(None);
+        };
+        let detail = ChangeDetail::Object {
+            replicas: replica_change(self.object, self.old_object),
+        };
+        Ok(Some(self.change(
+            class,
+            target,
+            detail,
+            self.object.map(annotations_of),
+        )))
+    }
+
+    /// A target with the labels of the object after the change (before it, for a
+    /// DELETE), and before it for an UPDATE, its pods' labels read at `template_labels`.
+    fn labelled_target(&self, kind: TargetKind, template_labels: &str) -> Target {
+        let state = |o: &ReviewObject| LabelState {
+            labels: o.metadata.labels.clone().unwrap_or_default(),
+            pod_labels: string_map_at(&o.body, template_labels),
+        };
+        let mut target = Target::new(kind, self.namespace, &self.object_name, BTreeMap::new());
+        if let Some(LabelState { labels, pod_labels }) = self.after().or(self.old_object).map(state)
+        {
+            target.labels = labels;
+            target.pod_labels = pod_labels;
+        }
+        if self.request.operation == Operation::Update {
+            target.before = self.old_object.map(state);
+        }
+        target
+    }
+}
+
+/// A Deployment or StatefulSet written as an object.
+fn classify_workload(
+    incoming: &Incoming<'_>,
+    kind: WorkloadKind,
+) -> Result<Option<Change>, AdmissionError> {
+    // Malformed without an object to judge.
+    incoming.current()?;
+    let target =
+        incoming.labelled_target(TargetKind::Workload(kind), "/spec/template/metadata/labels");
+    incoming.object_change(target)
+}
+
+/// A write to a Deployment's or StatefulSet's `scale` subresource: judged for the
+/// workload, by its labels and decision context from the watch cache.
+fn classify_workload_scale(
+    incoming: &Incoming<'_>,
+    kind: WorkloadKind,
+    workloads: &dyn WorkloadLookup,
+) -> Result<Option<Change>, AdmissionError> {
+    let name = incoming.request.name.as_str();
+    let parent = workloads.workload(kind, incoming.namespace, name);
+    let new = scale_replicas(incoming.object).ok_or_else(no_scale_replicas)?;
+    let old =
+        scale_replicas(incoming.old_object).or_else(|| parent.as_ref().and_then(|p| p.replicas));
+    let mut target = Target::new(
+        TargetKind::Workload(kind),
+        incoming.namespace,
+        name,
+        BTreeMap::new(),
+    );
+    target.labels_known = parent.is_some();
+    let context = parent.map(|parent| {
+        target.labels = parent.labels;
+        target.pod_labels = parent.pod_labels;
+        parent.annotations
+    });
+    let detail = ChangeDetail::ScaleSubresource(ReplicaChange { old, new });
+    Ok(Some(incoming.change(
+        ChangeClass::Scale,
+        target,
+        detail,
+        context,
+    )))
+}
+
+/// An HPA created, updated or deleted: judged for the workload it scales.
+fn classify_hpa(
+    incoming: &Incoming<'_>,
+    workloads: &dyn WorkloadLookup,
+) -> Result<Option<Change>, AdmissionError> {
+    let current = incoming.current()?;
+    let namespace = incoming.namespace;
+    let (target_kind, target_name) = scale_target_of(current);
+    let target = hpa_target(current, target_kind, &target_name, namespace, workloads);
+    // Pointing an HPA elsewhere takes autoscaling away from the workload it scaled.
+    let retargeted_from = match (incoming.request.operation, incoming.old_object) {
+        (Operation::Update, Some(old)) => {
+            let (old_kind, old_name) = scale_target_of(old);
+            (old_kind != target_kind || old_name != target_name)
+                .then(|| Box::new(hpa_target(old, old_kind, &old_name, namespace, workloads)))
+        }
+        _ => None,
+    };
+    let class = match incoming.request.operation {
+        Operation::Delete => ChangeClass::Delete,
+        Operation::Connect => return Ok(None),
+        _ => ChangeClass::Autoscaling,
+    };
+    let bounds = incoming
+        .object
+        .map(|new| hpa_bounds(new, incoming.old_object))
+        .transpose()?;
+    let detail = ChangeDetail::Autoscaler {
+        bounds,
+        retargeted_from,
+    };
+    Ok(Some(incoming.change(
+        class,
+        target,
+        detail,
+        incoming.object.map(annotations_of),
+    )))
+}
+
+/// A ConfigMap: judged when it is a policy or a reflection before or after the change.
+fn classify_config_map(incoming: &Incoming<'_>) -> Result<Option<Change>, AdmissionError> {
+    let current = incoming.current()?;
+    // The version after the change, if it is one slo-guard reads; for a DELETE there is
+    // none.
+    let after = incoming
+        .after()
+        .and_then(|o| config_kind_of(o).map(|kind| (o, kind)));
+    let before = incoming.old_object.and_then(config_kind_of);
+    // A change is judged for what the ConfigMap was and what it becomes; a policy if
+    // either is one, so that turning a policy into a reflection (or into nothing) is
+    // judged as removing a policy.
+    let Some(config_kind) = [after.map(|(_, kind)| kind), before]
+        .into_iter()
+        .flatten()
+        .min_by_key(|kind| *kind != ConfigKind::Policy)
+    else {
+        return Ok(None);
+    };
+    let mut target = Target::new(
+        TargetKind::ConfigMap(config_kind),
+        incoming.namespace,
+        &incoming.object_name,
+        current.metadata.labels.clone().unwrap_or_default(),
+    );
+    target.before = incoming.old_object.map(|o| LabelState {
+        labels: o.metadata.labels.clone().unwrap_or_default(),
+        pod_labels: BTreeMap::new(),
+    });
+    let in_force = after
+        .map(|(o, kind)| {
+            Ok::<_, AdmissionError>(ConfigInForce {
+                kind,
+                data: config_data_of(&o.body)?,
+            })
+        })
+        .transpose()?;
+    Ok(Some(incoming.change(
+        ChangeClass::Config,
+        target,
+        ChangeDetail::Config(in_force),
+        incoming.object.map(annotations_of),
+    )))
+}
+
+/// A write to a ReplicaSet's or ReplicationController's `scale` subresource. Its labels
+/// are not read: no watch cache holds these kinds.
+fn classify_pod_maker_scale(
+    incoming: &Incoming<'_>,
+    kind: PodMakerKind,
+) -> Result<Option<Change>, AdmissionError> {
+    let new = scale_replicas(incoming.object).ok_or_else(no_scale_replicas)?;
+    let mut target = Target::new(
+        TargetKind::PodMaker(kind),
+        incoming.namespace,
+        &incoming.request.name,
+        BTreeMap::new(),
+    );
+    target.labels_known = false;
+    let detail = ChangeDetail::ScaleSubresource(ReplicaChange {
+        old: scale_replicas(incoming.old_object),
+        new,
+    });
+    Ok(Some(incoming.change(
+        ChangeClass::Scale,
+        target,
+        detail,
+        None,
+    )))
+}
+
+/// A ReplicaSet, DaemonSet, Job, CronJob, ReplicationController or bare Pod written as
+/// an object (or a Pod's ephemeral containers): judged by the labels of the pods it makes.
+fn classify_pod_maker(
+    incoming: &Incoming<'_>,
+    kind: PodMakerKind,
+) -> Result<Option<Change>, AdmissionError> {
+    // Malformed without an object to judge.
+    incoming.current()?;
+    let mut target =
+        incoming.labelled_target(TargetKind::PodMaker(kind), kind.pod_template_labels());
+    if kind == PodMakerKind::Pod {
+        // A Pod's own labels are what a Service selects.
+        target.pod_labels = target.labels.clone();
+        if let Some(before) = target.before.as_mut() {
+            before.pod_labels = before.labels.clone();
+        }
+    }
+    target.owners = [incoming.object, incoming.old_object]
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o.metadata.owner_references.iter().cloned())
+        .collect();
+    incoming.object_change(target)
+}
+
+/// A Service: judged for the workloads whose pods it selects, before or after the change.
+fn classify_service(
+    incoming: &Incoming<'_>,
+    workloads: &dyn WorkloadLookup,
+) -> Result<Option<Change>, AdmissionError> {
+    let current = incoming.current()?;
+    let namespace = incoming.namespace;
+    let selector_of = |o: &ReviewObject| string_map_at(&o.body, "/spec/selector");
+    let after = incoming.after().map(selector_of);
+    let before = incoming.old_object.map(selector_of);
+    let class = match incoming.request.operation {
+        Operation::Create => ChangeClass::Create,
+        Operation::Delete => ChangeClass::Delete,
+        Operation::Update if after == before => ChangeClass::Metadata,
+        Operation::Update => ChangeClass::Rollout,
+        Operation::Connect => return Ok(None),
+    };
+    let mut target = Target::new(
+        TargetKind::Service,
+        namespace,
+        &incoming.object_name,
+        current.metadata.labels.clone().unwrap_or_default(),
+    );
+    target.pod_labels = after.clone().unwrap_or_default();
+    target.before = before.clone().map(|selector| LabelState {
+        labels: BTreeMap::new(),
+        pod_labels: selector,
+    });
+    // A selector picks a pod when the pod carries every pair; an empty one picks none (a
+    // Service without selector, whose endpoints are managed by hand).
+    let picks = |selector: &BTreeMap<String, String>, pods: &BTreeMap<String, String>| {
+        !selector.is_empty() && selector.iter().all(|(k, v)| pods.get(k) == Some(v))
+    };
+    let served_workloads = workloads
+        .workloads_in(namespace)
+        .into_iter()
+        .filter(|(_, _, snapshot)| {
+            [after.as_ref(), before.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|selector| picks(selector, &snapshot.pod_labels))
+        })
+        .map(|(kind, name, snapshot)| {
+            let mut served = Target::new(
+                TargetKind::Workload(kind),
+                namespace,
+                &name,
+                snapshot.labels,
+            );
+            served.pod_labels = snapshot.pod_labels;
+            served
+        })
+        .collect();
+    Ok(Some(incoming.change(
+        class,
+        target,
+        ChangeDetail::Service { served_workloads },
+        incoming.object.map(annotations_of),
+    )))
+}
+
+/// Which of slo-guard's ConfigMaps `o` is by its labels. "true" enables, "false" parks a
+/// ConfigMap; any other value is a typo that would silently disable a guardrail, so it is
+/// judged (and rejected) too.
+fn config_kind_of(o: &ReviewObject) -> Option<ConfigKind> {
+    let label_state = |label: &str| {
+        o.metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(label))
+            .map(|value| value.as_str())
+    };
+    match (label_state(POLICY_LABEL), label_state(REFLECTION_LABEL)) {
+        (Some(value), _) if value != "false" => Some(ConfigKind::Policy),
+        (_, Some(value)) if value != "false" => Some(ConfigKind::Reflection),
+        _ => None,
+    }
+}
+
+/// An HPA's bounds after the change, and before it when there is an old object.
+fn hpa_bounds(new: &ReviewObject, old: Option<&ReviewObject>) -> Result<HpaBounds, AdmissionError> {
+    let max = replicas_field(&new.body, "/spec/maxReplicas").ok_or_else(|| {
+        AdmissionError::Malformed("HorizontalPodAutoscaler has no spec.maxReplicas".into())
+    })?;
+    // The API defaults minReplicas to 1 when it is absent.
+    let min_of = |o: &ReviewObject| replicas_field(&o.body, "/spec/minReplicas").unwrap_or(1);
+    Ok(HpaBounds {
+        min: min_of(new),
+        max,
+        old_min: old.map(min_of),
+        old_max: old.and_then(|o| replicas_field(&o.body, "/spec/maxReplicas")),
+    })
+}
+
+/// A Scale object's `spec.replicas`.
+fn scale_replicas(scale: Option<&ReviewObject>) -> Option<u32> {
+    scale.and_then(|scale| replicas_at(&scale.body, "spec"))
+}
+
+fn no_scale_replicas() -> AdmissionError {
+    AdmissionError::Malformed("Scale object has no spec.replicas".into())
 }
 
 /// The class of a change to an object that holds a spec: a create, a delete, or by what
@@ -940,48 +1195,6 @@ fn replica_change(
     (old != Some(new)).then_some(ReplicaChange { old, new })
 }
 
-/// The labels of a workload after the change (before it, for a DELETE), and before it
-/// for an UPDATE.
-fn set_labels(
-    target: &mut Target,
-    object: Option<&ReviewObject>,
-    old_object: Option<&ReviewObject>,
-    operation: Operation,
-) {
-    set_labels_at(
-        target,
-        object,
-        old_object,
-        operation,
-        "/spec/template/metadata/labels",
-    );
-}
-
-/// [`set_labels`] for an object whose pod template is at `template_labels`.
-fn set_labels_at(
-    target: &mut Target,
-    object: Option<&ReviewObject>,
-    old_object: Option<&ReviewObject>,
-    operation: Operation,
-    template_labels: &str,
-) {
-    let state = |o: &ReviewObject| LabelState {
-        labels: o.metadata.labels.clone().unwrap_or_default(),
-        pod_labels: string_map_at(&o.body, template_labels),
-    };
-    let after = object
-        .filter(|_| operation != Operation::Delete)
-        .or(old_object);
-    if let Some(after) = after {
-        let LabelState { labels, pod_labels } = state(after);
-        target.labels = labels;
-        target.pod_labels = pod_labels;
-    }
-    if operation == Operation::Update {
-        target.before = old_object.map(state);
-    }
-}
-
 /// The kind and name an HPA's `spec.scaleTargetRef` names.
 fn scale_target_of(hpa: &ReviewObject) -> (Option<WorkloadKind>, String) {
     let scale_target = hpa.body.pointer("/spec/scaleTargetRef");
@@ -1008,8 +1221,7 @@ fn hpa_target(
 ) -> Target {
     let parent = kind.and_then(|kind| workloads.workload(kind, namespace, name));
     let mut target = Target::new(
-        TargetKind::HorizontalPodAutoscaler,
-        kind,
+        TargetKind::HorizontalPodAutoscaler { scales: kind },
         namespace,
         name,
         BTreeMap::new(),
@@ -1190,7 +1402,7 @@ mod tests {
             .expect("judged");
         assert_eq!(change.class, ChangeClass::Rollout);
         let served: Vec<&str> = change
-            .served_workloads
+            .served_workloads()
             .iter()
             .map(|t| t.name.as_str())
             .collect();
@@ -1279,7 +1491,7 @@ mod tests {
             change.target.kind,
             TargetKind::ConfigMap(ConfigKind::Policy)
         );
-        assert_eq!(change.config_after, Some(ConfigKind::Reflection));
+        assert_eq!(change.config_after(), Some(ConfigKind::Reflection));
     }
 
     #[test]
@@ -1299,7 +1511,7 @@ mod tests {
         );
         assert_eq!(change.target.name, "other");
         assert_eq!(
-            change.retargeted_from.as_ref().map(|t| t.name.as_str()),
+            change.retargeted_from().map(|t| t.name.as_str()),
             Some("checkout")
         );
     }

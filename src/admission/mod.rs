@@ -6,9 +6,9 @@ mod response;
 mod review;
 
 pub use change::{
-    ActorKind, Change, ChangeClass, ConfigKind, HpaBounds, LabelState, POLICY_LABEL, PodMakerKind,
-    REFLECTION_LABEL, ReplicaChange, Requester, Target, TargetKind, WorkloadKind, WorkloadLookup,
-    WorkloadSnapshot, classify,
+    ActorKind, AnnotationState, Change, ChangeClass, ChangeDetail, ConfigInForce, ConfigKind,
+    HpaBounds, LabelState, POLICY_LABEL, PodMakerKind, REFLECTION_LABEL, ReplicaChange, Requester,
+    Target, TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot, classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
 pub use review::{

@@ -46,12 +46,12 @@ impl ClusterEffects {
                 self.workloads.uid(kind, &target.namespace, &target.name),
             )
         };
-        match (target.kind, target.workload_kind) {
+        match (target.kind, target.workload_kind()) {
             (TargetKind::ConfigMap(_), _) => {
                 Some((reference("v1", "ConfigMap", &target.name, None), None))
             }
             (TargetKind::Workload(_), Some(kind)) => Some((workload(kind), None)),
-            (TargetKind::HorizontalPodAutoscaler, scaled) => Some((
+            (TargetKind::HorizontalPodAutoscaler { .. }, scaled) => Some((
                 reference(
                     "autoscaling/v2",
                     "HorizontalPodAutoscaler",

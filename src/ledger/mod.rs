@@ -147,6 +147,7 @@ impl LedgerRecord {
 fn decision_id(change: &Change) -> Option<&str> {
     change
         .annotations
+        .after
         .as_ref()?
         .get(AgentAnnotation::DecisionId.key())
         .map(String::as_str)
@@ -181,7 +182,7 @@ impl LedgerKey {
     /// The ledger key of the workload `change` is judged for, if it has one.
     pub fn of(change: &Change) -> Option<Self> {
         Some(Self {
-            kind: change.target.workload_kind?,
+            kind: change.target.workload_kind()?,
             namespace: change.target.namespace.clone(),
             name: change.target.name.clone(),
         })
@@ -253,6 +254,7 @@ mod tests {
         let mut by_other_decision = change.clone();
         by_other_decision
             .annotations
+            .after
             .as_mut()
             .expect("annotations")
             .insert("slo-guard.io/decision-id".into(), "another-decision".into());

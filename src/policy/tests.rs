@@ -342,7 +342,6 @@ mod matching {
     fn target(namespace: &str, name: &str, labels: &[(&str, &str)], labels_known: bool) -> Target {
         Target {
             kind: TargetKind::Workload(WorkloadKind::Deployment),
-            workload_kind: Some(WorkloadKind::Deployment),
             namespace: namespace.into(),
             name: name.into(),
             labels: labels
@@ -408,7 +407,6 @@ mod matching {
         let set = set();
         let mut db = target("team-data", "postgres", &[], true);
         db.kind = TargetKind::Workload(WorkloadKind::StatefulSet);
-        db.workload_kind = Some(WorkloadKind::StatefulSet);
         assert_eq!(matched(&set, &db).len(), 1);
         db.namespace = "other".into();
         assert!(matched(&set, &db).is_empty());

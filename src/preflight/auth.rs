@@ -228,10 +228,14 @@ impl ObjectReader for KubeAuthenticator {
     fn read<'a>(
         &'a self,
         api_version: &'a str,
-        kind: &'a str,
-        namespace: &'a str,
-        name: &'a str,
+        workload: &'a WorkloadRef,
     ) -> BoxFuture<'a, Result<Option<Value>, PreflightError>> {
+        let WorkloadRef {
+            kind,
+            namespace,
+            name,
+            ..
+        } = workload;
         Box::pin(async move {
             let (group, version) = match api_version.split_once('/') {
                 Some((group, version)) => (group, version),

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::admission::{ActorKind, Change};
-use crate::guard::Assessment;
+use crate::guard::PreflightJudgement;
 use crate::ledger::LedgerRecord;
 use crate::policy::Mode;
 use crate::reflection::ThresholdPath;
@@ -109,16 +109,16 @@ pub struct Basis<'a> {
 }
 
 impl<'a> Basis<'a> {
-    /// The basis an assessment gathered.
-    pub fn of(assessment: &'a Assessment) -> Self {
+    /// The basis a preflight judgement gathered.
+    pub fn of(judgement: &'a PreflightJudgement) -> Self {
         Self {
-            policies: &assessment.policies,
-            observations: &assessment.observations,
-            ledger: assessment.ledger.as_ref(),
+            policies: &judgement.policies,
+            observations: &judgement.observations,
+            ledger: judgement.ledger.as_ref(),
         }
     }
 
-    /// What the assessment's figures and ledger record were.
+    /// What the judgement's figures and ledger record were.
     pub fn observed(&self) -> Observed<'a> {
         Observed {
             observations: self.observations,
@@ -144,7 +144,7 @@ impl<'a> Basis<'a> {
 /// in the request object as well, where the webhook reads it.
 pub fn scaled_to(probe: &Change, replicas: u32) -> Change {
     let mut change = probe.clone();
-    if let Some(r) = &mut change.replicas {
+    if let Some(r) = change.replicas_mut() {
         r.new = replicas;
     }
     if let Some(spec) = change
@@ -344,16 +344,19 @@ fn rule_of(path: ThresholdPath) -> Rule {
 
 /// The value a threshold was held against, where the change or the figures give one.
 fn seen_for(path: ThresholdPath, change: &Change, figures: Option<&Value>) -> Value {
-    let replicas = change.replicas.map(|r| r.new).or(change.hpa.map(|h| h.max));
+    let replicas = change
+        .replicas()
+        .map(|r| r.new)
+        .or(change.hpa_bounds().map(|h| h.max));
     match path {
         ThresholdPath::ScalingMaxReplicas => replicas.map_or(Value::Null, Value::from),
         ThresholdPath::ScalingMinReplicas => change
-            .replicas
+            .replicas()
             .map(|r| r.new)
-            .or(change.hpa.map(|h| h.min))
+            .or(change.hpa_bounds().map(|h| h.min))
             .map_or(Value::Null, Value::from),
         ThresholdPath::ScalingMaxStep => change
-            .replicas
+            .replicas()
             .and_then(|r| Some(r.new.abs_diff(r.old?)))
             .map_or(Value::Null, Value::from),
         ThresholdPath::TrafficSpikeRatio => figures
@@ -370,6 +373,7 @@ fn seen_for(path: ThresholdPath, change: &Change, figures: Option<&Value>) -> Va
             .unwrap_or(Value::Null),
         ThresholdPath::AgentsMinConfidence => change
             .annotations
+            .after
             .as_ref()
             .and_then(|a| a.get(crate::policy::AgentAnnotation::Confidence.key()))
             .map_or(Value::Null, |c| Value::from(c.as_str())),
@@ -494,13 +498,13 @@ pub fn timing(change: &Change, basis: &Basis<'_>, now: DateTime<Utc>) -> (Value,
     (cooldown, windows)
 }
 
-/// The whole answer, from the assessments of the intended change and of the replica
+/// The whole answer, from the judgements of the intended change and of the replica
 /// probes (a scale one down and one up, each judged on its own figures).
 pub fn answer(
-    intended: &Assessment,
+    intended: &PreflightJudgement,
     current_replicas: Option<u32>,
-    up: Option<&Assessment>,
-    down: Option<&Assessment>,
+    up: Option<&PreflightJudgement>,
+    down: Option<&PreflightJudgement>,
     subject: &Value,
     now: DateTime<Utc>,
 ) -> Value {
@@ -535,7 +539,7 @@ pub fn answer(
             .collect();
         // A bound whose probe needed SLO figures that were not cached is not known: the
         // preflight does not ask Prometheus for them (admission of this change would not).
-        let uncached = |probe: Option<&Assessment>| probe.is_some_and(|a| a.figures_uncached);
+        let uncached = |probe: Option<&PreflightJudgement>| probe.is_some_and(|a| a.figures_uncached);
         let mut unknown = Vec::new();
         let largest = if uncached(up) {
             unknown.push("largestAllowed");
@@ -612,7 +616,7 @@ mod tests {
             observations: &observations,
             ledger: None,
         };
-        let current = probe.replicas.and_then(|r| r.old).expect("a scale");
+        let current = probe.replicas().and_then(|r| r.old).expect("a scale");
         replica_bounds(
             current,
             Some((probe, &basis)),
@@ -666,7 +670,7 @@ mod tests {
 
     fn cooling_down(new: u32) -> (Change, PolicySet) {
         let mut change = scale_by(AGENT, Some(5), new);
-        change.annotations.get_or_insert_default().insert(
+        change.annotations.after.get_or_insert_default().insert(
             crate::annotations::LAST_AGENT_CHANGE.to_string(),
             "2026-11-18T09:58:00Z".to_string(),
         );

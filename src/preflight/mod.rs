@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::admission::{AdmissionError, WorkloadKind};
 use crate::cli::request::{RequestError, Requester};
-use crate::guard::{Assessment, Guard};
+use crate::guard::{Guard, PreflightJudgement};
 
 pub use auth::{Authenticator, Caller};
 pub use limiter::RateLimiter;
@@ -73,14 +73,12 @@ impl From<RequestError> for PreflightError {
 
 /// Reads the object a change is about as it is stored, for the preflight.
 pub trait ObjectReader: Send + Sync {
-    /// The object `apiVersion`/`kind` `namespace`/`name` as stored, or `None` when there is
-    /// none.
+    /// The workload as stored, read at `api_version` (the request's, or its kind's
+    /// default), or `None` when there is none.
     fn read<'a>(
         &'a self,
         api_version: &'a str,
-        kind: &'a str,
-        namespace: &'a str,
-        name: &'a str,
+        workload: &'a WorkloadRef,
     ) -> futures::future::BoxFuture<'a, Result<Option<Value>, PreflightError>>;
 }
 
@@ -158,14 +156,7 @@ impl PreflightService {
             (Some(_), None) if request.is_plain_scale() => None,
             (Some(reader), None) => {
                 let api_version = request.api_version()?;
-                reader
-                    .read(
-                        &api_version,
-                        &request.workload.kind,
-                        &request.workload.namespace,
-                        &request.workload.name,
-                    )
-                    .await?
+                reader.read(&api_version, &request.workload).await?
             }
             (None, current) => current.clone(),
         };
@@ -175,8 +166,8 @@ impl PreflightService {
             "askedBy": caller.username,
         });
         let prepared = prepare(guard, &request, &requester, current.as_ref(), now)?;
-        let assessments = guard.assess(&prepared.bodies, now).await?;
-        Ok(prepared.answer(assessments, &subject, now))
+        let judgements = guard.assess(&prepared.bodies, now).await?;
+        Ok(prepared.answer(judgements, &subject, now))
     }
 }
 
@@ -226,15 +217,15 @@ pub fn prepare(
 }
 
 impl Prepared {
-    /// The answer, from the assessments of [`Prepared::bodies`] in order.
+    /// The answer, from the judgements of [`Prepared::bodies`] in order.
     pub fn answer(
         &self,
-        assessments: Vec<Option<Assessment>>,
+        judgements: Vec<Option<PreflightJudgement>>,
         subject: &Value,
         now: DateTime<Utc>,
     ) -> Value {
-        let mut assessments = assessments.into_iter();
-        let Some(intended) = assessments.next().flatten() else {
+        let mut judgements = judgements.into_iter();
+        let Some(intended) = judgements.next().flatten() else {
             return json!({
                 "allowed": true,
                 "verdict": "not governed",
@@ -246,9 +237,9 @@ impl Prepared {
         };
         let (up, down) = match self.current_replicas {
             Some(_) => {
-                let up = assessments.next().flatten();
+                let up = judgements.next().flatten();
                 let down = if self.has_down {
-                    assessments.next().flatten()
+                    judgements.next().flatten()
                 } else {
                     None
                 };
@@ -278,10 +269,10 @@ pub fn answer_offline(
 ) -> Result<Value, PreflightError> {
     request.validate()?;
     let prepared = prepare(guard, request, requester, request.current.as_ref(), now)?;
-    let assessments = guard.assess_now(&prepared.bodies, now)?;
+    let judgements = guard.assess_now(&prepared.bodies, now)?;
     let subject = json!({
         "user": requester.user,
         "groups": crate::cli::request::groups_for(&requester.user, &requester.groups),
     });
-    Ok(prepared.answer(assessments, &subject, now))
+    Ok(prepared.answer(judgements, &subject, now))
 }

@@ -63,7 +63,7 @@ type Candidate<'a> = (Threshold, &'a Reflection, Option<String>);
 
 fn targets(reflection: &Reflection, target: &Target, guard_namespace: &str) -> bool {
     let spec = &reflection.spec;
-    if Some(spec.target.kind) != target.workload_kind || spec.target.name != target.name {
+    if Some(spec.target.kind) != target.workload_kind() || spec.target.name != target.name {
         return false;
     }
     match &spec.target.namespace {
@@ -238,7 +238,6 @@ mod tests {
     fn target() -> Target {
         Target::new(
             TargetKind::Workload(WorkloadKind::Deployment),
-            Some(WorkloadKind::Deployment),
             "payments",
             "checkout",
             Default::default(),

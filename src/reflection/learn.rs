@@ -52,7 +52,6 @@ impl WorkloadState {
     pub fn target(&self) -> Target {
         let mut target = Target::new(
             TargetKind::Workload(self.kind),
-            Some(self.kind),
             &self.namespace,
             &self.name,
             self.labels.clone(),

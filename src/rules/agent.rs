@@ -79,20 +79,20 @@ pub(super) fn check_annotations(input: &RuleInput<'_>) -> Option<Finding> {
     }
     let agents = &input.policy.spec.agents;
     let where_to_set = match input.change.target.kind {
-        crate::admission::TargetKind::HorizontalPodAutoscaler => {
+        crate::admission::TargetKind::HorizontalPodAutoscaler { .. } => {
             "the HorizontalPodAutoscaler".to_string()
         }
-        _ if input.change.scale_subresource => format!(
+        _ if input.change.is_scale_subresource() => format!(
             "the {} itself (kubectl annotate) before scaling",
             input
                 .change
                 .target
-                .workload_kind
+                .workload_kind()
                 .map_or("workload", |k| k.as_str())
         ),
         _ => "the object".to_string(),
     };
-    let Some(annotations) = &input.change.annotations else {
+    let Some(annotations) = &input.change.annotations.after else {
         return Some(input.finding(
             Rule::AgentAnnotations,
             format!(
@@ -177,11 +177,11 @@ pub(super) fn check_forbidden(input: &RuleInput<'_>) -> Option<Finding> {
 
 fn kind_name(input: &RuleInput<'_>) -> &'static str {
     match input.change.target.kind {
-        crate::admission::TargetKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+        crate::admission::TargetKind::HorizontalPodAutoscaler { .. } => "HorizontalPodAutoscaler",
         _ => input
             .change
             .target
-            .workload_kind
+            .workload_kind()
             .map_or("workload", |k| k.as_str()),
     }
 }
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn a_scale_whose_parent_is_unknown_cannot_prove_its_context() {
         let mut change = scale_by(AGENT, Some(3), 4);
-        change.annotations = None;
+        change.annotations.after = None;
         let decision = judge(POLICY, &change);
         let finding = only_finding(&decision, Rule::AgentAnnotations);
         assert!(

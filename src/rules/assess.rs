@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::classify_actor;
 use super::scope::changed_paths;
-use crate::admission::{ActorKind, Change, ChangeClass, Target, TargetKind};
+use crate::admission::{ActorKind, Change, ChangeClass, ChangeDetail, Target, TargetKind};
 use crate::ledger::ChangeMark;
 use crate::policy::{AgentAction, AgentAnnotation, Policy, PolicySpec};
 use crate::reflection::{EffectivePolicy, Provenance, effective_policy};
@@ -117,14 +117,15 @@ impl<'a> AgentContext<'a> {
                 .get(AgentAnnotation::Action.key())
                 .and_then(|action| AgentAction::parse(action.trim()))
         };
-        let action = change.annotations.as_ref().and_then(action_in);
-        let declared_action = match &change.annotations {
+        let action = change.annotations.after.as_ref().and_then(action_in);
+        let declared_action = match &change.annotations.after {
             Some(_) => action,
-            None => action_in(&change.old_annotations),
+            None => action_in(&change.annotations.before),
         };
         Self {
             decision_id: change
                 .annotations
+                .after
                 .as_ref()
                 .and_then(|a| a.get(AgentAnnotation::DecisionId.key()))
                 .map(String::as_str),
@@ -220,11 +221,16 @@ pub fn assess<'a>(
             TargetKind::PodMaker(_) | TargetKind::Service
         );
     let (governing, retargeted) = if judged_per_policy {
-        let retargeted = change.retargeted_from.as_ref().map(|previous| {
+        let retargeted = change.retargeted_from().map(|previous| {
             let mut away = change.clone();
             away.class = ChangeClass::Delete;
             away.target = previous.clone();
-            away.retargeted_from = None;
+            if let ChangeDetail::Autoscaler {
+                retargeted_from, ..
+            } = &mut away.detail
+            {
+                *retargeted_from = None;
+            }
             let governing = assess_governing(previous, &away, policies, now);
             Retargeted {
                 change: Box::new(away),

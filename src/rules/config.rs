@@ -65,7 +65,7 @@ pub(super) fn agent_reflection_change(change: &Change, agent_under: &PolicyRef) 
         return None;
     }
     let user = &change.requester.username;
-    let author = change.old_annotations.get(WRITTEN_BY);
+    let author = change.annotations.before.get(WRITTEN_BY);
     if author == Some(user) {
         return None;
     }
@@ -91,11 +91,15 @@ pub(super) fn agent_reflection_change(change: &Change, agent_under: &PolicyRef) 
 /// slo-guard stamps who wrote a reflection; a version in force must carry the stamp of
 /// the identity that wrote it, which no client can set for another.
 pub(super) fn check_written_by(change: &Change) -> Option<Finding> {
-    if change.config_after != Some(ConfigKind::Reflection) {
+    if change.config_after() != Some(ConfigKind::Reflection) {
         return None;
     }
     let user = &change.requester.username;
-    let stamped = change.annotations.as_ref().and_then(|a| a.get(WRITTEN_BY));
+    let stamped = change
+        .annotations
+        .after
+        .as_ref()
+        .and_then(|a| a.get(WRITTEN_BY));
     if stamped == Some(user) {
         return None;
     }
@@ -119,8 +123,7 @@ pub(super) fn check_written_by(change: &Change) -> Option<Finding> {
 /// label's value, and its schema. A change that deletes, parks or unlabels one has nothing
 /// to check.
 pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
-    let kind = change.config_after?;
-    change.config_data.as_ref()?;
+    let config = change.config_in_force()?;
     let id = PolicyRef {
         namespace: change.target.namespace.clone(),
         name: change.target.name.clone(),
@@ -129,10 +132,10 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
         namespace: id.namespace.clone(),
         name: id.name.clone(),
         labels: change.target.labels.clone(),
-        data: change.config_data.clone().unwrap_or_default(),
+        data: config.data.clone(),
         origin: "admission".to_string(),
     };
-    let (label, rule, what) = match kind {
+    let (label, rule, what) = match config.kind {
         ConfigKind::Policy => (POLICY_LABEL, Rule::PolicySchema, "policy"),
         ConfigKind::Reflection => (REFLECTION_LABEL, Rule::ReflectionSchema, "reflection"),
     };
@@ -153,7 +156,7 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> Option<Finding> {
             brief: format!("label {label}={value:?} must be \"true\" or \"false\""),
         });
     }
-    let (rule, what, error) = match kind {
+    let (rule, what, error) = match config.kind {
         ConfigKind::Policy => (
             Rule::PolicySchema,
             "policy",
@@ -187,20 +190,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::admission::POLICY_LABEL;
+    use crate::admission::{ChangeDetail, ConfigInForce, POLICY_LABEL};
     use crate::rules::testing::*;
 
     fn policy_configmap(yaml: &str) -> Change {
         let mut change = create_by(PERSON, 1);
         change.class = crate::admission::ChangeClass::Config;
         change.target.kind = TargetKind::ConfigMap(ConfigKind::Policy);
-        change.target.workload_kind = None;
         change.target.labels = BTreeMap::from([(POLICY_LABEL.to_string(), "true".to_string())]);
-        change.config_data = Some(BTreeMap::from([(
-            "policy.yaml".to_string(),
-            yaml.to_string(),
-        )]));
-        change.config_after = Some(ConfigKind::Policy);
+        change.detail = ChangeDetail::Config(Some(ConfigInForce {
+            kind: ConfigKind::Policy,
+            data: BTreeMap::from([("policy.yaml".to_string(), yaml.to_string())]),
+        }));
         change
     }
 
@@ -330,8 +331,7 @@ mod tests {
     fn removing_a_policy_is_refused_to_agents_and_not_checked_for_people() {
         // Deleted, parked or unlabelled: nothing is in force after the change.
         let mut removal = policy_configmap("");
-        removal.config_data = None;
-        removal.config_after = None;
+        removal.detail = ChangeDetail::Config(None);
         removal
             .target
             .labels
@@ -351,12 +351,11 @@ mod tests {
         change.target.kind = TargetKind::ConfigMap(ConfigKind::Reflection);
         let labels = BTreeMap::from([(REFLECTION_LABEL.to_string(), "true".to_string())]);
         change.target.labels = labels.clone();
-        change.config_data = Some(BTreeMap::from([(
-            "checkout.yaml".to_string(),
-            REFLECTION.to_string(),
-        )]));
-        change.config_after = Some(ConfigKind::Reflection);
-        change.annotations = Some(BTreeMap::from([(
+        change.detail = ChangeDetail::Config(Some(ConfigInForce {
+            kind: ConfigKind::Reflection,
+            data: BTreeMap::from([("checkout.yaml".to_string(), REFLECTION.to_string())]),
+        }));
+        change.annotations.after = Some(BTreeMap::from([(
             WRITTEN_BY.to_string(),
             username.to_string(),
         )]));
@@ -365,7 +364,8 @@ mod tests {
                 labels,
                 pod_labels: BTreeMap::new(),
             });
-            change.old_annotations = BTreeMap::from([(WRITTEN_BY.to_string(), author.to_string())]);
+            change.annotations.before =
+                BTreeMap::from([(WRITTEN_BY.to_string(), author.to_string())]);
         }
         change
     }
@@ -394,13 +394,12 @@ mod tests {
         );
         // Deleting it: nothing is in force after the change, and the author still holds.
         let mut delete = reflection_by(AGENT, Some(PERSON));
-        delete.config_after = None;
-        delete.config_data = None;
-        delete.annotations = None;
+        delete.detail = ChangeDetail::Config(None);
+        delete.annotations.after = None;
         only_finding(&judge(AGENTS_POLICY, &delete), Rule::ReflectionAuthor);
         // A reflection without a recorded author is not the agent's either.
         let mut unstamped = reflection_by(AGENT, Some(PERSON));
-        unstamped.old_annotations.clear();
+        unstamped.annotations.before.clear();
         assert!(
             only_finding(&judge(AGENTS_POLICY, &unstamped), Rule::ReflectionAuthor)
                 .headline
@@ -414,7 +413,7 @@ mod tests {
     #[test]
     fn the_author_stamp_cannot_be_written_for_someone_else() {
         let mut forged = reflection_by(AGENT, None);
-        forged.annotations = Some(BTreeMap::from([(
+        forged.annotations.after = Some(BTreeMap::from([(
             WRITTEN_BY.to_string(),
             PERSON.to_string(),
         )]));

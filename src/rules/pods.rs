@@ -61,7 +61,7 @@ pub(super) fn check(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Fi
 /// labels the policy's selector picks, serves the governed workloads' traffic outside
 /// the policy as surely as a bare Pod does: for agents it is a pod route too.
 pub(super) fn check_unlisted_kind(change: &Change, policies: &PolicySet) -> Vec<Finding> {
-    let Some(kind) = change.target.workload_kind else {
+    let Some(kind) = change.target.workload_kind() else {
         return Vec::new();
     };
     if change.class == ChangeClass::Delete {
@@ -121,7 +121,7 @@ pub(super) fn check_unlisted_kind(change: &Change, policies: &PolicySet) -> Vec<
 fn check_service(change: &Change, policies: &PolicySet) -> (ActorKind, Vec<Finding>) {
     let mut actor = classify_actor(&change.requester, None);
     let mut findings: Vec<Finding> = Vec::new();
-    for served in &change.served_workloads {
+    for served in change.served_workloads() {
         for (policy, _) in policies.matching(served) {
             if classify_actor(&change.requester, Some(&policy.spec)) != ActorKind::Agent {
                 continue;
@@ -183,7 +183,7 @@ fn reason(
     policies: &PolicySet,
 ) -> Option<String> {
     let target = &change.target;
-    if change.scale_subresource {
+    if change.is_scale_subresource() {
         return Some(format!(
             "agents may not scale {}s in namespace {}, which policy {} governs",
             kind.as_str(),
@@ -276,21 +276,20 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::admission::{LabelState, OwnerReference, Target};
+    use crate::admission::{ChangeDetail, LabelState, OwnerReference, Target};
     use crate::rules::testing::*;
 
     const POLICY: &str = "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"]}";
 
     fn pod_by(username: &str, labels: &[(&str, &str)]) -> Change {
         let mut change = create_by(username, 1);
-        change.replicas = None;
+        change.detail = ChangeDetail::Object { replicas: None };
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         change.target = Target::new(
             TargetKind::PodMaker(PodMakerKind::Pod),
-            None,
             "payments",
             "intruder",
             labels.clone(),
@@ -349,14 +348,8 @@ mod tests {
     fn service_by(username: &str, class: ChangeClass, before: &str, after: &str) -> Change {
         let mut change = create_by(username, 1);
         change.class = class;
-        change.replicas = None;
-        change.target = Target::new(
-            TargetKind::Service,
-            None,
-            "payments",
-            "checkout",
-            BTreeMap::new(),
-        );
+        change.detail = ChangeDetail::Object { replicas: None };
+        change.target = Target::new(TargetKind::Service, "payments", "checkout", BTreeMap::new());
         change.target.pod_labels = BTreeMap::from([("app".into(), after.into())]);
         change.target.before = Some(LabelState {
             labels: BTreeMap::new(),
@@ -364,13 +357,14 @@ mod tests {
         });
         let mut served = Target::new(
             TargetKind::Workload(WorkloadKind::Deployment),
-            Some(WorkloadKind::Deployment),
             "payments",
             "checkout",
             BTreeMap::from([("app".into(), "checkout".into())]),
         );
         served.pod_labels = BTreeMap::from([("app".into(), "checkout".into())]);
-        change.served_workloads = vec![served];
+        change.detail = ChangeDetail::Service {
+            served_workloads: vec![served],
+        };
         change
     }
 
@@ -422,7 +416,6 @@ mod tests {
         let mut change = create_by(AGENT, 50);
         change.target = Target::new(
             TargetKind::Workload(WorkloadKind::StatefulSet),
-            Some(WorkloadKind::StatefulSet),
             "payments",
             "checkout-sts",
             BTreeMap::from([("app".into(), "sts".into())]),
@@ -460,7 +453,6 @@ mod tests {
         let mut scale = scale_by(AGENT, Some(3), 30);
         scale.target = Target::new(
             TargetKind::PodMaker(PodMakerKind::ReplicaSet),
-            None,
             "payments",
             "anything-7c9",
             BTreeMap::new(),

@@ -19,7 +19,7 @@ pub(super) fn clamp(input: &RuleInput<'_>) -> Option<super::Clamp> {
         return None;
     }
     let max = scaling.max_replicas?;
-    let replicas = input.change.replicas?;
+    let replicas = input.change.replicas()?;
     above_cap(replicas, max).then(|| super::Clamp {
         requested: replicas.new,
         cap: max,
@@ -38,7 +38,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
     let policy = &input.policy.id;
     let mut findings = Vec::new();
 
-    if let Some(replicas) = input.change.replicas {
+    if let Some(replicas) = input.change.replicas() {
         let (old, new) = (replicas.old, replicas.new);
         if let Some(max) = scaling.max_replicas
             && above_cap(replicas, max)
@@ -89,7 +89,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Vec<Finding> {
         }
     }
 
-    if let Some(hpa) = input.change.hpa {
+    if let Some(hpa) = input.change.hpa_bounds() {
         if let Some(max) = scaling.max_replicas
             && hpa.max > max
             && hpa.old_max.is_none_or(|old| hpa.max > old)

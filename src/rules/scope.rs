@@ -264,7 +264,7 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
     let action = input.agent_context.action?;
     let mut problems = Vec::new();
     let scaled = ["spec.replicas".to_string()];
-    let paths: &[String] = if change.scale_subresource {
+    let paths: &[String] = if change.is_scale_subresource() {
         &scaled
     } else {
         input.spec_diff.paths()?
@@ -321,7 +321,12 @@ pub(super) fn check(input: &RuleInput<'_>) -> Option<Finding> {
                 ));
             }
         }
-        if let Some(named) = change.annotations.as_ref().and_then(|a| a.get(CONTAINER)) {
+        if let Some(named) = change
+            .annotations
+            .after
+            .as_ref()
+            .and_then(|a| a.get(CONTAINER))
+        {
             let mut touched: Vec<String> = paths
                 .iter()
                 .filter_map(|p| container_of(p))
@@ -549,6 +554,7 @@ mod tests {
         });
         change
             .annotations
+            .after
             .as_mut()
             .unwrap()
             .insert("slo-guard.io/container".into(), "checkout".into());

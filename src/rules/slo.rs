@@ -30,7 +30,7 @@ pub(super) fn gate(change: &Change, spec: &PolicySpec, actor: ActorKind) -> Opti
         ChangeClass::Create if spec.slo.as_ref().is_some_and(|slo| slo.gate_create) => {
             Some(GateScope::Full)
         }
-        ChangeClass::Scale => match change.replicas {
+        ChangeClass::Scale => match change.replicas() {
             // A scale-up never waits for the SLO: it is what a spike needs.
             Some(ReplicaChange {
                 old: Some(old),
@@ -336,7 +336,7 @@ fn describe_scale_down(change: &Change, scope: GateScope) -> Option<String> {
     if scope != GateScope::ScaleDown {
         return None;
     }
-    Some(match change.replicas {
+    Some(match change.replicas() {
         Some(ReplicaChange {
             old: Some(old),
             new,
@@ -637,7 +637,7 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
     #[test]
     fn a_persons_approval_lifts_the_agent_floor_but_not_the_floor_for_everyone() {
         let mut approved = agent_rollout();
-        approved.old_annotations = [
+        approved.annotations.before = [
             (
                 "slo-guard.io/approve",
                 format!(
@@ -654,9 +654,10 @@ prometheus: {onError: deny-agents, timeout: 2s, maxStaleness: 2m}
         .collect();
         approved
             .annotations
+            .after
             .as_mut()
             .unwrap()
-            .extend(approved.old_annotations.clone());
+            .extend(approved.annotations.before.clone());
         let low = Figures {
             budget: 0.042,
             ..HEALTHY

@@ -6,7 +6,8 @@ use chrono::{TimeZone, Utc};
 
 use super::{Decision, DecisionContext, Finding, Rule, assess_and_decide};
 use crate::admission::{
-    Change, ChangeClass, HpaBounds, ReplicaChange, Requester, Target, TargetKind, WorkloadKind,
+    AnnotationState, Change, ChangeClass, ChangeDetail, HpaBounds, ReplicaChange, Requester,
+    Target, TargetKind, WorkloadKind,
 };
 use crate::policy::{Policy, PolicyRef, parse_policy};
 use crate::slo::Observations;
@@ -151,7 +152,6 @@ fn change(username: &str, class: ChangeClass) -> Change {
         class,
         target: Target::new(
             TargetKind::Workload(WorkloadKind::Deployment),
-            Some(WorkloadKind::Deployment),
             "payments",
             "checkout",
             BTreeMap::from([("app".to_string(), "checkout".to_string())]),
@@ -162,18 +162,14 @@ fn change(username: &str, class: ChangeClass) -> Change {
             field_manager: None,
         },
         dry_run: false,
-        replicas: None,
-        hpa: None,
-        annotations: Some(BTreeMap::new()),
-        old_annotations: BTreeMap::new(),
-        config_data: None,
-        config_after: None,
-        retargeted_from: None,
-        served_workloads: Vec::new(),
-        scale_subresource: false,
+        detail: ChangeDetail::Object { replicas: None },
+        annotations: AnnotationState {
+            after: Some(BTreeMap::new()),
+            before: BTreeMap::new(),
+            map_present: true,
+        },
         object_name: "checkout".into(),
         object_uid: None,
-        annotations_map_present: true,
         object: None,
         old_object: None,
     }
@@ -192,38 +188,43 @@ pub fn rollout_by(username: &str) -> Change {
 
 pub fn create_by(username: &str, replicas: u32) -> Change {
     Change {
-        replicas: Some(ReplicaChange {
-            old: None,
-            new: replicas,
-        }),
+        detail: ChangeDetail::Object {
+            replicas: Some(ReplicaChange {
+                old: None,
+                new: replicas,
+            }),
+        },
         ..change(username, ChangeClass::Create)
     }
 }
 
 pub fn scale_by(username: &str, old: Option<u32>, new: u32) -> Change {
     Change {
-        replicas: Some(ReplicaChange { old, new }),
-        scale_subresource: true,
+        detail: ChangeDetail::ScaleSubresource(ReplicaChange { old, new }),
         ..change(username, ChangeClass::Scale)
     }
 }
 
 pub fn delete_by(username: &str) -> Change {
-    Change {
-        annotations: None,
-        ..change(username, ChangeClass::Delete)
-    }
+    let mut change = change(username, ChangeClass::Delete);
+    change.annotations.after = None;
+    change
 }
 
 pub fn hpa_by(username: &str, min: u32, max: u32, old_max: Option<u32>) -> Change {
     let mut change = change(username, ChangeClass::Autoscaling);
-    change.target.kind = TargetKind::HorizontalPodAutoscaler;
-    change.hpa = Some(HpaBounds {
-        min,
-        max,
-        old_min: old_max.map(|_| 2),
-        old_max,
-    });
+    change.target.kind = TargetKind::HorizontalPodAutoscaler {
+        scales: Some(WorkloadKind::Deployment),
+    };
+    change.detail = ChangeDetail::Autoscaler {
+        bounds: Some(HpaBounds {
+            min,
+            max,
+            old_min: old_max.map(|_| 2),
+            old_max,
+        }),
+        retargeted_from: None,
+    };
     change
 }
 
@@ -233,7 +234,7 @@ pub trait WithAnnotations {
 
 impl WithAnnotations for Change {
     fn with_annotations(mut self, annotations: &BTreeMap<String, String>) -> Self {
-        self.annotations = Some(annotations.clone());
+        self.annotations.after = Some(annotations.clone());
         self
     }
 }

@@ -111,7 +111,6 @@ mod tests {
     fn target(name: &str) -> Target {
         Target {
             kind: TargetKind::Workload(WorkloadKind::Deployment),
-            workload_kind: Some(WorkloadKind::Deployment),
             namespace: "shop".into(),
             name: name.into(),
             labels: Default::default(),

@@ -83,7 +83,7 @@ impl PolicySet {
         target: &'a Target,
     ) -> impl Iterator<Item = (&'a Policy, MatchBasis)> + 'a {
         self.policies.iter().filter_map(move |policy| {
-            let kind = target.workload_kind?;
+            let kind = target.workload_kind()?;
             if !policy.spec.matcher.kinds.contains(&kind) {
                 return None;
             }

@@ -23,7 +23,7 @@ fn rule_matches(
         return false;
     }
     if let Some(step) = rule.min_step {
-        let Some(replicas) = change.replicas else {
+        let Some(replicas) = change.replicas() else {
             return false;
         };
         let Some(old) = replicas.old else {

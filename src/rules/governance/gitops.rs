@@ -18,15 +18,19 @@ pub(in crate::rules) fn check_gitops(input: &RuleInput<'_>) -> Option<Finding> {
             input.change.class,
             ChangeClass::Metadata | ChangeClass::Config
         )
-        || input.change.target.kind == TargetKind::HorizontalPodAutoscaler
+        || matches!(
+            input.change.target.kind,
+            TargetKind::HorizontalPodAutoscaler { .. }
+        )
     {
         return None;
     }
     let annotations = input
         .change
         .annotations
+        .after
         .as_ref()
-        .unwrap_or(&input.change.old_annotations);
+        .unwrap_or(&input.change.annotations.before);
     let (marker, tool) = GITOPS_MARKERS.iter().find(|(key, _)| {
         annotations.contains_key(*key) || input.change.target.labels.contains_key(*key)
     })?;

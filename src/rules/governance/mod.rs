@@ -48,7 +48,7 @@ pub(super) fn kubectl_resource(input: &RuleInput<'_>) -> String {
     let kind = input
         .change
         .target
-        .workload_kind
+        .workload_kind()
         .map_or("deployment", |k| match k {
             crate::admission::WorkloadKind::Deployment => "deployment",
             crate::admission::WorkloadKind::StatefulSet => "statefulset",
@@ -74,8 +74,8 @@ fn written_keys<'a>(
     if !carries_annotations(input) {
         return None;
     }
-    let new = input.change.annotations.as_ref()?;
-    let old = &input.change.old_annotations;
+    let new = input.change.annotations.after.as_ref()?;
+    let old = &input.change.annotations.before;
     let changed: Vec<&str> = keys
         .into_iter()
         .filter(|key| new.get(*key) != old.get(*key))
@@ -135,9 +135,9 @@ fn stamped_by_person(username: &str, policy: &crate::policy::PolicySpec) -> bool
 }
 
 pub(super) fn carries_annotations(input: &RuleInput<'_>) -> bool {
-    !input.change.scale_subresource
+    !input.change.is_scale_subresource()
         && input.change.class != ChangeClass::Delete
-        && input.change.annotations.is_some()
+        && input.change.annotations.after.is_some()
 }
 
 /// The annotations a workload carries as stored (an approval, the cooldown stamp): for an
@@ -147,11 +147,11 @@ pub(super) fn carries_annotations(input: &RuleInput<'_>) -> bool {
 pub(super) fn stored_annotations<'a>(
     input: &RuleInput<'a>,
 ) -> Option<&'a BTreeMap<String, String>> {
-    if input.change.scale_subresource {
-        input.change.annotations.as_ref()
+    if input.change.is_scale_subresource() {
+        input.change.annotations.after.as_ref()
     } else {
         // Empty for a create: nothing is stored yet.
-        Some(&input.change.old_annotations)
+        Some(&input.change.annotations.before)
     }
 }
 

@@ -30,10 +30,10 @@ fn agent_rollout_with_stored(mut stored: BTreeMap<String, String>) -> crate::adm
     {
         *approval = format!("{approval}@{}", change.content_digest());
     }
-    change.old_annotations = stored.clone();
+    change.annotations.before = stored.clone();
     let mut annotations = full_context();
     annotations.extend(stored);
-    change.annotations = Some(annotations);
+    change.annotations.after = Some(annotations);
     change
 }
 
@@ -70,7 +70,7 @@ fn an_approval_approves_one_content_and_names_it() {
         &format!("{DECISION}@{digest}"),
     );
     let mut other = with_image(agent_rollout_with_stored(stored.clone()), "checkout:6.6.6");
-    other.old_annotations = stored.clone();
+    other.annotations.before = stored.clone();
     let finding = only_finding(&judge(APPROVAL_POLICY, &other), Rule::Approval).clone();
     assert!(
         finding.headline.contains(&format!(
@@ -81,13 +81,13 @@ fn an_approval_approves_one_content_and_names_it() {
         finding.headline
     );
     let mut same = with_image(agent_rollout_with_stored(stored.clone()), "checkout:1.4.1");
-    same.old_annotations = stored;
+    same.annotations.before = stored;
     assert!(judge(APPROVAL_POLICY, &same).findings.is_empty());
     // An approval that names no change approves none.
     let mut bare = same.clone();
     for annotations in [
-        &mut bare.old_annotations,
-        bare.annotations.as_mut().expect("set"),
+        &mut bare.annotations.before,
+        bare.annotations.after.as_mut().expect("set"),
     ] {
         annotations.insert(APPROVE.to_string(), DECISION.to_string());
     }
@@ -117,7 +117,7 @@ fn an_approval_admits_one_change_once_and_its_retry() {
     let first = judge_with_ledger(APPROVAL_POLICY, &change, &empty);
     assert!(first.allowed(), "{:?}", first.findings);
     let record = first.record.expect("the spent approval is recorded");
-    let approval = change.old_annotations[APPROVE].clone();
+    let approval = change.annotations.before[APPROVE].clone();
     assert!(record.spent(&approval).is_some());
     // The same change again (a retry, or the apiserver after a conflict) passes and
     // needs no new record.
@@ -220,7 +220,7 @@ fn agents_cannot_write_approval_keys_at_all() {
     // A metadata-only approval attempt, as `kubectl annotate --as <agent>` sends it.
     let mut change = rollout_by(AGENT);
     change.class = ChangeClass::Metadata;
-    change.annotations = Some(BTreeMap::from([(
+    change.annotations.after = Some(BTreeMap::from([(
         APPROVE.to_string(),
         DECISION.to_string(),
     )]));
@@ -236,10 +236,10 @@ fn a_persons_approval_must_carry_slo_guards_stamp() {
     let mut change = rollout_by(PERSON);
     change.class = ChangeClass::Metadata;
     // What the mutating webhook produces: approved-by is the requester, at now.
-    change.annotations = Some(approved(PERSON, "2026-11-18T10:00:00Z", DECISION));
+    change.annotations.after = Some(approved(PERSON, "2026-11-18T10:00:00Z", DECISION));
     assert!(judge(APPROVAL_POLICY, &change).findings.is_empty());
     // Written by hand for someone else, or backdated: refused.
-    change.annotations = Some(approved(
+    change.annotations.after = Some(approved(
         "bob@example.com",
         "2026-11-18T10:00:00Z",
         DECISION,
@@ -248,7 +248,7 @@ fn a_persons_approval_must_carry_slo_guards_stamp() {
         only_finding(&judge(APPROVAL_POLICY, &change), Rule::SelfApproval).rule,
         Rule::SelfApproval
     );
-    change.annotations = Some(approved(PERSON, "2026-11-01T10:00:00Z", DECISION));
+    change.annotations.after = Some(approved(PERSON, "2026-11-01T10:00:00Z", DECISION));
     assert_eq!(
         only_finding(&judge(APPROVAL_POLICY, &change), Rule::SelfApproval).rule,
         Rule::SelfApproval
@@ -325,7 +325,7 @@ fn the_ledger_holds_the_cooldown_for_other_changes_but_not_for_a_retry() {
 fn cooldown_holds_until_it_has_passed() {
     let policy = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], requireAnnotations: []}\nscaling: {cooldown: 5m}";
     let mut change = scale_by(AGENT, Some(3), 4);
-    change.annotations = Some(BTreeMap::from([(
+    change.annotations.after = Some(BTreeMap::from([(
         LAST_AGENT_CHANGE.to_string(),
         "2026-11-18T09:57:00Z".to_string(),
     )]));
@@ -336,7 +336,7 @@ fn cooldown_holds_until_it_has_passed() {
         "scale of Deployment payments/checkout blocked: the last agent change was 3m00s ago (at 09:57:00Z), inside the 5m cooldown"
     );
     assert_eq!(finding.remedy, "Retry after 2026-11-18T10:02:00Z");
-    change.annotations = Some(BTreeMap::from([(
+    change.annotations.after = Some(BTreeMap::from([(
         LAST_AGENT_CHANGE.to_string(),
         "2026-11-18T09:55:00Z".to_string(),
     )]));
@@ -344,7 +344,7 @@ fn cooldown_holds_until_it_has_passed() {
     // People are not held by the agents' cooldown.
     let mut person = change.clone();
     person.requester.username = PERSON.into();
-    person.annotations = Some(BTreeMap::from([(
+    person.annotations.after = Some(BTreeMap::from([(
         LAST_AGENT_CHANGE.to_string(),
         "2026-11-18T09:59:00Z".to_string(),
     )]));

@@ -584,10 +584,10 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut change = rollout_by(AGENT);
-        change.old_annotations = stored.clone();
+        change.annotations.before = stored.clone();
         let mut annotations = full_context();
         annotations.extend(stored);
-        change.annotations = Some(annotations);
+        change.annotations.after = Some(annotations);
         change
     }
 
@@ -898,6 +898,7 @@ mod tests {
         let mut other = bound.clone();
         other
             .annotations
+            .after
             .as_mut()
             .unwrap()
             .insert("slo-guard.io/decision-id".into(), "another-decision".into());
@@ -920,8 +921,8 @@ mod tests {
         };
         let mut change = rollout_by(username);
         change.class = ChangeClass::Metadata;
-        change.old_annotations = to_map(stored);
-        change.annotations = Some(to_map(written));
+        change.annotations.before = to_map(stored);
+        change.annotations.after = Some(to_map(written));
         change
     }
 
@@ -966,6 +967,7 @@ mod tests {
         let mut create = create_by(AGENT, 2).with_annotations(&full_context());
         create
             .annotations
+            .after
             .as_mut()
             .unwrap()
             .insert(FREEZE_EXCEPTION.into(), value.into());
