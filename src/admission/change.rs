@@ -453,6 +453,9 @@ pub enum ChangeDetail {
     Object {
         /// `None` when the replicas stay, or the object has none.
         replicas: Option<ReplicaChange>,
+        /// Owners the object has after the change and did not have before: the garbage
+        /// collector deletes the object once any of them is gone.
+        new_owners: Vec<OwnerReference>,
     },
     /// A write to the `scale` subresource: its object is a Scale, not the workload.
     ScaleSubresource(ReplicaChange),
@@ -534,7 +537,7 @@ impl Change {
     #[must_use]
     pub fn replicas(&self) -> Option<ReplicaChange> {
         match &self.detail {
-            ChangeDetail::Object { replicas } => *replicas,
+            ChangeDetail::Object { replicas, .. } => *replicas,
             ChangeDetail::ScaleSubresource(replicas) => Some(*replicas),
             _ => None,
         }
@@ -544,7 +547,7 @@ impl Change {
     /// with another count.
     pub fn replicas_mut(&mut self) -> Option<&mut ReplicaChange> {
         match &mut self.detail {
-            ChangeDetail::Object { replicas } => replicas.as_mut(),
+            ChangeDetail::Object { replicas, .. } => replicas.as_mut(),
             ChangeDetail::ScaleSubresource(replicas) => Some(replicas),
             _ => None,
         }
@@ -589,6 +592,15 @@ impl Change {
     #[must_use]
     pub fn config_after(&self) -> Option<ConfigKind> {
         self.config_in_force().map(|config| config.kind)
+    }
+
+    /// For an object written whole: the owners it gains (see [`ChangeDetail::Object`]).
+    #[must_use]
+    pub fn new_owners(&self) -> &[OwnerReference] {
+        match &self.detail {
+            ChangeDetail::Object { new_owners, .. } => new_owners,
+            _ => &[],
+        }
     }
 
     /// For a Service: the workloads whose pods it selects, before or after.
@@ -851,6 +863,7 @@ impl<'a> Incoming<'a> {
         };
         let detail = ChangeDetail::Object {
             replicas: replica_change(self.object, self.old_object),
+            new_owners: new_owners(self.object, self.old_object),
         };
         Ok(Some(self.change(
             class,
@@ -1185,6 +1198,21 @@ fn object_class(
     }))
 }
 
+/// The owners `object` names that `old_object` did not (all of them for a create).
+fn new_owners(
+    object: Option<&ReviewObject>,
+    old_object: Option<&ReviewObject>,
+) -> Vec<OwnerReference> {
+    let before = old_object.map_or(&[][..], |o| &o.metadata.owner_references[..]);
+    object
+        .map(|o| &o.metadata.owner_references[..])
+        .unwrap_or_default()
+        .iter()
+        .filter(|owner| !before.contains(owner))
+        .cloned()
+        .collect()
+}
+
 /// `spec.replicas` before and after, when the change sets it to something new.
 fn replica_change(
     object: Option<&ReviewObject>,
@@ -1355,6 +1383,55 @@ mod tests {
         let body = review_body(resource, operation, object, old);
         let request = parse_review(body.to_string().as_bytes()).expect("a review");
         classify(request, &()).expect("classified").expect("judged")
+    }
+
+    #[test]
+    fn a_workload_write_names_the_owners_it_gains() {
+        let deployments = ("apps", "v1", "deployments");
+        let owner = |name: &str, uid: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid});
+        let object = |owners: Vec<Value>| {
+            serde_json::json!({
+                "metadata": {"name": "checkout", "namespace": "payments", "ownerReferences": owners},
+                "spec": {"replicas": 2, "template": {"spec": {"containers": []}}}
+            })
+        };
+        let names = |change: &Change| -> Vec<(String, String)> {
+            change
+                .new_owners()
+                .iter()
+                .map(|o| (o.name.clone(), o.uid.clone()))
+                .collect()
+        };
+        let created = review(
+            deployments,
+            "CREATE",
+            object(vec![owner("a", "1")]),
+            Value::Null,
+        );
+        assert_eq!(names(&created), vec![("a".into(), "1".into())]);
+        let kept = review(
+            deployments,
+            "UPDATE",
+            object(vec![owner("a", "1"), owner("b", "2")]),
+            object(vec![owner("a", "1")]),
+        );
+        assert_eq!(kept.class, ChangeClass::Metadata);
+        assert_eq!(names(&kept), vec![("b".into(), "2".into())]);
+        // The same name with another uid is another owner: the old one may be gone.
+        let swapped = review(
+            deployments,
+            "UPDATE",
+            object(vec![owner("a", "9")]),
+            object(vec![owner("a", "1")]),
+        );
+        assert_eq!(names(&swapped), vec![("a".into(), "9".into())]);
+        let dropped = review(
+            deployments,
+            "UPDATE",
+            object(vec![]),
+            object(vec![owner("a", "1")]),
+        );
+        assert!(dropped.new_owners().is_empty());
     }
 
     #[test]

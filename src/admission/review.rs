@@ -118,8 +118,8 @@ pub struct ObjectMetadata {
     /// `metadata.annotations`; `None` when the map is absent, which decides how a patch
     /// may add to it.
     pub annotations: Option<BTreeMap<String, String>>,
-    /// `ownerReferences`, read for Pods and ReplicaSets: an object that names a controller
-    /// as its owner belongs to that controller's workload.
+    /// `ownerReferences`: a Pod or ReplicaSet that names a controller as its owner belongs
+    /// to that controller's workload, and a workload given an owner is deleted with it.
     pub owner_references: Vec<OwnerReference>,
     /// How many fields the metadata had, read or skipped: 0 when it is absent or `{}`.
     pub field_count: usize,
@@ -134,6 +134,10 @@ pub struct OwnerReference {
     /// The owner's name, in the object's namespace.
     #[serde(default)]
     pub name: String,
+    /// The owner's uid: the garbage collector deletes the object when no object of that
+    /// uid exists, whatever its kind and name say.
+    #[serde(default)]
+    pub uid: String,
 }
 
 /// An object of a review: its metadata, and every other field except apiVersion and kind.

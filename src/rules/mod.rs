@@ -15,6 +15,7 @@ mod agent;
 mod assess;
 mod config;
 mod governance;
+mod handover;
 mod pods;
 mod scaling;
 mod scope;
@@ -95,6 +96,9 @@ pub enum Rule {
     ChangeRecord,
     /// A policy whose namespaces could not be put in the webhooks' scope.
     WebhookScope,
+    /// The deprecated rollback annotation, which makes the Deployment controller roll a
+    /// workload back as itself.
+    RollbackAnnotation,
 }
 
 impl Rule {
@@ -128,6 +132,7 @@ impl Rule {
             Rule::ReflectionAuthor => "reflection-author",
             Rule::ChangeRecord => "change-record",
             Rule::WebhookScope => "webhook-scope",
+            Rule::RollbackAnnotation => "rollback-annotation",
         }
     }
 }
@@ -585,6 +590,10 @@ fn judge_target(
             decision.findings.extend(scope::check_policy_scope(&input));
         }
         decision.findings.extend(agent::check_forbidden(&input));
+        decision.findings.extend(handover::check_new_owner(&input));
+        decision
+            .findings
+            .extend(handover::check_rollback_annotation(&input));
         decision.findings.extend(scaling::check(&input));
         if let Some(clamp) = scaling::clamp(&input) {
             // Several clamping policies: the lowest cap wins.

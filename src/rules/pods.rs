@@ -283,7 +283,10 @@ mod tests {
 
     fn pod_by(username: &str, labels: &[(&str, &str)]) -> Change {
         let mut change = create_by(username, 1);
-        change.detail = ChangeDetail::Object { replicas: None };
+        change.detail = ChangeDetail::Object {
+            replicas: None,
+            new_owners: Vec::new(),
+        };
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -348,7 +351,10 @@ mod tests {
     fn service_by(username: &str, class: ChangeClass, before: &str, after: &str) -> Change {
         let mut change = create_by(username, 1);
         change.class = class;
-        change.detail = ChangeDetail::Object { replicas: None };
+        change.detail = ChangeDetail::Object {
+            replicas: None,
+            new_owners: Vec::new(),
+        };
         change.target = Target::new(TargetKind::Service, "payments", "checkout", BTreeMap::new());
         change.target.pod_labels = BTreeMap::from([("app".into(), after.into())]);
         change.target.before = Some(LabelState {
@@ -441,6 +447,7 @@ mod tests {
         owned.target.owners = vec![OwnerReference {
             kind: "ReplicaSet".into(),
             name: "checkout-5d8f".into(),
+            uid: String::new(),
         }];
         assert!(
             only_finding(&judge(named, &owned), Rule::PodRoute)

@@ -146,7 +146,7 @@ pub fn full_context() -> BTreeMap<String, String> {
     .collect()
 }
 
-fn change(username: &str, class: ChangeClass) -> Change {
+pub fn change(username: &str, class: ChangeClass) -> Change {
     Change {
         uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
         class,
@@ -162,7 +162,10 @@ fn change(username: &str, class: ChangeClass) -> Change {
             field_manager: None,
         },
         dry_run: false,
-        detail: ChangeDetail::Object { replicas: None },
+        detail: ChangeDetail::Object {
+            replicas: None,
+            new_owners: Vec::new(),
+        },
         annotations: AnnotationState {
             after: Some(BTreeMap::new()),
             before: BTreeMap::new(),
@@ -193,6 +196,7 @@ pub fn create_by(username: &str, replicas: u32) -> Change {
                 old: None,
                 new: replicas,
             }),
+            new_owners: Vec::new(),
         },
         ..change(username, ChangeClass::Create)
     }

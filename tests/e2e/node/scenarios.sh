@@ -219,6 +219,33 @@ EOF
     [ "$(kubectl get pods -n payments -l app=checkout --field-selector status.phase=Running -o json | jq "[.items[] | select(.spec.containers[0].env[0].value == \"2\")] | length")" = 5 ]' _ "$rs_before"
   check "2. the admitted rollout carries the mutating webhook's stamp" bash -c \
     "kubectl get deploy checkout -n payments -o jsonpath='{.metadata.annotations}' | grep -q 'slo-guard.io/verdict'"
+
+  # Two ways an agent could make a controller do what it may not do itself.
+  # 1. The Deployment controller still honours the deprecated rollback
+  #    annotation in apps/v1: it puts an old pod template back (a rollout),
+  #    writing as itself, past every rollout rule. Refused for anyone.
+  out="$(k annotate deploy/checkout -n payments deprecated.deployment.rollback.to=1 --as "$AGENT" || true)"
+  check "2. an agent's rollback through deprecated.deployment.rollback.to is refused (rollback-annotation)" denied_with "$out" \
+    '[payments/checkout:rollback-annotation] metadata of Deployment payments/checkout blocked: the annotation deprecated.deployment.rollback.to=1 would make the Deployment controller put revision 1'"'"'s pod template back' \
+    'kubectl rollout undo deployment/checkout -n payments --to-revision=1'
+  sleep 5
+  check "2. ... and the controller rolled nothing back: the template still has RELEASE=2" bash -c '
+    [ "$(kubectl get deploy checkout -n payments -o jsonpath="{.spec.template.spec.containers[0].env[0].value}")" = 2 ]'
+  # 2. The garbage collector deletes an object whose owner is gone. An agent
+  #    that may not delete the Deployment (agents.forbidden: [delete]) must not
+  #    give it an owner it can delete.
+  k create configmap handle -n payments --as "$AGENT" >/dev/null || true
+  local handle_uid
+  handle_uid="$(kubectl get configmap handle -n payments -o jsonpath='{.metadata.uid}')"
+  out="$(k patch deploy/checkout -n payments --type merge --as "$AGENT" \
+    -p "{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"handle\",\"uid\":\"$handle_uid\"}]}}" || true)"
+  check "2. an agent cannot give a governed Deployment an owner (forbidden-action: delete)" denied_with "$out" \
+    '[payments/checkout:forbidden-action]' 'ownerReferences'
+  k delete configmap handle -n payments --as "$AGENT" >/dev/null || true
+  sleep 5
+  check "2. ... and the garbage collector deleted nothing: checkout still exists" \
+    kubectl get deploy checkout -n payments
+
   local denied
   denied="$(sum_over_pods slo_guard_decisions_total 'verdict="denied"')"
   check "2. the denials are counted in /metrics (slo_guard_decisions_total, verdict denied: $denied over both pods)" \
