@@ -381,11 +381,21 @@ pub struct WorkloadSnapshot {
     pub replicas: Option<u32>,
 }
 
+/// A workload as the cache is asked for it: its kind, namespace and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadKey<'a> {
+    /// Deployment or StatefulSet.
+    pub kind: WorkloadKind,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+}
+
 /// Read access to the workload watch cache. Implementations must not do I/O per call.
 pub trait WorkloadLookup: Send + Sync {
-    /// The workload `kind` `namespace/name`, if the cache holds it.
-    fn workload(&self, kind: WorkloadKind, namespace: &str, name: &str)
-    -> Option<WorkloadSnapshot>;
+    /// The workload `key` names, if the cache holds it.
+    fn workload(&self, key: WorkloadKey<'_>) -> Option<WorkloadSnapshot>;
 
     /// Every workload the cache holds in `namespace`, for a Service change, which is
     /// judged for the workloads whose pods it selects.
@@ -393,7 +403,7 @@ pub trait WorkloadLookup: Send + Sync {
 }
 
 impl WorkloadLookup for () {
-    fn workload(&self, _: WorkloadKind, _: &str, _: &str) -> Option<WorkloadSnapshot> {
+    fn workload(&self, _: WorkloadKey<'_>) -> Option<WorkloadSnapshot> {
         None
     }
 
@@ -403,13 +413,8 @@ impl WorkloadLookup for () {
 }
 
 impl WorkloadLookup for BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot> {
-    fn workload(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-    ) -> Option<WorkloadSnapshot> {
-        self.get(&(kind, namespace.to_string(), name.to_string()))
+    fn workload(&self, key: WorkloadKey<'_>) -> Option<WorkloadSnapshot> {
+        self.get(&(key.kind, key.namespace.to_string(), key.name.to_string()))
             .cloned()
     }
 
@@ -913,7 +918,11 @@ fn classify_workload_scale(
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
     let name = incoming.request.name.as_str();
-    let parent = workloads.workload(kind, incoming.namespace, name);
+    let parent = workloads.workload(WorkloadKey {
+        kind,
+        namespace: incoming.namespace,
+        name,
+    });
     let new = scale_replicas(incoming.object).ok_or_else(no_scale_replicas)?;
     let old =
         scale_replicas(incoming.old_object).or_else(|| parent.as_ref().and_then(|p| p.replicas));
@@ -1247,7 +1256,13 @@ fn hpa_target(
     namespace: &str,
     workloads: &dyn WorkloadLookup,
 ) -> Target {
-    let parent = kind.and_then(|kind| workloads.workload(kind, namespace, name));
+    let parent = kind.and_then(|kind| {
+        workloads.workload(WorkloadKey {
+            kind,
+            namespace,
+            name,
+        })
+    });
     let mut target = Target::new(
         TargetKind::HorizontalPodAutoscaler { scales: kind },
         namespace,

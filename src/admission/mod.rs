@@ -8,7 +8,7 @@ mod review;
 pub use change::{
     ActorKind, AnnotationState, Change, ChangeClass, ChangeDetail, ConfigInForce, ConfigKind,
     HpaBounds, LabelState, POLICY_LABEL, PodMakerKind, REFLECTION_LABEL, ReplicaChange, Requester,
-    Target, TargetKind, WorkloadKind, WorkloadLookup, WorkloadSnapshot, classify,
+    Target, TargetKind, WorkloadKey, WorkloadKind, WorkloadLookup, WorkloadSnapshot, classify,
 };
 pub use response::{ReviewResponse, ReviewStatus};
 pub use review::{

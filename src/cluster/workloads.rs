@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use serde::Deserialize;
 
 use super::watch::{WatchSink, follow};
-use crate::admission::{WorkloadKind, WorkloadLookup, WorkloadSnapshot};
+use crate::admission::{WorkloadKey, WorkloadKind, WorkloadLookup, WorkloadSnapshot};
 
 /// Workload labels, pod template labels, annotations and replicas from watches, so a
 /// scale request is matched and judged by its parent's decision context without an API
@@ -287,13 +287,9 @@ fn write(shelf: &RwLock<Shelf>) -> std::sync::RwLockWriteGuard<'_, Shelf> {
 }
 
 impl WorkloadLookup for WorkloadCache {
-    fn workload(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-    ) -> Option<WorkloadSnapshot> {
-        self.cached(kind, namespace, name).map(|w| w.snapshot())
+    fn workload(&self, key: WorkloadKey<'_>) -> Option<WorkloadSnapshot> {
+        self.cached(key.kind, key.namespace, key.name)
+            .map(|w| w.snapshot())
     }
 
     fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::admission::{AdmissionError, WorkloadKind};
+use crate::admission::{AdmissionError, WorkloadKey, WorkloadKind};
 use crate::cli::request::{RequestError, Requester};
 use crate::guard::{Guard, PreflightJudgement};
 
@@ -193,9 +193,11 @@ pub fn prepare(
         _ => None,
     }
     .and_then(|kind| {
-        guard
-            .workloads
-            .workload(kind, &request.workload.namespace, &request.workload.name)
+        guard.workloads.workload(WorkloadKey {
+            kind,
+            namespace: &request.workload.namespace,
+            name: &request.workload.name,
+        })
     })
     .and_then(|snapshot| snapshot.replicas);
     let reviews = request.reviews(requester, current, cached_replicas, now)?;
