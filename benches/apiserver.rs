@@ -916,7 +916,8 @@ impl Bench {
     }
 
     /// Waits until slo-guard has scoped the freshly applied webhook configurations to the
-    /// governed namespace (its reconciliation runs every second here).
+    /// governed namespace and taken the scale rule out of the mutating one (its
+    /// reconciliation runs every second here).
     fn wait_scoped(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -927,7 +928,18 @@ impl Bench {
                 "-o",
                 "jsonpath={.webhooks[0].namespaceSelector.matchExpressions[?(@.operator==\"In\")].values}",
             ]);
-            if text(&output.stdout).contains("bench-governed") {
+            // The mutating configuration is written right after: scoped too, and without
+            // its scale rule, since the bench's policy does not clamp.
+            let mutating = self.cluster.kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "slo-guard-local",
+                "-o",
+                "jsonpath={.webhooks[?(@.name==\"mutate.slo-guard.io\")].rules[*].resources}",
+            ]);
+            if text(&output.stdout).contains("bench-governed")
+                && !text(&mutating.stdout).contains("/scale")
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
