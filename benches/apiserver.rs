@@ -70,7 +70,8 @@
 //! it, and the other API requests it served per benchmark request (those the admission
 //! server under test made while judging, plus background work such as lease renewals);
 //! slo-guard's `/metrics` gives its own time per review. With `--apiserver-profile DIR`
-//! the apiserver's CPU profile over each measured slice is saved there
+//! (and `SLO_GUARD_E2E_APISERVER_PROFILING=true`, which turns the apiserver's profiling
+//! on) the apiserver's CPU profile over each measured slice is saved there
 //! (`<setup>-<namespace>-<workload>-c<n>-r<round>.pprof`; read with `go tool pprof -top`). The tables go to stdout
 //! (and to `--out FILE`): one row per cell with avg, p95 and p99 latency and throughput,
 //! then the throughput ratios against `none` and against `vap`.
@@ -246,6 +247,13 @@ impl Options {
         }
         if o.concurrency.is_empty() || o.concurrency.iter().any(|&c| c == 0 || c > 1000) {
             die("--concurrency: a comma-separated list of levels in 1..=1000");
+        }
+        if o.apiserver_profile.is_some()
+            && std::env::var("SLO_GUARD_E2E_APISERVER_PROFILING").as_deref() != Ok("true")
+        {
+            die(
+                "--apiserver-profile needs SLO_GUARD_E2E_APISERVER_PROFILING=true in the environment (tests/e2e/cluster.sh then starts the apiserver with --profiling)",
+            );
         }
         o.setups.sort();
         o.setups.dedup();

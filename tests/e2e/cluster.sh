@@ -20,6 +20,7 @@
 #   SLO_GUARD_E2E_BIN    use binaries from this dir instead of running build-tools.sh
 #   SLO_GUARD_E2E_ETCD   use this etcd binary instead of the one in the bin dir
 #   SLO_GUARD_E2E_READY_TIMEOUT  seconds to wait for /readyz (default 180)
+#   SLO_GUARD_E2E_APISERVER_PROFILING  true: the apiserver serves /debug/pprof (off by default)
 #
 # `up` prints only the env lines on stdout (progress goes to stderr), so
 # `eval "$(cluster.sh up)"` works.
@@ -238,7 +239,7 @@ EOF
     --service-cluster-ip-range 10.0.0.0/24 \
     --endpoint-reconciler-type none \
     --allow-privileged=true \
-    --profiling=false \
+    --profiling="${SLO_GUARD_E2E_APISERVER_PROFILING:-false}" \
     --v 1 \
     </dev/null >"$LOGS/kube-apiserver.log" 2>&1 &
   echo $! > "$PIDS/kube-apiserver.pid"
