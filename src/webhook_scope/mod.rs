@@ -82,16 +82,6 @@ impl Governed {
         Governed::Namespaces(names)
     }
 
-    /// The namespaces every policy of `policies` governs, together.
-    pub fn of_set(policies: &PolicySet) -> Self {
-        policies
-            .policies
-            .iter()
-            .fold(Governed::none(), |governed, policy| {
-                governed.union(Governed::of_policy(policy, &policies.guard_namespace))
-            })
-    }
-
     /// Both together (all, if either is).
     pub fn union(self, other: Governed) -> Self {
         match (self, other) {
