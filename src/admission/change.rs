@@ -458,9 +458,6 @@ pub enum ChangeDetail {
     Object {
         /// `None` when the replicas stay, or the object has none.
         replicas: Option<ReplicaChange>,
-        /// Owners the object has after the change and did not have before: the garbage
-        /// collector deletes the object once any of them is gone.
-        new_owners: Vec<OwnerReference>,
     },
     /// A write to the `scale` subresource: its object is a Scale, not the workload.
     ScaleSubresource(ReplicaChange),
@@ -504,6 +501,10 @@ pub struct Change {
     pub detail: ChangeDetail,
     /// The annotations before and after the change.
     pub annotations: AnnotationState,
+    /// Owners the written object has after the change and did not have before (none for
+    /// a subresource, whose metadata is not stored): the garbage collector deletes the
+    /// object once any of them is gone.
+    pub new_owners: Vec<OwnerReference>,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
     /// itself, while `target` is the workload it scales. Events about the request go here.
     pub object_name: String,
@@ -542,7 +543,7 @@ impl Change {
     #[must_use]
     pub fn replicas(&self) -> Option<ReplicaChange> {
         match &self.detail {
-            ChangeDetail::Object { replicas, .. } => *replicas,
+            ChangeDetail::Object { replicas } => *replicas,
             ChangeDetail::ScaleSubresource(replicas) => Some(*replicas),
             _ => None,
         }
@@ -552,7 +553,7 @@ impl Change {
     /// with another count.
     pub fn replicas_mut(&mut self) -> Option<&mut ReplicaChange> {
         match &mut self.detail {
-            ChangeDetail::Object { replicas, .. } => replicas.as_mut(),
+            ChangeDetail::Object { replicas } => replicas.as_mut(),
             ChangeDetail::ScaleSubresource(replicas) => Some(replicas),
             _ => None,
         }
@@ -597,15 +598,6 @@ impl Change {
     #[must_use]
     pub fn config_after(&self) -> Option<ConfigKind> {
         self.config_in_force().map(|config| config.kind)
-    }
-
-    /// For an object written whole: the owners it gains (see [`ChangeDetail::Object`]).
-    #[must_use]
-    pub fn new_owners(&self) -> &[OwnerReference] {
-        match &self.detail {
-            ChangeDetail::Object { new_owners, .. } => new_owners,
-            _ => &[],
-        }
     }
 
     /// For a Service: the workloads whose pods it selects, before or after.
@@ -849,6 +841,10 @@ impl<'a> Incoming<'a> {
                     .object
                     .is_some_and(|o| o.metadata.annotations.is_some()),
             },
+            new_owners: match request.sub_resource {
+                Some(_) => Vec::new(),
+                None => new_owners(self.object, self.old_object),
+            },
             object_name: self.object_name.clone(),
             object_uid: self
                 .object
@@ -868,7 +864,6 @@ impl<'a> Incoming<'a> {
         };
         let detail = ChangeDetail::Object {
             replicas: replica_change(self.object, self.old_object),
-            new_owners: new_owners(self.object, self.old_object),
         };
         Ok(Some(self.change(
             class,
@@ -1412,7 +1407,7 @@ mod tests {
         };
         let names = |change: &Change| -> Vec<(String, String)> {
             change
-                .new_owners()
+                .new_owners
                 .iter()
                 .map(|o| (o.name.clone(), o.uid.clone()))
                 .collect()
@@ -1446,7 +1441,29 @@ mod tests {
             object(vec![]),
             object(vec![owner("a", "1")]),
         );
-        assert!(dropped.new_owners().is_empty());
+        assert!(dropped.new_owners.is_empty());
+        // An HPA's owners are its own; a Scale's metadata is not stored, so it adds none.
+        let hpa = |owners: Vec<Value>| {
+            serde_json::json!({
+                "metadata": {"name": "web", "namespace": "payments", "ownerReferences": owners},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "checkout"}, "maxReplicas": 5}
+            })
+        };
+        let hpas = ("autoscaling", "v2", "horizontalpodautoscalers");
+        let owned_hpa = review(hpas, "UPDATE", hpa(vec![owner("a", "1")]), hpa(vec![]));
+        assert_eq!(names(&owned_hpa), vec![("a".into(), "1".into())]);
+        let mut body = review_body(
+            ("apps", "v1", "deployments"),
+            "UPDATE",
+            serde_json::json!({"metadata": {"name": "checkout", "ownerReferences": [owner("a", "1")]}, "spec": {"replicas": 3}}),
+            serde_json::json!({"metadata": {"name": "checkout"}, "spec": {"replicas": 2}}),
+        );
+        body["request"]["subResource"] = Value::from("scale");
+        body["request"]["kind"]["kind"] = Value::from("Scale");
+        let request = parse_review(body.to_string().as_bytes()).expect("a review");
+        let scale = classify(request, &()).expect("classified").expect("judged");
+        assert!(scale.is_scale_subresource());
+        assert!(scale.new_owners.is_empty());
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl CachedWorkload {
 /// decoded. serde skips the rest of each object (the pod spec, the status, the managed
 /// fields) without allocating it, so a listed page costs little more than its text; a
 /// typed page of 500 Deployments held the whole of every object at once.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Debug)]
 #[serde(bound = "")]
 struct Watched<K> {
     #[serde(deserialize_with = "kept_metadata")]
@@ -198,27 +198,6 @@ fn annotations_kept<'de, D: serde::Deserializer<'de>>(
         }
     }
     deserializer.deserialize_option(Kept)
-}
-
-// Hand-written rather than derived: a derive would ask `K` itself to be Clone and Debug.
-impl<K> Clone for Watched<K> {
-    fn clone(&self) -> Self {
-        Watched {
-            metadata: self.metadata.clone(),
-            spec: self.spec.clone(),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K> std::fmt::Debug for Watched<K> {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Watched")
-            .field("metadata", &self.metadata)
-            .field("spec", &self.spec)
-            .finish()
-    }
 }
 
 /// The watch's URLs and kind are `K`'s: a `Watched<Deployment>` lists and watches
@@ -380,13 +359,15 @@ impl<K> WatchSink<Watched<K>> for ShelfSink {
 }
 
 /// Keeps `shelf` in step with a watch of `K`. Sends on `listed` after the first list.
-async fn keep_in_step<K: k8s_openapi::Resource + 'static>(
+async fn keep_in_step<K>(
     api: Api<Watched<K>>,
     shelf: Arc<RwLock<Shelf>>,
     what: &'static str,
     listed: tokio::sync::oneshot::Sender<()>,
     page_size: u32,
-) {
+) where
+    K: k8s_openapi::Resource + Clone + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().page_size(page_size);
     let stream = watcher::watcher(api, config).default_backoff();
     follow(stream, what, ShelfSink(shelf), move || {

@@ -44,12 +44,16 @@ pub(super) fn check_rollback_annotation(input: &RuleInput<'_>) -> Option<Finding
     ))
 }
 
-/// An agent giving a workload an owner, where its policy forbids agents to delete it.
+/// An agent giving a workload, or the HPA that scales it, an owner, where its policy
+/// forbids agents to delete them.
 pub(super) fn check_new_owner(input: &RuleInput<'_>) -> Option<Finding> {
     let change = input.change;
     if input.actor != ActorKind::Agent
-        || change.new_owners().is_empty()
-        || !matches!(change.target.kind, TargetKind::Workload(_))
+        || change.new_owners.is_empty()
+        || !matches!(
+            change.target.kind,
+            TargetKind::Workload(_) | TargetKind::HorizontalPodAutoscaler { .. }
+        )
     {
         return None;
     }
@@ -58,7 +62,7 @@ pub(super) fn check_new_owner(input: &RuleInput<'_>) -> Option<Finding> {
         return None;
     }
     let owners = change
-        .new_owners()
+        .new_owners
         .iter()
         .map(|owner| format!("{} {}", owner.kind, owner.name))
         .collect::<Vec<_>>()
@@ -79,7 +83,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::admission::{AnnotationState, ChangeClass, ChangeDetail, OwnerReference};
+    use crate::admission::{AnnotationState, ChangeClass, OwnerReference};
     use crate::rules::testing::*;
 
     const POLICY: &str = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], forbidden: [delete]}";
@@ -105,10 +109,7 @@ mod tests {
 
     fn owned(username: &str, owners: Vec<OwnerReference>) -> crate::admission::Change {
         let mut change = change(username, ChangeClass::Metadata);
-        change.detail = ChangeDetail::Object {
-            replicas: None,
-            new_owners: owners,
-        };
+        change.new_owners = owners;
         change
     }
 
@@ -139,7 +140,13 @@ mod tests {
             );
         }
         // Changing it is setting it; clearing it, or leaving it as it was, is not.
-        assert!(!rules_found(&annotated(AGENT, Some("1"), Some("2")), POLICY).is_empty());
+        let changed = rules_found(&annotated(AGENT, Some("1"), Some("2")), POLICY);
+        assert!(
+            changed
+                .iter()
+                .any(|f| f.starts_with("rollback-annotation: ") && f.contains("=2 would")),
+            "{changed:?}"
+        );
         assert!(rules_found(&annotated(AGENT, Some("1"), None), POLICY).is_empty());
         assert!(rules_found(&annotated(AGENT, Some("1"), Some("1")), POLICY).is_empty());
         assert!(rules_found(&annotated(AGENT, None, Some(" ")), POLICY).is_empty());
@@ -162,5 +169,14 @@ mod tests {
         let deletes_allowed = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], forbidden: []}";
         assert!(rules_found(&owned(AGENT, vec![configmap_owner()]), deletes_allowed).is_empty());
         assert!(rules_found(&owned(AGENT, Vec::new()), POLICY).is_empty());
+        // An HPA given an owner is deleted with it too: autoscaling taken away.
+        let mut hpa = hpa_by(AGENT, 2, 10, Some(10));
+        hpa.new_owners = vec![configmap_owner()];
+        let found = rules_found(&hpa, POLICY);
+        assert!(
+            found.iter().any(|f| f.starts_with("forbidden-action: ")
+                && f.contains("agents may not give a HorizontalPodAutoscaler an owner")),
+            "{found:?}"
+        );
     }
 }

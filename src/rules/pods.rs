@@ -283,10 +283,7 @@ mod tests {
 
     fn pod_by(username: &str, labels: &[(&str, &str)]) -> Change {
         let mut change = create_by(username, 1);
-        change.detail = ChangeDetail::Object {
-            replicas: None,
-            new_owners: Vec::new(),
-        };
+        change.detail = ChangeDetail::Object { replicas: None };
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -351,10 +348,7 @@ mod tests {
     fn service_by(username: &str, class: ChangeClass, before: &str, after: &str) -> Change {
         let mut change = create_by(username, 1);
         change.class = class;
-        change.detail = ChangeDetail::Object {
-            replicas: None,
-            new_owners: Vec::new(),
-        };
+        change.detail = ChangeDetail::Object { replicas: None };
         change.target = Target::new(TargetKind::Service, "payments", "checkout", BTreeMap::new());
         change.target.pod_labels = BTreeMap::from([("app".into(), after.into())]);
         change.target.before = Some(LabelState {

@@ -162,15 +162,13 @@ pub fn change(username: &str, class: ChangeClass) -> Change {
             field_manager: None,
         },
         dry_run: false,
-        detail: ChangeDetail::Object {
-            replicas: None,
-            new_owners: Vec::new(),
-        },
+        detail: ChangeDetail::Object { replicas: None },
         annotations: AnnotationState {
             after: Some(BTreeMap::new()),
             before: BTreeMap::new(),
             map_present: true,
         },
+        new_owners: Vec::new(),
         object_name: "checkout".into(),
         object_uid: None,
         object: None,
@@ -196,7 +194,6 @@ pub fn create_by(username: &str, replicas: u32) -> Change {
                 old: None,
                 new: replicas,
             }),
-            new_owners: Vec::new(),
         },
         ..change(username, ChangeClass::Create)
     }
