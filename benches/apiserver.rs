@@ -5,7 +5,7 @@
 //!
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
-//!         --concurrency 10,50,200 --setups none,vap,slo-guard,kyverno \
+//!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno \
 //!         --workloads create,scale --out FILE [--apiserver-profile DIR]
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
@@ -32,7 +32,9 @@
 //!   applied, Kyverno's policy created, and removed again after the block. After each
 //!   switch a probe (a dry-run create of 50 replicas by the agent) must be denied in
 //!   `bench-governed` and admitted in `bench-open` (admitted in both when none is in
-//!   force), so the setup measured is known to be the one in force:
+//!   force), and an admitted create must come back stamped in `bench-governed` only under
+//!   the setups that stamp (`vap+map`, `slo-guard`), so the setup measured is known to be
+//!   the one in force:
 //!   - `none`: no admission beyond the apiserver's built-in plugins;
 //!   - `vap`: a ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) and its
 //!     binding, for `bench-governed` only (namespaceSelector), matching agents
@@ -40,6 +42,12 @@
 //!     for this policy in CEL: the decision-context annotations present, a confidence
 //!     of at least 0.7, 1 to 20 replicas, a step of at most 5. A VAP cannot read the
 //!     parent Deployment of a Scale, so for a scale it checks only replicas and step;
+//!   - `vap+map`: the same VAP, and a MutatingAdmissionPolicy (admissionregistration.k8s.io/
+//!     v1beta1; beta and off by default in 1.34, so when this setup is measured the whole
+//!     run's apiserver has its feature gate and API on) that stamps an agent's Deployment
+//!     with what slo-guard's mutating webhook stamps, by the same JSON Patch: the peer that
+//!     does slo-guard's whole job inside the apiserver. The report shows both stamps and
+//!     the run fails if they differ (but for the time of the change: CEL has no clock);
 //!   - `slo-guard`: `slo-guard serve --watch-configmaps` (the binary cargo built with this
 //!     bench: target/release/slo-guard under `cargo bench`) as a local process, its
 //!     webhooks registered from webhooks/local/*.yaml (clientConfig.url on 127.0.0.1,
@@ -62,8 +70,8 @@
 //!   level, alternating governed and ungoverned); odd rounds take the setups in reverse
 //!   order, so a drift in the machine's load weighs on all of them alike. Latency is per
 //!   request, from send to the last byte of the answer; throughput is checked requests
-//!   per second of measured wall time. Defaults: 4 setups x 2 workloads x 2 namespaces x
-//!   3 levels = 48 cells, 96 slices, about 10 min with the control plane's start.
+//!   per second of measured wall time. Defaults: 5 setups x 2 workloads x 2 namespaces x
+//!   3 levels = 60 cells (5 setups), 120 slices, about 13 min with the control plane's start.
 //!
 //! The apiserver's own metrics, read before and after each measured cell, give the
 //! admission webhook calls per request and their mean round trip as the apiserver saw
@@ -74,13 +82,13 @@
 //! on) the apiserver's CPU profile over each measured slice is saved there
 //! (`<setup>-<namespace>-<workload>-c<n>-r<round>.pprof`; read with `go tool pprof -top`). The tables go to stdout
 //! (and to `--out FILE`): one row per cell with avg, p95 and p99 latency and throughput,
-//! then the throughput ratios against `none` and against `vap`.
+//! then the throughput ratios against `none`, `vap` and `vap+map`.
 //!
 //! Everything shares the machine's cores: the client (one tokio thread), the apiserver,
 //! etcd, and the admission server under test.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few
-//! seconds: setups none, vap and slo-guard (the debug binary), concurrency 2, 0.3 s
+//! seconds: setups none, vap, vap+map and slo-guard (the debug binary), concurrency 2, 0.3 s
 //! cells, and it fails only if a request fails. Kyverno is left out of the smoke run,
 //! so a missing Kyverno build never fails `cargo test`.
 
@@ -107,6 +115,7 @@ const AGENT_SA: &str = "bench-agent";
 enum Setup {
     None,
     Vap,
+    VapMap,
     SloGuard,
     Kyverno,
 }
@@ -116,6 +125,7 @@ impl Setup {
         match self {
             Setup::None => "none",
             Setup::Vap => "vap",
+            Setup::VapMap => "vap+map",
             Setup::SloGuard => "slo-guard",
             Setup::Kyverno => "kyverno",
         }
@@ -124,12 +134,18 @@ impl Setup {
         match s {
             "none" => Setup::None,
             "vap" => Setup::Vap,
+            "vap+map" => Setup::VapMap,
             "slo-guard" | "sloguard" => Setup::SloGuard,
             "kyverno" => Setup::Kyverno,
             other => die(&format!(
-                "unknown setup {other:?} (none, vap, slo-guard, kyverno)"
+                "unknown setup {other:?} (none, vap, vap+map, slo-guard, kyverno)"
             )),
         }
+    }
+    /// Whether an admitted agent create comes back with slo-guard's decision context
+    /// stamped on it.
+    fn stamps(self) -> bool {
+        matches!(self, Setup::VapMap | Setup::SloGuard)
     }
 }
 
@@ -177,7 +193,13 @@ impl Options {
                 rounds: 2,
                 warmup: 0.5,
                 concurrency: vec![10, 50, 200],
-                setups: vec![Setup::None, Setup::Vap, Setup::SloGuard, Setup::Kyverno],
+                setups: vec![
+                    Setup::None,
+                    Setup::Vap,
+                    Setup::VapMap,
+                    Setup::SloGuard,
+                    Setup::Kyverno,
+                ],
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
                 apiserver_profile: None,
@@ -189,7 +211,7 @@ impl Options {
                 rounds: 1,
                 warmup: 0.1,
                 concurrency: vec![2],
-                setups: vec![Setup::None, Setup::Vap, Setup::SloGuard],
+                setups: vec![Setup::None, Setup::Vap, Setup::VapMap, Setup::SloGuard],
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
                 apiserver_profile: None,
@@ -424,6 +446,71 @@ spec:
       matchLabels: {{bench.slo-guard.io/governed: "true"}}
 "#
     )
+}
+
+/// What slo-guard's mutating webhook stamps on an agent's create admitted under
+/// `slo_guard_policy_manifest`, done in the apiserver by a MutatingAdmissionPolicy: the same
+/// four annotations, added by the same JSON Patch operations. The agent's reason is copied
+/// into `kubernetes.io/change-cause` as slo-guard does; the thresholds and the verdict are
+/// the values slo-guard writes for this policy, and the time a constant of the same length
+/// (CEL has no clock), so the apiserver's work is that of slo-guard's patch. Scales are
+/// left out, as slo-guard's mutating webhook leaves them out while no policy clamps.
+fn map_manifest() -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1beta1
+kind: MutatingAdmissionPolicy
+metadata: {{name: bench-stamp}}
+spec:
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  matchConstraints:
+    namespaceSelector:
+      matchLabels: {{bench.slo-guard.io/governed: "true"}}
+    resourceRules:
+    - apiGroups: [apps]
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [deployments]
+  matchConditions:
+  - name: agents
+    expression: request.userInfo.username.startsWith('system:serviceaccount:ai-agents:')
+  mutations:
+  - patchType: JSONPatch
+    jsonPatch:
+      expression: >-
+        [
+          JSONPatch{{op: "add", path: "/metadata/annotations/kubernetes.io~1change-cause",
+            value: object.metadata.annotations["slo-guard.io/reason"]}},
+          JSONPatch{{op: "add", path: "/metadata/annotations/slo-guard.io~1last-agent-change",
+            value: "2026-11-30T12:00:00Z"}},
+          JSONPatch{{op: "add", path: "/metadata/annotations/slo-guard.io~1thresholds",
+            value: {thresholds}}},
+          JSONPatch{{op: "add", path: "/metadata/annotations/slo-guard.io~1verdict",
+            value: {verdict}}}
+        ]
+---
+apiVersion: admissionregistration.k8s.io/v1beta1
+kind: MutatingAdmissionPolicyBinding
+metadata: {{name: bench-stamp}}
+spec:
+  policyName: bench-stamp
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{bench.slo-guard.io/governed: "true"}}
+"#,
+        thresholds = cel_string(STAMPED_THRESHOLDS),
+        verdict = cel_string(STAMPED_VERDICT),
+    )
+}
+
+/// `slo-guard.io/thresholds` as slo-guard stamps it under `slo_guard_policy_manifest`.
+const STAMPED_THRESHOLDS: &str = r#"{"bench-governed/bench-agents":{"agents.minConfidence":{"from":"policy","value":0.7},"scaling.maxReplicas":{"from":"policy","value":20},"scaling.maxStep":{"from":"policy","value":5},"scaling.minReplicas":{"from":"policy","value":1}}}"#;
+/// `slo-guard.io/verdict` as slo-guard stamps it on an agent's admitted create.
+const STAMPED_VERDICT: &str = r#"{"actor":"agent","class":"create","policies":["bench-governed/bench-agents"],"verdict":"allowed"}"#;
+
+/// A CEL string literal (single-quoted) holding `value`.
+fn cel_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn kyverno_policy() -> String {
@@ -778,6 +865,9 @@ struct Bench {
     target: Arc<Target>,
     /// Per namespace, per worker: the replicas its Deployment has now (2 or 3).
     replicas: BTreeMap<&'static str, Arc<Vec<AtomicU32>>>,
+    /// What each stamping setup added to an agent's admitted create, seen when it was
+    /// put in force.
+    stamps: BTreeMap<Setup, BTreeMap<String, String>>,
 }
 
 fn kubectl_ok(cluster: &mut Cluster, args: &[&str]) -> Result<String, String> {
@@ -791,6 +881,11 @@ fn kubectl_ok(cluster: &mut Cluster, args: &[&str]) -> Result<String, String> {
             text(&output.stderr).trim()
         ))
     }
+}
+
+/// Deletes the objects `name` of the comma-separated `kinds`, those present.
+fn delete(cluster: &mut Cluster, kinds: &str, name: &str) -> Result<(), String> {
+    kubectl_ok(cluster, &["delete", kinds, name, "--ignore-not-found"]).map(|_| ())
 }
 
 fn apply(cluster: &mut Cluster, manifest: &str) -> Result<(), String> {
@@ -808,7 +903,19 @@ fn apply(cluster: &mut Cluster, manifest: &str) -> Result<(), String> {
 impl Bench {
     /// The probe: a dry-run create of 50 replicas by the agent. Ok(true) when admitted.
     fn probe(&self, namespace: &str) -> Result<bool, String> {
-        let body = serde_json::to_vec(&deployment_json(namespace, "probe", 50)).expect("json");
+        self.dry_run_create(namespace, 50)
+            .map(|answer| answer.is_some())
+    }
+
+    /// A dry-run create of `replicas` by the agent: the object the apiserver would store,
+    /// or None when it was denied.
+    fn dry_run_create(
+        &self,
+        namespace: &str,
+        replicas: u32,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let body =
+            serde_json::to_vec(&deployment_json(namespace, "probe", replicas)).expect("json");
         let target = self.target.clone();
         let namespace = namespace.to_string();
         self.runtime.block_on(async move {
@@ -826,24 +933,44 @@ impl Bench {
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
             match status {
-                201 => Ok(true),
-                400..=499 if text.contains("replicas") || text.contains("denied") => Ok(false),
+                201 => serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| format!("probe answered 201 with no object ({e}): {text}")),
+                400..=499 if text.contains("replicas") || text.contains("denied") => Ok(None),
                 _ => Err(format!("probe answered HTTP {status}: {text}")),
             }
         })
     }
 
+    /// Whether an agent's admitted create in `namespace` comes back stamped.
+    fn stamped(&self, namespace: &str) -> Result<bool, String> {
+        match self.dry_run_create(namespace, 2)? {
+            Some(object) => Ok(object["metadata"]["annotations"]
+                .get("slo-guard.io/verdict")
+                .is_some()),
+            None => Err(format!("a create of 2 replicas was denied in {namespace}")),
+        }
+    }
+
     /// Waits until the probe is denied in the governed namespace (or admitted, for
-    /// `none`) and admitted in the open one.
+    /// `none`) and admitted in the open one, and an admitted create is stamped in the
+    /// governed namespace only by the setups that stamp.
     fn wait_in_force(&self, setup: Setup, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let want_governed = setup == Setup::None;
         loop {
             let governed = self.probe(GOVERNED);
             let open = self.probe(OPEN);
-            let last = match (&governed, &open) {
-                (Ok(g), Ok(true)) if *g == want_governed => return Ok(()),
-                _ => format!("governed probe {governed:?}, open probe {open:?}"),
+            let stamped = (self.stamped(GOVERNED), self.stamped(OPEN));
+            let last = match (&governed, &open, &stamped) {
+                (Ok(g), Ok(true), (Ok(s), Ok(false)))
+                    if *g == want_governed && *s == setup.stamps() =>
+                {
+                    return Ok(());
+                }
+                _ => format!(
+                    "governed probe {governed:?}, open probe {open:?}, stamped (governed, open) {stamped:?}"
+                ),
             };
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -858,7 +985,7 @@ impl Bench {
     /// Starts what a setup needs, without putting it in force.
     fn install(&mut self, setup: Setup, full: bool) -> Result<Running, String> {
         match setup {
-            Setup::None | Setup::Vap => Ok(Running::Nothing),
+            Setup::None | Setup::Vap | Setup::VapMap => Ok(Running::Nothing),
             Setup::SloGuard => {
                 let certs = self.work.path().join("certs");
                 let ca_bundle = make_certs(&self.cluster, &certs);
@@ -908,6 +1035,10 @@ impl Bench {
         match (setup, running) {
             (Setup::None, _) => {}
             (Setup::Vap, _) => apply(&mut self.cluster, &vap_manifest())?,
+            (Setup::VapMap, _) => {
+                apply(&mut self.cluster, &vap_manifest())?;
+                apply(&mut self.cluster, &map_manifest())?;
+            }
             (
                 Setup::SloGuard,
                 Running::Guard {
@@ -920,7 +1051,35 @@ impl Bench {
             (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
             (Setup::SloGuard, _) => return Err("slo-guard is not running".into()),
         }
-        self.wait_in_force(setup, Duration::from_secs(90))
+        self.wait_in_force(setup, Duration::from_secs(90))?;
+        if setup.stamps() {
+            let stamp = self.stamp_added(GOVERNED)?;
+            self.stamps.insert(setup, stamp);
+        }
+        Ok(())
+    }
+
+    /// The annotations an agent's admitted create gains in `namespace`.
+    fn stamp_added(&self, namespace: &str) -> Result<BTreeMap<String, String>, String> {
+        let sent = deployment_json(namespace, "probe", 2);
+        let stored = self
+            .dry_run_create(namespace, 2)?
+            .ok_or_else(|| format!("a create of 2 replicas was denied in {namespace}"))?;
+        let annotations = |object: &serde_json::Value| -> BTreeMap<String, String> {
+            object["metadata"]["annotations"]
+                .as_object()
+                .map(|map| {
+                    map.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let before = annotations(&sent);
+        Ok(annotations(&stored)
+            .into_iter()
+            .filter(|(key, value)| before.get(key) != Some(value))
+            .collect())
     }
 
     /// Waits until slo-guard has scoped the freshly applied webhook configurations to the
@@ -962,35 +1121,27 @@ impl Bench {
 
     /// Takes a setup out of force and waits until no admission is in force.
     fn deactivate(&mut self, setup: Setup) -> Result<(), String> {
+        let vap = "validatingadmissionpolicybinding,validatingadmissionpolicy";
         let deleted = match setup {
-            Setup::None => Ok(String::new()),
-            Setup::Vap => kubectl_ok(
+            Setup::None => Ok(()),
+            Setup::Vap => delete(&mut self.cluster, vap, "bench-agents"),
+            Setup::VapMap => delete(&mut self.cluster, vap, "bench-agents").and_then(|()| {
+                delete(
+                    &mut self.cluster,
+                    "mutatingadmissionpolicybinding,mutatingadmissionpolicy",
+                    "bench-stamp",
+                )
+            }),
+            Setup::SloGuard => delete(
                 &mut self.cluster,
-                &[
-                    "delete",
-                    "validatingadmissionpolicybinding,validatingadmissionpolicy",
-                    "bench-agents",
-                    "--ignore-not-found",
-                ],
-            ),
-            Setup::SloGuard => kubectl_ok(
-                &mut self.cluster,
-                &[
-                    "delete",
-                    "validatingwebhookconfiguration,mutatingwebhookconfiguration",
-                    "slo-guard-local",
-                    "--ignore-not-found",
-                ],
+                "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+                "slo-guard-local",
             ),
             // Kyverno drops its webhook for the policy when the policy goes.
-            Setup::Kyverno => kubectl_ok(
+            Setup::Kyverno => delete(
                 &mut self.cluster,
-                &[
-                    "delete",
-                    "validatingpolicies.policies.kyverno.io",
-                    "bench-agents",
-                    "--ignore-not-found",
-                ],
+                "validatingpolicies.policies.kyverno.io",
+                "bench-agents",
             ),
         };
         deleted?;
@@ -1325,25 +1476,28 @@ fn report(
     };
     let _ = writeln!(
         out,
-        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | slo-guard / none | slo-guard / vap | kyverno / none | kyverno / vap |"
+        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | vap+map / none | slo-guard / none | slo-guard / vap | slo-guard / vap+map | kyverno / none | kyverno / vap |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for ns in [GOVERNED, OPEN] {
         for workload in &options.workloads {
             for &c in &options.concurrency {
                 let none = find(Setup::None, ns, *workload, c);
                 let vap = find(Setup::Vap, ns, *workload, c);
+                let vap_map = find(Setup::VapMap, ns, *workload, c);
                 let guard = find(Setup::SloGuard, ns, *workload, c);
                 let kyverno = find(Setup::Kyverno, ns, *workload, c);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     ns_label(ns),
                     workload.name(),
                     c,
                     ratio(vap, none),
+                    ratio(vap_map, none),
                     ratio(guard, none),
                     ratio(guard, vap),
+                    ratio(guard, vap_map),
                     ratio(kyverno, none),
                     ratio(kyverno, vap),
                 );
@@ -1366,7 +1520,7 @@ fn report(
         for &c in &options.concurrency {
             let _ = writeln!(
                 out,
-                "- {} c={c}: {}; {}",
+                "- {} c={c}: {}; {}; and against the peer that also stamps, {}",
                 workload.name(),
                 target_line(
                     "governed slo-guard / vap",
@@ -1379,6 +1533,12 @@ fn report(
                     find(Setup::SloGuard, OPEN, *workload, c),
                     find(Setup::None, OPEN, *workload, c),
                     97.0
+                ),
+                target_line(
+                    "governed slo-guard / vap+map",
+                    find(Setup::SloGuard, GOVERNED, *workload, c),
+                    find(Setup::VapMap, GOVERNED, *workload, c),
+                    90.0
                 ),
             );
         }
@@ -1435,7 +1595,17 @@ fn main() {
     let max_concurrency = *options.concurrency.iter().max().expect("a level");
 
     eprintln!("apiserver: starting the control plane (tests/e2e/cluster.sh)");
-    let mut cluster = Cluster::up("apiserver-bench");
+    // MutatingAdmissionPolicy is beta and off by default in 1.34: on for the whole run when
+    // the vap+map setup is measured, so that every setup runs against the same apiserver.
+    let mutating_policies = if options.setups.contains(&Setup::VapMap) {
+        "true"
+    } else {
+        "false"
+    };
+    let mut cluster = Cluster::up_with_env(
+        "apiserver-bench",
+        &[("SLO_GUARD_E2E_MUTATING_ADMISSION_POLICY", mutating_policies)],
+    );
     cluster.apply(&base_manifest());
     // The Deployments the scale workload changes, one per worker and namespace, created
     // by the admin before any admission is in force.
@@ -1527,6 +1697,7 @@ fn main() {
         runtime,
         target: Arc::new(Target { client, api }),
         replicas,
+        stamps: BTreeMap::new(),
     };
 
     // Every setup's processes start before the first measurement, so the background
@@ -1671,10 +1842,14 @@ fn main() {
         env!("CARGO_BIN_EXE_slo-guard"),
         load_average()
     );
-    let table = report(&options, &rows, &not_run, &header);
+    let mut table = report(&options, &rows, &not_run, &header);
+    let stamps_differ = compare_stamps(&bench.stamps, &mut table);
     println!("{table}");
     if let Some(path) = &options.out {
         std::fs::write(path, &table).unwrap_or_else(|e| die(&format!("--out: {e}")));
+    }
+    if stamps_differ {
+        die("the vap+map peer no longer stamps what slo-guard stamps: update map_manifest");
     }
     if !options.full {
         let failures: usize = rows.iter().map(|r| r.result.failures).sum();
@@ -1687,6 +1862,42 @@ fn main() {
         assert!(ran > 0, "the smoke run made no request");
         println!("apiserver smoke run: {ran} requests checked, 0 failed");
     }
+}
+
+/// Appends the stamps the stamping setups added to the report, and whether the peer's
+/// matches slo-guard's (all but the time of the change, which CEL cannot read). True
+/// when they differ.
+fn compare_stamps(stamps: &BTreeMap<Setup, BTreeMap<String, String>>, out: &mut String) -> bool {
+    if stamps.is_empty() {
+        return false;
+    }
+    let _ = writeln!(
+        out,
+        "\nWhat an agent's admitted create gained, per stamping setup:\n"
+    );
+    for (setup, stamp) in stamps {
+        for (key, value) in stamp {
+            let _ = writeln!(out, "- {}: `{key}` = `{value}`", setup.name());
+        }
+    }
+    let (Some(peer), Some(guard)) = (stamps.get(&Setup::VapMap), stamps.get(&Setup::SloGuard))
+    else {
+        return false;
+    };
+    let without_time = |stamp: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        let mut stamp = stamp.clone();
+        if let Some(time) = stamp.get_mut("slo-guard.io/last-agent-change") {
+            *time = format!("<{} characters>", time.len());
+        }
+        stamp
+    };
+    let same = without_time(peer) == without_time(guard);
+    let _ = writeln!(
+        out,
+        "\nvap+map's stamp {} slo-guard's (the time of the change compared by length only).",
+        if same { "matches" } else { "DIFFERS FROM" }
+    );
+    !same
 }
 
 fn kube_version(cluster: &Cluster) -> String {

@@ -21,6 +21,9 @@
 #   SLO_GUARD_E2E_ETCD   use this etcd binary instead of the one in the bin dir
 #   SLO_GUARD_E2E_READY_TIMEOUT  seconds to wait for /readyz (default 180)
 #   SLO_GUARD_E2E_APISERVER_PROFILING  true: the apiserver serves /debug/pprof (off by default)
+#   SLO_GUARD_E2E_MUTATING_ADMISSION_POLICY  true: MutatingAdmissionPolicy (beta in 1.34,
+#                        off by default) is turned on: its feature gate and
+#                        admissionregistration.k8s.io/v1beta1 (off by default)
 #
 # `up` prints only the env lines on stdout (progress goes to stderr), so
 # `eval "$(cluster.sh up)"` works.
@@ -220,6 +223,11 @@ EOF
   done
   [ "$i" -lt 100 ] || { tail -n 30 "$LOGS/etcd.log" >&2; die "etcd not healthy after 20s (log: $LOGS/etcd.log)"; }
 
+  local EXTRA_APISERVER_FLAGS=()
+  if [ "${SLO_GUARD_E2E_MUTATING_ADMISSION_POLICY:-false}" = true ]; then
+    EXTRA_APISERVER_FLAGS+=(--feature-gates MutatingAdmissionPolicy=true
+      --runtime-config admissionregistration.k8s.io/v1beta1=true)
+  fi
   log "starting kube-apiserver ($("$BIN/kube-apiserver" --version)) on https://127.0.0.1:$APISERVER_PORT"
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -240,6 +248,7 @@ EOF
     --endpoint-reconciler-type none \
     --allow-privileged=true \
     --profiling="${SLO_GUARD_E2E_APISERVER_PROFILING:-false}" \
+    "${EXTRA_APISERVER_FLAGS[@]}" \
     --v 1 \
     </dev/null >"$LOGS/kube-apiserver.log" 2>&1 &
   echo $! > "$PIDS/kube-apiserver.pid"

@@ -126,6 +126,12 @@ pub struct Cluster {
 impl Cluster {
     /// `name` names the transcript file: target/e2e-transcript-<name>.txt.
     pub fn up(name: &'static str) -> Self {
+        Self::up_with_env(name, &[])
+    }
+
+    /// Like [`Cluster::up`], with extra environment for tests/e2e/cluster.sh (its header
+    /// lists the variables).
+    pub fn up_with_env(name: &'static str, env: &[(&str, &str)]) -> Self {
         let state = tempfile::Builder::new()
             .prefix("slo-guard-e2e-")
             .tempdir()
@@ -133,6 +139,7 @@ impl Cluster {
         let output = Command::new("bash")
             .arg(root().join("tests/e2e/cluster.sh"))
             .arg("up")
+            .envs(env.iter().copied())
             .env("SLO_GUARD_E2E_STATE", state.path())
             .stderr(Stdio::inherit())
             .output()
