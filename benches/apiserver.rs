@@ -6,7 +6,7 @@
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
 //!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno \
-//!         --workloads create,scale --out FILE [--apiserver-profile DIR]
+//!         --workloads create,scale --out FILE [--apiserver-profile DIR] [--webhook-host HOST]
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
 //! - a control plane (etcd + kube-apiserver v1.34, built from Go modules by
@@ -50,8 +50,8 @@
 //!     the run fails if they differ (but for the time of the change: CEL has no clock);
 //!   - `slo-guard`: `slo-guard serve --watch-configmaps` (the binary cargo built with this
 //!     bench: target/release/slo-guard under `cargo bench`) as a local process, its
-//!     webhooks registered from webhooks/local/*.yaml (clientConfig.url on 127.0.0.1,
-//!     failurePolicy Fail) and scoped by slo-guard to the namespaces its policies govern
+//!     webhooks registered from webhooks/local/*.yaml (clientConfig.url, failurePolicy
+//!     Fail; see "webhook URLs" below) and scoped by slo-guard to the namespaces its policies govern
 //!     (`--webhook-scope policies`, as the chart runs it), and the policy ConfigMap `bench-governed/bench-agents`:
 //!     agents `system:serviceaccount:ai-agents:*`, `minConfidence: 0.7`, the default
 //!     required annotations, `scaling: {minReplicas: 1, maxReplicas: 20, maxStep: 5}`; no
@@ -61,7 +61,8 @@
 //!     from its Go module into ~/.cache/slo-guard-e2e/bin; the bench runs the script,
 //!     which returns at once when the binary is up to date), with its CRDs from the
 //!     module's config/crds, run out of cluster with the admin kubeconfig and its
-//!     webhooks on 127.0.0.1 (`--serverIP`), and a Kyverno `ValidatingPolicy` holding the
+//!     webhooks listening on 127.0.0.1 and registered by URL (`--serverIP`, see "webhook
+//!     URLs" below), and a Kyverno `ValidatingPolicy` holding the
 //!     VAP's CEL. A setup that cannot run is printed as `not run: <reason>`;
 //! - cells: a setup, workload, namespace and concurrency (closed loop: that many workers,
 //!   each with one request in flight). Each cell is measured for `--seconds` (8) in all,
@@ -71,7 +72,15 @@
 //!   order, so a drift in the machine's load weighs on all of them alike. Latency is per
 //!   request, from send to the last byte of the answer; throughput is checked requests
 //!   per second of measured wall time. Defaults: 5 setups x 2 workloads x 2 namespaces x
-//!   3 levels = 60 cells (5 setups), 120 slices, about 13 min with the control plane's start.
+//!   3 levels = 60 cells, 120 slices, about 13 min with the control plane's start.
+//!
+//! Webhook URLs: kube-apiserver calls a webhook behind a Service over HTTP/1.1, but a
+//! webhook registered by a URL on `localhost` or a loopback address over HTTP/2
+//! (k8s.io/apiserver pkg/util/webhook/client.go, `isLocalHost`). So that slo-guard and
+//! Kyverno are called as in a cluster, their URLs name the machine by its host name when
+//! that resolves to loopback addresses only (as /etc/hosts has it here), and 127.0.0.1
+//! otherwise; `--webhook-host HOST` chooses. The report's header says which, and the
+//! protocol.
 //!
 //! The apiserver's own metrics, read before and after each measured cell, give the
 //! admission webhook calls per request and their mean round trip as the apiserver saw
@@ -175,6 +184,8 @@ struct Options {
     out: Option<PathBuf>,
     /// A folder for a CPU profile of the apiserver over each measured slice.
     apiserver_profile: Option<PathBuf>,
+    /// The host in slo-guard's webhook URLs; None picks one (see [`webhook_host`]).
+    webhook_host: Option<String>,
 }
 
 fn die(message: &str) -> ! {
@@ -203,6 +214,7 @@ impl Options {
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
                 apiserver_profile: None,
+                webhook_host: None,
             }
         } else {
             Options {
@@ -215,6 +227,7 @@ impl Options {
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
                 apiserver_profile: None,
+                webhook_host: None,
             }
         };
         let mut it = args.iter().skip(1);
@@ -255,6 +268,7 @@ impl Options {
                         .collect()
                 }
                 "--out" => o.out = Some(PathBuf::from(value("--out"))),
+                "--webhook-host" => o.webhook_host = Some(value("--webhook-host")),
                 "--apiserver-profile" => {
                     o.apiserver_profile = Some(PathBuf::from(value("--apiserver-profile")))
                 }
@@ -865,6 +879,8 @@ struct Bench {
     target: Arc<Target>,
     /// Per namespace, per worker: the replicas its Deployment has now (2 or 3).
     replicas: BTreeMap<&'static str, Arc<Vec<AtomicU32>>>,
+    /// The host slo-guard's webhook URLs name.
+    webhook_host: String,
     /// What each stamping setup added to an agent's admitted create, seen when it was
     /// put in force.
     stamps: BTreeMap<Setup, BTreeMap<String, String>>,
@@ -988,7 +1004,7 @@ impl Bench {
             Setup::None | Setup::Vap | Setup::VapMap => Ok(Running::Nothing),
             Setup::SloGuard => {
                 let certs = self.work.path().join("certs");
-                let ca_bundle = make_certs(&self.cluster, &certs);
+                let ca_bundle = make_certs_for(&self.cluster, &certs, &[&self.webhook_host]);
                 let port = free_port();
                 // As the chart runs it: the workload webhooks' scope follows the policies,
                 // so a request in a namespace no policy governs never leaves the apiserver.
@@ -1045,7 +1061,11 @@ impl Bench {
                     port, ca_bundle, ..
                 },
             ) => {
-                apply(&mut self.cluster, &webhooks(*port, ca_bundle, "Fail"))?;
+                let manifest = webhooks(*port, ca_bundle, "Fail").replace(
+                    "https://127.0.0.1:",
+                    &format!("https://{}:", self.webhook_host),
+                );
+                apply(&mut self.cluster, &manifest)?;
                 self.wait_scoped(Duration::from_secs(30))?;
             }
             (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
@@ -1231,7 +1251,7 @@ data: {}
         let child = self
             .cluster
             .command(binary.to_str().expect("utf-8 path"))
-            .args(kyverno_args(port, &self.kubeconfig))
+            .args(kyverno_args(port, &self.kubeconfig, &self.webhook_host))
             .env("KYVERNO_NAMESPACE", "kyverno")
             .env("INIT_CONFIG", "kyverno")
             .env("METRICS_CONFIG", "kyverno-metrics")
@@ -1277,10 +1297,12 @@ data: {}
     }
 }
 
-fn kyverno_args(port: u16, kubeconfig: &str) -> Vec<String> {
+/// `webhook_host` names the machine in the URLs Kyverno registers, as for slo-guard's, so
+/// that the apiserver speaks to both the same protocol.
+fn kyverno_args(port: u16, kubeconfig: &str, webhook_host: &str) -> Vec<String> {
     [
         format!("--kubeconfig={kubeconfig}"),
-        format!("--serverIP=127.0.0.1:{port}"),
+        format!("--serverIP={webhook_host}:{port}"),
         "--webhookServerHost=127.0.0.1".to_string(),
         format!("--webhookServerPort={port}"),
         // Its metrics listener, kept on loopback (it opens one even with disableMetrics).
@@ -1597,6 +1619,11 @@ fn main() {
     eprintln!("apiserver: starting the control plane (tests/e2e/cluster.sh)");
     // MutatingAdmissionPolicy is beta and off by default in 1.34: on for the whole run when
     // the vap+map setup is measured, so that every setup runs against the same apiserver.
+    let webhook_host = webhook_host(options.webhook_host.as_deref());
+    eprintln!(
+        "apiserver: slo-guard's webhooks at https://{webhook_host}:<port> ({})",
+        webhook_protocol(&webhook_host)
+    );
     let mutating_policies = if options.setups.contains(&Setup::VapMap) {
         "true"
     } else {
@@ -1697,6 +1724,7 @@ fn main() {
         runtime,
         target: Arc::new(Target { client, api }),
         replicas,
+        webhook_host: webhook_host.clone(),
         stamps: BTreeMap::new(),
     };
 
@@ -1829,7 +1857,7 @@ fn main() {
     drop(installed);
 
     let header = format!(
-        "apiserver benchmark: {} UTC, {:.0} s, at commit {}; kube-apiserver {} + etcd on 127.0.0.1, {} CPUs; {} s per cell after {} s warm-up; agent = system:serviceaccount:ai-agents:{AGENT_SA} (bearer token, one HTTP/2 connection); slo-guard binary {}; load average (1, 5, 15 min) at the start {load_at_start}, at the end {}",
+        "apiserver benchmark: {} UTC, {:.0} s, at commit {}; kube-apiserver {} + etcd on 127.0.0.1, {} CPUs; {} s per cell after {} s warm-up; agent = system:serviceaccount:ai-agents:{AGENT_SA} (bearer token, one HTTP/2 connection); slo-guard binary {}, its webhooks at https://{webhook_host}:<port> ({}); load average (1, 5, 15 min) at the start {load_at_start}, at the end {}",
         started_at.format("%Y-%m-%d %H:%M"),
         wall.elapsed().as_secs_f64(),
         git_commit(),
@@ -1840,6 +1868,7 @@ fn main() {
         options.seconds,
         options.warmup,
         env!("CARGO_BIN_EXE_slo-guard"),
+        webhook_protocol(&webhook_host),
         load_average()
     );
     let mut table = report(&options, &rows, &not_run, &header);
@@ -1898,6 +1927,45 @@ fn compare_stamps(stamps: &BTreeMap<Setup, BTreeMap<String, String>>, out: &mut 
         if same { "matches" } else { "DIFFERS FROM" }
     );
     !same
+}
+
+/// The host for slo-guard's webhook URLs. kube-apiserver calls a webhook behind a Service
+/// over HTTP/1.1, but one reached by a URL on `localhost` or a loopback address over
+/// HTTP/2 (k8s.io/apiserver pkg/util/webhook/client.go). So that the bench measures the
+/// calls a cluster makes, it names the machine by a host name that resolves to loopback
+/// only (the machine's own, from /etc/hosts); 127.0.0.1 where there is none.
+fn webhook_host(chosen: Option<&str>) -> String {
+    if let Some(host) = chosen {
+        return host.to_string();
+    }
+    let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
+        return "127.0.0.1".to_string();
+    };
+    let name = name.trim();
+    let loopback_only = std::net::ToSocketAddrs::to_socket_addrs(&(name, 443))
+        .map(|addrs| {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        })
+        .unwrap_or(false);
+    if loopback_only && !name.is_empty() && !name.eq_ignore_ascii_case("localhost") {
+        name.to_string()
+    } else {
+        "127.0.0.1".to_string()
+    }
+}
+
+/// What kube-apiserver speaks to a webhook URL on `host`.
+fn webhook_protocol(host: &str) -> &'static str {
+    let loopback_literal = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if loopback_literal || host.eq_ignore_ascii_case("localhost") {
+        "HTTP/2: the apiserver's choice for a loopback URL; a Service gets HTTP/1.1"
+    } else {
+        "HTTP/1.1, as the apiserver calls a webhook Service"
+    }
 }
 
 fn kube_version(cluster: &Cluster) -> String {

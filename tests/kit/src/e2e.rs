@@ -482,9 +482,16 @@ pub fn retry_until(what: &str, timeout: Duration, mut attempt: impl FnMut() -> R
 /// A CA and a serving certificate for 127.0.0.1 in `dir`, made with `slo-guard certs`;
 /// returns the caBundle it printed.
 pub fn make_certs(cluster: &Cluster, dir: &Path) -> String {
+    make_certs_for(cluster, dir, &[])
+}
+
+/// Like [`make_certs`], with extra DNS names in the serving certificate.
+pub fn make_certs_for(cluster: &Cluster, dir: &Path, dns_names: &[&str]) -> String {
     let made = cluster
         .command(slo_guard_bin())
-        .args(["certs", "--ip", "127.0.0.1", "--out-dir"])
+        .args(["certs", "--ip", "127.0.0.1"])
+        .args(dns_names.iter().flat_map(|name| ["--dns", name]))
+        .arg("--out-dir")
         .arg(dir)
         .output()
         .expect("slo-guard certs");
