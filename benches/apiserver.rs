@@ -1,11 +1,12 @@
 //! Peer benchmark through a real kube-apiserver: what an agent feels when it writes
 //! Deployments with no admission, with a ValidatingAdmissionPolicy, with slo-guard, and
-//! with Kyverno doing the same checks, side by side in one run, in a namespace a policy
+//! with Kyverno doing the same checks, and with the apiserver's own policies and Kyverno
+//! doing slo-guard's whole job (the checks and the stamp), side by side in one run, in a namespace a policy
 //! governs and in one that no policy governs.
 //!
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
-//!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno \
+//!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno,kyverno+mut \
 //!         --workloads create,scale --out FILE [--apiserver-profile DIR] [--webhook-host HOST]
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
@@ -64,6 +65,8 @@
 //!     webhooks listening on 127.0.0.1 and registered by URL (`--serverIP`, see "webhook
 //!     URLs" below), and a Kyverno `ValidatingPolicy` holding the
 //!     VAP's CEL. A setup that cannot run is printed as `not run: <reason>`;
+//!   - `kyverno+mut`: the same Kyverno process, with the ValidatingPolicy and a Kyverno
+//!     `MutatingPolicy` holding `vap+map`'s mutation (its stamp is compared the same way);
 //! - cells: a setup, workload, namespace and concurrency (closed loop: that many workers,
 //!   each with one request in flight). Each cell is measured for `--seconds` (8) in all,
 //!   in `--rounds` (2) slices of equal length, each after `--warmup` s (0.5) at the same
@@ -71,8 +74,8 @@
 //!   level, alternating governed and ungoverned); odd rounds take the setups in reverse
 //!   order, so a drift in the machine's load weighs on all of them alike. Latency is per
 //!   request, from send to the last byte of the answer; throughput is checked requests
-//!   per second of measured wall time. Defaults: 5 setups x 2 workloads x 2 namespaces x
-//!   3 levels = 60 cells, 120 slices, about 13 min with the control plane's start.
+//!   per second of measured wall time. Defaults: 6 setups x 2 workloads x 2 namespaces x
+//!   3 levels = 72 cells, 144 slices, about 16 min with the control plane's start.
 //!
 //! Webhook URLs: kube-apiserver calls a webhook behind a Service over HTTP/1.1, but a
 //! webhook registered by a URL on `localhost` or a loopback address over HTTP/2
@@ -91,7 +94,7 @@
 //! on) the apiserver's CPU profile over each measured slice is saved there
 //! (`<setup>-<namespace>-<workload>-c<n>-r<round>.pprof`; read with `go tool pprof -top`). The tables go to stdout
 //! (and to `--out FILE`): one row per cell with avg, p95 and p99 latency and throughput,
-//! then the throughput ratios against `none`, `vap` and `vap+map`.
+//! then the throughput ratios against `none`, `vap`, `vap+map` and `kyverno+mut`.
 //!
 //! Everything shares the machine's cores: the client (one tokio thread), the apiserver,
 //! etcd, and the admission server under test.
@@ -127,6 +130,7 @@ enum Setup {
     VapMap,
     SloGuard,
     Kyverno,
+    KyvernoMut,
 }
 
 impl Setup {
@@ -137,6 +141,7 @@ impl Setup {
             Setup::VapMap => "vap+map",
             Setup::SloGuard => "slo-guard",
             Setup::Kyverno => "kyverno",
+            Setup::KyvernoMut => "kyverno+mut",
         }
     }
     fn parse(s: &str) -> Setup {
@@ -146,15 +151,16 @@ impl Setup {
             "vap+map" => Setup::VapMap,
             "slo-guard" | "sloguard" => Setup::SloGuard,
             "kyverno" => Setup::Kyverno,
+            "kyverno+mut" => Setup::KyvernoMut,
             other => die(&format!(
-                "unknown setup {other:?} (none, vap, vap+map, slo-guard, kyverno)"
+                "unknown setup {other:?} (none, vap, vap+map, slo-guard, kyverno, kyverno+mut)"
             )),
         }
     }
     /// Whether an admitted agent create comes back with slo-guard's decision context
     /// stamped on it.
     fn stamps(self) -> bool {
-        matches!(self, Setup::VapMap | Setup::SloGuard)
+        matches!(self, Setup::VapMap | Setup::SloGuard | Setup::KyvernoMut)
     }
 }
 
@@ -210,6 +216,7 @@ impl Options {
                     Setup::VapMap,
                     Setup::SloGuard,
                     Setup::Kyverno,
+                    Setup::KyvernoMut,
                 ],
                 workloads: vec![Workload::Create, Workload::Scale],
                 out: None,
@@ -475,8 +482,25 @@ fn map_manifest() -> String {
 kind: MutatingAdmissionPolicy
 metadata: {{name: bench-stamp}}
 spec:
-  failurePolicy: Fail
-  reinvocationPolicy: Never
+{spec}---
+apiVersion: admissionregistration.k8s.io/v1beta1
+kind: MutatingAdmissionPolicyBinding
+metadata: {{name: bench-stamp}}
+spec:
+  policyName: bench-stamp
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{bench.slo-guard.io/governed: "true"}}
+"#,
+        spec = stamp_spec(),
+    )
+}
+
+/// The spec of `map_manifest`'s policy, which Kyverno's MutatingPolicy shares.
+fn stamp_spec() -> String {
+    format!(
+        r#"  failurePolicy: Fail
+  reinvocationPolicy: IfNeeded
   matchConstraints:
     namespaceSelector:
       matchLabels: {{bench.slo-guard.io/governed: "true"}}
@@ -502,18 +526,21 @@ spec:
           JSONPatch{{op: "add", path: "/metadata/annotations/slo-guard.io~1verdict",
             value: {verdict}}}
         ]
----
-apiVersion: admissionregistration.k8s.io/v1beta1
-kind: MutatingAdmissionPolicyBinding
-metadata: {{name: bench-stamp}}
-spec:
-  policyName: bench-stamp
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{bench.slo-guard.io/governed: "true"}}
 "#,
         thresholds = cel_string(STAMPED_THRESHOLDS),
         verdict = cel_string(STAMPED_VERDICT),
+    )
+}
+
+/// Kyverno's MutatingPolicy with `map_manifest`'s spec.
+fn kyverno_stamp_policy() -> String {
+    format!(
+        r#"apiVersion: policies.kyverno.io/v1
+kind: MutatingPolicy
+metadata: {{name: bench-stamp}}
+spec:
+{spec}"#,
+        spec = stamp_spec(),
     )
 }
 
@@ -881,6 +908,8 @@ struct Bench {
     replicas: BTreeMap<&'static str, Arc<Vec<AtomicU32>>>,
     /// The host slo-guard's webhook URLs name.
     webhook_host: String,
+    /// Whether Kyverno's admission controller was started (both Kyverno setups use it).
+    kyverno_started: bool,
     /// What each stamping setup added to an agent's admitted create, seen when it was
     /// put in force.
     stamps: BTreeMap<Setup, BTreeMap<String, String>>,
@@ -1037,11 +1066,17 @@ impl Bench {
                     ca_bundle,
                 })
             }
-            Setup::Kyverno => {
+            Setup::Kyverno | Setup::KyvernoMut => {
                 if !full {
                     return Err("smoke run (Kyverno runs only under cargo bench)".into());
                 }
-                self.start_kyverno()
+                // Both Kyverno setups share one admission controller.
+                if self.kyverno_started {
+                    return Ok(Running::Nothing);
+                }
+                let running = self.start_kyverno()?;
+                self.kyverno_started = true;
+                Ok(running)
             }
         }
     }
@@ -1069,6 +1104,10 @@ impl Bench {
                 self.wait_scoped(Duration::from_secs(30))?;
             }
             (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
+            (Setup::KyvernoMut, _) => {
+                apply(&mut self.cluster, &kyverno_policy())?;
+                apply(&mut self.cluster, &kyverno_stamp_policy())?;
+            }
             (Setup::SloGuard, _) => return Err("slo-guard is not running".into()),
         }
         self.wait_in_force(setup, Duration::from_secs(90))?;
@@ -1157,12 +1196,24 @@ impl Bench {
                 "validatingwebhookconfiguration,mutatingwebhookconfiguration",
                 "slo-guard-local",
             ),
-            // Kyverno drops its webhook for the policy when the policy goes.
+            // Kyverno drops its webhook for a policy when the policy goes.
             Setup::Kyverno => delete(
                 &mut self.cluster,
                 "validatingpolicies.policies.kyverno.io",
                 "bench-agents",
             ),
+            Setup::KyvernoMut => delete(
+                &mut self.cluster,
+                "validatingpolicies.policies.kyverno.io",
+                "bench-agents",
+            )
+            .and_then(|()| {
+                delete(
+                    &mut self.cluster,
+                    "mutatingpolicies.policies.kyverno.io",
+                    "bench-stamp",
+                )
+            }),
         };
         deleted?;
         self.wait_in_force(Setup::None, Duration::from_secs(90))
@@ -1498,9 +1549,12 @@ fn report(
     };
     let _ = writeln!(
         out,
-        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | vap+map / none | slo-guard / none | slo-guard / vap | slo-guard / vap+map | kyverno / none | kyverno / vap |"
+        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | vap+map / none | slo-guard / none | slo-guard / vap | slo-guard / vap+map | kyverno / none | kyverno / vap | kyverno+mut / none | slo-guard / kyverno+mut |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for ns in [GOVERNED, OPEN] {
         for workload in &options.workloads {
             for &c in &options.concurrency {
@@ -1509,9 +1563,10 @@ fn report(
                 let vap_map = find(Setup::VapMap, ns, *workload, c);
                 let guard = find(Setup::SloGuard, ns, *workload, c);
                 let kyverno = find(Setup::Kyverno, ns, *workload, c);
+                let kyverno_mut = find(Setup::KyvernoMut, ns, *workload, c);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     ns_label(ns),
                     workload.name(),
                     c,
@@ -1522,6 +1577,8 @@ fn report(
                     ratio(guard, vap_map),
                     ratio(kyverno, none),
                     ratio(kyverno, vap),
+                    ratio(kyverno_mut, none),
+                    ratio(guard, kyverno_mut),
                 );
             }
         }
@@ -1725,6 +1782,7 @@ fn main() {
         target: Arc::new(Target { client, api }),
         replicas,
         webhook_host: webhook_host.clone(),
+        kyverno_started: false,
         stamps: BTreeMap::new(),
     };
 
@@ -1878,13 +1936,15 @@ fn main() {
         std::fs::write(path, &table).unwrap_or_else(|e| die(&format!("--out: {e}")));
     }
     if stamps_differ {
-        die("the vap+map peer no longer stamps what slo-guard stamps: update map_manifest");
+        die("a peer no longer stamps what slo-guard stamps: update stamp_spec");
     }
     if !options.full {
         let failures: usize = rows.iter().map(|r| r.result.failures).sum();
         let ran: usize = rows.iter().map(|r| r.result.ok()).sum();
         assert!(
-            not_run.keys().all(|s| *s == Setup::Kyverno),
+            not_run
+                .keys()
+                .all(|s| matches!(s, Setup::Kyverno | Setup::KyvernoMut)),
             "a setup did not run: {not_run:?}"
         );
         assert_eq!(failures, 0, "requests failed in the smoke run:\n{table}");
@@ -1909,8 +1969,7 @@ fn compare_stamps(stamps: &BTreeMap<Setup, BTreeMap<String, String>>, out: &mut 
             let _ = writeln!(out, "- {}: `{key}` = `{value}`", setup.name());
         }
     }
-    let (Some(peer), Some(guard)) = (stamps.get(&Setup::VapMap), stamps.get(&Setup::SloGuard))
-    else {
+    let Some(guard) = stamps.get(&Setup::SloGuard) else {
         return false;
     };
     let without_time = |stamp: &BTreeMap<String, String>| -> BTreeMap<String, String> {
@@ -1920,13 +1979,18 @@ fn compare_stamps(stamps: &BTreeMap<Setup, BTreeMap<String, String>>, out: &mut 
         }
         stamp
     };
-    let same = without_time(peer) == without_time(guard);
-    let _ = writeln!(
-        out,
-        "\nvap+map's stamp {} slo-guard's (the time of the change compared by length only).",
-        if same { "matches" } else { "DIFFERS FROM" }
-    );
-    !same
+    let mut differ = false;
+    for (peer, stamp) in stamps.iter().filter(|(s, _)| **s != Setup::SloGuard) {
+        let same = without_time(stamp) == without_time(guard);
+        differ |= !same;
+        let _ = writeln!(
+            out,
+            "\n{}'s stamp {} slo-guard's (the time of the change compared by length only).",
+            peer.name(),
+            if same { "matches" } else { "DIFFERS FROM" }
+        );
+    }
+    differ
 }
 
 /// The host for slo-guard's webhook URLs. kube-apiserver calls a webhook behind a Service
