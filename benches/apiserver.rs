@@ -101,7 +101,7 @@
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few
 //! seconds: setups none, vap, vap+map and slo-guard (the debug binary), concurrency 2, 0.3 s
-//! cells, and it fails only if a request fails. Kyverno is left out of the smoke run,
+//! cells, and it fails only if a request fails or a peer stamps other than slo-guard. Kyverno is left out of the smoke run,
 //! so a missing Kyverno build never fails `cargo test`.
 
 use std::collections::BTreeMap;
