@@ -287,6 +287,7 @@ fn envelope_guard(last_agent_change: Option<&str>) -> Guard {
             pod_labels: labels,
             annotations,
             replicas: Some(5),
+            owner_uids: Vec::new(),
         },
     )]);
     Guard::new(Arc::new(store), Arc::new(cache), Arc::new(Metrics::new()))

@@ -66,6 +66,7 @@ pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadS
             pod_labels: map(&create["request"]["object"]["spec"]["template"]["metadata"]["labels"]),
             annotations: map(&metadata["annotations"]),
             replicas: Some(3),
+            owner_uids: Vec::new(),
         },
     )])
 }
