@@ -81,9 +81,10 @@ scope_of() { # <kind> <webhook>
     '[.webhooks[] | select(.name == $w) | .namespaceSelector.matchExpressions // [] | .[]
       | select(.key == "kubernetes.io/metadata.name" and .operator == "In") | .values[]]'
 }
-scope_is() { # <json list>: validate, pods and mutate all sent exactly these namespaces
+scope_is() { # <json list>: validate, pods, owners and mutate all sent exactly these namespaces
   [ "$(scope_of validatingwebhookconfiguration validate.slo-guard.io)" = "$1" ] &&
   [ "$(scope_of validatingwebhookconfiguration pods.slo-guard.io)" = "$1" ] &&
+  [ "$(scope_of validatingwebhookconfiguration owners.slo-guard.io)" = "$1" ] &&
   [ "$(scope_of mutatingwebhookconfiguration mutate.slo-guard.io)" = "$1" ]
 }
 
@@ -295,7 +296,7 @@ EOF
   check "2. the agent may delete it with --cascade=orphan (propagationPolicy Orphan)" grep -q "deleted" <<<"$out"
   check "2. ... and the garbage collector orphans ledger: it still exists, without an owner" \
     wait_for 30 "ledger orphaned" bash -c '
-      [ "$(kubectl get deploy ledger -n payments -o jsonpath="{.metadata.ownerReferences}")" = "" ]'
+      owners="$(kubectl get deploy ledger -n payments -o jsonpath="{.metadata.ownerReferences}")" && [ -z "$owners" ]'
   k create configmap scratch -n payments --as "$AGENT" >/dev/null || true
   out="$(k delete configmap scratch -n payments --as "$AGENT" || true)"
   check "2. an agent deletes a ConfigMap that owns nothing governed" grep -q "deleted" <<<"$out"
