@@ -88,7 +88,7 @@ fn equivalent(review: &Value) -> (PreflightRequest, Requester) {
             current = Some(old.clone());
         }
         (Some("DELETE"), _) => {
-            change = json!({"action": "delete"});
+            change = json!({"action": "delete", "propagationPolicy": request["options"]["propagationPolicy"]});
             current = Some(old.clone());
         }
         other => panic!("no equivalent for {other:?}"),
