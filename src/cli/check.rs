@@ -417,6 +417,7 @@ pub fn pair_changes(
             old,
             operation,
             subresource,
+            propagation_policy: None,
         });
     }
     if let Some(unmatched) = olds.first() {

@@ -320,6 +320,7 @@ impl PreflightRequest {
                 old: Some(manifest("current", scale_base(from))),
                 operation: Some(Operation::Update),
                 subresource: Some(Subresource::Scale),
+                propagation_policy: None,
             };
             encode(build_review(&change, requester)?)
         };
@@ -339,25 +340,17 @@ impl PreflightRequest {
             }
             Some("delete") => {
                 let old = needs_current("deleted")?;
-                let mut review = build_review(
+                // Orphaning decides whether the workloads the object owns are deleted.
+                encode(build_review(
                     &ManifestChange {
                         object: None,
                         old: Some(manifest("current", old)),
                         operation: Some(Operation::Delete),
                         subresource: None,
+                        propagation_policy: change.propagation_policy.clone(),
                     },
                     requester,
-                )?;
-                // Orphaning decides whether the workloads the object owns are deleted.
-                if let (Some(policy), Some(options)) = (
-                    &change.propagation_policy,
-                    review
-                        .pointer_mut("/request/options")
-                        .and_then(Value::as_object_mut),
-                ) {
-                    options.insert("propagationPolicy".into(), Value::from(policy.as_str()));
-                }
-                encode(review)?
+                )?)?
             }
             action => {
                 let mut object = match (&change.object, &current) {
@@ -398,6 +391,7 @@ impl PreflightRequest {
                             Operation::Update
                         }),
                         subresource: None,
+                        propagation_policy: None,
                     },
                     requester,
                 )?)?
