@@ -67,7 +67,7 @@ fn scope_of(cluster: &mut Cluster, kind: &str, webhook: &str) -> Option<Vec<Stri
         })
 }
 
-/// The scope of the three workload webhooks, which must agree.
+/// The scope of the four workload webhooks, which must agree.
 fn workload_scope(cluster: &mut Cluster) -> Result<Option<Vec<String>>, String> {
     let validate = scope_of(
         cluster,
@@ -79,14 +79,19 @@ fn workload_scope(cluster: &mut Cluster) -> Result<Option<Vec<String>>, String> 
         "validatingwebhookconfiguration",
         "pods.slo-guard.io",
     );
+    let owners = scope_of(
+        cluster,
+        "validatingwebhookconfiguration",
+        "owners.slo-guard.io",
+    );
     let mutate = scope_of(
         cluster,
         "mutatingwebhookconfiguration",
         "mutate.slo-guard.io",
     );
-    if validate != pods || validate != mutate {
+    if validate != pods || validate != owners || validate != mutate {
         return Err(format!(
-            "validate {validate:?}, pods {pods:?}, mutate {mutate:?} disagree"
+            "validate {validate:?}, pods {pods:?}, owners {owners:?}, mutate {mutate:?} disagree"
         ));
     }
     let config = scope_of(

@@ -88,7 +88,7 @@ fn equivalent(review: &Value) -> (PreflightRequest, Requester) {
             current = Some(old.clone());
         }
         (Some("DELETE"), _) => {
-            change = json!({"action": "delete"});
+            change = json!({"action": "delete", "propagationPolicy": request["options"]["propagationPolicy"]});
             current = Some(old.clone());
         }
         other => panic!("no equivalent for {other:?}"),
@@ -287,6 +287,7 @@ fn envelope_guard(last_agent_change: Option<&str>) -> Guard {
             pod_labels: labels,
             annotations,
             replicas: Some(5),
+            owner_uids: Vec::new(),
         },
     )]);
     Guard::new(Arc::new(store), Arc::new(cache), Arc::new(Metrics::new()))

@@ -102,6 +102,7 @@ pub fn workloads() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>
                 pod_labels: BTreeMap::new(),
                 annotations: map(&metadata["annotations"]),
                 replicas: Some(3),
+                owner_uids: Vec::new(),
             },
         ),
         (
@@ -115,6 +116,7 @@ pub fn workloads() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot>
                 pod_labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
                 replicas: Some(3),
+                owner_uids: Vec::new(),
             },
         ),
     ])

@@ -159,6 +159,9 @@ pub enum TargetKind {
     PodMaker(PodMakerKind),
     /// A Service: judged for the workloads whose pods it selects, before or after.
     Service,
+    /// Any other object, deleted while it owns governed workloads: judged for the
+    /// workloads the garbage collector would delete with it ([`Change::dependents`]).
+    Owner,
 }
 
 impl TargetKind {
@@ -168,7 +171,10 @@ impl TargetKind {
         match self {
             TargetKind::Workload(kind) => Some(kind),
             TargetKind::HorizontalPodAutoscaler { scales } => scales,
-            TargetKind::ConfigMap(_) | TargetKind::PodMaker(_) | TargetKind::Service => None,
+            TargetKind::ConfigMap(_)
+            | TargetKind::PodMaker(_)
+            | TargetKind::Service
+            | TargetKind::Owner => None,
         }
     }
 
@@ -181,6 +187,7 @@ impl TargetKind {
             TargetKind::ConfigMap(_) => "ConfigMap",
             TargetKind::PodMaker(kind) => kind.as_str(),
             TargetKind::Service => "Service",
+            TargetKind::Owner => "object",
         }
     }
 }
@@ -379,6 +386,9 @@ pub struct WorkloadSnapshot {
     pub annotations: BTreeMap<String, String>,
     /// `spec.replicas`.
     pub replicas: Option<u32>,
+    /// The uids of its owners (`metadata.ownerReferences`): the garbage collector deletes
+    /// it once they are gone.
+    pub owner_uids: Vec<String>,
 }
 
 /// A workload as the cache is asked for it: its kind, namespace and name.
@@ -400,6 +410,20 @@ pub trait WorkloadLookup: Send + Sync {
     /// Every workload the cache holds in `namespace`, for a Service change, which is
     /// judged for the workloads whose pods it selects.
     fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)>;
+
+    /// The workloads in `namespace` that name `owner_uid` among their owners: those the
+    /// garbage collector deletes with that object. Implementations should filter before
+    /// they copy; this default copies the namespace's every workload.
+    fn owned_by(
+        &self,
+        namespace: &str,
+        owner_uid: &str,
+    ) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        self.workloads_in(namespace)
+            .into_iter()
+            .filter(|(_, _, snapshot)| snapshot.owner_uids.iter().any(|uid| uid == owner_uid))
+            .collect()
+    }
 }
 
 impl WorkloadLookup for () {
@@ -481,6 +505,15 @@ pub enum ChangeDetail {
         /// after the change.
         served_workloads: Vec<Target>,
     },
+    /// An object of a kind slo-guard does not otherwise judge, deleted while it owns
+    /// governed workloads ([`Change::dependents`]).
+    Owner {
+        /// Its kind, as the request names it (`ConfigMap`); the resource when the request
+        /// names none.
+        kind: String,
+        /// Its apiVersion (`v1`), for the Event that records a denial.
+        api_version: String,
+    },
 }
 
 /// A request the rules can judge.
@@ -505,6 +538,10 @@ pub struct Change {
     /// a subresource, whose metadata is not stored): the garbage collector deletes the
     /// object once any of them is gone.
     pub new_owners: Vec<OwnerReference>,
+    /// The workloads (from the watch cache) that name the deleted object as an owner,
+    /// which the garbage collector deletes with it: empty unless the change is a DELETE
+    /// that does not orphan its dependents (`propagationPolicy: Orphan`).
+    pub dependents: Vec<Target>,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
     /// itself, while `target` is the workload it scales. Events about the request go here.
     pub object_name: String,
@@ -522,6 +559,9 @@ impl Change {
     /// Deployment web)", since the policy is matched by the workload the HPA scales.
     #[must_use]
     pub fn describe(&self) -> String {
+        if let ChangeDetail::Owner { kind, .. } = &self.detail {
+            return format!("{kind} {}", self.target.describe_name());
+        }
         match self.target.kind {
             TargetKind::HorizontalPodAutoscaler { scales: Some(kind) }
                 if self.object_name != self.target.name =>
@@ -724,7 +764,7 @@ fn classify_borrowed(
     request: &ReviewRequest,
     workloads: &dyn WorkloadLookup,
 ) -> Result<Option<Change>, AdmissionError> {
-    let incoming = Incoming::new(request);
+    let incoming = Incoming::new(request, workloads);
     // The apiserver always sends metadata; an object without any is hand-made, and a patch
     // under /metadata could not apply to it.
     if [incoming.object, incoming.old_object]
@@ -744,7 +784,7 @@ fn classify_borrowed(
     let pod_maker_kind = || {
         PodMakerKind::from_resource(group, resource).ok_or_else(|| unreachable_resource(resource))
     };
-    match (group, resource, sub_resource) {
+    let classified = match (group, resource, sub_resource) {
         ("apps", "deployments" | "statefulsets", "scale") => {
             classify_workload_scale(&incoming, workload_kind()?, workloads)
         }
@@ -764,12 +804,20 @@ fn classify_borrowed(
         | ("batch", "jobs" | "cronjobs", "") => classify_pod_maker(&incoming, pod_maker_kind()?),
         ("", "services", "") => classify_service(&incoming, workloads),
         _ => Ok(None),
+    }?;
+    match classified {
+        None if request.operation == Operation::Delete && sub_resource.is_empty() => {
+            classify_owner(&incoming)
+        }
+        classified => Ok(classified),
     }
 }
 
 /// What every classifier reads of a request.
 struct Incoming<'a> {
     request: &'a ReviewRequest,
+    /// The watch cache, for the workloads a deleted object owns.
+    workloads: &'a dyn WorkloadLookup,
     namespace: &'a str,
     object: Option<&'a ReviewObject>,
     old_object: Option<&'a ReviewObject>,
@@ -779,11 +827,12 @@ struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
-    fn new(request: &'a ReviewRequest) -> Self {
+    fn new(request: &'a ReviewRequest, workloads: &'a dyn WorkloadLookup) -> Self {
         let object = request.object.as_ref();
         let old_object = request.old_object.as_ref();
         Self {
             request,
+            workloads,
             namespace: request.namespace.as_deref().unwrap_or_default(),
             object,
             old_object,
@@ -845,6 +894,7 @@ impl<'a> Incoming<'a> {
                 Some(_) => Vec::new(),
                 None => new_owners(self.object, self.old_object),
             },
+            dependents: self.dependents(),
             object_name: self.object_name.clone(),
             object_uid: self
                 .object
@@ -853,6 +903,43 @@ impl<'a> Incoming<'a> {
             object: None,
             old_object: None,
         }
+    }
+
+    /// The workloads the garbage collector deletes once this request is done: those the
+    /// watch cache holds in the namespace that name the deleted object (by the uid of
+    /// `oldObject`) as an owner. None unless the request deletes an object without
+    /// orphaning its dependents. Only direct dependents: a workload owned by an object
+    /// that the deleted one owns is not seen (docs/threat-model.md §4b).
+    fn dependents(&self) -> Vec<Target> {
+        let request = self.request;
+        let orphans = request
+            .options
+            .as_ref()
+            .is_some_and(|options| options.orphans_dependents());
+        if request.operation != Operation::Delete || request.sub_resource.is_some() || orphans {
+            return Vec::new();
+        }
+        let Some(uid) = self
+            .old_object
+            .and_then(|o| o.metadata.uid.as_deref())
+            .filter(|uid| !uid.is_empty())
+        else {
+            return Vec::new();
+        };
+        self.workloads
+            .owned_by(self.namespace, uid)
+            .into_iter()
+            .map(|(kind, name, snapshot)| {
+                let mut dependent = Target::new(
+                    TargetKind::Workload(kind),
+                    self.namespace,
+                    &name,
+                    snapshot.labels,
+                );
+                dependent.pod_labels = snapshot.pod_labels;
+                dependent
+            })
+            .collect()
     }
 
     /// A change of a workload or pod maker itself (no subresource): judged by its class,
@@ -1075,6 +1162,37 @@ fn classify_pod_maker(
         .flat_map(|o| o.metadata.owner_references.iter().cloned())
         .collect();
     incoming.object_change(target)
+}
+
+/// A DELETE of an object slo-guard does not otherwise judge: judged for the workloads
+/// the garbage collector deletes with it, when there are any. Every other DELETE of a
+/// namespaced object (most of them) is not governed.
+fn classify_owner(incoming: &Incoming<'_>) -> Result<Option<Change>, AdmissionError> {
+    if incoming.dependents().is_empty() {
+        return Ok(None);
+    }
+    let current = incoming.current()?;
+    let request = incoming.request;
+    let kind = match request.kind.kind.as_str() {
+        "" => request.resource.resource.clone(),
+        kind => kind.to_string(),
+    };
+    let target = Target::new(
+        TargetKind::Owner,
+        incoming.namespace,
+        &incoming.object_name,
+        current.metadata.labels.clone().unwrap_or_default(),
+    );
+    let detail = ChangeDetail::Owner {
+        kind,
+        api_version: request.kind.api_version(),
+    };
+    Ok(Some(incoming.change(
+        ChangeClass::Delete,
+        target,
+        detail,
+        None,
+    )))
 }
 
 /// A Service: judged for the workloads whose pods it selects, before or after the change.
@@ -1464,6 +1582,103 @@ mod tests {
         let scale = classify(request, &()).expect("classified").expect("judged");
         assert!(scale.is_scale_subresource());
         assert!(scale.new_owners.is_empty());
+    }
+
+    #[test]
+    fn a_delete_is_judged_for_the_workloads_the_garbage_collector_deletes_with_it() {
+        let owned = |namespace: &str, name: &str, owner_uid: &str| {
+            (
+                (
+                    WorkloadKind::Deployment,
+                    namespace.to_string(),
+                    name.to_string(),
+                ),
+                WorkloadSnapshot {
+                    labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+                    owner_uids: vec![owner_uid.to_string()],
+                    ..WorkloadSnapshot::default()
+                },
+            )
+        };
+        // Owner references name objects of the dependent's own namespace.
+        let workloads = BTreeMap::from([
+            owned("payments", "checkout", "cm-1"),
+            owned("payments", "worker", "cm-2"),
+            owned("other", "checkout", "cm-1"),
+        ]);
+        let configmaps = ("", "v1", "configmaps");
+        let delete = |uid: &str, options: Value, dry_run: bool| {
+            let mut body = review_body(
+                configmaps,
+                "DELETE",
+                Value::Null,
+                serde_json::json!({"metadata": {"name": "handle", "namespace": "payments", "uid": uid}, "data": {}}),
+            );
+            body["request"]["kind"] =
+                serde_json::json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+            body["request"]["name"] = Value::from("handle");
+            body["request"]["options"] = options;
+            body["request"]["dryRun"] = Value::from(dry_run);
+            let request = parse_review(body.to_string().as_bytes()).expect("a review");
+            classify(request, &workloads).expect("classified")
+        };
+        let background = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"});
+        let change = delete("cm-1", background.clone(), false).expect("judged");
+        assert_eq!(change.class, ChangeClass::Delete);
+        assert_eq!(change.target.kind, TargetKind::Owner);
+        assert_eq!(change.describe(), "ConfigMap payments/handle");
+        let names: Vec<String> = change.dependents.iter().map(Target::describe).collect();
+        assert_eq!(names, vec!["Deployment payments/checkout".to_string()]);
+        assert_eq!(
+            change.dependents[0].labels,
+            BTreeMap::from([("app".to_string(), "checkout".to_string())])
+        );
+        // No options (the resource's default, background) and foreground delete them too;
+        // a dry run is judged as the delete would be.
+        for options in [
+            Value::Null,
+            serde_json::json!({"propagationPolicy": "Foreground"}),
+            serde_json::json!({"orphanDependents": false}),
+        ] {
+            let judged = delete("cm-1", options.clone(), false);
+            assert_eq!(judged.map(|c| c.dependents.len()), Some(1), "{options}");
+        }
+        assert!(delete("cm-1", background, true).expect("judged").dry_run);
+        // Orphaned dependents stay: nothing governed is deleted, nothing to judge.
+        for options in [
+            serde_json::json!({"propagationPolicy": "Orphan"}),
+            serde_json::json!({"orphanDependents": true}),
+        ] {
+            assert!(
+                delete("cm-1", options.clone(), false).is_none(),
+                "{options}"
+            );
+        }
+        // An object that owns no cached workload is not judged.
+        assert!(delete("cm-9", Value::Null, false).is_none());
+        // A delete slo-guard judges for itself (a Service's) carries its dependents too.
+        let mut service = review_body(
+            ("", "v1", "services"),
+            "DELETE",
+            Value::Null,
+            serde_json::json!({"metadata": {"name": "front", "uid": "cm-2"}, "spec": {}}),
+        );
+        service["request"]["name"] = Value::from("front");
+        let request = parse_review(service.to_string().as_bytes()).expect("a review");
+        let change = classify(request, &workloads)
+            .expect("classified")
+            .expect("judged");
+        assert_eq!(change.target.kind, TargetKind::Service);
+        let names: Vec<String> = change.dependents.iter().map(Target::describe).collect();
+        assert_eq!(names, vec!["Deployment payments/worker".to_string()]);
+        // Writes other than deletes have none.
+        let created = review(
+            ("apps", "v1", "deployments"),
+            "CREATE",
+            serde_json::json!({"metadata": {"name": "checkout", "uid": "cm-1"}, "spec": {}}),
+            Value::Null,
+        );
+        assert!(created.dependents.is_empty());
     }
 
     #[test]

@@ -69,6 +69,48 @@ pub struct RequestOptions {
     /// agent's own); chosen by the client, so it can mark an agent but never clear one.
     #[serde(default)]
     pub field_manager: Option<String>,
+    /// A delete's `propagationPolicy`: `Orphan` leaves the object's dependents in place
+    /// (kubectl's `--cascade=orphan`); `Background` and `Foreground` have the garbage
+    /// collector delete them; absent means the resource's default, which deletes them.
+    #[serde(default)]
+    pub propagation_policy: Option<String>,
+    /// A delete's deprecated `orphanDependents`; `true` is `propagationPolicy: Orphan`.
+    #[serde(default)]
+    pub orphan_dependents: Option<bool>,
+}
+
+impl RequestOptions {
+    /// A delete that leaves the object's dependents in place, as the apiserver reads its
+    /// DeleteOptions (either field: the apiserver refuses a request that sets both).
+    #[must_use]
+    pub fn orphans_dependents(&self) -> bool {
+        self.propagation_policy.as_deref() == Some("Orphan") || self.orphan_dependents == Some(true)
+    }
+}
+
+/// `request.kind`: what the object is, as the API names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RequestKind {
+    /// `""` for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// `v1`, ...
+    #[serde(default)]
+    pub version: String,
+    /// `ConfigMap`, `Deployment`, ...
+    #[serde(default)]
+    pub kind: String,
+}
+
+impl RequestKind {
+    /// `v1`, `apps/v1`: the kind's apiVersion, as Events name the object.
+    #[must_use]
+    pub fn api_version(&self) -> String {
+        match self.group.as_str() {
+            "" => self.version.clone(),
+            group => format!("{group}/{}", self.version),
+        }
+    }
 }
 
 /// `request` of an AdmissionReview v1.
@@ -79,6 +121,10 @@ pub struct ReviewRequest {
     pub uid: String,
     /// What is written.
     pub resource: GroupResource,
+    /// The kind of what is written, for denials that name an object slo-guard otherwise
+    /// does not read (the owner of a workload, deleted).
+    #[serde(default)]
+    pub kind: RequestKind,
     /// `scale` for the scale subresource.
     #[serde(default)]
     pub sub_resource: Option<String>,

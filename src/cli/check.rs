@@ -240,16 +240,21 @@ pub fn mutating_webhook_for(review: &Value) -> Option<&'static str> {
 
 /// The name of the validating webhook that sends this request (webhooks/validating-webhook.yaml).
 pub fn validating_webhook_for(review: &Value) -> &'static str {
+    let deletes = review.pointer("/request/operation").and_then(Value::as_str) == Some("DELETE");
     match resource(review) {
         "configmaps" if has_label(review, crate::admission::POLICY_LABEL) => "config.slo-guard.io",
-        "configmaps" => "reflection.config.slo-guard.io",
-        "pods"
-        | "replicasets"
-        | "daemonsets"
-        | "jobs"
-        | "cronjobs"
-        | "replicationcontrollers"
-        | "services" => "pods.slo-guard.io",
+        "configmaps" if has_label(review, crate::admission::REFLECTION_LABEL) || !deletes => {
+            "reflection.config.slo-guard.io"
+        }
+        "services" => "pods.slo-guard.io",
+        "deployments" | "statefulsets" | "horizontalpodautoscalers" => {
+            crate::verdict::VALIDATING_WEBHOOK
+        }
+        // Every other delete may be of a governed workload's owner.
+        _ if deletes => "owners.slo-guard.io",
+        "pods" | "replicasets" | "daemonsets" | "jobs" | "cronjobs" | "replicationcontrollers" => {
+            "pods.slo-guard.io"
+        }
         _ => crate::verdict::VALIDATING_WEBHOOK,
     }
 }
@@ -378,6 +383,7 @@ impl Setting {
                     pod_labels: workload.pod_labels.clone(),
                     annotations: workload.annotations.clone(),
                     replicas: workload.replicas,
+                    owner_uids: workload.owner_uids.clone(),
                 },
             );
         }
@@ -411,6 +417,7 @@ pub fn pair_changes(
             old,
             operation,
             subresource,
+            propagation_policy: None,
         });
     }
     if let Some(unmatched) = olds.first() {

@@ -281,6 +281,18 @@ pub fn workload_state(manifest: &Manifest) -> Option<WorkloadState> {
             .pointer("/spec/replicas")
             .and_then(Value::as_u64)
             .and_then(|r| u32::try_from(r).ok()),
+        owner_uids: manifest
+            .value
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter_map(|owner| owner.get("uid").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -143,6 +143,8 @@ fn request_of(args: &PreflightArgs, stdin: &mut Stdin) -> Result<PreflightReques
             patch,
             object: None,
             annotations: args.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
+            // Orphaning is asked with --request (change.propagationPolicy).
+            propagation_policy: None,
         },
         subject: args.as_user.clone().map(|user| Subject {
             user,

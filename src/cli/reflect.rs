@@ -78,6 +78,12 @@ async fn cluster_workloads(client: &Client) -> anyhow::Result<Vec<WorkloadState>
                 .unwrap_or_default(),
             annotations: meta.annotations.unwrap_or_default(),
             replicas: replicas.and_then(|r| u32::try_from(r).ok()),
+            owner_uids: meta
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .map(|owner| owner.uid)
+                .collect(),
         }
     };
     for deployment in Api::<Deployment>::all(client.clone())

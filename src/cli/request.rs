@@ -71,6 +71,9 @@ pub struct ManifestChange {
     pub operation: Option<Operation>,
     /// The subresource the request is to, if any.
     pub subresource: Option<Subresource>,
+    /// A DELETE's `propagationPolicy`; kubectl's default, `Background`, when absent.
+    /// `Orphan` leaves the objects the deleted one owns in place.
+    pub propagation_policy: Option<String>,
 }
 
 /// Why no AdmissionReview can be built from the manifests and flags.
@@ -337,8 +340,9 @@ pub fn build_review(change: &ManifestChange, requester: &Requester) -> Result<Va
         options.insert("dryRun".into(), json!(["All"]));
     }
     if operation == Operation::Delete {
-        // kubectl delete's default cascade.
-        options.insert("propagationPolicy".into(), Value::from("Background"));
+        // kubectl delete's default cascade, unless the change names one.
+        let propagation = change.propagation_policy.as_deref().unwrap_or("Background");
+        options.insert("propagationPolicy".into(), Value::from(propagation));
     } else if let Some(manager) = &requester.field_manager {
         options.insert("fieldManager".into(), Value::from(manager.as_str()));
     }
@@ -434,6 +438,9 @@ mod tests {
             old: manifest("oldObject", &as_held(&request["oldObject"])),
             operation: Some(operation),
             subresource: request.get("subResource").map(|_| Subresource::Scale),
+            propagation_policy: request["options"]["propagationPolicy"]
+                .as_str()
+                .map(String::from),
         };
         let user = request["userInfo"]["username"].as_str().unwrap_or_default();
         let groups: Vec<String> =
@@ -542,6 +549,7 @@ mod tests {
             old: None,
             operation: None,
             subresource: None,
+            propagation_policy: None,
         };
         let review = build_review(&create, &requester).expect("create");
         assert_eq!(review["request"]["operation"], "CREATE");
@@ -605,6 +613,7 @@ mod tests {
 
         let scale_create = ManifestChange {
             subresource: Some(Subresource::Scale),
+            propagation_policy: None,
             ..create
         };
         let error = build_review(&scale_create, &requester)

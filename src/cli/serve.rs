@@ -132,7 +132,7 @@ pub struct ScopeArgs {
         long,
         env = "SLO_GUARD_SCOPED_WEBHOOKS",
         value_delimiter = ',',
-        default_value = "validate.slo-guard.io,pods.slo-guard.io,mutate.slo-guard.io"
+        default_value = "validate.slo-guard.io,pods.slo-guard.io,owners.slo-guard.io,mutate.slo-guard.io"
     )]
     pub scoped_webhooks: Vec<String>,
     /// How long a namespace stays in scope after the last policy governing it is gone

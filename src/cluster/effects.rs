@@ -78,6 +78,36 @@ impl ClusterEffects {
                 ),
                 None,
             )),
+            // The object deleted, and the first workload the garbage collector would have
+            // deleted with it.
+            (TargetKind::Owner, _) => {
+                let (kind, api_version) = match &change.detail {
+                    crate::admission::ChangeDetail::Owner { kind, api_version } => {
+                        (kind.as_str(), api_version.as_str())
+                    }
+                    _ => return None,
+                };
+                let related = change.dependents.first().and_then(|dependent| {
+                    dependent.workload_kind().map(|kind| {
+                        reference(
+                            "apps/v1",
+                            kind.as_str(),
+                            &dependent.name,
+                            self.workloads
+                                .uid(kind, &dependent.namespace, &dependent.name),
+                        )
+                    })
+                });
+                Some((
+                    reference(
+                        api_version,
+                        kind,
+                        &change.object_name,
+                        change.object_uid.clone(),
+                    ),
+                    related,
+                ))
+            }
             (TargetKind::Workload(_), None) => None,
         }
     }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -39,6 +39,9 @@ struct CachedWorkload {
     annotations: Pairs,
     replicas: Option<u32>,
     uid: Option<Box<str>>,
+    /// The uids of its owners: a delete of any of them is judged for this workload,
+    /// which the garbage collector deletes with it. Empty (no allocation) for most.
+    owner_uids: Box<[Box<str>]>,
 }
 
 /// Never read by a rule, and often the largest thing on an object: a copy of the whole
@@ -72,6 +75,12 @@ impl CachedWorkload {
             annotations: pairs(metadata.annotations),
             replicas: replicas.and_then(|r| u32::try_from(r).ok()),
             uid: metadata.uid.map(String::into_boxed_str),
+            owner_uids: metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .map(|owner| owner.uid.into_boxed_str())
+                .collect(),
         }
     }
 
@@ -81,6 +90,7 @@ impl CachedWorkload {
             pod_labels: map_of(&self.pod_labels),
             annotations: map_of(&self.annotations),
             replicas: self.replicas,
+            owner_uids: self.owner_uids.iter().map(|uid| uid.to_string()).collect(),
         }
     }
 }
@@ -137,6 +147,16 @@ struct KeptMetadata {
     labels: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "annotations_kept")]
     annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerUid>>,
+}
+
+/// An `ownerReferences` entry as the cache keeps it: the uid alone, which is what the
+/// garbage collector goes by.
+#[derive(Deserialize)]
+struct OwnerUid {
+    #[serde(default)]
+    uid: String,
 }
 
 fn kept_metadata<'de, D: serde::Deserializer<'de>>(
@@ -150,6 +170,15 @@ fn kept_metadata<'de, D: serde::Deserializer<'de>>(
         resource_version: kept.resource_version,
         labels: kept.labels,
         annotations: kept.annotations,
+        owner_references: kept.owner_references.map(|owners| {
+            owners
+                .into_iter()
+                .map(|owner| OwnerReference {
+                    uid: owner.uid,
+                    ..OwnerReference::default()
+                })
+                .collect()
+        }),
         ..ObjectMeta::default()
     })
 }
@@ -283,6 +312,33 @@ impl WorkloadLookup for WorkloadCache {
                 .map(|workloads| {
                     workloads
                         .iter()
+                        .map(|(name, cached)| (kind, name.to_string(), cached.snapshot()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+    }
+
+    fn owned_by(
+        &self,
+        namespace: &str,
+        owner_uid: &str,
+    ) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        [
+            (WorkloadKind::Deployment, &self.deployments),
+            (WorkloadKind::StatefulSet, &self.statefulsets),
+        ]
+        .into_iter()
+        .flat_map(|(kind, shelf)| {
+            read(shelf)
+                .get(namespace)
+                .map(|workloads| {
+                    workloads
+                        .iter()
+                        .filter(|(_, cached)| {
+                            cached.owner_uids.iter().any(|uid| &**uid == owner_uid)
+                        })
                         .map(|(name, cached)| (kind, name.to_string(), cached.snapshot()))
                         .collect::<Vec<_>>()
                 })
@@ -468,5 +524,47 @@ mod tests {
         let snapshot = cached.snapshot();
         assert!(snapshot.annotations.is_empty() && snapshot.labels.is_empty());
         assert_eq!(snapshot.replicas, None);
+    }
+
+    #[test]
+    fn the_cache_keeps_each_workloads_owner_uids_and_finds_what_an_object_owns() {
+        let watched = |namespace: &str, name: &str, owners: serde_json::Value| {
+            serde_json::from_value::<Watched<Deployment>>(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace, "ownerReferences": owners},
+            }))
+            .expect("watched")
+        };
+        let owner = |uid: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "handle", "uid": uid});
+        let cache = WorkloadCache::default();
+        let mut sink = ShelfSink(cache.deployments.clone());
+        for object in [
+            watched(
+                "payments",
+                "checkout",
+                serde_json::json!([owner("a"), owner("b")]),
+            ),
+            watched("payments", "worker", serde_json::Value::Null),
+            watched("other", "checkout", serde_json::json!([owner("a")])),
+        ] {
+            WatchSink::<Watched<Deployment>>::applied(&mut sink, object);
+        }
+        let owned = |namespace: &str, uid: &str| -> Vec<(WorkloadKind, String, Vec<String>)> {
+            cache
+                .owned_by(namespace, uid)
+                .into_iter()
+                .map(|(kind, name, snapshot)| (kind, name, snapshot.owner_uids))
+                .collect()
+        };
+        assert_eq!(
+            owned("payments", "b"),
+            vec![(
+                WorkloadKind::Deployment,
+                "checkout".to_string(),
+                vec!["a".to_string(), "b".to_string()]
+            )]
+        );
+        assert_eq!(owned("other", "a").len(), 1);
+        assert!(owned("payments", "c").is_empty());
+        assert!(owned("nowhere", "a").is_empty());
     }
 }

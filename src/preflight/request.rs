@@ -81,6 +81,10 @@ pub struct IntendedChange {
     /// Scale carries no annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// A `delete`'s `propagationPolicy` (`Background`, kubectl's default, `Foreground`,
+    /// or `Orphan`, which leaves the workloads the object owns in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_policy: Option<String>,
 }
 
 /// The reviews a preflight judges.
@@ -218,6 +222,21 @@ impl PreflightRequest {
             Some("create") if change.object.is_none() => Err(PreflightError::Invalid(
                 "change.action create needs change.object".into(),
             )),
+            action if change.propagation_policy.is_some() && action != Some("delete") => {
+                Err(PreflightError::Invalid(
+                    "change.propagationPolicy goes with change.action delete".into(),
+                ))
+            }
+            Some("delete")
+                if !matches!(
+                    change.propagation_policy.as_deref(),
+                    None | Some("Background" | "Foreground" | "Orphan")
+                ) =>
+            {
+                Err(PreflightError::Invalid(
+                    "change.propagationPolicy is Background, Foreground or Orphan".into(),
+                ))
+            }
             Some("scale" | "restart" | "delete" | "create") => Ok(()),
             _ if change.patch.is_none() && change.object.is_none() && change.annotations.is_empty() => {
                 Err(PreflightError::Invalid(
@@ -301,6 +320,7 @@ impl PreflightRequest {
                 old: Some(manifest("current", scale_base(from))),
                 operation: Some(Operation::Update),
                 subresource: Some(Subresource::Scale),
+                propagation_policy: None,
             };
             encode(build_review(&change, requester)?)
         };
@@ -320,12 +340,14 @@ impl PreflightRequest {
             }
             Some("delete") => {
                 let old = needs_current("deleted")?;
+                // Orphaning decides whether the workloads the object owns are deleted.
                 encode(build_review(
                     &ManifestChange {
                         object: None,
                         old: Some(manifest("current", old)),
                         operation: Some(Operation::Delete),
                         subresource: None,
+                        propagation_policy: change.propagation_policy.clone(),
                     },
                     requester,
                 )?)?
@@ -369,6 +391,7 @@ impl PreflightRequest {
                             Operation::Update
                         }),
                         subresource: None,
+                        propagation_policy: None,
                     },
                     requester,
                 )?)?
@@ -460,5 +483,47 @@ mod tests {
             request.reviews(&requester, None, None, Utc::now()),
             Err(PreflightError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_delete_carries_its_propagation_policy() {
+        let request = |change: Value| -> PreflightRequest {
+            serde_json::from_value(json!({
+                "workload": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "payments", "name": "handle"},
+                "change": change
+            }))
+            .expect("parses")
+        };
+        let requester = Requester {
+            user: "system:serviceaccount:ai-agents:fixer".into(),
+            ..Requester::default()
+        };
+        let current =
+            json!({"metadata": {"name": "handle", "namespace": "payments", "uid": "u-1"}});
+        let options_of = |change: Value| -> Value {
+            let reviews = request(change)
+                .reviews(&requester, Some(&current), None, Utc::now())
+                .expect("reviews");
+            let intended: Value = serde_json::from_slice(&reviews.intended).expect("json");
+            intended["request"]["options"].clone()
+        };
+        assert_eq!(
+            options_of(json!({"action": "delete", "propagationPolicy": "Orphan"}))["propagationPolicy"],
+            "Orphan"
+        );
+        // kubectl's default.
+        assert_eq!(
+            options_of(json!({"action": "delete"}))["propagationPolicy"],
+            "Background"
+        );
+        for wrong in [
+            json!({"action": "delete", "propagationPolicy": "Sideways"}),
+            json!({"action": "restart", "propagationPolicy": "Orphan"}),
+        ] {
+            assert!(
+                matches!(request(wrong.clone()).validate(), Err(PreflightError::Invalid(m)) if m.contains("propagationPolicy")),
+                "{wrong}"
+            );
+        }
     }
 }

@@ -45,6 +45,9 @@ pub struct WorkloadState {
     pub annotations: BTreeMap<String, String>,
     /// `spec.replicas`.
     pub replicas: Option<u32>,
+    /// The uids of its owners (`metadata.ownerReferences`), which the watch cache keeps
+    /// so that a delete of an owner is judged for the workload.
+    pub owner_uids: Vec<String>,
 }
 
 impl WorkloadState {
@@ -381,6 +384,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             replicas: Some(replicas),
+            owner_uids: Vec::new(),
         }
     }
 

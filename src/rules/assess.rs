@@ -218,7 +218,7 @@ pub fn assess<'a>(
     let judged_per_policy = change.class != ChangeClass::Config
         && !matches!(
             change.target.kind,
-            TargetKind::PodMaker(_) | TargetKind::Service
+            TargetKind::PodMaker(_) | TargetKind::Service | TargetKind::Owner
         );
     let (governing, retargeted) = if judged_per_policy {
         let retargeted = change.retargeted_from().map(|previous| {

@@ -8,11 +8,15 @@
 //! - a new `ownerReferences` entry: the garbage collector deletes the workload once that
 //!   owner is gone, so an agent that may not delete the workload may not give it an
 //!   owner it can delete.
+//! - a delete of an object that owns governed workloads: the garbage collector deletes
+//!   them after it, so an agent that may not delete them may not delete their owner,
+//!   unless it orphans them (`propagationPolicy: Orphan`), which leaves them in place.
 
-use crate::admission::{ActorKind, TargetKind, WorkloadKind};
-use crate::policy::ForbiddenAction;
+use crate::admission::{ActorKind, Change, ChangeClass, TargetKind, WorkloadKind};
+use crate::policy::{ForbiddenAction, Policy};
+use crate::store::PolicySet;
 
-use super::{Finding, Rule, RuleInput};
+use super::{Finding, Rule, RuleInput, classify_actor};
 
 /// The annotation the Deployment controller reads as "roll back to this revision".
 pub const ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
@@ -76,6 +80,66 @@ pub(super) fn check_new_owner(input: &RuleInput<'_>) -> Option<Finding> {
         "Only a person can give a governed workload an owner; escalate it to an SRE".to_string(),
         format!("new owner {owners}: delete is forbidden for agents"),
     ))
+}
+
+/// Whether `policy` forbids agents to delete what it governs.
+fn forbids_agents_to_delete(policy: &Policy) -> bool {
+    policy
+        .spec
+        .agents
+        .forbidden
+        .contains(&ForbiddenAction::Class(ChangeClass::Delete))
+}
+
+/// A delete of an object that owns governed workloads ([`Change::dependents`]), which
+/// the garbage collector deletes with it: for each policy governing one of them whose
+/// agents may not delete, a finding naming them, when the requester is one of its agents.
+/// Also whether the requester is an agent of such a policy at all, which the decision
+/// reports as its actor. Judged whatever the deleted object is (a ConfigMap, a custom
+/// resource, or a workload itself).
+pub(super) fn check_owner_delete(change: &Change, policies: &PolicySet) -> (bool, Vec<Finding>) {
+    let mut agent = false;
+    // Per policy, in the order first met: the dependents it governs.
+    let mut governed: Vec<(&Policy, Vec<String>)> = Vec::new();
+    for dependent in &change.dependents {
+        for (policy, _) in policies.matching(dependent) {
+            if classify_actor(&change.requester, Some(&policy.spec)) != ActorKind::Agent {
+                continue;
+            }
+            agent = true;
+            if !forbids_agents_to_delete(policy) {
+                continue;
+            }
+            let described = dependent.describe();
+            match governed.iter_mut().find(|(known, _)| known.id == policy.id) {
+                Some((_, names)) if !names.contains(&described) => names.push(described),
+                Some(_) => {}
+                None => governed.push((policy, vec![described])),
+            }
+        }
+    }
+    let deleted = change.describe();
+    let findings = governed
+        .into_iter()
+        .map(|(policy, dependents)| {
+            let names = dependents.join(", ");
+            Finding {
+                source: policy.id.to_string(),
+                rule: Rule::ForbiddenAction,
+                mode: policy.spec.action,
+                headline: format!(
+                    "delete of {deleted} blocked: it owns {names}, which policy {} governs, and the garbage collector deletes {} with its owner; agents.forbidden lists delete",
+                    policy.id,
+                    if dependents.len() == 1 { "it" } else { "them" },
+                ),
+                remedy: format!(
+                    "Ask a person to delete it, or delete it with --cascade=orphan (propagationPolicy: Orphan), which leaves {names} in place"
+                ),
+                brief: format!("owner of {names}: delete is forbidden for agents"),
+            }
+        })
+        .collect();
+    (agent, findings)
 }
 
 #[cfg(test)]
@@ -177,6 +241,111 @@ mod tests {
             found.iter().any(|f| f.starts_with("forbidden-action: ")
                 && f.contains("agents may not give a HorizontalPodAutoscaler an owner")),
             "{found:?}"
+        );
+    }
+
+    /// A delete of ConfigMap payments/handle, which owns `dependents` (Deployments in
+    /// payments with the given `app` label).
+    fn owner_deleted(username: &str, dependents: &[(&str, &str)]) -> crate::admission::Change {
+        let mut change = change(username, ChangeClass::Delete);
+        change.target =
+            crate::admission::Target::new(TargetKind::Owner, "payments", "handle", BTreeMap::new());
+        change.detail = crate::admission::ChangeDetail::Owner {
+            kind: "ConfigMap".to_string(),
+            api_version: "v1".to_string(),
+        };
+        change.object_name = "handle".to_string();
+        change.annotations.after = None;
+        change.dependents = dependents
+            .iter()
+            .map(|(name, app)| {
+                crate::admission::Target::new(
+                    TargetKind::Workload(WorkloadKind::Deployment),
+                    "payments",
+                    name,
+                    BTreeMap::from([("app".to_string(), app.to_string())]),
+                )
+            })
+            .collect();
+        change
+    }
+
+    const SELECTED: &str = "match: {kinds: [Deployment], selector: {matchLabels: {app: checkout}}}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], forbidden: [delete]}";
+
+    #[test]
+    fn an_agent_may_not_delete_the_owner_of_a_governed_workload() {
+        let decision = judge(SELECTED, &owner_deleted(AGENT, &[("checkout", "checkout")]));
+        assert_eq!(decision.actor, ActorKind::Agent);
+        assert!(!decision.allowed());
+        assert_eq!(
+            crate::verdict::denial_message(&decision).as_deref(),
+            Some(
+                "[payments/checkout:forbidden-action] delete of ConfigMap payments/handle blocked: it owns Deployment payments/checkout, which policy payments/checkout governs, and the garbage collector deletes it with its owner; agents.forbidden lists delete. Ask a person to delete it, or delete it with --cascade=orphan (propagationPolicy: Orphan), which leaves Deployment payments/checkout in place."
+            )
+        );
+        // Every governed dependent is named, once per policy; one it does not govern is not.
+        let several = judge(
+            SELECTED,
+            &owner_deleted(
+                AGENT,
+                &[
+                    ("checkout", "checkout"),
+                    ("worker", "other"),
+                    ("canary", "checkout"),
+                ],
+            ),
+        );
+        let finding = only_finding(&several, Rule::ForbiddenAction);
+        assert!(
+            finding.headline.contains(
+                "it owns Deployment payments/checkout, Deployment payments/canary, which policy payments/checkout governs, and the garbage collector deletes them"
+            ),
+            "{}",
+            finding.headline
+        );
+    }
+
+    #[test]
+    fn deleting_an_owner_is_left_to_people_and_to_what_policies_allow() {
+        // A person may.
+        let person = judge(
+            SELECTED,
+            &owner_deleted("alice", &[("checkout", "checkout")]),
+        );
+        assert!(person.findings.is_empty(), "{:?}", person.findings);
+        assert_eq!(person.actor, ActorKind::Person);
+        // An agent may where its policy lets agents delete.
+        let deletes_allowed = "match: {kinds: [Deployment]}\nagents: {users: [\"system:serviceaccount:ai-agents:*\"], forbidden: []}";
+        let allowed = judge(
+            deletes_allowed,
+            &owner_deleted(AGENT, &[("checkout", "checkout")]),
+        );
+        assert!(allowed.findings.is_empty(), "{:?}", allowed.findings);
+        assert_eq!(allowed.actor, ActorKind::Agent);
+        // An object owning no governed workload (or deleted with its dependents
+        // orphaned, which classify leaves without dependents) deletes nothing governed.
+        for dependents in [&[][..], &[("worker", "other")][..]] {
+            let decision = judge(SELECTED, &owner_deleted(AGENT, dependents));
+            assert!(decision.findings.is_empty(), "{:?}", decision.findings);
+        }
+    }
+
+    #[test]
+    fn a_workload_deleted_with_its_dependents_is_judged_for_them_too() {
+        // A Deployment no policy governs that owns a governed one: its own delete is not
+        // judged, the garbage collector's of its dependent is.
+        let mut change = change(AGENT, ChangeClass::Delete);
+        change.target.name = "umbrella".to_string();
+        change.target.labels = BTreeMap::from([("app".to_string(), "umbrella".to_string())]);
+        change.object_name = "umbrella".to_string();
+        change.dependents = owner_deleted(AGENT, &[("checkout", "checkout")]).dependents;
+        let found = rules_found(&change, SELECTED);
+        assert_eq!(
+            found,
+            vec![
+                "forbidden-action: delete of Deployment payments/umbrella blocked: it owns Deployment payments/checkout, which policy payments/checkout governs, and the garbage collector deletes it with its owner; agents.forbidden lists delete"
+                    .to_string()
+            ]
         );
     }
 }

@@ -442,9 +442,23 @@ pub fn assess_and_decide(change: &Change, context: &DecisionContext<'_>) -> Deci
 }
 
 /// Judges an assessed change on what was observed for it. Pure: everything it reads
-/// (the policies as assessed, the SLO figures, the ledger's record, the time) is in
+/// (the policies as assessed, the SLO figures, the ledger's record, the time, the
+/// workloads the garbage collector would delete with a deleted object) is in
 /// `assessment` and `observed`.
 pub fn decide(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Decision {
+    let mut decision = decide_for_target(assessment, observed);
+    // Whatever the object is, deleting it deletes the workloads it owns.
+    let (agent, owned) = handover::check_owner_delete(assessment.change, assessment.policies);
+    if agent {
+        decision.actor = ActorKind::Agent;
+    }
+    decision.findings.extend(owned);
+    decision
+}
+
+/// [`decide`] for the object the change writes (or, for an HPA or a scale, the workload
+/// it scales).
+fn decide_for_target(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Decision {
     let change = assessment.change;
     let policies = assessment.policies;
     let mut decision = Decision {
@@ -471,6 +485,10 @@ pub fn decide(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Decision 
         }
         decision.findings.extend(config::check_written_by(change));
         decision.findings.extend(config::check(change, policies));
+        return decision;
+    }
+    if change.target.kind == TargetKind::Owner {
+        // Judged for its dependents alone, by `decide`.
         return decision;
     }
     if let TargetKind::PodMaker(_) | TargetKind::Service = change.target.kind {

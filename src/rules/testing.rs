@@ -169,6 +169,7 @@ pub fn change(username: &str, class: ChangeClass) -> Change {
             map_present: true,
         },
         new_owners: Vec::new(),
+        dependents: Vec::new(),
         object_name: "checkout".into(),
         object_uid: None,
         object: None,

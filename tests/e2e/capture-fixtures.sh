@@ -230,6 +230,20 @@ capture deployment-metadata-only UPDATE deployments - checkout -- \
 capture configmap-policy-create CREATE configmaps - checkout -- \
   kubectl --as=platform@example.com --as-group=platform-engineers apply -f "$MANIFESTS/policy-checkout.yaml"
 
+# The agent deletes a ConfigMap; the tests' watch cache makes it an owner of
+# checkout (tests/kit fixtures.rs), so the garbage collector would delete checkout
+# after it. kubectl sends the propagation policy in the DeleteOptions.
+# The agent may delete ConfigMaps here, as with an edit Role.
+kubectl -n payments create role configmap-deleter --verb=delete --resource=configmaps >/dev/null
+kubectl -n payments create rolebinding fixer-configmap-deleter --role=configmap-deleter \
+  --serviceaccount=ai-agents:fixer >/dev/null
+kubectl -n payments create configmap checkout-handle >/dev/null
+kubectl -n payments create configmap checkout-handle-orphaned >/dev/null
+capture configmap-owner-delete DELETE configmaps - checkout-handle -- \
+  as_agent -n payments delete configmap checkout-handle
+capture configmap-owner-delete-orphan DELETE configmaps - checkout-handle-orphaned -- \
+  as_agent -n payments delete configmap checkout-handle-orphaned --cascade=orphan
+
 capture deployment-delete DELETE deployments - checkout -- \
   as_agent -n payments delete deployment checkout
 
@@ -248,6 +262,8 @@ chk deployment-dryrun-update '.request.dryRun == true'
 chk deployment-metadata-only '.request.object.metadata.annotations["slo-guard.io/approve"] == "'"$DECISION"'"'
 chk configmap-policy-create '.request.object.metadata.labels["slo-guard.io/policy"] == "true" and (.request.object.data | has("policy.yaml"))'
 chk deployment-delete '.request.object == null and .request.oldObject != null'
+chk configmap-owner-delete '.request.options.propagationPolicy == "Background" and .request.oldObject.metadata.uid != null'
+chk configmap-owner-delete-orphan '.request.options.propagationPolicy == "Orphan"'
 
 log "done: $(find "$OUT" -maxdepth 1 -name '*.json' | wc -l) fixtures in $OUT"
 ls -l "$OUT" >&2

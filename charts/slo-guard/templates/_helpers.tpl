@@ -241,6 +241,11 @@ matchConditions:
   - name: not-controllers
     expression: '!(request.userInfo.username == "system:kube-controller-manager" || request.userInfo.username.startsWith("system:serviceaccount:kube-system:") || request.userInfo.username.startsWith("system:node:"))'
   {{- end }}
+  {{- if .skipWorkloadDeletes }}
+  # validate.slo-guard.io gets these deletes and judges what they own as well.
+  - name: not-judged-by-validate
+    expression: '!((request.resource.group == "apps" && request.resource.resource in ["deployments", "statefulsets"]) || (request.resource.group == "autoscaling" && request.resource.resource == "horizontalpodautoscalers"))'
+  {{- end }}
 {{- end }}
 {{- end }}
 

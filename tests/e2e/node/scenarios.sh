@@ -81,9 +81,10 @@ scope_of() { # <kind> <webhook>
     '[.webhooks[] | select(.name == $w) | .namespaceSelector.matchExpressions // [] | .[]
       | select(.key == "kubernetes.io/metadata.name" and .operator == "In") | .values[]]'
 }
-scope_is() { # <json list>: validate, pods and mutate all sent exactly these namespaces
+scope_is() { # <json list>: validate, pods, owners and mutate all sent exactly these namespaces
   [ "$(scope_of validatingwebhookconfiguration validate.slo-guard.io)" = "$1" ] &&
   [ "$(scope_of validatingwebhookconfiguration pods.slo-guard.io)" = "$1" ] &&
+  [ "$(scope_of validatingwebhookconfiguration owners.slo-guard.io)" = "$1" ] &&
   [ "$(scope_of mutatingwebhookconfiguration mutate.slo-guard.io)" = "$1" ]
 }
 
@@ -245,11 +246,67 @@ EOF
   sleep 5
   check "2. ... and the garbage collector deleted nothing: checkout still exists" \
     kubectl get deploy checkout -n payments
+  scenario_owner_delete
 
   local denied
   denied="$(sum_over_pods slo_guard_decisions_total 'verdict="denied"')"
   check "2. the denials are counted in /metrics (slo_guard_decisions_total, verdict denied: $denied over both pods)" \
     test "$denied" -ge 3
+}
+
+# An object that owns a governed workload takes it along when it is deleted: the
+# garbage collector (skipped by every webhook: webhooks.skipUsernames) deletes the
+# dependents. An agent that may not delete the workload (agents.forbidden:
+# [delete]) must not delete its owner either, unless the dependents are orphaned.
+scenario_owner_delete() {
+  local out
+  k apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ledger, namespace: payments, labels: {app: checkout}}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: ledger}}
+  template:
+    metadata: {labels: {app: ledger}}
+    spec:
+      containers: [{name: ledger, image: "docker.io/slo-guard-e2e/pause:1"}]
+EOF
+  # A person (the admin) makes ConfigMap $1 the owner of the governed Deployment
+  # ledger: people may (an operator's custom resource owns its workloads so).
+  own_ledger() { # <configmap>
+    local uid
+    k create configmap "$1" -n payments >/dev/null
+    uid="$(kubectl get configmap "$1" -n payments -o jsonpath='{.metadata.uid}')"
+    k patch deploy/ledger -n payments --type merge \
+      -p "{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"$1\",\"uid\":\"$uid\"}]}}"
+  }
+  out="$(own_ledger ledger-owner || true)"
+  check "2. a person makes ConfigMap ledger-owner the owner of the governed Deployment ledger" grep -q "patched" <<<"$out"
+  # The guard's watch cache sees the owner.
+  sleep 2
+  out="$(k delete configmap ledger-owner -n payments --as "$AGENT" || true)"
+  check "2. an agent cannot delete the owner of a governed Deployment (forbidden-action: delete)" denied_with "$out" \
+    'admission webhook "owners.slo-guard.io" denied the request: [payments/checkout:forbidden-action]' \
+    'Deployment payments/ledger' '--cascade=orphan'
+  sleep 5
+  check "2. ... and the garbage collector deleted nothing: ledger still exists" \
+    kubectl get deploy ledger -n payments
+  out="$(k delete configmap ledger-owner -n payments --cascade=orphan --as "$AGENT" || true)"
+  check "2. the agent may delete it with --cascade=orphan (propagationPolicy Orphan)" grep -q "deleted" <<<"$out"
+  check "2. ... and the garbage collector orphans ledger: it still exists, without an owner" \
+    wait_for 30 "ledger orphaned" bash -c '
+      owners="$(kubectl get deploy ledger -n payments -o jsonpath="{.metadata.ownerReferences}")" && [ -z "$owners" ]'
+  k create configmap scratch -n payments --as "$AGENT" >/dev/null || true
+  out="$(k delete configmap scratch -n payments --as "$AGENT" || true)"
+  check "2. an agent deletes a ConfigMap that owns nothing governed" grep -q "deleted" <<<"$out"
+  out="$(own_ledger ledger-owner-2 || true)"
+  check "2. a person makes ConfigMap ledger-owner-2 the owner of ledger" grep -q "patched" <<<"$out"
+  sleep 2
+  out="$(k delete configmap ledger-owner-2 -n payments || true)"
+  check "2. a person may delete the owner of a governed Deployment" grep -q "deleted" <<<"$out"
+  check "2. ... and the garbage collector deletes ledger with it (the route is real)" \
+    wait_for 30 "ledger deleted" bash -c '! kubectl get deploy ledger -n payments'
 }
 
 scenario_availability() {

@@ -48,7 +48,8 @@ pub fn baseline_policies() -> Arc<PolicyStore> {
 }
 
 /// The watch cache as it would be after the fixtures' Deployment was created by the agent
-/// with its full decision context.
+/// with its full decision context, and a person had made the ConfigMaps the agent
+/// deletes in configmap-owner-delete*.json its owners.
 pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot> {
     let create = fixture_json("deployment-create.json");
     let metadata = &create["request"]["object"]["metadata"];
@@ -66,6 +67,17 @@ pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadS
             pod_labels: map(&create["request"]["object"]["spec"]["template"]["metadata"]["labels"]),
             annotations: map(&metadata["annotations"]),
             replicas: Some(3),
+            owner_uids: [
+                "configmap-owner-delete.json",
+                "configmap-owner-delete-orphan.json",
+            ]
+            .into_iter()
+            .filter_map(|name| {
+                fixture_json(name)["request"]["oldObject"]["metadata"]["uid"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect(),
         },
     )])
 }
