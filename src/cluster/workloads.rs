@@ -294,36 +294,13 @@ fn write(shelf: &RwLock<Shelf>) -> std::sync::RwLockWriteGuard<'_, Shelf> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl WorkloadLookup for WorkloadCache {
-    fn workload(&self, key: WorkloadKey<'_>) -> Option<WorkloadSnapshot> {
-        self.cached(key.kind, key.namespace, key.name)
-            .map(|w| w.snapshot())
-    }
-
-    fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
-        [
-            (WorkloadKind::Deployment, &self.deployments),
-            (WorkloadKind::StatefulSet, &self.statefulsets),
-        ]
-        .into_iter()
-        .flat_map(|(kind, shelf)| {
-            read(shelf)
-                .get(namespace)
-                .map(|workloads| {
-                    workloads
-                        .iter()
-                        .map(|(name, cached)| (kind, name.to_string(), cached.snapshot()))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        })
-        .collect()
-    }
-
-    fn owned_by(
+impl WorkloadCache {
+    /// Snapshots of the workloads in `namespace` that `keep` selects, filtered before
+    /// they are copied.
+    fn snapshots_in(
         &self,
         namespace: &str,
-        owner_uid: &str,
+        keep: impl Fn(&CachedWorkload) -> bool,
     ) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
         [
             (WorkloadKind::Deployment, &self.deployments),
@@ -336,15 +313,34 @@ impl WorkloadLookup for WorkloadCache {
                 .map(|workloads| {
                     workloads
                         .iter()
-                        .filter(|(_, cached)| {
-                            cached.owner_uids.iter().any(|uid| &**uid == owner_uid)
-                        })
+                        .filter(|(_, cached)| keep(cached))
                         .map(|(name, cached)| (kind, name.to_string(), cached.snapshot()))
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default()
         })
         .collect()
+    }
+}
+
+impl WorkloadLookup for WorkloadCache {
+    fn workload(&self, key: WorkloadKey<'_>) -> Option<WorkloadSnapshot> {
+        self.cached(key.kind, key.namespace, key.name)
+            .map(|w| w.snapshot())
+    }
+
+    fn workloads_in(&self, namespace: &str) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        self.snapshots_in(namespace, |_| true)
+    }
+
+    fn owned_by(
+        &self,
+        namespace: &str,
+        owner_uid: &str,
+    ) -> Vec<(WorkloadKind, String, WorkloadSnapshot)> {
+        self.snapshots_in(namespace, |cached| {
+            cached.owner_uids.iter().any(|uid| &**uid == owner_uid)
+        })
     }
 }
 
