@@ -1,8 +1,8 @@
 //! Peer benchmark through a real kube-apiserver: what an agent feels when it writes
 //! Deployments with no admission, with a ValidatingAdmissionPolicy, with slo-guard, and
 //! with Kyverno doing the same checks, and with the apiserver's own policies and Kyverno
-//! doing slo-guard's whole job (the checks and the stamp), side by side in one run, in a namespace a policy
-//! governs and in one that no policy governs.
+//! doing slo-guard's whole job (the checks and the stamp), side by side in one run, in a
+//! namespace a policy governs and in one that no policy governs.
 //!
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
@@ -34,7 +34,7 @@
 //!   switch a probe (a dry-run create of 50 replicas by the agent) must be denied in
 //!   `bench-governed` and admitted in `bench-open` (admitted in both when none is in
 //!   force), and an admitted create must come back stamped in `bench-governed` only under
-//!   the setups that stamp (`vap+map`, `slo-guard`), so the setup measured is known to be
+//!   the setups that stamp (`vap+map`, `slo-guard`, `kyverno+mut`), so the setup measured is known to be
 //!   the one in force:
 //!   - `none`: no admission beyond the apiserver's built-in plugins;
 //!   - `vap`: a ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) and its
@@ -101,8 +101,9 @@
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of a few
 //! seconds: setups none, vap, vap+map and slo-guard (the debug binary), concurrency 2, 0.3 s
-//! cells, and it fails only if a request fails or a peer stamps other than slo-guard. Kyverno is left out of the smoke run,
-//! so a missing Kyverno build never fails `cargo test`.
+//! cells, and it fails only if a request fails or a peer stamps other than slo-guard.
+//! Kyverno is left out of the smoke run, so a missing Kyverno build never fails
+//! `cargo test`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -190,7 +191,8 @@ struct Options {
     out: Option<PathBuf>,
     /// A folder for a CPU profile of the apiserver over each measured slice.
     apiserver_profile: Option<PathBuf>,
-    /// The host in slo-guard's webhook URLs; None picks one (see [`webhook_host`]).
+    /// The host in slo-guard's and Kyverno's webhook URLs; None picks one (see
+    /// [`webhook_host`]).
     webhook_host: Option<String>,
 }
 
@@ -906,7 +908,7 @@ struct Bench {
     target: Arc<Target>,
     /// Per namespace, per worker: the replicas its Deployment has now (2 or 3).
     replicas: BTreeMap<&'static str, Arc<Vec<AtomicU32>>>,
-    /// The host slo-guard's webhook URLs name.
+    /// The host slo-guard's and Kyverno's webhook URLs name.
     webhook_host: String,
     /// Whether Kyverno's admission controller was started (both Kyverno setups use it).
     kyverno_started: bool,
