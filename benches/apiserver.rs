@@ -158,6 +158,43 @@ impl Setup {
             )),
         }
     }
+    /// The policy objects a setup puts in force, each as its manifest and the kinds and
+    /// name it is deleted by. slo-guard's webhook configurations are not among them: they
+    /// need its port and CA.
+    fn policies(self) -> Vec<(String, &'static str, &'static str)> {
+        let vap = (
+            vap_manifest(),
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "bench-agents",
+        );
+        // Kyverno drops its webhook for a policy when the policy goes.
+        let kyverno = (
+            kyverno_policy(),
+            "validatingpolicies.policies.kyverno.io",
+            "bench-agents",
+        );
+        match self {
+            Setup::None | Setup::SloGuard => Vec::new(),
+            Setup::Vap => vec![vap],
+            Setup::VapMap => vec![
+                vap,
+                (
+                    map_manifest(),
+                    "mutatingadmissionpolicybinding,mutatingadmissionpolicy",
+                    "bench-stamp",
+                ),
+            ],
+            Setup::Kyverno => vec![kyverno],
+            Setup::KyvernoMut => vec![
+                kyverno,
+                (
+                    kyverno_stamp_policy(),
+                    "mutatingpolicies.policies.kyverno.io",
+                    "bench-stamp",
+                ),
+            ],
+        }
+    }
     /// Whether an admitted agent create comes back with slo-guard's decision context
     /// stamped on it.
     fn stamps(self) -> bool {
@@ -991,12 +1028,8 @@ impl Bench {
 
     /// Whether an agent's admitted create in `namespace` comes back stamped.
     fn stamped(&self, namespace: &str) -> Result<bool, String> {
-        match self.dry_run_create(namespace, 2)? {
-            Some(object) => Ok(object["metadata"]["annotations"]
-                .get("slo-guard.io/verdict")
-                .is_some()),
-            None => Err(format!("a create of 2 replicas was denied in {namespace}")),
-        }
+        self.stamp_added(namespace)
+            .map(|stamp| stamp.contains_key("slo-guard.io/verdict"))
     }
 
     /// Waits until the probe is denied in the governed namespace (or admitted, for
@@ -1086,12 +1119,6 @@ impl Bench {
     /// Puts a setup in force and waits until the probe shows it.
     fn activate(&mut self, setup: Setup, running: &Running) -> Result<(), String> {
         match (setup, running) {
-            (Setup::None, _) => {}
-            (Setup::Vap, _) => apply(&mut self.cluster, &vap_manifest())?,
-            (Setup::VapMap, _) => {
-                apply(&mut self.cluster, &vap_manifest())?;
-                apply(&mut self.cluster, &map_manifest())?;
-            }
             (
                 Setup::SloGuard,
                 Running::Guard {
@@ -1105,12 +1132,12 @@ impl Bench {
                 apply(&mut self.cluster, &manifest)?;
                 self.wait_scoped(Duration::from_secs(30))?;
             }
-            (Setup::Kyverno, _) => apply(&mut self.cluster, &kyverno_policy())?,
-            (Setup::KyvernoMut, _) => {
-                apply(&mut self.cluster, &kyverno_policy())?;
-                apply(&mut self.cluster, &kyverno_stamp_policy())?;
-            }
             (Setup::SloGuard, _) => return Err("slo-guard is not running".into()),
+            _ => {
+                for (manifest, _, _) in setup.policies() {
+                    apply(&mut self.cluster, &manifest)?;
+                }
+            }
         }
         self.wait_in_force(setup, Duration::from_secs(90))?;
         if setup.stamps() {
@@ -1182,42 +1209,16 @@ impl Bench {
 
     /// Takes a setup out of force and waits until no admission is in force.
     fn deactivate(&mut self, setup: Setup) -> Result<(), String> {
-        let vap = "validatingadmissionpolicybinding,validatingadmissionpolicy";
-        let deleted = match setup {
-            Setup::None => Ok(()),
-            Setup::Vap => delete(&mut self.cluster, vap, "bench-agents"),
-            Setup::VapMap => delete(&mut self.cluster, vap, "bench-agents").and_then(|()| {
-                delete(
-                    &mut self.cluster,
-                    "mutatingadmissionpolicybinding,mutatingadmissionpolicy",
-                    "bench-stamp",
-                )
-            }),
-            Setup::SloGuard => delete(
+        if setup == Setup::SloGuard {
+            delete(
                 &mut self.cluster,
                 "validatingwebhookconfiguration,mutatingwebhookconfiguration",
                 "slo-guard-local",
-            ),
-            // Kyverno drops its webhook for a policy when the policy goes.
-            Setup::Kyverno => delete(
-                &mut self.cluster,
-                "validatingpolicies.policies.kyverno.io",
-                "bench-agents",
-            ),
-            Setup::KyvernoMut => delete(
-                &mut self.cluster,
-                "validatingpolicies.policies.kyverno.io",
-                "bench-agents",
-            )
-            .and_then(|()| {
-                delete(
-                    &mut self.cluster,
-                    "mutatingpolicies.policies.kyverno.io",
-                    "bench-stamp",
-                )
-            }),
-        };
-        deleted?;
+            )?;
+        }
+        for (_, kinds, name) in setup.policies() {
+            delete(&mut self.cluster, kinds, name)?;
+        }
         self.wait_in_force(Setup::None, Duration::from_secs(90))
             .map_err(|e| format!("after taking {} out of force: {e}", setup.name()))
     }

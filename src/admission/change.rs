@@ -818,6 +818,9 @@ struct Incoming<'a> {
     request: &'a ReviewRequest,
     /// The watch cache, for the workloads a deleted object owns.
     workloads: &'a dyn WorkloadLookup,
+    /// [`Incoming::dependents`], looked up once: [`classify_owner`] asks before it builds
+    /// the change that carries them.
+    dependents: std::cell::OnceCell<Vec<Target>>,
     namespace: &'a str,
     object: Option<&'a ReviewObject>,
     old_object: Option<&'a ReviewObject>,
@@ -833,6 +836,7 @@ impl<'a> Incoming<'a> {
         Self {
             request,
             workloads,
+            dependents: std::cell::OnceCell::new(),
             namespace: request.namespace.as_deref().unwrap_or_default(),
             object,
             old_object,
@@ -894,7 +898,7 @@ impl<'a> Incoming<'a> {
                 Some(_) => Vec::new(),
                 None => new_owners(self.object, self.old_object),
             },
-            dependents: self.dependents(),
+            dependents: self.dependents().to_vec(),
             object_name: self.object_name.clone(),
             object_uid: self
                 .object
@@ -910,7 +914,11 @@ impl<'a> Incoming<'a> {
     /// `oldObject`) as an owner. None unless the request deletes an object without
     /// orphaning its dependents. Only direct dependents: a workload owned by an object
     /// that the deleted one owns is not seen (docs/threat-model.md §4b).
-    fn dependents(&self) -> Vec<Target> {
+    fn dependents(&self) -> &[Target] {
+        self.dependents.get_or_init(|| self.look_up_dependents())
+    }
+
+    fn look_up_dependents(&self) -> Vec<Target> {
         let request = self.request;
         let orphans = request
             .options

@@ -98,6 +98,10 @@ fn forbids_agents_to_delete(policy: &Policy) -> bool {
 /// reports as its actor. Judged whatever the deleted object is (a ConfigMap, a custom
 /// resource, or a workload itself).
 pub(super) fn check_owner_delete(change: &Change, policies: &PolicySet) -> (bool, Vec<Finding>) {
+    // Every change comes through here; only a delete of an owner has dependents.
+    if change.dependents.is_empty() {
+        return (false, Vec::new());
+    }
     let mut agent = false;
     // Per policy, in the order first met: the dependents it governs.
     let mut governed: Vec<(&Policy, Vec<String>)> = Vec::new();
