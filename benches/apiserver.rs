@@ -5,7 +5,7 @@
 //! namespace a policy governs and in one that no policy governs.
 //!
 //!     cargo bench --bench apiserver
-//!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 0.5 \
+//!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 3 \
 //!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno,kyverno+mut \
 //!         --workloads create,scale --out FILE [--apiserver-profile DIR] [--webhook-host HOST]
 //!
@@ -69,13 +69,19 @@
 //!     `MutatingPolicy` holding `vap+map`'s mutation (its stamp is compared the same way);
 //! - cells: a setup, workload, namespace and concurrency (closed loop: that many workers,
 //!   each with one request in flight). Each cell is measured for `--seconds` (8) in all,
-//!   in `--rounds` (2) slices of equal length, each after `--warmup` s (0.5) at the same
-//!   concurrency. A round runs, per workload, one block per setup (both namespaces, every
-//!   level, alternating governed and ungoverned); odd rounds take the setups in reverse
-//!   order, so a drift in the machine's load weighs on all of them alike. Latency is per
+//!   in `--rounds` (2) slices of equal length, each after `--warmup` s (3) at the same
+//!   concurrency and in the same namespace. The warm-up is long enough for the apiserver
+//!   to work off what the cell before left (an ungoverned cell follows its setup's
+//!   governed one, whose webhook calls allocate several times as much): after 0.5 s,
+//!   slo-guard's ungoverned creates, where no webhook is called, measured 89-95% of
+//!   `none`'s in two runs on 2026-12-01; after 3 s, 102% (and the apiserver's CPU per
+//!   request 1.29 ms against 1.32 ms). A round runs, per workload, one block per setup
+//!   (both namespaces, every level, alternating governed and ungoverned); odd rounds take
+//!   the setups in reverse order, so a drift in the machine's load weighs on all of them
+//!   alike. Latency is per
 //!   request, from send to the last byte of the answer; throughput is checked requests
 //!   per second of measured wall time. Defaults: 6 setups x 2 workloads x 2 namespaces x
-//!   3 levels = 72 cells, 144 slices, about 16 min with the control plane's start.
+//!   3 levels = 72 cells, 144 slices, about 22 min with the control plane's start.
 //!
 //! Webhook URLs: kube-apiserver calls a webhook behind a Service over HTTP/1.1, but a
 //! webhook registered by a URL on `localhost` or a loopback address over HTTP/2
@@ -200,6 +206,10 @@ impl Setup {
     fn stamps(self) -> bool {
         matches!(self, Setup::VapMap | Setup::SloGuard | Setup::KyvernoMut)
     }
+    /// Whether the setup's admission runs in a server of its own, outside the apiserver.
+    fn has_admission_server(self) -> bool {
+        matches!(self, Setup::SloGuard | Setup::Kyverno | Setup::KyvernoMut)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -247,7 +257,7 @@ impl Options {
                 full,
                 seconds: 8.0,
                 rounds: 2,
-                warmup: 0.5,
+                warmup: 3.0,
                 concurrency: vec![10, 50, 200],
                 setups: vec![
                     Setup::None,
@@ -819,6 +829,82 @@ struct Counters {
     webhook_seconds: f64,
     guard_reviews: f64,
     guard_seconds: f64,
+    cpu: Cpu,
+}
+
+/// CPU seconds (user and system) that each process on the request path has used since it
+/// started. The machine's cores are shared, so what an admission server burns itself is
+/// taken from the apiserver and the client too.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    apiserver: f64,
+    etcd: f64,
+    /// slo-guard or Kyverno, for the setups that run one; 0 for the others.
+    admission: f64,
+    /// This process: the load generator, and the counters' reads between slices.
+    client: f64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            apiserver: self.apiserver - before.apiserver,
+            etcd: self.etcd - before.etcd,
+            admission: self.admission - before.admission,
+            client: self.client - before.client,
+        }
+    }
+    fn add(&mut self, other: Cpu) {
+        self.apiserver += other.apiserver;
+        self.etcd += other.etcd;
+        self.admission += other.admission;
+        self.client += other.client;
+    }
+    fn total(self) -> f64 {
+        self.apiserver + self.etcd + self.admission + self.client
+    }
+}
+
+/// The processes whose CPU is read around each slice.
+#[derive(Clone, Copy)]
+struct Pids {
+    apiserver: Option<u32>,
+    etcd: Option<u32>,
+    admission: Option<u32>,
+}
+
+/// User plus system CPU seconds of process `pid` (fields 14 and 15 of /proc/<pid>/stat);
+/// 0 when it cannot be read.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => return 0.0,
+    };
+    let Ok(stat) = std::fs::read_to_string(&path) else {
+        return 0.0;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let Some((_, after_name)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / per_second
+}
+
+fn read_cpu(pids: Pids) -> Cpu {
+    Cpu {
+        apiserver: cpu_seconds(pids.apiserver),
+        etcd: cpu_seconds(pids.etcd),
+        admission: cpu_seconds(pids.admission),
+        client: cpu_seconds(Some(std::process::id())),
+    }
 }
 
 fn apiserver_metrics(cluster: &Cluster) -> String {
@@ -863,7 +949,21 @@ fn profile_apiserver(
     })
 }
 
-fn read_counters(cluster: &Cluster, guard_metrics: Option<u16>) -> Counters {
+/// The counters before a slice (`Before`) or after it: the CPU is read last before and
+/// first after, so the apiserver's serving of the /metrics reads falls outside the slice.
+#[derive(PartialEq)]
+enum Reading {
+    Before,
+    After,
+}
+
+fn read_counters(
+    cluster: &Cluster,
+    guard_metrics: Option<u16>,
+    pids: Pids,
+    reading: Reading,
+) -> Counters {
+    let cpu_after = (reading == Reading::After).then(|| read_cpu(pids));
     let api = apiserver_metrics(cluster);
     let mut c = Counters {
         api_requests: metric_sum(&api, "apiserver_request_total", ""),
@@ -889,6 +989,7 @@ fn read_counters(cluster: &Cluster, guard_metrics: Option<u16>) -> Counters {
         c.guard_reviews = metric_sum(&out, "slo_guard_admission_duration_seconds_count", "");
         c.guard_seconds = metric_sum(&out, "slo_guard_admission_duration_seconds_sum", "");
     }
+    c.cpu = cpu_after.unwrap_or_else(|| read_cpu(pids));
     c
 }
 
@@ -947,8 +1048,8 @@ struct Bench {
     replicas: BTreeMap<&'static str, Arc<Vec<AtomicU32>>>,
     /// The host slo-guard's and Kyverno's webhook URLs name.
     webhook_host: String,
-    /// Whether Kyverno's admission controller was started (both Kyverno setups use it).
-    kyverno_started: bool,
+    /// Kyverno's admission controller, once started (both Kyverno setups use it).
+    kyverno_pid: Option<u32>,
     /// What each stamping setup added to an agent's admitted create, seen when it was
     /// put in force.
     stamps: BTreeMap<Setup, BTreeMap<String, String>>,
@@ -1106,11 +1207,13 @@ impl Bench {
                     return Err("smoke run (Kyverno runs only under cargo bench)".into());
                 }
                 // Both Kyverno setups share one admission controller.
-                if self.kyverno_started {
+                if self.kyverno_pid.is_some() {
                     return Ok(Running::Nothing);
                 }
                 let running = self.start_kyverno()?;
-                self.kyverno_started = true;
+                if let Running::Kyverno(child) = &running {
+                    self.kyverno_pid = Some(child.id());
+                }
                 Ok(running)
             }
         }
@@ -1393,6 +1496,7 @@ struct Row {
     guarded: bool,
     guard_reviews: f64,
     guard_seconds: f64,
+    cpu: Cpu,
 }
 
 impl Row {
@@ -1410,6 +1514,7 @@ impl Row {
             guarded: false,
             guard_reviews: 0.0,
             guard_seconds: 0.0,
+            cpu: Cpu::default(),
         }
     }
 
@@ -1425,6 +1530,7 @@ impl Row {
             (after.api_requests - before.api_requests - requests - 1.0).max(0.0);
         self.guard_reviews += after.guard_reviews - before.guard_reviews;
         self.guard_seconds += after.guard_seconds - before.guard_seconds;
+        self.cpu.add(after.cpu.since(before.cpu));
         self.result.merge(result);
     }
 
@@ -1435,6 +1541,7 @@ impl Row {
         self.extra_api_requests += other.extra_api_requests;
         self.guard_reviews += other.guard_reviews;
         self.guard_seconds += other.guard_seconds;
+        self.cpu.add(other.cpu);
         self.result.merge(other.result);
     }
 
@@ -1625,6 +1732,33 @@ fn report(
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "\nCPU per request (ms), from /proc/<pid>/stat (user + system) around each slice: the apiserver, etcd, the admission server under test (slo-guard or Kyverno; Kyverno's process runs, idle or not, through every setup), and this client. They share the machine's cores, so the total is what a request costs the machine:\n\n| setup | namespace | workload | concurrency | apiserver | etcd | admission server | client | total |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+    for setup in &options.setups {
+        for row in rows.iter().filter(|r| r.setup == *setup) {
+            let per_request = |seconds: f64| fmt_f(1000.0 * row.per_request(seconds), 3);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.setup.name(),
+                ns_label(row.namespace),
+                row.workload.name(),
+                row.concurrency,
+                per_request(row.cpu.apiserver),
+                per_request(row.cpu.etcd),
+                if row.setup.has_admission_server() {
+                    per_request(row.cpu.admission)
+                } else {
+                    "-".to_string()
+                },
+                per_request(row.cpu.client),
+                per_request(row.cpu.total()),
+            );
+        }
+    }
     let guard_rows: Vec<&Row> = rows.iter().filter(|r| r.setup == Setup::SloGuard).collect();
     if !guard_rows.is_empty() {
         let _ = writeln!(
@@ -1785,7 +1919,7 @@ fn main() {
         target: Arc::new(Target { client, api }),
         replicas,
         webhook_host: webhook_host.clone(),
-        kyverno_started: false,
+        kyverno_pid: None,
         stamps: BTreeMap::new(),
     };
 
@@ -1841,6 +1975,15 @@ fn main() {
                     continue;
                 }
                 let guard_metrics = running.guard_metrics();
+                let pids = Pids {
+                    apiserver: bench.cluster.pid("kube-apiserver"),
+                    etcd: bench.cluster.pid("etcd"),
+                    admission: match (setup, running) {
+                        (Setup::SloGuard, Running::Guard { guard, .. }) => Some(guard.pid()),
+                        (Setup::Kyverno | Setup::KyvernoMut, _) => bench.kyverno_pid,
+                        _ => None,
+                    },
+                };
                 for &concurrency in &options.concurrency {
                     for namespace in [GOVERNED, OPEN] {
                         let state = bench.replicas[namespace].clone();
@@ -1867,7 +2010,8 @@ fn main() {
                                 )),
                             )
                         });
-                        let before = read_counters(&bench.cluster, guard_metrics);
+                        let before =
+                            read_counters(&bench.cluster, guard_metrics, pids, Reading::Before);
                         let result = bench.runtime.block_on(run_cell(
                             bench.target.clone(),
                             workload,
@@ -1876,7 +2020,8 @@ fn main() {
                             slice,
                             state,
                         ));
-                        let after = read_counters(&bench.cluster, guard_metrics);
+                        let after =
+                            read_counters(&bench.cluster, guard_metrics, pids, Reading::After);
                         if let Some(profile) = profile {
                             profile.join().expect("the profile thread");
                         }

@@ -175,6 +175,21 @@ impl Cluster {
         }
     }
 
+    /// The process id of one of the control plane's components (`etcd`,
+    /// `kube-apiserver`), from the pid file cluster.sh wrote.
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        std::fs::read_to_string(
+            self.state
+                .path()
+                .join("pids")
+                .join(format!("{component}.pid")),
+        )
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+    }
+
     /// The file this cluster's transcript goes to.
     fn transcript_path(&self) -> PathBuf {
         transcript_path(self.name)
