@@ -159,8 +159,9 @@ pub enum TargetKind {
     PodMaker(PodMakerKind),
     /// A Service: judged for the workloads whose pods it selects, before or after.
     Service,
-    /// Any other object, deleted while it owns governed workloads: judged for the
-    /// workloads the garbage collector would delete with it ([`Change::dependents`]).
+    /// Any other object, deleted while it owns governed workloads, or given an owner of
+    /// its own while it owns them: judged for the workloads the garbage collector would
+    /// delete with it ([`Change::dependents`]).
     Owner,
 }
 
@@ -506,7 +507,8 @@ pub enum ChangeDetail {
         served_workloads: Vec<Target>,
     },
     /// An object of a kind slo-guard does not otherwise judge, deleted while it owns
-    /// governed workloads ([`Change::dependents`]).
+    /// governed workloads ([`Change::dependents`]), or given an owner of its own
+    /// ([`Change::new_owners`]) while it owns them.
     Owner {
         /// Its kind, as the request names it (`ConfigMap`); the resource when the request
         /// names none.
@@ -538,9 +540,11 @@ pub struct Change {
     /// a subresource, whose metadata is not stored): the garbage collector deletes the
     /// object once any of them is gone.
     pub new_owners: Vec<OwnerReference>,
-    /// The workloads (from the watch cache) that name the deleted object as an owner,
-    /// which the garbage collector deletes with it: empty unless the change is a DELETE
-    /// that does not orphan its dependents (`propagationPolicy: Orphan`).
+    /// The workloads (from the watch cache) that name the object as an owner, which the
+    /// garbage collector deletes with it: empty unless the change is a DELETE that does
+    /// not orphan its dependents (`propagationPolicy: Orphan`), or an update that gives
+    /// the object an owner ([`Change::new_owners`]), whose deletion would then delete the
+    /// object and its dependents after it.
     pub dependents: Vec<Target>,
     /// The name and uid of the object the request writes. For an HPA that is the HPA
     /// itself, while `target` is the workload it scales. Events about the request go here.
@@ -806,7 +810,9 @@ fn classify_borrowed(
         _ => Ok(None),
     }?;
     match classified {
-        None if request.operation == Operation::Delete && sub_resource.is_empty() => {
+        None if matches!(request.operation, Operation::Delete | Operation::Update)
+            && sub_resource.is_empty() =>
+        {
             classify_owner(&incoming)
         }
         classified => Ok(classified),
@@ -909,11 +915,12 @@ impl<'a> Incoming<'a> {
         }
     }
 
-    /// The workloads the garbage collector deletes once this request is done: those the
-    /// watch cache holds in the namespace that name the deleted object (by the uid of
-    /// `oldObject`) as an owner. None unless the request deletes an object without
-    /// orphaning its dependents. Only direct dependents: a workload owned by an object
-    /// that the deleted one owns is not seen (docs/threat-model.md §4b).
+    /// The workloads the garbage collector deletes once this request is done, or once
+    /// an owner the request gives the object is deleted: those the watch cache holds in
+    /// the namespace that name the object (by its uid) as an owner. None unless the
+    /// request deletes an object without orphaning its dependents, or gives an object an
+    /// owner it did not have. Only direct dependents: a workload owned by an object that
+    /// this one owns is not seen (docs/threat-model.md §4b).
     fn dependents(&self) -> &[Target] {
         self.dependents.get_or_init(|| self.look_up_dependents())
     }
@@ -924,11 +931,20 @@ impl<'a> Incoming<'a> {
             .options
             .as_ref()
             .is_some_and(|options| options.orphans_dependents());
-        if request.operation != Operation::Delete || request.sub_resource.is_some() || orphans {
+        if request.sub_resource.is_some() {
             return Vec::new();
         }
-        let Some(uid) = self
-            .old_object
+        let owner = match request.operation {
+            Operation::Delete if !orphans => self.old_object,
+            // An agent that makes its own object the owner of a workload's owner can
+            // delete that object: the garbage collector then deletes the owner, and the
+            // workload after it.
+            Operation::Update if !new_owners(self.object, self.old_object).is_empty() => {
+                self.object.or(self.old_object)
+            }
+            _ => None,
+        };
+        let Some(uid) = owner
             .and_then(|o| o.metadata.uid.as_deref())
             .filter(|uid| !uid.is_empty())
         else {
@@ -1172,9 +1188,10 @@ fn classify_pod_maker(
     incoming.object_change(target)
 }
 
-/// A DELETE of an object slo-guard does not otherwise judge: judged for the workloads
-/// the garbage collector deletes with it, when there are any. Every other DELETE of a
-/// namespaced object (most of them) is not governed.
+/// A DELETE of an object slo-guard does not otherwise judge, or an update that gives it
+/// an owner: judged for the workloads the garbage collector deletes with it, when there
+/// are any. Every other DELETE or update of a namespaced object (most of them) is not
+/// governed.
 fn classify_owner(incoming: &Incoming<'_>) -> Result<Option<Change>, AdmissionError> {
     if incoming.dependents().is_empty() {
         return Ok(None);
@@ -1195,12 +1212,11 @@ fn classify_owner(incoming: &Incoming<'_>) -> Result<Option<Change>, AdmissionEr
         kind,
         api_version: request.kind.api_version(),
     };
-    Ok(Some(incoming.change(
-        ChangeClass::Delete,
-        target,
-        detail,
-        None,
-    )))
+    let class = match request.operation {
+        Operation::Delete => ChangeClass::Delete,
+        _ => ChangeClass::Metadata,
+    };
+    Ok(Some(incoming.change(class, target, detail, None)))
 }
 
 /// A Service: judged for the workloads whose pods it selects, before or after the change.
@@ -1687,6 +1703,55 @@ mod tests {
             Value::Null,
         );
         assert!(created.dependents.is_empty());
+    }
+
+    #[test]
+    fn an_owner_given_an_owner_of_its_own_is_judged_for_the_workloads_it_owns() {
+        let workloads = BTreeMap::from([(
+            (
+                WorkloadKind::Deployment,
+                "payments".to_string(),
+                "ledger".to_string(),
+            ),
+            WorkloadSnapshot {
+                owner_uids: vec!["cm-1".to_string()],
+                ..WorkloadSnapshot::default()
+            },
+        )]);
+        let root = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "root", "uid": "root-1"});
+        let other = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "other-1"});
+        let update = |uid: &str, owners_after: Value, owners_before: Value| {
+            let object = |owners: &Value| serde_json::json!({"metadata": {"name": "handle", "namespace": "payments", "uid": uid, "ownerReferences": owners}, "data": {}});
+            let mut body = review_body(
+                ("", "v1", "configmaps"),
+                "UPDATE",
+                object(&owners_after),
+                object(&owners_before),
+            );
+            body["request"]["kind"] =
+                serde_json::json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+            body["request"]["name"] = Value::from("handle");
+            let request = parse_review(body.to_string().as_bytes()).expect("a review");
+            classify(request, &workloads).expect("classified")
+        };
+        let change = update("cm-1", serde_json::json!([root]), Value::Null).expect("judged");
+        assert_eq!(change.class, ChangeClass::Metadata);
+        assert_eq!(change.target.kind, TargetKind::Owner);
+        assert_eq!(change.new_owners.len(), 1);
+        assert_eq!(change.new_owners[0].name, "root");
+        let names: Vec<String> = change.dependents.iter().map(Target::describe).collect();
+        assert_eq!(names, vec!["Deployment payments/ledger".to_string()]);
+        // A second owner is an owner gained too.
+        let added = update(
+            "cm-1",
+            serde_json::json!([other, root]),
+            serde_json::json!([other]),
+        );
+        assert_eq!(added.map(|c| c.dependents.len()), Some(1));
+        // Not judged: owners kept or removed, and an object that owns nothing cached.
+        assert!(update("cm-1", serde_json::json!([root]), serde_json::json!([root])).is_none());
+        assert!(update("cm-1", Value::Null, serde_json::json!([root])).is_none());
+        assert!(update("cm-9", serde_json::json!([root]), Value::Null).is_none());
     }
 
     #[test]

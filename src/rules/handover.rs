@@ -11,6 +11,8 @@
 //! - a delete of an object that owns governed workloads: the garbage collector deletes
 //!   them after it, so an agent that may not delete them may not delete their owner,
 //!   unless it orphans them (`propagationPolicy: Orphan`), which leaves them in place.
+//! - an owner given to such an object: deleting that new owner has the garbage collector
+//!   delete the object, then the workloads, so an agent may not give one either.
 
 use crate::admission::{ActorKind, Change, ChangeClass, TargetKind, WorkloadKind};
 use crate::policy::{ForbiddenAction, Policy};
@@ -92,13 +94,15 @@ fn forbids_agents_to_delete(policy: &Policy) -> bool {
 }
 
 /// A delete of an object that owns governed workloads ([`Change::dependents`]), which
-/// the garbage collector deletes with it: for each policy governing one of them whose
-/// agents may not delete, a finding naming them, when the requester is one of its agents.
-/// Also whether the requester is an agent of such a policy at all, which the decision
-/// reports as its actor. Judged whatever the deleted object is (a ConfigMap, a custom
-/// resource, or a workload itself).
-pub(super) fn check_owner_delete(change: &Change, policies: &PolicySet) -> (bool, Vec<Finding>) {
-    // Every change comes through here; only a delete of an owner has dependents.
+/// the garbage collector deletes with it, or an update giving such an object an owner
+/// ([`Change::new_owners`]), whose deletion would delete them: for each policy governing
+/// one of them whose agents may not delete, a finding naming them, when the requester is
+/// one of its agents. Also whether the requester is an agent of such a policy at all,
+/// which the decision reports as its actor. Judged whatever the object is (a ConfigMap,
+/// a custom resource, or a workload itself).
+pub(super) fn check_owner_change(change: &Change, policies: &PolicySet) -> (bool, Vec<Finding>) {
+    // Every change comes through here; only a delete of an owner, or an owner given to
+    // one, has dependents.
     if change.dependents.is_empty() {
         return (false, Vec::new());
     }
@@ -122,24 +126,47 @@ pub(super) fn check_owner_delete(change: &Change, policies: &PolicySet) -> (bool
             }
         }
     }
-    let deleted = change.describe();
+    let object = change.describe();
+    let new_owners = (change.class != ChangeClass::Delete).then(|| {
+        change
+            .new_owners
+            .iter()
+            .map(|owner| format!("{} {}", owner.kind, owner.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
     let findings = governed
         .into_iter()
         .map(|(policy, dependents)| {
             let names = dependents.join(", ");
+            let them = if dependents.len() == 1 { "it" } else { "them" };
+            let (headline, remedy, brief) = match &new_owners {
+                None => (
+                    format!(
+                        "delete of {object} blocked: it owns {names}, which policy {} governs, and the garbage collector deletes {them} with its owner; agents.forbidden lists delete",
+                        policy.id
+                    ),
+                    format!(
+                        "Ask a person to delete it, or delete it with --cascade=orphan (propagationPolicy: Orphan), which leaves {names} in place"
+                    ),
+                    format!("owner of {names}: delete is forbidden for agents"),
+                ),
+                Some(owners) => (
+                    format!(
+                        "giving {object} an owner ({owners} in metadata.ownerReferences) blocked: it owns {names}, which policy {} governs, and once that owner is deleted the garbage collector deletes {object}, then {names}; agents.forbidden lists delete",
+                        policy.id
+                    ),
+                    "Only a person can give an owner to an object that owns a governed workload; escalate it to an SRE".to_string(),
+                    format!("new owner {owners} of the owner of {names}: delete is forbidden for agents"),
+                ),
+            };
             Finding {
                 source: policy.id.to_string(),
                 rule: Rule::ForbiddenAction,
                 mode: policy.spec.action,
-                headline: format!(
-                    "delete of {deleted} blocked: it owns {names}, which policy {} governs, and the garbage collector deletes {} with its owner; agents.forbidden lists delete",
-                    policy.id,
-                    if dependents.len() == 1 { "it" } else { "them" },
-                ),
-                remedy: format!(
-                    "Ask a person to delete it, or delete it with --cascade=orphan (propagationPolicy: Orphan), which leaves {names} in place"
-                ),
-                brief: format!("owner of {names}: delete is forbidden for agents"),
+                headline,
+                remedy,
+                brief,
             }
         })
         .collect();
@@ -332,6 +359,32 @@ mod tests {
             let decision = judge(SELECTED, &owner_deleted(AGENT, dependents));
             assert!(decision.findings.is_empty(), "{:?}", decision.findings);
         }
+    }
+
+    #[test]
+    fn an_agent_may_not_give_the_owner_of_a_governed_workload_an_owner() {
+        // The chain an agent could build: its own ConfigMap "root" made the owner of
+        // "handle", which owns checkout; deleting root would then delete both.
+        let given_owner = |username: &str| {
+            let mut change = owner_deleted(username, &[("checkout", "checkout")]);
+            change.class = ChangeClass::Metadata;
+            change.new_owners = vec![OwnerReference {
+                kind: "ConfigMap".to_string(),
+                name: "root".to_string(),
+                uid: "root-1".to_string(),
+            }];
+            change
+        };
+        let decision = judge(SELECTED, &given_owner(AGENT));
+        assert_eq!(decision.actor, ActorKind::Agent);
+        assert_eq!(
+            crate::verdict::denial_message(&decision).as_deref(),
+            Some(
+                "[payments/checkout:forbidden-action] giving ConfigMap payments/handle an owner (ConfigMap root in metadata.ownerReferences) blocked: it owns Deployment payments/checkout, which policy payments/checkout governs, and once that owner is deleted the garbage collector deletes ConfigMap payments/handle, then Deployment payments/checkout; agents.forbidden lists delete. Only a person can give an owner to an object that owns a governed workload; escalate it to an SRE."
+            )
+        );
+        let person = judge(SELECTED, &given_owner("alice"));
+        assert!(person.findings.is_empty(), "{:?}", person.findings);
     }
 
     #[test]

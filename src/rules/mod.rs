@@ -448,7 +448,7 @@ pub fn assess_and_decide(change: &Change, context: &DecisionContext<'_>) -> Deci
 pub fn decide(assessment: &Assessment<'_>, observed: &Observed<'_>) -> Decision {
     let mut decision = decide_for_target(assessment, observed);
     // Whatever the object is, deleting it deletes the workloads it owns.
-    let (agent, owned) = handover::check_owner_delete(assessment.change, assessment.policies);
+    let (agent, owned) = handover::check_owner_change(assessment.change, assessment.policies);
     if agent {
         decision.actor = ActorKind::Agent;
     }

@@ -244,6 +244,19 @@ capture configmap-owner-delete DELETE configmaps - checkout-handle -- \
 capture configmap-owner-delete-orphan DELETE configmaps - checkout-handle-orphaned -- \
   as_agent -n payments delete configmap checkout-handle-orphaned --cascade=orphan
 
+# The agent gives a ConfigMap an owner of its own (chain-root); the tests' watch cache
+# makes that ConfigMap an owner of checkout, so deleting chain-root would have the
+# garbage collector delete it, then checkout.
+kubectl -n payments create role configmap-patcher --verb=get,patch --resource=configmaps >/dev/null
+kubectl -n payments create rolebinding fixer-configmap-patcher --role=configmap-patcher \
+  --serviceaccount=ai-agents:fixer >/dev/null
+kubectl -n payments create configmap checkout-handle-chained >/dev/null
+kubectl -n payments create configmap chain-root >/dev/null
+ROOT_UID="$(kubectl -n payments get configmap chain-root -o jsonpath='{.metadata.uid}')"
+capture configmap-owner-given-owner UPDATE configmaps - checkout-handle-chained -- \
+  as_agent -n payments patch configmap checkout-handle-chained --type merge \
+    -p "{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"chain-root\",\"uid\":\"$ROOT_UID\"}]}}"
+
 capture deployment-delete DELETE deployments - checkout -- \
   as_agent -n payments delete deployment checkout
 
@@ -264,6 +277,7 @@ chk configmap-policy-create '.request.object.metadata.labels["slo-guard.io/polic
 chk deployment-delete '.request.object == null and .request.oldObject != null'
 chk configmap-owner-delete '.request.options.propagationPolicy == "Background" and .request.oldObject.metadata.uid != null'
 chk configmap-owner-delete-orphan '.request.options.propagationPolicy == "Orphan"'
+chk configmap-owner-given-owner '(.request.object.metadata.ownerReferences | length) == 1 and .request.oldObject.metadata.ownerReferences == null'
 
 log "done: $(find "$OUT" -maxdepth 1 -name '*.json' | wc -l) fixtures in $OUT"
 ls -l "$OUT" >&2

@@ -245,6 +245,10 @@ matchConditions:
   # validate.slo-guard.io gets these deletes and judges what they own as well.
   - name: not-judged-by-validate
     expression: '!((request.resource.group == "apps" && request.resource.resource in ["deployments", "statefulsets"]) || (request.resource.group == "autoscaling" && request.resource.resource == "horizontalpodautoscalers"))'
+  # Of the updates, only those that give the object an owner it did not have (a
+  # delete has no object to read).
+  - name: deletes-and-new-owners
+    expression: 'request.operation == "DELETE" || (has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(o, !has(oldObject.metadata.ownerReferences) || !oldObject.metadata.ownerReferences.exists(p, p.uid == o.uid)))'
   {{- end }}
 {{- end }}
 {{- end }}

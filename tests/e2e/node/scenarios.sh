@@ -289,6 +289,14 @@ EOF
   check "2. an agent cannot delete the owner of a governed Deployment (forbidden-action: delete)" denied_with "$out" \
     'admission webhook "owners.slo-guard.io" denied the request: [payments/checkout:forbidden-action]' \
     'Deployment payments/ledger' '--cascade=orphan'
+  # The same delete as one DeleteCollection request (every ConfigMap the selector
+  # matches): the apiserver admits each item it deletes as a DELETE of its own.
+  k label configmap ledger-owner -n payments slo-guard-e2e/owner=yes >/dev/null
+  out="$(k delete --raw '/api/v1/namespaces/payments/configmaps?labelSelector=slo-guard-e2e%2Fowner%3Dyes' --as "$AGENT" || true)"
+  check "2. ... nor by a DeleteCollection of the ConfigMaps it matches" denied_with "$out" \
+    'admission webhook "owners.slo-guard.io" denied the request' 'Deployment payments/ledger'
+  check "2. ... which deleted nothing: ConfigMap ledger-owner still exists" \
+    kubectl get configmap ledger-owner -n payments
   sleep 5
   check "2. ... and the garbage collector deleted nothing: ledger still exists" \
     kubectl get deploy ledger -n payments
@@ -303,6 +311,24 @@ EOF
   out="$(own_ledger ledger-owner-2 || true)"
   check "2. a person makes ConfigMap ledger-owner-2 the owner of ledger" grep -q "patched" <<<"$out"
   sleep 2
+  # The chain: the agent makes a ConfigMap of its own the owner of ledger-owner-2.
+  # Deleting that one would have the garbage collector delete ledger-owner-2, then
+  # ledger.
+  k create configmap chain-root -n payments --as "$AGENT" >/dev/null || true
+  local root_uid
+  root_uid="$(kubectl get configmap chain-root -n payments -o jsonpath='{.metadata.uid}')"
+  out="$(k patch configmap ledger-owner-2 -n payments --type merge --as "$AGENT" \
+    -p "{\"metadata\":{\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"chain-root\",\"uid\":\"$root_uid\"}]}}" || true)"
+  check "2. an agent cannot give the owner of a governed Deployment an owner of its own" denied_with "$out" \
+    'admission webhook "owners.slo-guard.io" denied the request: [payments/checkout:forbidden-action]' \
+    'giving ConfigMap payments/ledger-owner-2 an owner (ConfigMap chain-root'
+  out="$(k label configmap ledger-owner-2 -n payments --as "$AGENT" slo-guard-e2e/touched=yes || true)"
+  check "2. ... while its other updates of that ConfigMap are admitted" grep -q "labeled" <<<"$out"
+  out="$(k delete configmap chain-root -n payments --as "$AGENT" || true)"
+  check "2. ... so deleting its own ConfigMap chain-root deletes just that" grep -q "deleted" <<<"$out"
+  sleep 5
+  check "2. ... and ledger-owner-2 and ledger still exist" \
+    kubectl get configmap/ledger-owner-2 deploy/ledger -n payments
   out="$(k delete configmap ledger-owner-2 -n payments || true)"
   check "2. a person may delete the owner of a governed Deployment" grep -q "deleted" <<<"$out"
   check "2. ... and the garbage collector deletes ledger with it (the route is real)" \

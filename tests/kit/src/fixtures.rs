@@ -49,7 +49,8 @@ pub fn baseline_policies() -> Arc<PolicyStore> {
 
 /// The watch cache as it would be after the fixtures' Deployment was created by the agent
 /// with its full decision context, and a person had made the ConfigMaps the agent
-/// deletes in configmap-owner-delete*.json its owners.
+/// deletes in configmap-owner-delete*.json, and the one it gives an owner in
+/// configmap-owner-given-owner.json, its owners.
 pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadSnapshot> {
     let create = fixture_json("deployment-create.json");
     let metadata = &create["request"]["object"]["metadata"];
@@ -70,6 +71,7 @@ pub fn checkout_workload() -> BTreeMap<(WorkloadKind, String, String), WorkloadS
             owner_uids: [
                 "configmap-owner-delete.json",
                 "configmap-owner-delete-orphan.json",
+                "configmap-owner-given-owner.json",
             ]
             .into_iter()
             .filter_map(|name| {
