@@ -1545,6 +1545,17 @@ impl Row {
         self.result.merge(other.result);
     }
 
+    /// The cell's first four table columns: setup, namespace, workload, concurrency.
+    fn cell(&self) -> String {
+        format!(
+            "{} | {} | {} | {}",
+            self.setup.name(),
+            ns_label(self.namespace),
+            self.workload.name(),
+            self.concurrency
+        )
+    }
+
     fn per_request(&self, v: f64) -> f64 {
         v / self.requests.max(1.0)
     }
@@ -1625,11 +1636,8 @@ fn report(
             let r = &row.result;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                row.setup.name(),
-                ns_label(row.namespace),
-                row.workload.name(),
-                row.concurrency,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.cell(),
                 r.ok() + r.failures,
                 r.failures,
                 fmt_f(r.throughput(), 1),
@@ -1742,11 +1750,8 @@ fn report(
             let per_request = |seconds: f64| fmt_f(1000.0 * row.per_request(seconds), 3);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                row.setup.name(),
-                ns_label(row.namespace),
-                row.workload.name(),
-                row.concurrency,
+                "| {} | {} | {} | {} | {} | {} |",
+                row.cell(),
                 per_request(row.cpu.apiserver),
                 per_request(row.cpu.etcd),
                 if row.setup.has_admission_server() {
