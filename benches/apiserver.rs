@@ -7,18 +7,20 @@
 //!     cargo bench --bench apiserver
 //!     cargo bench --bench apiserver -- --seconds 8 --rounds 2 --warmup 3 \
 //!         --concurrency 10,50,200 --setups none,vap,vap+map,slo-guard,kyverno,kyverno+mut \
-//!         --workloads create,scale --out FILE [--apiserver-profile DIR] [--webhook-host HOST]
+//!         --workloads create,scale[,update] --out FILE [--apiserver-profile DIR] [--webhook-host HOST]
 //!
 //! Everything runs on 127.0.0.1 and stops by itself:
 //! - a control plane (etcd + kube-apiserver v1.34, built from Go modules by
 //!   tests/e2e/build-tools.sh and started by tests/e2e/cluster.sh in a fresh state dir);
 //! - namespaces `bench-governed` (labelled `bench.slo-guard.io/governed=true`; the policy
 //!   under test governs it) and `bench-open` (no policy governs it); in each, Deployments
-//!   `bench-0` .. `bench-<max concurrency - 1>` created by the admin with an agent's
+//!   and ConfigMaps `bench-0` .. `bench-<max concurrency - 1>` created by the admin, the
+//!   Deployments with an agent's
 //!   decision context (`slo-guard.io/decision-id`, `reason`, `confidence: "0.9"`,
 //!   `action: scale`) and 2 replicas;
 //! - the agent: ServiceAccount `ai-agents/bench-agent`, a Role in both namespaces
-//!   (deployments create/get/update/patch, deployments/scale get/update/patch) and a
+//!   (deployments create/get/update/patch, deployments/scale and configmaps
+//!   get/update/patch) and a
 //!   bearer token from `kubectl create token`. The client (reqwest over rustls, one
 //!   HTTP/2 connection, as client-go keeps one) sends every request as that agent;
 //! - workloads, each request checked:
@@ -27,6 +29,11 @@
 //!   - `scale`: a real merge PATCH of `deployments/bench-<worker>/scale`, alternating
 //!     each worker's own Deployment between 3 and 2 replicas (a step of 1, within every
 //!     cap): 200 or a failure;
+//!   - `update` (only when named in `--workloads`): a real merge PATCH of the data of
+//!     ConfigMap `bench-<worker>`, which no setup judges. It measures what slo-guard's
+//!     `owners.slo-guard.io` costs an update it does not judge: in a governed namespace
+//!     the apiserver evaluates its match conditions (an update that gives no owner is not
+//!     sent); in the other, its namespaceSelector leaves the update alone;
 //! - setups: every setup's processes start before the first measurement (so the
 //!   background load is the same for every cell), and its admission is put in force only
 //!   for its own blocks: the VAP and binding created, slo-guard's webhook configurations
@@ -216,6 +223,7 @@ impl Setup {
 enum Workload {
     Create,
     Scale,
+    Update,
 }
 
 impl Workload {
@@ -223,6 +231,7 @@ impl Workload {
         match self {
             Workload::Create => "create",
             Workload::Scale => "scale",
+            Workload::Update => "update",
         }
     }
 }
@@ -319,6 +328,7 @@ impl Options {
                         .map(|w| match w.trim() {
                             "create" => Workload::Create,
                             "scale" => Workload::Scale,
+                            "update" => Workload::Update,
                             other => die(&format!("unknown workload {other:?} (create, scale)")),
                         })
                         .collect()
@@ -396,6 +406,9 @@ rules:
   verbs: [get, list, watch, create, update, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
+  verbs: [get, update, patch]
+- apiGroups: [""]
+  resources: [configmaps]
   verbs: [get, update, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -705,6 +718,20 @@ async fn one_request(
                 200,
             )
         }
+        Workload::Update => (
+            target
+                .client
+                .patch(format!(
+                    "{}/api/v1/namespaces/{namespace}/configmaps/bench-{worker}",
+                    target.api
+                ))
+                .header("content-type", "application/merge-patch+json")
+                .body(format!(
+                    r#"{{"data":{{"sent":"{}"}}}}"#,
+                    UPDATES.fetch_add(1, Ordering::Relaxed)
+                )),
+            200,
+        ),
     };
     let response = request
         .send()
@@ -738,6 +765,9 @@ async fn one_request(
     let message: String = message.chars().take(160).collect();
     Err(format!("HTTP {status}: {message}"))
 }
+
+/// Makes every update workload request change its ConfigMap, so that none is a no-op.
+static UPDATES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn run_cell(
     target: Arc<Target>,
@@ -1833,15 +1863,20 @@ fn main() {
         &[("SLO_GUARD_E2E_MUTATING_ADMISSION_POLICY", mutating_policies)],
     );
     cluster.apply(&base_manifest());
-    // The Deployments the scale workload changes, one per worker and namespace, created
-    // by the admin before any admission is in force.
+    // The Deployments the scale workload changes and the ConfigMaps the update workload
+    // changes, one each per worker and namespace, created by the admin before any
+    // admission is in force.
     let mut list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": []});
     for ns in [GOVERNED, OPEN] {
         for worker in 0..max_concurrency {
-            list["items"]
-                .as_array_mut()
-                .expect("items")
-                .push(deployment_json(ns, &format!("bench-{worker}"), 2));
+            let items = list["items"].as_array_mut().expect("items");
+            items.push(deployment_json(ns, &format!("bench-{worker}"), 2));
+            items.push(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": format!("bench-{worker}"), "namespace": ns},
+                "data": {"sent": "none"},
+            }));
         }
     }
     let output = cluster.kubectl_with_stdin(
@@ -1850,7 +1885,7 @@ fn main() {
     );
     assert!(
         output.status.success(),
-        "creating the bench Deployments failed: {}",
+        "creating the bench Deployments and ConfigMaps failed: {}",
         text(&output.stderr)
     );
     let token = kubectl_ok(
