@@ -1697,7 +1697,7 @@ fn report(
     };
     let _ = writeln!(
         out,
-        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | vap+map / none | slo-guard / none | slo-guard / vap | slo-guard / vap+map | kyverno / none | kyverno / vap | kyverno+mut / none | slo-guard / kyverno+mut |"
+        "\nrequests: checked requests (201 for a dry-run create, 200 for a scale or an update; anything else failed); latency from send to the answer's last byte; throughput: checked requests per second. From the apiserver's /metrics around each slice: webhook calls/req and ms/call (apiserver_admission_webhook_admission_duration_seconds, the round trip as the apiserver saw it), other API requests/req (apiserver_request_total less the bench's own requests).\n\nThroughput ratios (same namespace, workload and concurrency):\n\n| namespace | workload | concurrency | vap / none | vap+map / none | slo-guard / none | slo-guard / vap | slo-guard / vap+map | kyverno / none | kyverno / vap | kyverno+mut / none | slo-guard / kyverno+mut |"
     );
     let _ = writeln!(
         out,
