@@ -927,15 +927,18 @@ impl<'a> Incoming<'a> {
 
     fn look_up_dependents(&self) -> Vec<Target> {
         let request = self.request;
-        let orphans = request
-            .options
-            .as_ref()
-            .is_some_and(|options| options.orphans_dependents());
         if request.sub_resource.is_some() {
             return Vec::new();
         }
         let owner = match request.operation {
-            Operation::Delete if !orphans => self.old_object,
+            Operation::Delete
+                if !request
+                    .options
+                    .as_ref()
+                    .is_some_and(|options| options.orphans_dependents()) =>
+            {
+                self.old_object
+            }
             // An agent that makes its own object the owner of a workload's owner can
             // delete that object: the garbage collector then deletes the owner, and the
             // workload after it.

@@ -63,16 +63,10 @@ pub(super) fn check_new_owner(input: &RuleInput<'_>) -> Option<Finding> {
     {
         return None;
     }
-    let delete = ForbiddenAction::Class(crate::admission::ChangeClass::Delete);
-    if !input.policy.spec.agents.forbidden.contains(&delete) {
+    if !forbids_agents_to_delete(input.policy) {
         return None;
     }
-    let owners = change
-        .new_owners
-        .iter()
-        .map(|owner| format!("{} {}", owner.kind, owner.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let owners = describe_owners(change);
     let kind = change.target.kind.as_str();
     Some(input.finding(
         Rule::ForbiddenAction,
@@ -82,6 +76,16 @@ pub(super) fn check_new_owner(input: &RuleInput<'_>) -> Option<Finding> {
         "Only a person can give a governed workload an owner; escalate it to an SRE".to_string(),
         format!("new owner {owners}: delete is forbidden for agents"),
     ))
+}
+
+/// The owners a change gives its object, as denials name them: "ConfigMap root, ...".
+fn describe_owners(change: &Change) -> String {
+    change
+        .new_owners
+        .iter()
+        .map(|owner| format!("{} {}", owner.kind, owner.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether `policy` forbids agents to delete what it governs.
@@ -127,14 +131,8 @@ pub(super) fn check_owner_change(change: &Change, policies: &PolicySet) -> (bool
         }
     }
     let object = change.describe();
-    let new_owners = (change.class != ChangeClass::Delete).then(|| {
-        change
-            .new_owners
-            .iter()
-            .map(|owner| format!("{} {}", owner.kind, owner.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
+    // A delete gains no owner; a change with dependents that is not a delete does.
+    let new_owners = (!change.new_owners.is_empty()).then(|| describe_owners(change));
     let findings = governed
         .into_iter()
         .map(|(policy, dependents)| {
